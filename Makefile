@@ -1,0 +1,25 @@
+# Two commands for a fresh machine; each creates the virtualenv it needs.
+#   make demo   install servesim and run the quickstart scenario
+#   make test   install servesim with its test tools and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/servesim: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(BIN)/servesim
+
+.PHONY: demo test bench lint
+demo: $(BIN)/servesim
+	$(BIN)/servesim run scenarios/quickstart.yaml -o results/quickstart
+
+test: $(BIN)/servesim
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/servesim
+	$(BIN)/servesim bench
+
+lint: $(BIN)/servesim
+	$(BIN)/ruff check sim calibration tests bench

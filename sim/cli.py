@@ -1,0 +1,227 @@
+"""The ``servesim`` command.
+
+    servesim run SCENARIO [-o DIR] [--set key.path=value ...] [--seed N] [--replications K]
+    servesim validate-scenario SCENARIO [--set ...]
+    servesim catalog [models|gpus]
+    servesim bench [--requests N ...]
+
+Bad input (scenario fields, traces, flags) prints one line naming the problem and exits with
+code 2; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sim.errors import ServesimError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"servesim: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="servesim", description="Simulate generative-AI inference serving.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="simulate a scenario and summarise it")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("-o", "--output", type=Path, help="directory for parquet, summary.json and plots")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    run.add_argument("--seed", type=_seed)
+    run.add_argument("--replications", type=_positive_int)
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    check = sub.add_parser("validate-scenario", help="check a scenario file without running it")
+    check.add_argument("scenario", type=Path)
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+
+    cat = sub.add_parser("catalog", help="list the models and GPUs servesim knows")
+    cat.add_argument("what", nargs="?", choices=["models", "gpus"], default=None)
+
+    bench = sub.add_parser("bench", help="simulator speed: simulated requests per wall-second")
+    bench.add_argument("--requests", type=_positive_int, action="append", help="request counts (default 20000 and 200000)")
+    bench.add_argument("--skip-trace", action="store_true", help="skip the Azure conv trace case")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "validate-scenario":
+            return _cmd_validate(args)
+        if args.command == "catalog":
+            return _cmd_catalog(args)
+        if args.command == "bench":
+            from sim.bench import main as bench_main
+
+            return bench_main(args.requests, skip_trace=args.skip_trace)
+    except ServesimError as exc:
+        sys.stderr.write(f"servesim: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("servesim: interrupted\n")
+        return 130
+    return 0
+
+
+def _overrides(args) -> list[str]:
+    extra = list(args.overrides)
+    if getattr(args, "seed", None) is not None:
+        extra.append(f"seed={args.seed}")
+    if getattr(args, "replications", None) is not None:
+        extra.append(f"replications={args.replications}")
+    return extra
+
+
+def _cmd_validate(args) -> int:
+    from sim.config import load_scenario
+    from sim.fleet.cluster import pool_kv_budget
+
+    scenario, _ = load_scenario(args.scenario, _overrides(args))
+    for pool in scenario.pools:
+        budget = pool_kv_budget(pool)
+        print(
+            f"pool {pool.name}: {pool.replicas} x {pool.model} on {pool.gpu} (TP {pool.tensor_parallel_size}), "
+            f"{budget.num_gpu_blocks} KV blocks = {budget.capacity_tokens} tokens per replica"
+        )
+    print(f"{args.scenario}: ok ({len(scenario.pools)} pool(s), {len(scenario.classes)} class(es))")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from rich.console import Console
+
+    from sim.config import load_scenario
+    from sim.run import expected_arrivals, run_scenario, write_outputs
+
+    scenario, base_dir = load_scenario(args.scenario, _overrides(args))
+    console = Console(stderr=True)
+    total = expected_arrivals(scenario)
+    if args.quiet or total is None or total < 20_000:
+        result = run_scenario(scenario, base_dir)
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} arrivals"), TimeRemainingColumn(), console=console, transient=True) as bar:
+            task = bar.add_task("run", total=total)
+            counter = [0]
+
+            def tick() -> None:
+                counter[0] += 1
+                if counter[0] % 2000 == 0:
+                    bar.update(task, completed=min(counter[0], total))
+
+            result = run_scenario(scenario, base_dir, on_arrival=tick)
+    print_summary(result, Console())
+    if args.output is not None:
+        paths = write_outputs(result, args.output, plots=not args.no_plots)
+        Console().print(f"wrote {len(paths)} files to {args.output}")
+    return 0
+
+
+def _cmd_catalog(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim import catalog
+
+    console = Console()
+    if args.what in (None, "models"):
+        t = Table(title="LLMs")
+        for col in ("name", "params (B)", "layers", "hidden", "heads/kv", "KV KiB/token", "max len"):
+            t.add_column(col)
+        for m in catalog.models().values():
+            t.add_row(m.name, f"{m.num_parameters / 1e9:.2f}", str(m.num_layers), str(m.hidden_size), f"{m.num_attention_heads}/{m.num_key_value_heads}", f"{m.kv_bytes_per_token(2) / 1024:g}", str(m.max_position_embeddings))
+        console.print(t)
+    if args.what in (None, "gpus"):
+        t = Table(title="GPUs")
+        for col in ("name", "BF16 TFLOP/s", "FP8", "memory GiB", "TB/s", "link GB/s", "TDP W", "$/GPU-h", "price date"):
+            t.add_column(col)
+        for g in catalog.gpus().values():
+            t.add_row(g.name, f"{g.bf16_tflops:g}", f"{g.fp8_tflops:g}" if g.fp8_tflops else "-", f"{g.memory_gib:g}", f"{g.hbm_tb_s:g}", f"{g.interconnect_gb_s:g}", f"{g.tdp_w:g}", f"{g.price.usd_per_gpu_hour:.2f}", g.price.date)
+        console.print(t)
+    return 0
+
+
+def _fmt(est: dict, scale: float = 1.0, digits: int = 3) -> str:
+    mean, hw = est["mean"], est["ci95"]
+    if mean is None or mean != mean:
+        return "-"
+    text = f"{mean * scale:.{digits}g}"
+    if hw is not None and hw == hw:
+        text += f"±{hw * scale:.1g}"
+    return text
+
+
+def print_summary(result, console) -> None:
+    from rich.table import Table
+
+    s = result.summary
+    console.print(f"[bold]{s['scenario']}[/bold]: {s['replications']} replication(s), seed {s['seed']}, warm-up {s['warmup_s']:g} s")
+    for name, pool in s["pools"].items():
+        console.print(
+            f"  pool {name}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
+            f"({pool['scheduler']}), {pool['kv_capacity_tokens']:,} KV tokens/replica, "
+            f"utilisation {pool['utilization']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
+        )
+    for cls, st in s["classes"].items():
+        table = Table(title=f"class {cls}" + ("  [red](overloaded: completions < 95 % of arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
+        table.add_column("metric")
+        for p in ("p50", "p90", "p99", "p99.9", "mean"):
+            table.add_column(p, justify="right")
+        for metric, label, scale in (("ttft_s", "TTFT (ms)", 1e3), ("tpot_s", "TPOT (ms)", 1e3), ("max_itl_s", "max ITL (ms)", 1e3), ("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue (ms)", 1e3)):
+            table.add_row(label, *(_fmt(st[f"{metric}_{p}"], scale) for p in ("p50", "p90", "p99", "p99.9", "mean")))
+        console.print(table)
+        slo = s["slo_met"].get(cls)
+        console.print(
+            f"  throughput {_fmt(st['throughput_rps'])} req/s, {_fmt(st['output_tokens_per_s'])} output tok/s; "
+            f"goodput {_fmt(st['goodput_rps'])} req/s (SLO attainment {_fmt(st['slo_attainment'])})"
+            + ("" if slo is None else f"; SLO {'met' if slo else '[red]missed[/red]'}")
+        )
+        console.print(
+            f"  cost ${_fmt(st['cost_per_1m_output_tokens_usd'])} per 1M output tokens (fleet GPU-hours x price); "
+            f"${_fmt(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
+            f"preemptions/request {_fmt(st['preemptions_per_request'])}; prefix-cache hit {_fmt(st['prefix_hit_rate'])}"
+        )
+    c = s["conservation"]
+    sim = s["simulation"]
+    console.print(
+        f"  requests: {c['arrived']:,} arrived = {c['finished']:,} finished + {c['rejected']:,} rejected + {c['in_flight']:,} in flight; "
+        f"simulated {sim['simulated_s']:,.0f} s in {sim['wall_s']:.2f} s wall ({sim['requests'] / max(sim['wall_s'], 1e-9):,.0f} req/s)"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,489 @@
+"""Scenario configuration: the only place YAML becomes objects.
+
+A scenario file loads into frozen pydantic v2 models. Unknown keys, wrong types and values out
+of range are rejected with one line naming the field path and what is allowed
+(``load_scenario`` raises ``ConfigError``; the CLI turns it into exit code 2). Engine knobs
+carry vLLM's names (``max_num_seqs``, ``max_num_batched_tokens``, ``block_size``...) so a
+scenario reads like a launch command.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sim import catalog
+from sim.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Base of every config model: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- lengths
+
+
+class FixedLength(Strict):
+    dist: Literal["fixed"]
+    value: int = Field(ge=1)
+    """Every request gets exactly this many tokens."""
+
+
+class UniformLength(Strict):
+    dist: Literal["uniform"]
+    low: int = Field(ge=1)
+    high: int = Field(ge=1)
+    """Integers drawn uniformly from [low, high], both ends included."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformLength:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+
+class LognormalLength(Strict):
+    dist: Literal["lognormal"]
+    mean: float = Field(gt=0)
+    cv: float = Field(gt=0, le=20)
+    """Coefficient of variation (std / mean) of the un-truncated lognormal."""
+    min: int = Field(default=1, ge=1)
+    max: int | None = Field(default=None, ge=1)
+    """Values are clipped to [min, max]."""
+
+
+class ExponentialLength(Strict):
+    dist: Literal["exponential"]
+    mean: float = Field(ge=1)
+    """Geometric on {1, 2, ...} with this mean: the discrete memoryless length."""
+
+
+class EmpiricalLength(Strict):
+    dist: Literal["empirical"]
+    values: list[int] | None = Field(default=None, min_length=1)
+    weights: list[float] | None = None
+    """Either values (with optional weights), or a trace whose column is resampled."""
+    trace: TraceSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EmpiricalLength:
+        if (self.values is None) == (self.trace is None):
+            raise ValueError("give exactly one of 'values' or 'trace'")
+        if self.values is not None and any(v < 1 for v in self.values):
+            raise ValueError("values must all be >= 1")
+        if self.weights is not None:
+            if self.values is None or len(self.weights) != len(self.values):
+                raise ValueError("weights must have one entry per value")
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError("weights must be >= 0 and not all zero")
+        return self
+
+
+LengthDist = Annotated[
+    Union[FixedLength, UniformLength, LognormalLength, ExponentialLength, EmpiricalLength],
+    Field(discriminator="dist"),
+]
+
+
+# --------------------------------------------------------------------------- arrivals
+
+
+class PoissonArrival(Strict):
+    process: Literal["poisson"]
+    rate: float = Field(gt=0)
+    """Mean arrivals per second."""
+
+
+class GammaArrival(Strict):
+    process: Literal["gamma"]
+    rate: float = Field(gt=0)
+    cv: float = Field(gt=0, le=50)
+    """Coefficient of variation of inter-arrival times (1 = Poisson, > 1 bursty)."""
+
+
+class ConstantArrival(Strict):
+    process: Literal["constant"]
+    rate: float = Field(gt=0)
+
+
+class PiecewiseArrival(Strict):
+    """A non-homogeneous Poisson process whose rate follows a curve (e.g. diurnal)."""
+
+    process: Literal["piecewise"]
+    points: list[tuple[float, float]] = Field(min_length=1)
+    """(time_s, rate) pairs, times ascending from 0."""
+    interpolation: Literal["step", "linear"] = "step"
+    period_s: float | None = Field(default=None, gt=0)
+    """Repeat the curve with this period (86400 for a daily cycle)."""
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if pts[0][0] != 0:
+            raise ValueError("the first point must be at time 0")
+        if any(b[0] <= a[0] for a, b in zip(pts, pts[1:])):
+            raise ValueError("point times must be strictly ascending")
+        if any(r < 0 for _, r in pts) or max(r for _, r in pts) <= 0:
+            raise ValueError("rates must be >= 0 and not all zero")
+        return pts
+
+
+Arrival = Annotated[
+    Union[PoissonArrival, GammaArrival, ConstantArrival, PiecewiseArrival],
+    Field(discriminator="process"),
+]
+
+
+class TraceSource(Strict):
+    """A published trace file: arrivals and lengths replayed as recorded, or rescaled."""
+
+    path: str
+    """File path, relative to the scenario file, or ``builtin:NAME`` for a shipped sample."""
+    format: Literal["azure", "mooncake", "vidur"]
+    time_scale: float | None = Field(default=None, gt=0)
+    """Multiply inter-arrival times by this (2 = half the rate)."""
+    target_rate: float | None = Field(default=None, gt=0)
+    """Rescale arrival times so the mean rate is this many requests per second."""
+    max_requests: int | None = Field(default=None, ge=1)
+    hash_block_tokens: int = Field(default=512, ge=1)
+    """Tokens covered by one prefix hash id (Mooncake: 512)."""
+
+    @model_validator(mode="after")
+    def _one_scale(self) -> TraceSource:
+        if self.time_scale is not None and self.target_rate is not None:
+            raise ValueError("give at most one of 'time_scale' or 'target_rate'")
+        return self
+
+
+EmpiricalLength.model_rebuild()
+
+
+# --------------------------------------------------------------------------- SLOs and classes
+
+
+class SLO(Strict):
+    """Per-request latency targets; goodput counts requests meeting all of them."""
+
+    ttft_s: float | None = Field(default=None, gt=0)
+    tpot_s: float | None = Field(default=None, gt=0)
+    e2e_s: float | None = Field(default=None, gt=0)
+    percentile: float = Field(default=99.0, gt=0, lt=100)
+    """The SLO holds when this percentile of each metric is within its target."""
+
+
+class RequestClass(Strict):
+    """A stream of text requests with its own arrivals and lengths, routed to one pool."""
+
+    name: str = Field(min_length=1)
+    pool: str
+    """Name of the pool that serves this class."""
+    arrival: Arrival | None = None
+    prompt_tokens: LengthDist | None = None
+    output_tokens: LengthDist | None = None
+    trace: TraceSource | None = None
+    """Replay a trace (arrivals and lengths). With ``arrival`` also given, the trace only
+    supplies (prompt, output) pairs, resampled jointly."""
+    slo: SLO | None = None
+
+    @model_validator(mode="after")
+    def _sources(self) -> RequestClass:
+        lengths = (self.prompt_tokens is not None, self.output_tokens is not None)
+        if self.trace is None:
+            if self.arrival is None or not all(lengths):
+                raise ValueError("without 'trace', give 'arrival', 'prompt_tokens' and 'output_tokens'")
+        elif any(lengths):
+            raise ValueError("with 'trace', lengths come from the trace: drop 'prompt_tokens'/'output_tokens'")
+        return self
+
+
+# --------------------------------------------------------------------------- pools
+
+
+class EngineConfig(Strict):
+    """vLLM engine knobs for an LLM replica (names as in vLLM's EngineArgs)."""
+
+    scheduler: Literal["continuous", "static"] = "continuous"
+    """continuous: vLLM v1 iteration-level scheduling. static: request-level batches that run
+    until their longest member ends, nobody joins (the pre-Orca baseline)."""
+    max_num_seqs: int = Field(default=256, ge=1)
+    max_num_batched_tokens: int = Field(default=8192, ge=1)
+    block_size: int = Field(default=16, ge=1, le=1024)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = True
+    num_gpu_blocks: int | None = Field(default=None, ge=1)
+    """Override the KV block count derived from memory (vLLM's num_gpu_blocks_override)."""
+    max_model_len: int | None = Field(default=None, ge=1)
+    """Longest prompt + output; default the model's max_position_embeddings."""
+    activation_reserve_gib: float | None = Field(default=None, ge=0)
+    """Memory kept for activations, CUDA graphs and context; default estimated from the
+    model and max_num_batched_tokens."""
+    dtype: Literal["bfloat16", "fp8"] = "bfloat16"
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+
+    @model_validator(mode="after")
+    def _budget(self) -> EngineConfig:
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
+                f"max_num_seqs ({self.max_num_seqs})"
+            )
+        return self
+
+
+class RooflineCost(Strict):
+    """Analytic step cost from FLOPs and bytes against the GPU's peaks (the default)."""
+
+    kind: Literal["roofline"] = "roofline"
+    compute_efficiency: float | None = Field(default=None, gt=0, le=1)
+    bandwidth_efficiency: float | None = Field(default=None, gt=0, le=1)
+    """Override the GPU catalog's efficiency factors."""
+
+
+class ConstantCost(Strict):
+    """Step time = step_s + prefill_token_s x prefill tokens + decode_seq_s x decodes."""
+
+    kind: Literal["constant"]
+    step_s: float = Field(gt=0)
+    prefill_token_s: float = Field(default=0.0, ge=0)
+    decode_seq_s: float = Field(default=0.0, ge=0)
+
+
+CostModelConfig = Annotated[Union[RooflineCost, ConstantCost], Field(discriminator="kind")]
+
+
+class PoolConfig(Strict):
+    """N identical replicas of one model on one GPU type, behind one router."""
+
+    name: str = Field(min_length=1)
+    model: str
+    gpu: str
+    replicas: int = Field(default=1, ge=1, le=10_000)
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
+    engine: EngineConfig = EngineConfig()
+    router: Literal["round_robin", "least_outstanding", "jsq_tokens"] = "round_robin"
+    cost_model: CostModelConfig = RooflineCost()
+    price_per_gpu_hour: float | None = Field(default=None, gt=0)
+    """Override the catalog's dated price ($ per GPU-hour)."""
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in catalog.models():
+            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(catalog.models())}")
+        return name
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, name: str) -> str:
+        if name not in catalog.gpus():
+            raise ValueError(f"unknown gpu {name!r}; allowed: {', '.join(catalog.gpus())}")
+        return name
+
+    @model_validator(mode="after")
+    def _tp(self) -> PoolConfig:
+        spec = catalog.get_model(self.model)
+        tp = self.tensor_parallel_size
+        if spec.num_attention_heads % tp:
+            raise ValueError(
+                f"tensor_parallel_size {tp} must divide num_attention_heads "
+                f"({spec.num_attention_heads}) of {self.model}"
+            )
+        if self.engine.dtype == "fp8" and catalog.get_gpu(self.gpu).fp8_tflops is None:
+            raise ValueError(f"gpu {self.gpu} has no FP8 support; use dtype: bfloat16")
+        return self
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+class Scenario(Strict):
+    """One question about a fleet: pools of replicas, request classes, how long to run."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    replications: int = Field(default=1, ge=1, le=1000)
+    """Independent seeded runs; percentiles get confidence intervals across them."""
+    duration_s: float | None = Field(default=None, gt=0)
+    """Arrivals are generated for this long (traces: cut at this time)."""
+    num_requests: int | None = Field(default=None, ge=1)
+    """Alternatively (or also), stop generating after this many arrivals per class."""
+    warmup_s: float = Field(default=0.0, ge=0)
+    """Requests arriving before this time are simulated but left out of the summary."""
+    drain_timeout_s: float | None = Field(default=None, gt=0)
+    """Stop at last arrival + this; unfinished requests are reported in flight. None: run
+    until every request has finished or been rejected."""
+    pools: list[PoolConfig] = Field(min_length=1)
+    classes: list[RequestClass] = Field(min_length=1)
+    slo: SLO | None = None
+    """Default SLO for classes that give none."""
+
+    @model_validator(mode="after")
+    def _links(self) -> Scenario:
+        pool_names = [p.name for p in self.pools]
+        if len(set(pool_names)) != len(pool_names):
+            raise ValueError(f"pool names must be unique (got {pool_names})")
+        class_names = [c.name for c in self.classes]
+        if len(set(class_names)) != len(class_names):
+            raise ValueError(f"class names must be unique (got {class_names})")
+        for c in self.classes:
+            if c.pool not in pool_names:
+                raise ValueError(f"class {c.name!r} routes to unknown pool {c.pool!r}; pools: {', '.join(pool_names)}")
+        for c in self.classes:
+            if c.trace is None and self.duration_s is None and self.num_requests is None:
+                raise ValueError(f"class {c.name!r} has a synthetic arrival process: give duration_s or num_requests")
+        return self
+
+    def pool(self, name: str) -> PoolConfig:
+        return next(p for p in self.pools if p.name == name)
+
+    def slo_for(self, cls: RequestClass) -> SLO | None:
+        return cls.slo if cls.slo is not None else self.slo
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_scenario(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Scenario, Path]:
+    """Read, override and validate a scenario file. Returns the scenario and its directory
+    (trace paths are relative to it). Raises ConfigError with a one-line message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: scenario file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a scenario must be a YAML mapping of fields (got {type(raw).__name__})")
+    raw = apply_overrides(raw, overrides)
+    return parse_scenario(raw, source=str(path)), path.parent
+
+
+def parse_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML). List items are addressed by
+    index (``pools.0.replicas``) or by name (``pools.chat.replicas``)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
+        parts = key.split(".")
+        node: Any = raw
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                idx = _list_index(node, part)
+                if idx is None:
+                    raise ConfigError(f"--set {key}: no item {part!r} in list {'.'.join(parts[:i]) or '(top)'}")
+                if last:
+                    node[idx] = value
+                else:
+                    node = node[idx]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise ConfigError(f"--set {key}: {where} is not a mapping or list")
+    return raw
+
+
+def _list_index(items: list[Any], part: str) -> int | None:
+    if part.lstrip("-").isdigit():
+        idx = int(part)
+        return idx if -len(items) <= idx < len(items) else None
+    for idx, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == part:
+            return idx
+    return None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line: the first error's field path, what is wrong and what is allowed."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = [str(p) for p in err["loc"]]
+    path = ".".join(loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(err["loc"][:-1])
+        msg = f"{path}: unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    elif kind == "missing":
+        msg = f"{path}: required field is missing"
+    else:
+        text = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        msg = f"{path}: {text}{shown}"
+    more = len(errors) - 1
+    return msg + (f" (and {more} more error{'s' * (more > 1)})" if more else "")
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    """Walk the schema along an error location to list the fields allowed there."""
+    model: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            # A discriminated union: the location names the tag of the chosen member.
+            model = _union_member(model, part)
+            continue
+        if part not in fields:
+            model = _union_member(model, part)
+            continue
+        model = _unwrap(fields[part].annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (list, tuple):
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (Union, getattr(__import__("types"), "UnionType")):
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return members[0] if len(members) == 1 else tp
+    return tp
+
+
+def _union_member(tp: Any, tag: Any) -> Any:
+    for member in typing.get_args(_unwrap(tp)) or ():
+        fields = getattr(member, "model_fields", {})
+        for f in fields.values():
+            args = typing.get_args(f.annotation)
+            if typing.get_origin(f.annotation) is Literal and tag in args:
+                return member
+    return tp

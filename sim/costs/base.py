@@ -1,0 +1,119 @@
+"""The cost-model interface: the shape of one engine step in, seconds out.
+
+``StepShape`` aggregates what determines an LLM step's time (reference: the cost forms in the
+project's calibration notes): tokens through the token-parallel layers, decode sequences and
+their summed context (decode attention reads that much KV), prefill chunks' attention work,
+and logit rows. A ``CostModel`` turns a shape into seconds. For decode-only stretches it also
+returns a ``StepLine``: the step time as a function of the summed context, so the engine can
+advance many identical-membership decode steps in closed form.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class StepShape:
+    """The batch one LLM engine step computes (aggregates only: no per-request lists)."""
+
+    num_seqs: int = 0
+    """Requests scheduled in this step (= logit rows)."""
+    num_tokens: int = 0
+    """Tokens through the token-parallel layers: decodes + prefill-chunk tokens."""
+    num_decode: int = 0
+    decode_ctx_sum: int = 0
+    """Sum over decodes of the context each attends to (tokens already in its KV cache)."""
+    num_prefill_tokens: int = 0
+    prefill_ctx_sum: int = 0
+    """Sum over prefill chunks of cached tokens before the chunk (KV read)."""
+    prefill_attn_pairs: float = 0.0
+    """Sum over chunks of p*k + p*(p+1)/2: causal query-key pairs (attention FLOPs / 4Lnh)."""
+
+    def add_decode(self, ctx: int) -> None:
+        self.num_seqs += 1
+        self.num_tokens += 1
+        self.num_decode += 1
+        self.decode_ctx_sum += ctx
+
+    def add_prefill(self, num_new: int, num_cached: int) -> None:
+        self.num_seqs += 1
+        self.num_tokens += num_new
+        self.num_prefill_tokens += num_new
+        self.prefill_ctx_sum += num_cached
+        self.prefill_attn_pairs += num_new * num_cached + num_new * (num_new + 1) / 2
+
+
+class StepLine:
+    """Step time of a decode-only batch of fixed membership, as a function of its step index.
+
+    Each step every sequence appends one token, so the summed context grows by the batch size
+    B per step: ctx_j = ctx_0 + j*B. The step time is the upper envelope (max) of affine pieces
+    ``a + s*ctx`` (a roofline is max(compute, memory) of affine terms; a fitted profile is one
+    affine piece), which makes the time of j steps a closed-form sum.
+    """
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, pieces: list[tuple[float, float]]):
+        if not pieces:
+            raise ValueError("a StepLine needs at least one (intercept, slope) piece")
+        self.pieces = pieces
+
+    def step_s(self, ctx: float) -> float:
+        return max(a + s * ctx for a, s in self.pieces)
+
+    def total_s(self, ctx0: float, dctx: float, num_steps: int) -> float:
+        """Seconds for steps j = 0..num_steps-1 at contexts ctx0 + j*dctx."""
+        if num_steps <= 0:
+            return 0.0
+        # Per-step time in j is max_p(A_p + B_p*j); walk its upper envelope segment by segment.
+        lines = [(a + s * ctx0, s * dctx) for a, s in self.pieces]
+        if len(lines) == 1:
+            a, b = lines[0]
+            return num_steps * a + b * num_steps * (num_steps - 1) / 2
+        total = 0.0
+        j = 0
+        while j < num_steps:
+            cur = max(lines, key=lambda ln: (ln[0] + ln[1] * j, ln[1]))
+            # The next step index at which a steeper line overtakes the current one.
+            end = num_steps
+            for a, b in lines:
+                if b > cur[1]:
+                    cross = math.floor((cur[0] - a) / (b - cur[1])) + 1
+                    if j < cross < end:
+                        end = cross
+            n = end - j
+            total += n * cur[0] + cur[1] * (j + end - 1) * n / 2
+            j = end
+        return total
+
+    def steps_within(self, ctx0: float, dctx: float, elapsed_s: float, max_steps: int) -> int:
+        """How many whole steps (at most max_steps) have finished ``elapsed_s`` after the start."""
+        lo, hi = 0, max_steps
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.total_s(ctx0, dctx, mid) <= elapsed_s:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+
+class CostModel(Protocol):
+    """Seconds for one engine step of a given shape, on one replica (all its TP ranks)."""
+
+    name: str
+
+    def step_s(self, shape: StepShape) -> float:
+        """Duration of one step computing ``shape``."""
+        ...
+
+    def decode_line(self, num_decode: int) -> StepLine:
+        """Step time of a decode-only step of ``num_decode`` sequences vs their summed context.
+
+        Must agree with ``step_s`` on decode-only shapes.
+        """
+        ...

@@ -1,0 +1,1 @@
+"""The fleet: replica engine loops (SimPy), routers, and the cluster that wires a scenario."""

@@ -1,0 +1,152 @@
+"""Paged KV cache: a block pool and the manager that allocates slots for requests.
+
+Mirrors vllm/v1/core/block_pool.py and kv_cache_manager.py in behaviour, not in data layout.
+vLLM keeps a ``KVCacheBlock`` object per block; servesim keeps counts, because blocks without
+reusable content are interchangeable and the simulator's speed depends on not touching them
+one by one. Only blocks that carry a prefix hash are tracked individually:
+
+* ``num_free_plain``: free blocks with no reusable content;
+* ``cached_free``: free blocks that still hold a hashed prefix, in LRU order (evicted oldest
+  first when plain blocks run out: servesim prefers plain blocks over evicting cache, a small
+  departure from vLLM's single free queue that can only raise the hit rate);
+* ``cached_ref``: in-use hashed blocks and their reference counts (shared by requests).
+
+Invariant: used + free == num_blocks, where free = plain free + cached free.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from sim.llm.request import Request
+
+
+class BlockPool:
+    def __init__(self, num_blocks: int):
+        if num_blocks < 1:
+            raise ValueError("a block pool needs at least one block")
+        self.num_blocks = num_blocks
+        self.num_free_plain = num_blocks
+        self.cached_free: OrderedDict = OrderedDict()
+        self.cached_ref: dict = {}
+
+    @property
+    def num_free(self) -> int:
+        return self.num_free_plain + len(self.cached_free)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_blocks - self.num_free
+
+    def get_new_blocks(self, n: int) -> None:
+        """Take n blocks for new content: plain free blocks first, then evict cached ones."""
+        if n > self.num_free:
+            raise RuntimeError(f"asked for {n} blocks with {self.num_free} free")
+        take = min(n, self.num_free_plain)
+        self.num_free_plain -= take
+        for _ in range(n - take):
+            self.cached_free.popitem(last=False)
+
+    def free_plain(self, n: int) -> None:
+        self.num_free_plain += n
+        if self.num_free > self.num_blocks:
+            raise RuntimeError("double free: more free blocks than the pool holds")
+
+    def is_cached(self, key) -> bool:
+        return key in self.cached_ref or key in self.cached_free
+
+    def touch(self, key) -> None:
+        """A cache hit: take a reference on a hashed block (reviving it if it was free)."""
+        if key in self.cached_ref:
+            self.cached_ref[key] += 1
+        else:
+            del self.cached_free[key]
+            self.cached_ref[key] = 1
+
+    def cache_block(self, key) -> bool:
+        """Register a freshly computed, in-use block under its hash. False if the content is
+        already cached (two requests computed it at once): the block stays plain."""
+        if key in self.cached_ref or key in self.cached_free:
+            return False
+        self.cached_ref[key] = 1
+        return True
+
+    def free_hashed(self, key) -> None:
+        ref = self.cached_ref[key] - 1
+        if ref:
+            self.cached_ref[key] = ref
+        else:
+            del self.cached_ref[key]
+            self.cached_free[key] = True  # most recently used end
+
+
+class KVCacheManager:
+    """Allocates and frees KV slots for requests (vLLM's ``KVCacheManager`` facade)."""
+
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
+        self.pool = BlockPool(num_blocks)
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.pool.num_blocks * self.block_size
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def get_computed_blocks(self, req: Request) -> int:
+        """Number of leading prompt blocks already in the cache (not yet referenced).
+
+        At least the last token is always recomputed, as in vLLM, so the hit is capped at
+        (num_tokens - 1) // block_size blocks.
+        """
+        hashes = req.block_hashes
+        if not self.enable_prefix_caching or not hashes:
+            return 0
+        limit = min(len(hashes), (req.num_tokens - 1) // self.block_size)
+        pool = self.pool
+        n = 0
+        while n < limit and pool.is_cached(hashes[n]):
+            n += 1
+        return n
+
+    def allocate_slots(self, req: Request, num_new_tokens: int, num_hit_blocks: int = 0) -> bool:
+        """Make room for ``num_new_tokens`` more tokens (after ``num_hit_blocks`` cache hits on
+        a request that holds nothing yet). False, changing nothing, if the pool is short."""
+        pool = self.pool
+        hashes = req.block_hashes
+        if num_hit_blocks:
+            # Hits on free cached blocks take them out of the free pool too.
+            evictable = sum(1 for i in range(num_hit_blocks) if hashes[i] in pool.cached_free)
+        else:
+            evictable = 0
+        computed = req.num_computed_tokens + num_hit_blocks * self.block_size
+        need = self.blocks_for(computed + num_new_tokens) - req.num_blocks - num_hit_blocks
+        if need < 0:
+            need = 0
+        if need + evictable > pool.num_free:
+            return False
+        for i in range(num_hit_blocks):
+            pool.touch(hashes[i])
+        pool.get_new_blocks(need)
+        req.num_blocks += num_hit_blocks + need
+        req.num_hashed_blocks += num_hit_blocks
+        if hashes and self.enable_prefix_caching:
+            # Register prompt blocks that this step fills completely, in order.
+            full = min(len(hashes), (computed + num_new_tokens) // self.block_size)
+            n = req.num_hashed_blocks
+            while n < full and pool.cache_block(hashes[n]):
+                n += 1
+            req.num_hashed_blocks = n
+        return True
+
+    def free(self, req: Request) -> None:
+        """Release every block of a finished or preempted request (tail blocks first)."""
+        pool = self.pool
+        hashes = req.block_hashes
+        for i in range(req.num_hashed_blocks - 1, -1, -1):
+            pool.free_hashed(hashes[i])
+        pool.free_plain(req.num_blocks - req.num_hashed_blocks)
+        req.num_blocks = 0
+        req.num_hashed_blocks = 0

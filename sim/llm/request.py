@@ -1,0 +1,66 @@
+"""A text request as the scheduler and KV manager see it (mirrors vllm/v1/request.py).
+
+The counters follow vLLM: ``num_computed_tokens`` catches up with ``num_tokens`` (prompt plus
+output so far); a step that brings it level samples one new token. Timing fields are written
+by the replica engine and read by the metrics recorder; the scheduler never reads them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class RequestStatus(enum.IntEnum):
+    WAITING = 0
+    RUNNING = 1
+    PREEMPTED = 2
+    # Anything after PREEMPTED is final (as in vLLM).
+    FINISHED = 3
+    REJECTED = 4
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    request_id: int
+    class_id: int
+    arrival_s: float
+    num_prompt_tokens: int
+    max_tokens: int
+    """Output tokens this request will generate (its length is known to the simulator)."""
+    block_hashes: tuple | None = None
+    """Content keys of the prompt's full KV blocks, for prefix caching (None: no sharing)."""
+
+    # -- scheduler state
+    status: RequestStatus = RequestStatus.WAITING
+    num_output_tokens: int = 0
+    num_tokens: int = 0
+    """Prompt + output tokens so far (kept in step with num_output_tokens)."""
+    num_computed_tokens: int = 0
+    num_blocks: int = 0
+    """KV blocks held."""
+    num_hashed_blocks: int = 0
+    """Of those, the leading prompt blocks registered under their hash."""
+    num_preemptions: int = 0
+    num_cached_tokens: int = -1
+    """Prompt tokens served from the prefix cache at first scheduling (-1: not yet)."""
+
+    # -- timing, written by the engine
+    replica: int = -1
+    seen_in_system: int = -1
+    """Requests already at its replica when it arrived (by PASTA, a time-average sample)."""
+    first_scheduled_s: float = -1.0
+    first_token_s: float = -1.0
+    last_token_s: float = -1.0
+    finish_s: float = -1.0
+    max_itl_s: float = 0.0
+    gpu_s: float = 0.0
+    reject_reason: str = ""
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.num_tokens = self.num_prompt_tokens + self.num_output_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status > RequestStatus.PREEMPTED

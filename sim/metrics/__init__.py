@@ -1,0 +1,1 @@
+"""Metrics: the recorder that observes engine events, summaries with confidence intervals."""

@@ -1,0 +1,1 @@
+"""Reports: plots (DataFrame -> matplotlib Figure) and the files a run writes."""

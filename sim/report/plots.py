@@ -1,0 +1,56 @@
+"""Plots: functions from DataFrames to matplotlib Figures, no pyplot global state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+def latency_cdfs(requests: pd.DataFrame) -> Figure:
+    """Empirical CDFs of TTFT, TPOT and E2E, one line per class."""
+    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, (metric, label) in zip(axes, [("ttft_s", "TTFT (s)"), ("tpot_s", "TPOT (s)"), ("e2e_s", "E2E latency (s)")]):
+        for name, grp in requests.groupby("class", observed=True):
+            vals = np.sort(grp[metric].dropna().to_numpy())
+            if len(vals):
+                ax.plot(vals, np.arange(1, len(vals) + 1) / len(vals), label=str(name))
+        ax.set_xlabel(label)
+        ax.set_ylabel("fraction of requests")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize="small")
+    fig.suptitle("Latency CDFs")
+    return fig
+
+
+def replica_state(timeseries: pd.DataFrame, max_replicas: int = 4) -> Figure:
+    """Batch size, waiting queue and KV-cache use over time (first replication)."""
+    fig = Figure(figsize=(12, 6), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=True)
+    ts = timeseries[timeseries["replication"] == 0] if "replication" in timeseries else timeseries
+    for replica, grp in list(ts.groupby("replica"))[:max_replicas]:
+        t = grp["t_s"].to_numpy()
+        axes[0].step(t, grp["running"], where="post", lw=0.8, label=f"replica {replica}")
+        axes[1].step(t, grp["waiting"], where="post", lw=0.8)
+        axes[2].step(t, 100 * grp["kv_util"], where="post", lw=0.8)
+    axes[0].set_ylabel("running (batch)")
+    axes[1].set_ylabel("waiting")
+    axes[2].set_ylabel("KV blocks used (%)")
+    axes[2].set_xlabel("simulated time (s)")
+    axes[0].legend(loc="upper right", fontsize="small")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle("Replica state over time")
+    return fig
+
+
+def save_run_plots(result, out_dir: Path) -> list[Path]:
+    paths = []
+    for name, fig in (("latency_cdf.png", latency_cdfs(result.requests)), ("replica_state.png", replica_state(result.timeseries))):
+        path = out_dir / name
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    return paths

@@ -1,0 +1,182 @@
+"""Run a scenario: K seeded replications, tables, a summary, and files on disk.
+
+The Python API::
+
+    from sim.run import run_scenario
+    result = run_scenario("scenarios/quickstart.yaml")
+    result.requests      # one row per request (pandas), all replications
+    result.summary       # per class: throughput, goodput, percentiles with 95 % CIs, cost
+
+Randomness: one ``numpy.random.SeedSequence(seed)`` per run, spawned into one child per
+replication, each spawning one generator per request class. Same seed, same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from sim.config import Scenario, load_scenario
+from sim.fleet.cluster import ReplicationResult, pool_kv_budget, price_per_gpu_hour, simulate
+from sim.metrics.summary import summarize
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    requests: pd.DataFrame
+    timeseries: pd.DataFrame
+    replicas: pd.DataFrame
+    summary: dict
+    replications: list[ReplicationResult] = field(repr=False, default_factory=list)
+
+    @property
+    def wall_s(self) -> float:
+        return sum(r.wall_s for r in self.replications)
+
+
+def expected_arrivals(scenario: Scenario) -> int | None:
+    """Rough arrival count for a progress bar (None if unknown)."""
+    total = 0
+    for cls in scenario.classes:
+        if cls.arrival is None:
+            return None
+        rate = getattr(cls.arrival, "rate", None)
+        if rate is None:
+            pts = getattr(cls.arrival, "points", [])
+            rate = float(np.mean([r for _, r in pts])) if pts else None
+        n = None
+        if scenario.duration_s is not None and rate:
+            n = rate * scenario.duration_s
+        if scenario.num_requests is not None:
+            n = min(n, scenario.num_requests) if n is not None else scenario.num_requests
+        if n is None:
+            return None
+        total += int(n)
+    return total * scenario.replications
+
+
+def run_scenario(
+    scenario: Scenario | str | os.PathLike,
+    base_dir: Path | None = None,
+    *,
+    overrides: tuple[str, ...] = (),
+    on_arrival: Callable[[], None] | None = None,
+) -> RunResult:
+    """Simulate every replication of a scenario and summarise."""
+    if not isinstance(scenario, Scenario):
+        scenario, base_dir = load_scenario(scenario, overrides)
+    base_dir = base_dir or Path(".")
+    # Fail early (before any simulation) if a model does not fit its GPU.
+    for pool in scenario.pools:
+        pool_kv_budget(pool)
+    root = np.random.SeedSequence(scenario.seed)
+    reps: list[ReplicationResult] = []
+    for child in root.spawn(scenario.replications):
+        reps.append(simulate(scenario, base_dir, child, on_arrival))
+    return collect(scenario, reps)
+
+
+def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
+    frames, series, replicas, windows = [], [], [], []
+    for i, r in enumerate(reps):
+        frames.append(r.requests.assign(replication=i))
+        series.append(r.timeseries.assign(replication=i))
+        replicas.append(r.replicas.assign(replication=i))
+        end = r.arrivals_end_s
+        windows.append((min(scenario.warmup_s, end), end))
+    requests = pd.concat(frames, ignore_index=True)
+    requests["class"] = pd.Categorical(requests["class"], categories=[c.name for c in scenario.classes])
+    requests["status"] = requests["status"].astype("category")
+    replicas_df = pd.concat(replicas, ignore_index=True)
+    prices = {p.name: price_per_gpu_hour(p) for p in scenario.pools}
+    summary = summarize(scenario, requests, replicas_df, windows, prices)
+    summary["scenario"] = scenario.name
+    summary["seed"] = scenario.seed
+    summary["warmup_s"] = scenario.warmup_s
+    summary["pools"] = {
+        p.name: {
+            "model": p.model,
+            "gpu": p.gpu,
+            "replicas": p.replicas,
+            "tensor_parallel_size": p.tensor_parallel_size,
+            "scheduler": p.engine.scheduler,
+            "num_gpu_blocks": pool_kv_budget(p).num_gpu_blocks,
+            "kv_capacity_tokens": pool_kv_budget(p).capacity_tokens,
+            "price_per_gpu_hour": prices[p.name],
+            "utilization": _utilization(replicas_df, p.name, windows, reps),
+        }
+        for p in scenario.pools
+    }
+    summary["conservation"] = conservation(requests)
+    summary["simulation"] = {
+        "wall_s": sum(r.wall_s for r in reps),
+        "simulated_s": sum(r.end_s for r in reps),
+        "engine_steps": sum(r.num_steps for r in reps),
+        "requests": int(len(requests)),
+    }
+    return RunResult(scenario, requests, pd.concat(series, ignore_index=True), replicas_df, summary, reps)
+
+
+def _utilization(replicas: pd.DataFrame, pool: str, windows, reps) -> float:
+    rows = replicas[replicas["pool"] == pool]
+    total = sum(r.end_s for r in reps) * rows["replica"].nunique()
+    return float(rows["busy_s"].sum() / total) if total > 0 else math.nan
+
+
+def conservation(requests: pd.DataFrame) -> dict[str, int]:
+    """Every arrived request is finished, rejected with a reason, or still in flight."""
+    status = requests["status"].astype(str)
+    counts = {
+        "arrived": int(len(requests)),
+        "finished": int((status == "finished").sum()),
+        "rejected": int((status == "rejected").sum()),
+        "in_flight": int(status.isin(["waiting", "running"]).sum()),
+    }
+    if counts["finished"] + counts["rejected"] + counts["in_flight"] != counts["arrived"]:
+        raise AssertionError(f"request conservation violated: {counts}")
+    if (requests.loc[status == "rejected", "reject_reason"] == "").any():
+        raise AssertionError("a request was rejected without a reason")
+    return counts
+
+
+def write_outputs(result: RunResult, out_dir: Path, plots: bool = True) -> list[Path]:
+    """requests.parquet, timeseries.parquet, summary.json, scenario.json and PNG plots."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    p = out_dir / "summary.json"
+    p.write_text(json.dumps(_jsonable(result.summary), indent=2))
+    written.append(p)
+    p = out_dir / "scenario.json"
+    p.write_text(result.scenario.model_dump_json(indent=2))
+    written.append(p)
+    p = out_dir / "requests.parquet"
+    result.requests.to_parquet(p, index=False)
+    written.append(p)
+    p = out_dir / "timeseries.parquet"
+    result.timeseries.to_parquet(p, index=False)
+    written.append(p)
+    if plots:
+        from sim.report.plots import save_run_plots
+
+        written += save_run_plots(result, out_dir)
+    return written
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    return obj

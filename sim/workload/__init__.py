@@ -1,0 +1,1 @@
+"""Workload: arrival processes, length distributions, trace readers, request streams."""
