@@ -21,6 +21,9 @@ from sim.metrics.recorder import Recorder
 class LLMReplica:
     """A replica (``num_gpus`` = tensor-parallel ranks) serving one model."""
 
+    decode_spans = True
+    """Advance pure-decode stretches in closed form (tests switch it off to compare)."""
+
     def __init__(self, env: simpy.Environment, index: int, scheduler, cost: CostModel, recorder: Recorder, num_gpus: int):
         self.env = env
         self.index = index
@@ -70,7 +73,7 @@ class LLMReplica:
                 yield self._wake
                 continue
 
-            span = sched.decode_span()
+            span = sched.decode_span() if self.decode_spans else None
             if span is not None and span.num_steps >= 2:
                 line = self.cost.decode_line(span.num_rows)
                 k = span.num_steps

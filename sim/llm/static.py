@@ -86,8 +86,10 @@ class StaticBatchScheduler:
                 out.requests.append(req)
                 out.num_scheduled_tokens.append(1)
                 req.num_computed_tokens += 1
-            else:  # padding row: computed, produces nothing
+            else:  # padding row: computed (and paid for), produces nothing
                 shape.add_decode(req.num_computed_tokens)
+                out.requests.append(req)
+                out.num_scheduled_tokens.append(1)
         return out
 
     def update_from_output(self, out: SchedulerOutput) -> tuple[list[Request], list[Request]]:

@@ -1,0 +1,114 @@
+"""``servesim bench``: simulated requests per wall-second and peak memory.
+
+The reference workload (issue "simulator core"): Llama-2-7B on one H100 replica, TP 1,
+roofline costs, max_num_seqs 256, max_num_batched_tokens 4096, Poisson 7 req/s, prompt 1024 /
+output 211 tokens fixed, at 20,000 and 200,000 requests; and the Azure LLM 2023 conversation
+trace replayed at 7 req/s. Each case runs in a fresh child process so that its peak RSS is its
+own; the simulation's wall time excludes imports and writing outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+REFERENCE = {
+    "name": "bench-reference",
+    "seed": 1,
+    "pools": [
+        {
+            "name": "llm",
+            "model": "llama-2-7b",
+            "gpu": "h100-sxm",
+            "replicas": 1,
+            "tensor_parallel_size": 1,
+            "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 4096},
+            "cost_model": {"kind": "roofline"},
+        }
+    ],
+    "classes": [
+        {
+            "name": "fixed",
+            "pool": "llm",
+            "arrival": {"process": "poisson", "rate": 7.0},
+            "prompt_tokens": {"dist": "fixed", "value": 1024},
+            "output_tokens": {"dist": "fixed", "value": 211},
+        }
+    ],
+}
+
+
+def scenario_for(case: str, requests: int) -> dict:
+    raw = json.loads(json.dumps(REFERENCE))
+    raw["num_requests"] = requests
+    if case == "azure-conv":
+        raw["name"] = "bench-azure-conv"
+        raw["classes"][0] = {
+            "name": "conv",
+            "pool": "llm",
+            "trace": {"path": "builtin:azure_conv_2023.csv", "format": "azure", "target_rate": 7.0},
+        }
+    return raw
+
+
+def _child(case: str, requests: int) -> None:
+    import resource
+    import time
+    from pathlib import Path
+
+    from sim.config import parse_scenario
+    from sim.run import run_scenario
+
+    scenario = parse_scenario(scenario_for(case, requests), source="bench")
+    t0 = time.perf_counter()
+    result = run_scenario(scenario, Path("."))
+    wall = time.perf_counter() - t0
+    sim_wall = result.wall_s
+    n = len(result.requests)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    st = result.summary["classes"][scenario.classes[0].name]
+    print(
+        json.dumps(
+            {
+                "case": case,
+                "requests": n,
+                "finished": result.summary["conservation"]["finished"],
+                "engine_steps": result.summary["simulation"]["engine_steps"],
+                "simulated_s": result.summary["simulation"]["simulated_s"],
+                "sim_wall_s": sim_wall,
+                "total_wall_s": wall,
+                "req_per_wall_s": n / sim_wall,
+                "peak_rss_mb": rss_mb,
+                "ttft_p99_s": st["ttft_s_p99"]["mean"],
+                "tpot_p50_s": st["tpot_s_p50"]["mean"],
+                "e2e_p50_s": st["e2e_s_p50"]["mean"],
+            }
+        )
+    )
+
+
+def main(requests: list[int] | None = None, skip_trace: bool = False) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    cases = [("reference", n) for n in (requests or [20_000, 200_000])]
+    if not skip_trace:
+        cases.append(("azure-conv", 19_366))
+    table = Table(title="servesim bench (Llama-2-7B, 1 x H100, roofline, Poisson 7 req/s)")
+    for col in ("case", "requests", "engine steps", "sim wall s", "req / wall s", "peak RSS MB", "TTFT p99 ms", "TPOT p50 ms", "E2E p50 s"):
+        table.add_column(col, justify="right")
+    console = Console()
+    for case, n in cases:
+        proc = subprocess.run([sys.executable, "-c", f"from sim.bench import _child; _child({case!r}, {n})"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            console.print(f"[red]bench case {case} failed:[/red] {proc.stderr.strip().splitlines()[-1] if proc.stderr else ''}")
+            return 1
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        table.add_row(
+            case, f"{r['requests']:,}", f"{r['engine_steps']:,}", f"{r['sim_wall_s']:.2f}", f"{r['req_per_wall_s']:,.0f}",
+            f"{r['peak_rss_mb']:,.0f}", f"{r['ttft_p99_s'] * 1e3:.1f}", f"{r['tpot_p50_s'] * 1e3:.2f}", f"{r['e2e_p50_s']:.2f}",
+        )
+    console.print(table)
+    console.print("Peer reference: Vidur runs ~950 simulated requests per wall-second on this workload on these 2-core machines.")
+    return 0
