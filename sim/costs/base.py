@@ -92,6 +92,21 @@ class StepLine:
 
     def steps_within(self, ctx0: float, dctx: float, elapsed_s: float, max_steps: int) -> int:
         """How many whole steps (at most max_steps) have finished ``elapsed_s`` after the start."""
+        if len(self.pieces) == 1:
+            # total(j) = j*a + b*j*(j-1)/2 is increasing: solve the quadratic, then settle the
+            # float rounding by checking the neighbours.
+            a0, s = self.pieces[0]
+            a, b = a0 + s * ctx0, s * dctx
+            if b > 0:
+                j = int((-(a - b / 2) + math.sqrt((a - b / 2) ** 2 + 2 * b * elapsed_s)) / b)
+            else:
+                j = int(elapsed_s / a) if a > 0 else max_steps
+            j = max(0, min(j, max_steps))
+            while j > 0 and self.total_s(ctx0, dctx, j) > elapsed_s:
+                j -= 1
+            while j < max_steps and self.total_s(ctx0, dctx, j + 1) <= elapsed_s:
+                j += 1
+            return j
         lo, hi = 0, max_steps
         while lo < hi:
             mid = (lo + hi + 1) // 2

@@ -66,6 +66,7 @@ class RooflineCostModel:
         # Decode attention: per (query, key) pair it costs max(compute, KV read); both scale
         # with the same pair count, so the slower coefficient is the whole story.
         self._dec_attn_s_per_pair = max(self._attn_flop_s_per_pair, self._kv_s_per_token)
+        self._lines: dict[int, StepLine] = {}
 
     def _common_s(self, num_tokens: int, num_seqs: int) -> float:
         linear = max(self._lin_s_per_token * num_tokens + self._head_s_per_row * num_seqs, self._weights_s)
@@ -86,5 +87,8 @@ class RooflineCostModel:
         return t
 
     def decode_line(self, num_decode: int) -> StepLine:
-        k = self._dec_attn_s_per_pair
-        return StepLine([(self._common_s(num_decode, num_decode) + k * num_decode, k)])
+        line = self._lines.get(num_decode)
+        if line is None:
+            k = self._dec_attn_s_per_pair
+            line = self._lines[num_decode] = StepLine([(self._common_s(num_decode, num_decode) + k * num_decode, k)])
+        return line

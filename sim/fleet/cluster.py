@@ -8,9 +8,9 @@ recorder keeps what happened.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from sim.costs import ConstantCostModel, CostModel, RooflineCostModel
 from sim.fleet.replica import LLMReplica
 from sim.fleet.router import make_router
 from sim.llm.kv_cache import KVCacheManager
-from sim.llm.memory import KVBudget, kv_bytes_per_elem, kv_budget, weight_bytes_per_elem
+from sim.llm.memory import KVBudget, kv_budget, kv_bytes_per_elem, weight_bytes_per_elem
 from sim.llm.request import Request
 from sim.llm.scheduler import Scheduler, SchedulerConfig
 from sim.llm.static import StaticBatchScheduler

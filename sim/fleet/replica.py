@@ -5,11 +5,19 @@ cost model's duration. Decode-only stretches run in closed form: the scheduler r
 many identical-membership decode steps lie ahead (``decode_span``), the cost model gives their
 total time, and the engine sleeps once for all of them. An arrival that could join the batch
 interrupts the sleep; the step in flight completes, the finished steps are committed, and the
-loop schedules normally again. Work therefore scales with arrivals, completions and
-preemptions, not with generated tokens.
+loop schedules normally again.
+
+Per-request metrics of the scheduler's decode cohort accrue lazily, like its token counters:
+GPU time through a per-row accumulator, the last token time through the cohort's last step,
+and the longest inter-token gap through a monotonic stack of step durations (the longest step
+since a member joined is the first stack entry after its join clock). A member's metrics are
+settled when it leaves the cohort. Work therefore scales with arrivals, completions and
+preemptions, not with generated tokens or the batch size.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_right
 
 import simpy
 
@@ -36,6 +44,11 @@ class LLMReplica:
         """Requests routed here and not yet finished (the router's load view)."""
         self.outstanding_tokens = 0
         """Tokens still to compute for them, prefill and decode (approximate mid-span)."""
+        # Lazily accrued cohort metrics.
+        self._row_gpu_s = 0.0  # GPU-seconds one cohort row has accrued since the start
+        self._cohort_last_s = 0.0  # end of the latest cohort step
+        self._itl_clock: list[int] = []  # monotonic stack: scheduler clock after a step ...
+        self._itl_dur: list[float] = []  # ... and its duration, durations decreasing
         self._wake: simpy.Event | None = None
         self._in_span = False
         self.process = env.process(self._run())
@@ -47,7 +60,6 @@ class LLMReplica:
         req.seen_in_system = self.num_outstanding
         self.recorder.arrival(req)
         if self.scheduler.add_request(req):
-            req.finish_s = -1.0
             self.recorder.reject(req)
             return
         self.num_outstanding += 1
@@ -59,6 +71,33 @@ class LLMReplica:
             self._in_span = False
             self.process.interrupt()
 
+    # ------------------------------------------------------------------ cohort metrics
+
+    def _cohort_step(self, clock: int, dur_s: float, end_s: float, row_gpu_s: float) -> None:
+        self._row_gpu_s += row_gpu_s
+        self._cohort_last_s = end_s
+        clocks, durs = self._itl_clock, self._itl_dur
+        while durs and durs[-1] <= dur_s:
+            durs.pop()
+            clocks.pop()
+        clocks.append(clock)
+        durs.append(dur_s)
+
+    def _mark(self, req: Request) -> None:
+        req.gpu_mark = self._row_gpu_s
+        req.itl_mark = self.scheduler.clock
+        req.cohort_marked = True
+
+    def _settle(self, req: Request) -> None:
+        """Fold a leaving member's lazily accrued metrics into its record."""
+        req.gpu_s += self._row_gpu_s - req.gpu_mark
+        i = bisect_right(self._itl_clock, req.itl_mark)
+        if i < len(self._itl_dur) and self._itl_dur[i] > req.max_itl_s:
+            req.max_itl_s = self._itl_dur[i]
+        if self._cohort_last_s > req.last_token_s:
+            req.last_token_s = self._cohort_last_s
+        req.cohort_marked = False
+
     # ------------------------------------------------------------------ engine loop
 
     def _run(self):
@@ -67,6 +106,7 @@ class LLMReplica:
         rec = self.recorder
         idx = self.index
         pool = self.kv.pool
+        gpus = self.num_gpus
         while True:
             if not sched.has_unfinished_requests():
                 self._wake = env.event()
@@ -74,7 +114,7 @@ class LLMReplica:
                 continue
 
             span = sched.decode_span() if self.decode_spans else None
-            if span is not None and span.num_steps >= 2:
+            if span is not None and (span.num_steps >= 2 or span.cohort):
                 line = self.cost.decode_line(span.num_rows)
                 k = span.num_steps
                 start = env.now
@@ -92,11 +132,20 @@ class LLMReplica:
                         yield env.timeout(start + total - env.now)
                 self._in_span = False
                 rec.busy(idx, start, total, *state, done)
-                self._commit_span(span, line, done, start, total)
+                last_step = line.step_s(span.ctx_sum + (done - 1) * span.ctx_growth)
+                end = start + total
+                if span.cohort:
+                    finished = sched.advance_decode(done)
+                    # Step times grow with context inside a span: its last step is its longest.
+                    self._cohort_step(sched.clock, last_step, end, total * gpus / span.num_rows)
+                else:
+                    finished = self._commit_exact_span(span, line, done, start, total, last_step)
+                self.outstanding_tokens -= span.ctx_growth * done
+                self._finish(finished, end)
                 continue
 
             out = sched.schedule()
-            if not out.requests:
+            if not out.requests and not out.num_cohort:
                 raise RuntimeError(f"replica {idx}: scheduler made no progress with requests pending")
             start = env.now
             dur = self.cost.step_s(out.shape)
@@ -106,52 +155,60 @@ class LLMReplica:
             for req in out.preempted:
                 # Its computed tokens must be computed again.
                 self.outstanding_tokens += req.num_tokens
+                if req.cohort_marked:
+                    self._settle(req)
             yield env.timeout(dur)
             now = env.now
-            emitted, finished = sched.update_from_output(out)
-            # GPU time is shared among the step's requests in proportion to their tokens.
-            gpu_per_token = dur * self.num_gpus / out.shape.num_tokens
+            emitted, finished, joined = sched.update_from_output(out)
+            # GPU time is shared among the step's rows in proportion to their tokens.
+            gpu_per_token = dur * gpus / out.shape.num_tokens
             for req, n in zip(out.requests, out.num_scheduled_tokens):
                 req.gpu_s += gpu_per_token * n
+            if out.num_cohort:
+                self._cohort_step(sched.clock, dur, now, gpu_per_token)
             self.outstanding_tokens -= out.shape.num_tokens
+            cohort_last = self._cohort_last_s
             for req in emitted:
                 if req.first_token_s < 0:
                     req.first_token_s = now
                 else:
-                    gap = now - req.last_token_s
-                    if gap > req.max_itl_s:
-                        req.max_itl_s = gap
+                    last = req.last_token_s
+                    if req.cohort_marked and cohort_last > last:
+                        last = cohort_last
+                    if now - last > req.max_itl_s:
+                        req.max_itl_s = now - last
                 req.last_token_s = now
+            for req in joined:
+                if req.cohort_marked:
+                    self._settle(req)
+                self._mark(req)
             self._finish(finished, now)
 
-    def _commit_span(self, span, line, done: int, start: float, total: float) -> None:
+    def _commit_exact_span(self, span, line, done: int, start: float, total: float, last_step: float) -> list[Request]:
+        """A span of a scheduler without a cohort (static batching): per-request updates."""
         sched = self.scheduler
         running = list(sched.running)
         # Static batches carry finished members as padding rows: they pay, but emit nothing.
         emitting = [r for r in running if r.num_output_tokens < r.max_tokens]
         finished = sched.advance_decode(done)
-        end = start + total
-        first_step = line.step_s(span.ctx_sum)
-        last_step = line.step_s(span.ctx_sum + (done - 1) * span.ctx_growth)
         gpu_each = total * self.num_gpus / span.num_rows
-        first_end = start + first_step
+        first_end = start + line.step_s(span.ctx_sum)
+        end = start + total
         for req in running:
             req.gpu_s += gpu_each
         for req in emitting:
-            gap = first_end - req.last_token_s
-            if gap < last_step:
-                gap = last_step
+            gap = max(first_end - req.last_token_s, last_step)
             if gap > req.max_itl_s:
                 req.max_itl_s = gap
             req.last_token_s = end
-        self.outstanding_tokens -= span.ctx_growth * done
-        self._finish(finished, end)
+        return finished
 
     def _finish(self, finished: list[Request], now: float) -> None:
         for req in finished:
+            if req.cohort_marked:
+                self._settle(req)
             req.finish_s = now
             self.num_outstanding -= 1
-        if finished:
+        if finished and self.num_outstanding == 0:
             # Recomputation makes the token counter drift; settle it when the replica drains.
-            if self.num_outstanding == 0:
-                self.outstanding_tokens = 0
+            self.outstanding_tokens = 0

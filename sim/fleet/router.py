@@ -6,7 +6,8 @@ A router sees only each replica's read-only load view (``num_outstanding``,
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 
 class Router(Protocol):

@@ -44,6 +44,11 @@ class Request:
     num_preemptions: int = 0
     num_cached_tokens: int = -1
     """Prompt tokens served from the prefix cache at first scheduling (-1: not yet)."""
+    # Decode cohort (scheduler-owned): while a request is a cohort member its counters above
+    # lag by (scheduler clock - cohort_mark) steps and are brought up to date on demand.
+    cohort_mark: int = 0
+    cohort_base: int = 0
+    cohort_finish_clock: int = 0
 
     # -- timing, written by the engine
     replica: int = -1
@@ -55,6 +60,10 @@ class Request:
     finish_s: float = -1.0
     max_itl_s: float = 0.0
     gpu_s: float = 0.0
+    # Engine-owned marks for cohort members' lazily accumulated metrics.
+    gpu_mark: float = 0.0
+    itl_mark: int = 0
+    cohort_marked: bool = False
     reject_reason: str = ""
     extra: dict = field(default_factory=dict, repr=False)
 

@@ -11,13 +11,24 @@ Each ``schedule()``:
    ``max_num_seqs`` and free blocks allow, after looking up prefix-cache hits.
 
 The scheduler knows nothing of time: the engine calls ``schedule()``, runs the step for as
-long as the cost model says, then ``update_from_output()``. For speed it can also report a
-*decode span*: k upcoming steps in which nothing but one token per running request would be
-scheduled, which the engine advances in closed form with ``advance_decode(k)``.
+long as the cost model says, then ``update_from_output()``.
+
+**The decode cohort.** Running requests that are decoding (one token per step) form a cohort
+whose members advance together: their counters are not touched one by one each step but lag
+behind a scheduler ``clock`` and are brought up to date when someone needs them (a member
+finishes, is preempted, or the cohort dissolves). The cohort keeps the aggregates a step needs:
+its summed context, how many members need a fresh KV block at each clock value (members are
+bucketed by their context modulo ``block_size``), and a heap of finish clocks. This keeps a
+step's cost independent of the batch size, and lets the engine advance k pure-decode steps in
+closed form (``decode_span`` / ``advance_decode``). The running order vLLM relies on is kept:
+decoding requests always precede the (at most one) request still in prefill, which is the
+tail, so FCFS preemption only ever picks from the non-cohort tail; when the cohort itself
+cannot get the blocks it needs, it dissolves into the exact per-request path for that step.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -37,12 +48,14 @@ class SchedulerConfig:
 @dataclass(frozen=True, slots=True)
 class DecodeSpan:
     """k upcoming pure-decode steps: ``num_rows`` rows per step (the cost-model batch), whose
-    summed context starts at ``ctx_sum`` and grows by ``ctx_growth`` per step."""
+    summed context starts at ``ctx_sum`` and grows by ``ctx_growth`` per step. ``cohort``:
+    the rows are the scheduler's decode cohort (members' metrics accrue lazily)."""
 
     num_steps: int
     num_rows: int
     ctx_sum: int
     ctx_growth: int
+    cohort: bool = False
 
 
 @dataclass(slots=True)
@@ -50,8 +63,11 @@ class SchedulerOutput:
     """What one step computes."""
 
     requests: list[Request] = field(default_factory=list)
+    """Requests scheduled individually (cohort members are not listed: see num_cohort)."""
     num_scheduled_tokens: list[int] = field(default_factory=list)
     shape: StepShape = field(default_factory=StepShape)
+    num_cohort: int = 0
+    """Decode-cohort members scheduled in aggregate, one token each."""
     newly_scheduled: list[Request] = field(default_factory=list)
     """Requests scheduled for the first time (their queueing delay ends now)."""
     preempted: list[Request] = field(default_factory=list)
@@ -80,11 +96,25 @@ def reject_reason(req: Request, config: SchedulerConfig, kv: KVCacheManager) -> 
 class Scheduler:
     """vLLM v1-style continuous batching over a paged KV cache."""
 
+    #: New arrivals can join between steps (the engine wakes up for them).
+    admits_mid_batch = True
+    #: Off, every step dissolves the cohort and schedules each request individually: the
+    #: reference path the tests compare the cohort against.
+    use_cohort = True
+
     def __init__(self, config: SchedulerConfig, kv: KVCacheManager):
         self.config = config
         self.kv = kv
         self.waiting: deque[Request] = deque()
-        self.running: list[Request] = []
+        self.cohort: dict[Request, None] = {}
+        """Decoding requests in running order (a dict keeps insertion order)."""
+        self.others: list[Request] = []
+        """Running requests not in the cohort (prefilling or just admitted); they follow it."""
+        self.clock = 0
+        """Cohort decode steps so far."""
+        self._ctx_base = 0  # sum over members of (computed tokens - clock) at any clock
+        self._needs_block = [0] * kv.block_size  # members by (computed - clock) mod block_size
+        self._finish_heap: list[tuple[int, int, Request]] = []
 
     # ------------------------------------------------------------------ requests in
 
@@ -99,7 +129,7 @@ class Scheduler:
         return ""
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.running) or bool(self.waiting)
+        return bool(self.cohort) or bool(self.others) or bool(self.waiting)
 
     @property
     def num_waiting(self) -> int:
@@ -107,54 +137,125 @@ class Scheduler:
 
     @property
     def num_running(self) -> int:
-        return len(self.running)
+        return len(self.cohort) + len(self.others)
+
+    @property
+    def running(self) -> list[Request]:
+        """Running requests in vLLM's order, with up-to-date counters (O(batch))."""
+        for req in self.cohort:
+            self._sync(req)
+        return [*self.cohort, *self.others]
+
+    # ------------------------------------------------------------------ the cohort
+
+    def _sync(self, req: Request) -> None:
+        """Bring a member's counters up to the clock."""
+        d = self.clock - req.cohort_mark
+        if d:
+            req.num_output_tokens += d
+            req.num_tokens += d
+            req.num_computed_tokens += d
+            req.cohort_mark = self.clock
+        req.num_blocks = -(-req.num_computed_tokens // self.kv.block_size)
+
+    def _join(self, req: Request) -> None:
+        clock = self.clock
+        base = req.num_computed_tokens - clock
+        req.cohort_mark = clock
+        req.cohort_base = base
+        self._ctx_base += base
+        self._needs_block[base % self.kv.block_size] += 1
+        finish = clock + req.max_tokens - req.num_output_tokens
+        req.cohort_finish_clock = finish
+        heapq.heappush(self._finish_heap, (finish, req.request_id, req))
+        self.cohort[req] = None
+
+    def _leave(self, req: Request) -> None:
+        self._sync(req)
+        del self.cohort[req]
+        self._ctx_base -= req.cohort_base
+        self._needs_block[req.cohort_base % self.kv.block_size] -= 1
+
+    def _blocks_needed_at(self, clock: int) -> int:
+        """Members that need a new block in the step taken at this clock value: a member
+        holding exactly enough blocks for c computed tokens needs one more when c % bs == 0."""
+        return self._needs_block[(-clock) % self.kv.block_size]
+
+    def _pop_finished(self) -> list[Request]:
+        heap, clock, cohort = self._finish_heap, self.clock, self.cohort
+        finished = []
+        while heap and heap[0][0] <= clock:
+            finish, _, req = heapq.heappop(heap)
+            if req in cohort and req.cohort_finish_clock == finish:
+                self._leave(req)
+                self._finish(req)
+                finished.append(req)
+        return finished
+
+    def _next_finish_clock(self) -> int:
+        heap, cohort = self._finish_heap, self.cohort
+        while heap and (heap[0][2] not in cohort or heap[0][2].cohort_finish_clock != heap[0][0]):
+            heapq.heappop(heap)  # stale entry of a request that left the cohort
+        return heap[0][0]
+
+    def _dissolve_cohort(self) -> None:
+        """Turn every member back into an individually scheduled request (rare: the cohort
+        cannot get its blocks, so vLLM's per-request order decides who is preempted)."""
+        members = list(self.cohort)
+        for req in members:
+            self._sync(req)
+        self.cohort.clear()
+        self._ctx_base = 0
+        self._needs_block = [0] * self.kv.block_size
+        self._finish_heap.clear()
+        self.others = members + self.others
 
     # ------------------------------------------------------------------ one step
 
     def schedule(self) -> SchedulerOutput:
         cfg, kv = self.config, self.kv
-        bs = kv.block_size
         out = SchedulerOutput()
         shape = out.shape
-        reqs, counts = out.requests, out.num_scheduled_tokens
         budget = cfg.max_num_batched_tokens
-        running = self.running
 
-        i = 0
-        while i < len(running) and budget > 0:
-            req = running[i]
-            computed = req.num_computed_tokens
-            n = req.num_tokens - computed
-            if n > budget:
-                n = budget
-            if computed + n > req.num_blocks * bs:
-                scheduled = True
-                while not kv.allocate_slots(req, n):
-                    victim = running.pop()
-                    self._preempt(victim)
-                    out.preempted.append(victim)
-                    if victim is req:
-                        scheduled = False
-                        break
-                if not scheduled:
-                    break
-            # Inline StepShape.add_decode: this loop is the simulator's hottest.
-            if n == 1 and computed == req.num_tokens - 1:
-                shape.num_seqs += 1
-                shape.num_tokens += 1
-                shape.num_decode += 1
-                shape.decode_ctx_sum += computed
+        n_dec = len(self.cohort)
+        if n_dec:
+            need = self._blocks_needed_at(self.clock)
+            if need > kv.pool.num_free or not self.use_cohort:
+                self._dissolve_cohort()
             else:
-                shape.add_prefill(n, computed)
-            reqs.append(req)
-            counts.append(n)
-            req.num_computed_tokens = computed + n
+                kv.pool.get_new_blocks(need)
+                out.num_cohort = n_dec
+                shape.num_seqs += n_dec
+                shape.num_tokens += n_dec
+                shape.num_decode += n_dec
+                shape.decode_ctx_sum += self._ctx_base + n_dec * self.clock
+                budget -= n_dec
+
+        others = self.others
+        i = 0
+        while i < len(others) and budget > 0:
+            req = others[i]
+            n = min(req.num_tokens - req.num_computed_tokens, budget)
+            scheduled = True
+            while not kv.allocate_slots(req, n):
+                # FCFS: preempt the last running request (always a non-member: members
+                # precede every request in `others`).
+                victim = others.pop()
+                self._preempt(victim)
+                out.preempted.append(victim)
+                if victim is req:
+                    scheduled = False
+                    break
+            if not scheduled:
+                break
+            self._add(out, req, n)
             budget -= n
             i += 1
 
         if not out.preempted:
             waiting = self.waiting
-            while waiting and budget > 0 and len(running) < cfg.max_num_seqs:
+            while waiting and budget > 0 and self.num_running < cfg.max_num_seqs:
                 req = waiting[0]
                 hits = kv.get_computed_blocks(req) if req.num_computed_tokens == 0 else 0
                 cached = hits * kv.block_size
@@ -170,11 +271,11 @@ class Scheduler:
                     req.num_cached_tokens = cached
                     out.newly_scheduled.append(req)
                 req.status = RequestStatus.RUNNING
-                running.append(req)
+                others.append(req)
                 self._add(out, req, n)
                 budget -= n
 
-        if out.shape.num_tokens > cfg.max_num_batched_tokens or len(running) > cfg.max_num_seqs:
+        if shape.num_tokens > cfg.max_num_batched_tokens or self.num_running > cfg.max_num_seqs:
             raise AssertionError("scheduler exceeded its token budget or max_num_seqs")
         return out
 
@@ -195,25 +296,38 @@ class Scheduler:
         req.num_preemptions += 1
         self.waiting.appendleft(req)
 
-    def update_from_output(self, out: SchedulerOutput) -> tuple[list[Request], list[Request]]:
+    def update_from_output(self, out: SchedulerOutput) -> tuple[list[Request], list[Request], list[Request]]:
         """Apply a finished step: requests level with their tokens sample one more.
 
-        Returns (requests that produced a token, requests that finished)."""
-        emitted: list[Request] = []
+        Returns (individually scheduled requests that produced a token, requests that
+        finished, requests that joined the decode cohort). Cohort members all produced a
+        token; they are not listed."""
         finished: list[Request] = []
+        if out.num_cohort:
+            self.clock += 1
+            finished = self._pop_finished()
+        emitted: list[Request] = []
+        joined: list[Request] = []
+        changed = False
         for req in out.requests:
+            if req.status != RequestStatus.RUNNING:
+                continue
             if req.num_computed_tokens >= req.num_tokens:
                 req.num_output_tokens += 1
                 req.num_tokens += 1
                 emitted.append(req)
+                changed = True
                 if req.num_output_tokens >= req.max_tokens:
+                    self._finish(req)
                     finished.append(req)
-        if finished:
-            for req in finished:
-                self._finish(req)
-            done = set(map(id, finished))
-            self.running = [r for r in self.running if id(r) not in done]
-        return emitted, finished
+                else:
+                    joined.append(req)
+        if changed:
+            for req in joined:
+                self._join(req)
+            cohort = self.cohort
+            self.others = [r for r in self.others if r.status == RequestStatus.RUNNING and r not in cohort]
+        return emitted, finished, joined
 
     def _finish(self, req: Request) -> None:
         req.status = RequestStatus.FINISHED
@@ -221,40 +335,27 @@ class Scheduler:
 
     # ------------------------------------------------------------------ decode spans
 
-    #: New arrivals can join between steps (the engine wakes up for them).
-    admits_mid_batch = True
-
     def decode_span(self) -> DecodeSpan | None:
-        """The upcoming steps that are pure decode of the current running set, if any.
+        """The upcoming steps that are pure decode of the cohort, if any.
 
         Those steps schedule exactly one token per running request, admit nobody and preempt
         nobody; the last of them finishes at least one request (or is the last step before
         the KV pool runs dry). None when the next step is anything else.
         """
-        running = self.running
-        if not running:
+        if self.others or not self.cohort:
             return None
-        remaining = 1 << 62
-        ctx = 0
-        for req in running:
-            computed = req.num_computed_tokens
-            if computed != req.num_tokens - 1:
-                return None
-            ctx += computed
-            left = req.max_tokens - req.num_output_tokens
-            if left < remaining:
-                remaining = left
-        n = len(running)
+        n = len(self.cohort)
         if self.waiting and n < self.config.max_num_seqs and self._can_admit_head(n):
             return None
-        kv = self.kv
-        # Each request needs at most ceil(k / block_size) new blocks in k steps: when the pool
-        # has that many for everyone, it cannot run dry and the exact count is not needed.
-        if kv.pool.num_free < n * (remaining // kv.block_size + 1):
-            remaining = min(remaining, self._steps_until_blocks_run_out())
-        if remaining == 0:
+        k = self._next_finish_clock() - self.clock
+        bs = self.kv.block_size
+        # Each member needs at most ceil(k / bs) new blocks in k steps: when the pool has that
+        # many for everyone it cannot run dry and the exact count is not needed.
+        if self.kv.pool.num_free < n * (k // bs + 1):
+            k = min(k, self._steps_until_blocks_run_out())
+        if k <= 0:
             return None
-        return DecodeSpan(remaining, n, ctx, n)
+        return DecodeSpan(k, n, self._ctx_base + n * self.clock, n, cohort=True)
 
     def _can_admit_head(self, num_decodes: int) -> bool:
         """Would the next schedule() admit the head of WAITING (ahead of the decodes' own
@@ -273,45 +374,22 @@ class Scheduler:
         return kv.blocks_for(computed + n) - req.num_blocks - hits <= kv.pool.num_free
 
     def _steps_until_blocks_run_out(self) -> int:
-        """Steps the running set can decode before an allocation would fail."""
+        """Steps the cohort can decode before an allocation would fail. Allocations repeat
+        with period block_size (every member needs one block per period)."""
         bs = self.kv.block_size
-        free = self.kv.pool.num_free
-        # Request i needs a new block at steps r_i, r_i + bs, r_i + 2bs, ...
-        offsets = sorted(max(0, req.num_blocks * bs - req.num_tokens + 1) for req in self.running)
-        if offsets[-1] < bs:
-            q, rem = divmod(free, len(offsets))
-            return q * bs + offsets[rem]
-        # Some request holds spare blocks: count allocations by bisection (rare).
-        lo, hi = 0, (free + 1) * bs + offsets[-1]
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            used = sum((mid - 1 - r) // bs + 1 for r in offsets if r <= mid - 1)
-            if used <= free:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        q, rem = divmod(self.kv.pool.num_free, len(self.cohort))
+        used = 0
+        for j in range(bs):
+            used += self._blocks_needed_at(self.clock + j)
+            if used > rem:
+                return q * bs + j
+        raise AssertionError("cohort block bookkeeping out of step")
 
     def advance_decode(self, k: int) -> list[Request]:
-        """Apply k pure-decode steps at once; returns the requests that finished."""
-        kv = self.kv
-        bs = kv.block_size
-        new_blocks = 0
-        finished: list[Request] = []
-        for req in self.running:
-            req.num_output_tokens += k
-            req.num_tokens += k
-            req.num_computed_tokens += k
-            # Blocks to hold every computed token (the newest sampled one is not computed yet).
-            need = -(-req.num_computed_tokens // bs)
-            if need > req.num_blocks:
-                new_blocks += need - req.num_blocks
-                req.num_blocks = need
-            if req.num_output_tokens >= req.max_tokens:
-                finished.append(req)
-        kv.pool.get_new_blocks(new_blocks)
-        if finished:
-            for req in finished:
-                self._finish(req)
-            self.running = [r for r in self.running if r.status == RequestStatus.RUNNING]
-        return finished
+        """Apply k pure-decode steps of the cohort at once; returns the requests that finished."""
+        bs = self.kv.block_size
+        periods, rest = divmod(k, bs)
+        new_blocks = periods * len(self.cohort) + sum(self._blocks_needed_at(self.clock + j) for j in range(rest))
+        self.kv.pool.get_new_blocks(new_blocks)
+        self.clock += k
+        return self._pop_finished()

@@ -92,14 +92,14 @@ class StaticBatchScheduler:
                 out.num_scheduled_tokens.append(1)
         return out
 
-    def update_from_output(self, out: SchedulerOutput) -> tuple[list[Request], list[Request]]:
+    def update_from_output(self, out: SchedulerOutput) -> tuple[list[Request], list[Request], list[Request]]:
         emitted = []
         for req in out.requests:
             if req.num_computed_tokens >= req.num_tokens:
                 req.num_output_tokens += 1
                 req.num_tokens += 1
                 emitted.append(req)
-        return emitted, self._maybe_end_batch()
+        return emitted, self._maybe_end_batch(), []
 
     def _maybe_end_batch(self) -> list[Request]:
         if any(r.num_output_tokens < r.max_tokens for r in self.running):

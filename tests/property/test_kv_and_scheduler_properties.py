@@ -106,7 +106,7 @@ def test_scheduler_invariants_and_conservation(specs, blocks, block_size, max_nu
             out = sched.schedule()
             assert out.shape.num_tokens <= budget
             assert len(sched.running) <= max_num_seqs
-            assert out.requests, "no progress with requests pending"
+            assert out.requests or out.num_cohort, "no progress with requests pending"
             sched.update_from_output(out)
         pool = kv.pool
         assert 0 <= pool.num_free <= pool.num_blocks

@@ -45,6 +45,32 @@ def test_decode_spans_give_the_same_timings_as_step_by_step(monkeypatch, sched):
     np.testing.assert_allclose(fast["max_itl_s"], slow["max_itl_s"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("prefix", [False, True])
+def test_decode_cohort_matches_the_per_request_reference_path(monkeypatch, prefix):
+    from sim.llm.scheduler import Scheduler
+
+    raw = scenario(num_requests=500).model_dump()
+    raw["pools"][0]["engine"]["enable_prefix_caching"] = prefix
+    raw["pools"][0]["engine"]["num_gpu_blocks"] = 900
+    if prefix:
+        raw["classes"][0] = dict(name="c", pool="p", arrival=dict(process="poisson", rate=40),
+                                 trace=dict(path="builtin:mooncake_conversation_sample.jsonl", format="mooncake"))
+        raw["pools"][0]["model"] = "qwen2.5-0.5b"
+        raw["pools"][0]["engine"]["num_gpu_blocks"] = 4000
+    sc = parse_scenario(raw)
+    fast = simulate(sc, Path("."), np.random.SeedSequence(5)).requests
+    monkeypatch.setattr(Scheduler, "use_cohort", False)
+    monkeypatch.setattr(LLMReplica, "decode_spans", False)
+    ref = simulate(sc, Path("."), np.random.SeedSequence(5)).requests
+    assert ref["preemptions"].sum() > 0, "the test should exercise preemption"
+    if prefix:
+        assert ref["cached_tokens"].sum() > 0, "the test should exercise prefix hits"
+    for col in ("preemptions", "cached_tokens", "generated_tokens", "replica"):
+        np.testing.assert_array_equal(fast[col], ref[col])
+    for col in ("first_token_s", "finish_s", "first_scheduled_s", "max_itl_s", "gpu_s"):
+        np.testing.assert_allclose(fast[col], ref[col], rtol=1e-7, atol=1e-9)
+
+
 def test_same_seed_same_summary_and_different_seed_differs():
     a = run_scenario(scenario(replications=2), Path("."))
     b = run_scenario(scenario(replications=2), Path("."))

@@ -17,7 +17,9 @@ def reqs(n, prompt=10, out=16):
 
 def step(s):
     out = s.schedule()
-    return out, *s.update_from_output(out)
+    emitted, finished, joined = s.update_from_output(out)
+    # Decode-cohort members are scheduled in aggregate: list them as emitting too.
+    return out, emitted + [r for r in getattr(s, "cohort", ()) if r not in joined], finished
 
 
 def test_prefill_then_decode_one_token_per_step():
@@ -28,8 +30,9 @@ def test_prefill_then_decode_one_token_per_step():
     assert out.num_scheduled_tokens == [10] and emitted == [r]
     assert out.shape.num_prefill_tokens == 10 and out.shape.num_decode == 0
     out, emitted, _ = step(s)
-    assert out.num_scheduled_tokens == [1] and out.shape.num_decode == 1
-    assert out.shape.decode_ctx_sum == 10
+    # Decoding requests form the cohort: scheduled in aggregate, one token each.
+    assert out.requests == [] and out.num_cohort == 1 and out.shape.num_decode == 1
+    assert out.shape.decode_ctx_sum == 10 and emitted == [r]
     _, _, finished = step(s)
     assert finished == [r] and r.status == RequestStatus.FINISHED
     assert r.num_output_tokens == 3 and s.kv.pool.num_free == s.kv.pool.num_blocks
@@ -55,7 +58,7 @@ def test_chunked_prefill_disabled_waits_for_a_whole_prompt():
     out, _, _ = step(s)
     assert out.requests == [a]  # b's 40 tokens do not fit the remaining 24
     out, _, _ = step(s)
-    assert out.requests == [a, b] and out.num_scheduled_tokens == [1, 40]
+    assert out.num_cohort == 1 and out.requests == [b] and out.num_scheduled_tokens == [40]
 
 
 def test_max_num_seqs_caps_the_batch():
@@ -125,7 +128,7 @@ def test_decode_span_matches_step_by_step_execution():
                 trace.append(("span", span.num_steps, [r.request_id for r in fin]))
             else:
                 out = s.schedule()
-                _, fin = s.update_from_output(out)
+                _, fin, _ = s.update_from_output(out)
                 trace.append(("step", 1, [r.request_id for r in fin]))
             assert s.kv.pool.num_used == sum(r.num_blocks for r in s.running)
         return rs, trace, s
