@@ -26,13 +26,11 @@ class BlockPool:
         if num_blocks < 1:
             raise ValueError("a block pool needs at least one block")
         self.num_blocks = num_blocks
+        self.num_free = num_blocks
+        """Plain free blocks plus cached free blocks (kept as a counter: read every step)."""
         self.num_free_plain = num_blocks
         self.cached_free: OrderedDict = OrderedDict()
         self.cached_ref: dict = {}
-
-    @property
-    def num_free(self) -> int:
-        return self.num_free_plain + len(self.cached_free)
 
     @property
     def num_used(self) -> int:
@@ -44,11 +42,13 @@ class BlockPool:
             raise RuntimeError(f"asked for {n} blocks with {self.num_free} free")
         take = min(n, self.num_free_plain)
         self.num_free_plain -= take
+        self.num_free -= n
         for _ in range(n - take):
             self.cached_free.popitem(last=False)
 
     def free_plain(self, n: int) -> None:
         self.num_free_plain += n
+        self.num_free += n
         if self.num_free > self.num_blocks:
             raise RuntimeError("double free: more free blocks than the pool holds")
 
@@ -61,6 +61,7 @@ class BlockPool:
             self.cached_ref[key] += 1
         else:
             del self.cached_free[key]
+            self.num_free -= 1
             self.cached_ref[key] = 1
 
     def cache_block(self, key) -> bool:
@@ -78,6 +79,7 @@ class BlockPool:
         else:
             del self.cached_ref[key]
             self.cached_free[key] = True  # most recently used end
+            self.num_free += 1
 
 
 class KVCacheManager:

@@ -389,7 +389,13 @@ class Scheduler:
         """Apply k pure-decode steps of the cohort at once; returns the requests that finished."""
         bs = self.kv.block_size
         periods, rest = divmod(k, bs)
-        new_blocks = periods * len(self.cohort) + sum(self._blocks_needed_at(self.clock + j) for j in range(rest))
+        new_blocks = periods * len(self.cohort)
+        if rest:
+            # Clocks c..c+rest-1 visit residues (-c) % bs downwards, wrapping at 0.
+            needs = self._needs_block
+            top = (-self.clock) % bs
+            low = top - rest + 1
+            new_blocks += sum(needs[max(low, 0) : top + 1]) + (sum(needs[bs + low :]) if low < 0 else 0)
         self.kv.pool.get_new_blocks(new_blocks)
         self.clock += k
         return self._pop_finished()

@@ -121,3 +121,24 @@ def test_scheduler_invariants_and_conservation(specs, blocks, block_size, max_nu
         else:
             assert r.reject_reason
     assert kv.pool.num_free == blocks  # nothing leaked
+
+
+def test_free_counter_matches_its_parts_after_random_use():
+    import random
+
+    rng = random.Random(7)
+    kv = KVCacheManager(num_blocks=50, block_size=2)
+    live = []
+    for i in range(2000):
+        if live and rng.random() < 0.45:
+            kv.free(live.pop(rng.randrange(len(live))))
+        else:
+            prompt = rng.randint(1, 20)
+            hashes = tuple(rng.randint(0, 5) * 1000 + j for j in range(prompt // 2))
+            r = Request(i, 0, 0.0, prompt, 1, hashes)
+            hits = kv.get_computed_blocks(r)
+            if kv.allocate_slots(r, prompt - 2 * hits, hits):
+                r.num_computed_tokens = prompt
+                live.append(r)
+        pool = kv.pool
+        assert pool.num_free == pool.num_free_plain + len(pool.cached_free)
