@@ -108,8 +108,10 @@ def _overrides(args) -> list[str]:
 def _cmd_validate(args) -> int:
     from sim.config import load_scenario
     from sim.fleet.cluster import pool_kv_budget
+    from sim.workload.stream import check_trace_files
 
-    scenario, _ = load_scenario(args.scenario, _overrides(args))
+    scenario, base_dir = load_scenario(args.scenario, _overrides(args))
+    check_trace_files(scenario, base_dir)
     for pool in scenario.pools:
         budget = pool_kv_budget(pool)
         print(
@@ -124,9 +126,11 @@ def _cmd_run(args) -> int:
     from rich.console import Console
 
     from sim.config import load_scenario
-    from sim.run import expected_arrivals, run_scenario, write_outputs
+    from sim.run import check_output_dir, expected_arrivals, run_scenario, write_outputs
 
     scenario, base_dir = load_scenario(args.scenario, _overrides(args))
+    if args.output is not None:
+        check_output_dir(args.output)  # before simulating: a bad -o must not cost the run
     console = Console(stderr=True)
     total = expected_arrivals(scenario)
     if args.quiet or total is None or total < 20_000:

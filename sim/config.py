@@ -16,16 +16,47 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from sim import catalog
 from sim.errors import ConfigError
 
+MAX_TOKENS = 10_000_000
+"""Upper bound of every token-count field (lengths, engine token budgets): far beyond any
+model's context, and small enough that sampled lengths stay exact in int64 and float64."""
+
+MAX_REQUESTS = 100_000_000
+"""Most arrivals one class may generate in one replication (memory: one object per request)."""
+
+
+def _not_bool(value: Any) -> Any:
+    # YAML turns true/false/yes/no/on/off into booleans, and pydantic's lax mode would read
+    # them as 1 and 0 (or 1.0 and 0.0): a number field never takes a boolean.
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "Input should be a number, not a boolean")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+"""An integer field: booleans rejected, whole floats (2.0) accepted."""
+Float = Annotated[float, BeforeValidator(_not_bool)]
+"""A float field: booleans rejected; infinity and NaN are rejected by ``Strict``."""
+TokenCount = Annotated[Int, Field(ge=1, le=MAX_TOKENS)]
+
 
 class Strict(BaseModel):
-    """Base of every config model: frozen, unknown keys rejected."""
+    """Base of every config model: frozen, unknown keys rejected, floats finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- lengths
@@ -33,14 +64,14 @@ class Strict(BaseModel):
 
 class FixedLength(Strict):
     dist: Literal["fixed"]
-    value: int = Field(ge=1)
+    value: Int = Field(ge=1, le=MAX_TOKENS)
     """Every request gets exactly this many tokens."""
 
 
 class UniformLength(Strict):
     dist: Literal["uniform"]
-    low: int = Field(ge=1)
-    high: int = Field(ge=1)
+    low: Int = Field(ge=1, le=MAX_TOKENS)
+    high: Int = Field(ge=1, le=MAX_TOKENS)
     """Integers drawn uniformly from [low, high], both ends included."""
 
     @model_validator(mode="after")
@@ -52,24 +83,30 @@ class UniformLength(Strict):
 
 class LognormalLength(Strict):
     dist: Literal["lognormal"]
-    mean: float = Field(gt=0)
-    cv: float = Field(gt=0, le=20)
+    mean: Float = Field(gt=0, le=MAX_TOKENS)
+    cv: Float = Field(gt=0, le=20)
     """Coefficient of variation (std / mean) of the un-truncated lognormal."""
-    min: int = Field(default=1, ge=1)
-    max: int | None = Field(default=None, ge=1)
+    min: Int = Field(default=1, ge=1, le=MAX_TOKENS)
+    max: Int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     """Values are clipped to [min, max]."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LognormalLength:
+        if self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
 
 
 class ExponentialLength(Strict):
     dist: Literal["exponential"]
-    mean: float = Field(ge=1)
+    mean: Float = Field(ge=1, le=MAX_TOKENS)
     """Geometric on {1, 2, ...} with this mean: the discrete memoryless length."""
 
 
 class EmpiricalLength(Strict):
     dist: Literal["empirical"]
-    values: list[int] | None = Field(default=None, min_length=1)
-    weights: list[float] | None = None
+    values: list[TokenCount] | None = Field(default=None, min_length=1)
+    weights: list[Annotated[Float, Field(ge=0)]] | None = None
     """Either values (with optional weights), or a trace whose column is resampled."""
     trace: TraceSource | None = None
 
@@ -77,12 +114,10 @@ class EmpiricalLength(Strict):
     def _one_source(self) -> EmpiricalLength:
         if (self.values is None) == (self.trace is None):
             raise ValueError("give exactly one of 'values' or 'trace'")
-        if self.values is not None and any(v < 1 for v in self.values):
-            raise ValueError("values must all be >= 1")
         if self.weights is not None:
             if self.values is None or len(self.weights) != len(self.values):
                 raise ValueError("weights must have one entry per value")
-            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+            if sum(self.weights) <= 0:
                 raise ValueError("weights must be >= 0 and not all zero")
         return self
 
@@ -98,30 +133,30 @@ LengthDist = Annotated[
 
 class PoissonArrival(Strict):
     process: Literal["poisson"]
-    rate: float = Field(gt=0)
+    rate: Float = Field(gt=0)
     """Mean arrivals per second."""
 
 
 class GammaArrival(Strict):
     process: Literal["gamma"]
-    rate: float = Field(gt=0)
-    cv: float = Field(gt=0, le=50)
+    rate: Float = Field(gt=0)
+    cv: Float = Field(gt=0, le=50)
     """Coefficient of variation of inter-arrival times (1 = Poisson, > 1 bursty)."""
 
 
 class ConstantArrival(Strict):
     process: Literal["constant"]
-    rate: float = Field(gt=0)
+    rate: Float = Field(gt=0)
 
 
 class PiecewiseArrival(Strict):
     """A non-homogeneous Poisson process whose rate follows a curve (e.g. diurnal)."""
 
     process: Literal["piecewise"]
-    points: list[tuple[float, float]] = Field(min_length=1)
+    points: list[tuple[Float, Float]] = Field(min_length=1)
     """(time_s, rate) pairs, times ascending from 0."""
     interpolation: Literal["step", "linear"] = "step"
-    period_s: float | None = Field(default=None, gt=0)
+    period_s: Float | None = Field(default=None, gt=0)
     """Repeat the curve with this period (86400 for a daily cycle)."""
 
     @field_validator("points")
@@ -148,12 +183,12 @@ class TraceSource(Strict):
     path: str
     """File path, relative to the scenario file, or ``builtin:NAME`` for a shipped sample."""
     format: Literal["azure", "mooncake", "vidur"]
-    time_scale: float | None = Field(default=None, gt=0)
+    time_scale: Float | None = Field(default=None, gt=0)
     """Multiply inter-arrival times by this (2 = half the rate)."""
-    target_rate: float | None = Field(default=None, gt=0)
+    target_rate: Float | None = Field(default=None, gt=0)
     """Rescale arrival times so the mean rate is this many requests per second."""
-    max_requests: int | None = Field(default=None, ge=1)
-    hash_block_tokens: int = Field(default=512, ge=1)
+    max_requests: Int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
+    hash_block_tokens: Int = Field(default=512, ge=1, le=MAX_TOKENS)
     """Tokens covered by one prefix hash id (Mooncake: 512)."""
 
     @model_validator(mode="after")
@@ -172,10 +207,10 @@ EmpiricalLength.model_rebuild()
 class SLO(Strict):
     """Per-request latency targets; goodput counts requests meeting all of them."""
 
-    ttft_s: float | None = Field(default=None, gt=0)
-    tpot_s: float | None = Field(default=None, gt=0)
-    e2e_s: float | None = Field(default=None, gt=0)
-    percentile: float = Field(default=99.0, gt=0, lt=100)
+    ttft_s: Float | None = Field(default=None, gt=0)
+    tpot_s: Float | None = Field(default=None, gt=0)
+    e2e_s: Float | None = Field(default=None, gt=0)
+    percentile: Float = Field(default=99.0, gt=0, lt=100)
     """The SLO holds when this percentile of each metric is within its target."""
 
 
@@ -190,7 +225,8 @@ class RequestClass(Strict):
     output_tokens: LengthDist | None = None
     trace: TraceSource | None = None
     """Replay a trace (arrivals and lengths). With ``arrival`` also given, the trace only
-    supplies (prompt, output) pairs, resampled jointly."""
+    supplies (prompt, output) pairs, resampled jointly (Mooncake: with their prefix hash
+    ids); its arrival times are not needed, so lengths-only Vidur files work here."""
     slo: SLO | None = None
 
     @model_validator(mode="after")
@@ -201,6 +237,11 @@ class RequestClass(Strict):
                 raise ValueError("without 'trace', give 'arrival', 'prompt_tokens' and 'output_tokens'")
         elif any(lengths):
             raise ValueError("with 'trace', lengths come from the trace: drop 'prompt_tokens'/'output_tokens'")
+        elif self.arrival is not None and (self.trace.time_scale is not None or self.trace.target_rate is not None):
+            raise ValueError(
+                "with both 'arrival' and 'trace', arrivals come from 'arrival' and the trace only supplies "
+                "lengths: drop 'trace.time_scale'/'trace.target_rate'"
+            )
         return self
 
 
@@ -213,17 +254,17 @@ class EngineConfig(Strict):
     scheduler: Literal["continuous", "static"] = "continuous"
     """continuous: vLLM v1 iteration-level scheduling. static: request-level batches that run
     until their longest member ends, nobody joins (the pre-Orca baseline)."""
-    max_num_seqs: int = Field(default=256, ge=1)
-    max_num_batched_tokens: int = Field(default=8192, ge=1)
-    block_size: int = Field(default=16, ge=1, le=1024)
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_num_seqs: Int = Field(default=256, ge=1, le=MAX_TOKENS)
+    max_num_batched_tokens: Int = Field(default=8192, ge=1, le=MAX_TOKENS)
+    block_size: Int = Field(default=16, ge=1, le=1024)
+    gpu_memory_utilization: Float = Field(default=0.9, gt=0, le=1)
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
-    num_gpu_blocks: int | None = Field(default=None, ge=1)
+    num_gpu_blocks: Int | None = Field(default=None, ge=1, le=1_000_000_000)
     """Override the KV block count derived from memory (vLLM's num_gpu_blocks_override)."""
-    max_model_len: int | None = Field(default=None, ge=1)
+    max_model_len: Int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     """Longest prompt + output; default the model's max_position_embeddings."""
-    activation_reserve_gib: float | None = Field(default=None, ge=0)
+    activation_reserve_gib: Float | None = Field(default=None, ge=0)
     """Memory kept for activations, CUDA graphs and context; default estimated from the
     model and max_num_batched_tokens."""
     dtype: Literal["bfloat16", "fp8"] = "bfloat16"
@@ -243,8 +284,8 @@ class RooflineCost(Strict):
     """Analytic step cost from FLOPs and bytes against the GPU's peaks (the default)."""
 
     kind: Literal["roofline"] = "roofline"
-    compute_efficiency: float | None = Field(default=None, gt=0, le=1)
-    bandwidth_efficiency: float | None = Field(default=None, gt=0, le=1)
+    compute_efficiency: Float | None = Field(default=None, gt=0, le=1)
+    bandwidth_efficiency: Float | None = Field(default=None, gt=0, le=1)
     """Override the GPU catalog's efficiency factors."""
 
 
@@ -252,9 +293,9 @@ class ConstantCost(Strict):
     """Step time = step_s + prefill_token_s x prefill tokens + decode_seq_s x decodes."""
 
     kind: Literal["constant"]
-    step_s: float = Field(gt=0)
-    prefill_token_s: float = Field(default=0.0, ge=0)
-    decode_seq_s: float = Field(default=0.0, ge=0)
+    step_s: Float = Field(gt=0)
+    prefill_token_s: Float = Field(default=0.0, ge=0)
+    decode_seq_s: Float = Field(default=0.0, ge=0)
 
 
 CostModelConfig = Annotated[Union[RooflineCost, ConstantCost], Field(discriminator="kind")]
@@ -266,12 +307,12 @@ class PoolConfig(Strict):
     name: str = Field(min_length=1)
     model: str
     gpu: str
-    replicas: int = Field(default=1, ge=1, le=10_000)
-    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
+    replicas: Int = Field(default=1, ge=1, le=10_000)
+    tensor_parallel_size: Int = Field(default=1, ge=1, le=64)
     engine: EngineConfig = EngineConfig()
     router: Literal["round_robin", "least_outstanding", "jsq_tokens"] = "round_robin"
     cost_model: CostModelConfig = RooflineCost()
-    price_per_gpu_hour: float | None = Field(default=None, gt=0)
+    price_per_gpu_hour: Float | None = Field(default=None, gt=0)
     """Override the catalog's dated price ($ per GPU-hour)."""
 
     @field_validator("model")
@@ -310,16 +351,16 @@ class Scenario(Strict):
 
     name: str = Field(min_length=1)
     description: str = ""
-    seed: int = Field(default=0, ge=0)
-    replications: int = Field(default=1, ge=1, le=1000)
+    seed: Int = Field(default=0, ge=0)
+    replications: Int = Field(default=1, ge=1, le=1000)
     """Independent seeded runs; percentiles get confidence intervals across them."""
-    duration_s: float | None = Field(default=None, gt=0)
+    duration_s: Float | None = Field(default=None, gt=0)
     """Arrivals are generated for this long (traces: cut at this time)."""
-    num_requests: int | None = Field(default=None, ge=1)
+    num_requests: Int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
     """Alternatively (or also), stop generating after this many arrivals per class."""
-    warmup_s: float = Field(default=0.0, ge=0)
+    warmup_s: Float = Field(default=0.0, ge=0)
     """Requests arriving before this time are simulated but left out of the summary."""
-    drain_timeout_s: float | None = Field(default=None, gt=0)
+    drain_timeout_s: Float | None = Field(default=None, gt=0)
     """Stop at last arrival + this; unfinished requests are reported in flight. None: run
     until every request has finished or been rejected."""
     pools: list[PoolConfig] = Field(min_length=1)
@@ -341,6 +382,20 @@ class Scenario(Strict):
         for c in self.classes:
             if c.trace is None and self.duration_s is None and self.num_requests is None:
                 raise ValueError(f"class {c.name!r} has a synthetic arrival process: give duration_s or num_requests")
+        for c in self.classes:
+            if c.arrival is None or self.duration_s is None:
+                continue
+            # Arrivals are drawn at the peak rate over duration_s (piecewise: then thinned).
+            peak = max(r for _, r in c.arrival.points) if isinstance(c.arrival, PiecewiseArrival) else c.arrival.rate
+            expected = peak * self.duration_s
+            # Piecewise arrivals are thinned from the whole duration even when num_requests cuts them.
+            if self.num_requests is not None and not isinstance(c.arrival, PiecewiseArrival):
+                expected = min(expected, self.num_requests)
+            if expected > MAX_REQUESTS:
+                raise ValueError(
+                    f"class {c.name!r} would generate about {expected:.3g} arrivals (rate x duration_s), more than "
+                    f"the {MAX_REQUESTS:,} allowed per class; lower the rate or duration_s, or set num_requests"
+                )
         return self
 
     def pool(self, name: str) -> PoolConfig:
@@ -357,6 +412,8 @@ def load_scenario(path: str | os.PathLike, overrides: list[str] | tuple[str, ...
     """Read, override and validate a scenario file. Returns the scenario and its directory
     (trace paths are relative to it). Raises ConfigError with a one-line message."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a scenario file")
     if not path.is_file():
         raise ConfigError(f"{path}: scenario file not found")
     try:
@@ -368,6 +425,10 @@ def load_scenario(path: str | os.PathLike, overrides: list[str] | tuple[str, ...
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text (UTF-8) file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read scenario file: {exc.strerror or exc}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: scenario file is empty; a scenario must be a YAML mapping of fields")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a scenario must be a YAML mapping of fields (got {type(raw).__name__})")
     raw = apply_overrides(raw, overrides)
@@ -427,41 +488,79 @@ def _list_index(items: list[Any], part: str) -> int | None:
 
 
 def format_validation_error(exc: ValidationError) -> str:
-    """One line: the first error's field path, what is wrong and what is allowed."""
+    """One line: the first error's field path, what is wrong and what is allowed.
+
+    The path is the one in the user's YAML (``classes.0.arrival.rate``): pydantic's location
+    also names the member chosen in a tagged union (``classes.0.arrival.poisson.rate``), which
+    is not a key anywhere in the file, so those elements are left out."""
     errors = exc.errors()
     err = errors[0]
-    loc = [str(p) for p in err["loc"]]
-    path = ".".join(loc) or "(top level)"
+    shown_loc, _ = _walk(err["loc"])
+    path = ".".join(shown_loc) or "(top level)"
     kind = err["type"]
+    got = err.get("input")
     if kind == "extra_forbidden":
         allowed = _allowed_fields(err["loc"][:-1])
         msg = f"{path}: unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
     elif kind == "missing":
         msg = f"{path}: required field is missing"
+    elif kind == "model_type":
+        msg = f"{path}: expected a mapping of fields (a valid dictionary), got {_yaml_type(got)}"
     else:
         text = err["msg"].removeprefix("Value error, ")
-        got = err.get("input")
-        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        value = _short_repr(got)
+        # Validators that quote a bad string already ("unknown model 'x'") need no "(got 'x')".
+        repeated = isinstance(got, str) and value in text
+        shown = "" if isinstance(got, dict | list) or got is None or repeated else f" (got {value})"
         msg = f"{path}: {text}{shown}"
     more = len(errors) - 1
-    return msg + (f" (and {more} more error{'s' * (more > 1)})" if more else "")
+    msg += f" (and {more} more error{'s' * (more > 1)})" if more else ""
+    return " ".join(msg.splitlines())
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _yaml_type(value: Any) -> str:
+    """What a YAML value is, in YAML's words."""
+    if value is None:
+        return "nothing (null)"
+    for tp, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string")):
+        if isinstance(value, tp):  # bool before int: a bool is an int
+            return name
+    return {list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[list[str], Any]:
+    """Follow an error location through the schema. Returns the location as the user's YAML
+    spells it (tags of tagged unions dropped) and the type found at its end (a model class
+    where the location names one; None where the walk left the schema)."""
+    model: Any = Scenario
+    shown: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            shown.append(str(part))
+            continue
+        fields = getattr(model, "model_fields", None)
+        if isinstance(fields, dict) and part in fields:
+            model = _unwrap(fields[part].annotation)
+            shown.append(part)
+            continue
+        member = _union_member(model, part)
+        if member is not model:
+            # A discriminated union: the location names the tag of the chosen member.
+            model = member
+            continue
+        shown.append(str(part))
+        model = None
+    return shown, model
 
 
 def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
     """Walk the schema along an error location to list the fields allowed there."""
-    model: Any = Scenario
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = getattr(model, "model_fields", None)
-        if fields is None:
-            # A discriminated union: the location names the tag of the chosen member.
-            model = _union_member(model, part)
-            continue
-        if part not in fields:
-            model = _union_member(model, part)
-            continue
-        model = _unwrap(fields[part].annotation)
+    _, model = _walk(loc)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []
@@ -473,7 +572,7 @@ def _unwrap(tp: Any) -> Any:
         return _unwrap(typing.get_args(tp)[0])
     if origin in (list, tuple):
         return _unwrap(typing.get_args(tp)[0])
-    if origin in (Union, getattr(__import__("types"), "UnionType")):
+    if origin in (Union, __import__("types").UnionType):
         members = [a for a in typing.get_args(tp) if a is not type(None)]
         return members[0] if len(members) == 1 else tp
     return tp

@@ -16,16 +16,18 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from sim.config import Scenario, load_scenario
+from sim.errors import ConfigError
 from sim.fleet.cluster import ReplicationResult, pool_kv_budget, price_per_gpu_hour, simulate
 from sim.metrics.summary import summarize
+from sim.workload.stream import check_trace_files
 
 
 @dataclass
@@ -57,7 +59,7 @@ def expected_arrivals(scenario: Scenario) -> int | None:
             n = rate * scenario.duration_s
         if scenario.num_requests is not None:
             n = min(n, scenario.num_requests) if n is not None else scenario.num_requests
-        if n is None:
+        if n is None or not math.isfinite(n):
             return None
         total += int(n)
     return total * scenario.replications
@@ -74,9 +76,10 @@ def run_scenario(
     if not isinstance(scenario, Scenario):
         scenario, base_dir = load_scenario(scenario, overrides)
     base_dir = base_dir or Path(".")
-    # Fail early (before any simulation) if a model does not fit its GPU.
+    # Fail early (before any simulation) if a model does not fit its GPU or a trace is missing.
     for pool in scenario.pools:
         pool_kv_budget(pool)
+    check_trace_files(scenario, base_dir)
     root = np.random.SeedSequence(scenario.seed)
     reps: list[ReplicationResult] = []
     for child in root.spawn(scenario.replications):
@@ -148,7 +151,33 @@ def conservation(requests: pd.DataFrame) -> dict[str, int]:
 
 
 def write_outputs(result: RunResult, out_dir: Path, plots: bool = True) -> list[Path]:
-    """requests.parquet, timeseries.parquet, summary.json, scenario.json and PNG plots."""
+    """requests.parquet, timeseries.parquet, summary.json, scenario.json and PNG plots.
+
+    Raises ConfigError (one line) if ``out_dir`` is not a directory that can be written."""
+    check_output_dir(out_dir)
+    try:
+        return _write_outputs(result, out_dir, plots)
+    except OSError as exc:
+        where = exc.filename or out_dir
+        raise ConfigError(f"{where}: cannot write output: {exc.strerror or exc}") from None
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Raise ConfigError unless ``out_dir`` is a directory, or can be created as one. Cheap:
+    the CLI calls it before simulating, so a bad ``-o`` costs no simulation time."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: output path exists and is not a directory")
+    parent = out_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{out_dir}: cannot create the output directory: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{out_dir}: cannot create or write the output directory: {parent} is not writable")
+
+
+def _write_outputs(result: RunResult, out_dir: Path, plots: bool) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     p = out_dir / "summary.json"

@@ -137,7 +137,7 @@ def summarize(
         keys = rows[0].keys()
         result["classes"][name] = {k: Estimate.of([r[k] for r in rows]).as_dict() for k in keys}
     # Flag overload: completions falling well short of arrivals in the window.
-    for name, stats_ in result["classes"].items():
+    for stats_ in result["classes"].values():
         arr, thr = stats_["arrival_rate"]["mean"], stats_["throughput_rps"]["mean"]
         stats_["overloaded"] = bool(arr > 0 and thr < 0.95 * arr)
     result["slo"] = {

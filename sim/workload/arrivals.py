@@ -21,18 +21,27 @@ def _renewal(draw, rate: float, duration_s: float | None, n: int | None) -> np.n
     while True:
         times = t0 + np.cumsum(draw(chunk))
         parts.append(times[times < duration_s])
-        if times[-1] >= duration_s:
+        if not times[-1] < duration_s:  # also ends on gaps that overflowed to inf (or nan)
             return np.concatenate(parts)
         t0 = times[-1]
 
 
 def arrival_times(spec, rng: np.random.Generator, duration_s: float | None, n: int | None) -> np.ndarray:
-    """Arrival times (seconds, ascending) of a configured arrival process."""
+    """Arrival times (seconds, ascending) of a configured arrival process.
+
+    A rate so small that its mean gap overflows gives infinite times: cut by ``duration_s``
+    (no arrivals), or left for the caller to reject when only ``n`` bounds the stream."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _arrival_times(spec, rng, duration_s, n)
+
+
+def _arrival_times(spec, rng: np.random.Generator, duration_s: float | None, n: int | None) -> np.ndarray:
     if isinstance(spec, PoissonArrival):
         return _renewal(lambda k: rng.exponential(1.0 / spec.rate, k), spec.rate, duration_s, n)
     if isinstance(spec, GammaArrival):
         shape = 1.0 / spec.cv**2
-        scale = 1.0 / (spec.rate * shape)
+        denom = spec.rate * shape
+        scale = 1.0 / denom if denom > 0 else np.inf  # a tiny rate can underflow the product to 0
         return _renewal(lambda k: rng.gamma(shape, scale, k), spec.rate, duration_s, n)
     if isinstance(spec, ConstantArrival):
         gap = 1.0 / spec.rate
@@ -64,7 +73,7 @@ def _piecewise(spec: PiecewiseArrival, rng: np.random.Generator, duration_s: flo
         duration_s = n / max(1e-12, float(np.mean([r for _, r in spec.points]))) * 1.5
         while True:
             times = _thin(spec, rng, peak, duration_s)
-            if len(times) >= n:
+            if len(times) >= n or not np.isfinite(duration_s * 2):
                 return times[:n]
             duration_s *= 2
     times = _thin(spec, rng, peak, duration_s)

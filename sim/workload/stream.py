@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.config import EmpiricalLength, RequestClass, Scenario, TraceSource
-from sim.errors import ConfigError
+from sim.errors import ConfigError, TraceError
 from sim.workload.arrivals import arrival_times
 from sim.workload.lengths import sample_lengths
 from sim.workload.traces import Trace, read_lengths, read_trace, rescale, sample_path
@@ -38,11 +38,63 @@ def resolve_path(path: str, base_dir: Path) -> Path:
     return p if p.is_absolute() else base_dir / p
 
 
+def trace_sources(scenario: Scenario) -> list[tuple[str, TraceSource]]:
+    """Every trace file a scenario reads, with the field path that names it."""
+    found = []
+    for i, cls in enumerate(scenario.classes):
+        if cls.trace is not None:
+            found.append((f"classes.{i}.trace", cls.trace))
+        for name in ("prompt_tokens", "output_tokens"):
+            spec = getattr(cls, name)
+            if isinstance(spec, EmpiricalLength) and spec.trace is not None:
+                found.append((f"classes.{i}.{name}.trace", spec.trace))
+    return found
+
+
+def check_trace_files(scenario: Scenario, base_dir: Path) -> None:
+    """Raise ConfigError (one line, naming the field) if a trace file of the scenario does not
+    exist or is not a regular file. Contents are checked when the trace is read."""
+    for where, src in trace_sources(scenario):
+        try:
+            path = resolve_path(src.path, base_dir)
+        except TraceError as exc:  # builtin:NAME that is not shipped
+            raise ConfigError(f"{where}.path: {exc}") from None
+        if not path.exists():
+            raise ConfigError(f"{where}.path: trace file not found: {path}")
+        if not path.is_file():
+            raise ConfigError(f"{where}.path: not a regular file (a trace file is expected): {path}")
+
+
 def load_trace(src: TraceSource, base_dir: Path) -> Trace:
-    trace = read_trace(resolve_path(src.path, base_dir), src.format, src.max_requests, src.hash_block_tokens)
+    path = resolve_path(src.path, base_dir)
+    trace = read_trace(path, src.format, src.max_requests, src.hash_block_tokens)
+    if src.target_rate is not None and len(trace) and trace.duration_s <= 0:
+        raise TraceError(
+            f"{path}: cannot rescale to target_rate {src.target_rate:g}: the mean rate is undefined because all "
+            f"{len(trace)} request(s) arrive at the same time (span 0 s); use time_scale, or a trace with at "
+            f"least two distinct arrival times"
+        )
     if src.time_scale is not None or src.target_rate is not None:
         trace = rescale(trace, time_scale=src.time_scale, target_rate=src.target_rate)
     return trace
+
+
+def load_pairs(src: TraceSource, base_dir: Path) -> tuple[np.ndarray, np.ndarray, tuple | None, int | None]:
+    """A trace's (prompt, output) pairs for resampling under a synthetic arrival process:
+    (prompt, output, prefix hashes or None, tokens per hash id or None).
+
+    Arrival times are not needed, so they are not read (lengths-only Vidur files work), except
+    for Mooncake, whose prefix hash ids are only read with the whole trace (read_trace) and are
+    resampled together with their lengths. ``max_requests`` keeps the first N rows in file order
+    (Mooncake: the first N by arrival time)."""
+    path = resolve_path(src.path, base_dir)
+    if src.format == "mooncake":
+        trace = read_trace(path, src.format, src.max_requests, src.hash_block_tokens)
+        return trace.prompt_tokens, trace.output_tokens, trace.prefix_hashes, trace.hash_block_tokens
+    prompt, output = read_lengths(path, src.format)
+    if src.max_requests is not None:
+        prompt, output = prompt[: src.max_requests], output[: src.max_requests]
+    return prompt, output, None, None
 
 
 def _empirical_column(spec, base_dir: Path, column: int) -> np.ndarray | None:
@@ -52,11 +104,20 @@ def _empirical_column(spec, base_dir: Path, column: int) -> np.ndarray | None:
     return None
 
 
+def _arrivals(cls: RequestClass, rng: np.random.Generator, duration: float | None, limit: int | None) -> np.ndarray:
+    times = arrival_times(cls.arrival, rng, duration, limit)
+    if len(times) and not np.isfinite(times[-1]):
+        raise ConfigError(
+            f"classes.{cls.name}: arrival times overflow (the arrival rate is too small for num_requests arrivals)"
+        )
+    return times
+
+
 def build_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Generator, base_dir: Path) -> Stream:
     duration, limit = scenario.duration_s, scenario.num_requests
     if cls.trace is not None:
-        trace = load_trace(cls.trace, base_dir)
         if cls.arrival is None:
+            trace = load_trace(cls.trace, base_dir)
             keep = np.ones(len(trace), dtype=bool)
             if duration is not None:
                 keep &= trace.arrival_s < duration
@@ -67,13 +128,15 @@ def build_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Generator
             if trace.prefix_hashes is not None:
                 hashes = tuple(trace.prefix_hashes[i] for i in idx)
             return Stream(trace.arrival_s[idx], trace.prompt_tokens[idx], trace.output_tokens[idx], hashes, trace.hash_block_tokens)
-        times = arrival_times(cls.arrival, rng, duration, limit)
-        pick = rng.integers(0, len(trace), len(times))
+        # With an arrival process, the trace only supplies (prompt, output) pairs, resampled jointly.
+        prompt, output, prefix, block_tokens = load_pairs(cls.trace, base_dir)
+        times = _arrivals(cls, rng, duration, limit)
+        pick = rng.integers(0, len(prompt), len(times))
         hashes = None
-        if trace.prefix_hashes is not None:
-            hashes = tuple(trace.prefix_hashes[i] for i in pick)
-        return Stream(times, trace.prompt_tokens[pick], trace.output_tokens[pick], hashes, trace.hash_block_tokens)
-    times = arrival_times(cls.arrival, rng, duration, limit)
+        if prefix is not None:
+            hashes = tuple(prefix[i] for i in pick)
+        return Stream(times, prompt[pick], output[pick], hashes, block_tokens)
+    times = _arrivals(cls, rng, duration, limit)
     n = len(times)
     prompt = sample_lengths(cls.prompt_tokens, rng, n, _empirical_column(cls.prompt_tokens, base_dir, 0))
     output = sample_lengths(cls.output_tokens, rng, n, _empirical_column(cls.output_tokens, base_dir, 1))

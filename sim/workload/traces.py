@@ -462,9 +462,10 @@ def _read_vidur(
         frame.columns
     ):
         raise TraceError(
-            f"{os.fspath(path)}: has no arrival times (no {time_col} column); lengths-only "
-            f"files are an empirical length distribution: read them with read_lengths() and "
-            f"pair them with a synthetic arrival process"
+            f"{os.fspath(path)}: has no arrival times (no {time_col} column); a lengths-only "
+            f"file only supplies (prompt, output) pairs: in a scenario, give the class an "
+            f"'arrival' process next to 'trace' (or use the file as an empirical length "
+            f"distribution); in Python, read it with read_lengths()"
         )
     needed = _VIDUR_COLUMNS if with_times else (prompt_col, output_col)
     _require_columns(frame, path, "vidur", _VIDUR_COLUMNS, needed)
