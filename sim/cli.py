@@ -183,10 +183,27 @@ def _fmt(est: dict, scale: float = 1.0, digits: int = 3) -> str:
     mean, hw = est["mean"], est["ci95"]
     if mean is None or mean != mean:
         return "-"
-    text = f"{mean * scale:.{digits}g}"
-    if hw is not None and hw == hw:
-        text += f"±{hw * scale:.1g}"
-    return text
+    return _with_ci(mean * scale, None if hw is None or hw != hw else hw * scale, digits)
+
+
+def _with_ci(mean: float, hw: float | None, digits: int = 3) -> str:
+    """'152±5', '0.0123±0.0004': fixed-point, the mean rounded to the CI's precision."""
+    import math
+
+    def fixed(x: float, decimals: int) -> str:
+        return f"{x:,.{max(decimals, 0)}f}"
+
+    if mean == 0:
+        mean_dec = digits
+    else:
+        mean_dec = digits - 1 - math.floor(math.log10(abs(mean)))
+    if hw is None:
+        return fixed(mean, mean_dec)
+    if hw == 0:
+        return fixed(mean, mean_dec) + "±0"
+    hw_dec = -math.floor(math.log10(abs(hw)))
+    dec = max(min(mean_dec, hw_dec), 0)
+    return f"{fixed(mean, dec)}±{fixed(hw, dec) if hw >= 10 ** -dec else f'{hw:.1g}'}"
 
 
 def print_summary(result, console) -> None:
@@ -198,7 +215,8 @@ def print_summary(result, console) -> None:
         console.print(
             f"  pool {name}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
             f"({pool['scheduler']}), {pool['kv_capacity_tokens']:,} KV tokens/replica, "
-            f"utilisation {pool['utilization']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
+            f"busy {pool['busy_fraction']:.0%}, mean batch {pool['mean_batch']:.1f}, "
+            f"mean KV use {pool['mean_kv_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
         )
     for cls, st in s["classes"].items():
         table = Table(title=f"class {cls}" + ("  [red](overloaded: completions < 95 % of arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
@@ -211,7 +229,12 @@ def print_summary(result, console) -> None:
         slo = s["slo_met"].get(cls)
         console.print(
             f"  throughput {_fmt(st['throughput_rps'])} req/s, {_fmt(st['output_tokens_per_s'])} output tok/s; "
-            f"goodput {_fmt(st['goodput_rps'])} req/s (SLO attainment {_fmt(st['slo_attainment'])})"
+            + (
+                f"goodput {_fmt(st['goodput_rps'])} req/s (SLO attainment {_fmt(st['slo_attainment'])})"
+                if slo is not None
+                else f"completed {_fmt(st['slo_attainment'])} of arrivals"
+            )
+            + (f", rejected {_fmt(st['rejected_fraction'])}" if st["rejected_fraction"]["mean"] else "")
             + ("" if slo is None else f"; SLO {'met' if slo else '[red]missed[/red]'}")
         )
         console.print(

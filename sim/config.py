@@ -112,6 +112,8 @@ class EmpiricalLength(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> EmpiricalLength:
+        if self.trace is not None and (self.trace.time_scale is not None or self.trace.target_rate is not None):
+            raise ValueError("an empirical length uses only the trace's lengths: drop time_scale/target_rate")
         if (self.values is None) == (self.trace is None):
             raise ValueError("give exactly one of 'values' or 'trace'")
         if self.weights is not None:
@@ -379,8 +381,10 @@ class Scenario(Strict):
         for c in self.classes:
             if c.pool not in pool_names:
                 raise ValueError(f"class {c.name!r} routes to unknown pool {c.pool!r}; pools: {', '.join(pool_names)}")
+        if "all" in class_names and len(class_names) > 1:
+            raise ValueError("class name 'all' is reserved for the whole-fleet summary row; rename the class")
         for c in self.classes:
-            if c.trace is None and self.duration_s is None and self.num_requests is None:
+            if c.arrival is not None and self.duration_s is None and self.num_requests is None:
                 raise ValueError(f"class {c.name!r} has a synthetic arrival process: give duration_s or num_requests")
         for c in self.classes:
             if c.arrival is None or self.duration_s is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.config import Scenario, load_scenario
+from sim.config import Scenario, apply_overrides, load_scenario, parse_scenario
 from sim.errors import ConfigError
 from sim.fleet.cluster import ReplicationResult, pool_kv_budget, price_per_gpu_hour, simulate
 from sim.metrics.summary import summarize
@@ -75,6 +75,8 @@ def run_scenario(
     """Simulate every replication of a scenario and summarise."""
     if not isinstance(scenario, Scenario):
         scenario, base_dir = load_scenario(scenario, overrides)
+    elif overrides:
+        scenario = parse_scenario(apply_overrides(scenario.model_dump(), overrides))
     base_dir = base_dir or Path(".")
     # Fail early (before any simulation) if a model does not fit its GPU or a trace is missing.
     for pool in scenario.pools:
@@ -94,7 +96,12 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
         series.append(r.timeseries.assign(replication=i))
         replicas.append(r.replicas.assign(replication=i))
         end = r.arrivals_end_s
-        windows.append((min(scenario.warmup_s, end), end))
+        if scenario.warmup_s >= end:
+            raise ConfigError(
+                f"warmup_s ({scenario.warmup_s:g} s) is at or after the last arrival ({end:.3g} s): nothing is "
+                f"left to measure; lower warmup_s or lengthen the run"
+            )
+        windows.append((scenario.warmup_s, end))
     requests = pd.concat(frames, ignore_index=True)
     requests["class"] = pd.Categorical(requests["class"], categories=[c.name for c in scenario.classes])
     requests["status"] = requests["status"].astype("category")
@@ -114,7 +121,9 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
             "num_gpu_blocks": pool_kv_budget(p).num_gpu_blocks,
             "kv_capacity_tokens": pool_kv_budget(p).capacity_tokens,
             "price_per_gpu_hour": prices[p.name],
-            "utilization": _utilization(replicas_df, p.name, windows, reps),
+            "busy_fraction": _utilization(replicas_df, p.name, windows, reps),
+            "mean_batch": _mean_over_time(series, p.name, "running"),
+            "mean_kv_util": _mean_over_time(series, p.name, "kv_util"),
         }
         for p in scenario.pools
     }
@@ -128,7 +137,19 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
     return RunResult(scenario, requests, pd.concat(series, ignore_index=True), replicas_df, summary, reps)
 
 
+def _mean_over_time(series: list[pd.DataFrame], pool: str, column: str) -> float:
+    """Time-weighted mean of a replica state column over busy time (steps and spans)."""
+    num = den = 0.0
+    for ts in series:
+        rows = ts[ts["pool"] == pool]
+        num += float((rows[column] * rows["duration_s"]).sum())
+        den += float(rows["duration_s"].sum())
+    return num / den if den > 0 else math.nan
+
+
 def _utilization(replicas: pd.DataFrame, pool: str, windows, reps) -> float:
+    """Fraction of simulated time the pool's replicas were running a step (not headroom:
+    a continuous-batching replica with any work is busy)."""
     rows = replicas[replicas["pool"] == pool]
     total = sum(r.end_s for r in reps) * rows["replica"].nunique()
     return float(rows["busy_s"].sum() / total) if total > 0 else math.nan

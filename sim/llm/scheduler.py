@@ -365,7 +365,17 @@ class Scheduler:
         if budget <= 0:
             return False
         req = self.waiting[0]
-        hits = kv.get_computed_blocks(req) if req.num_computed_tokens == 0 else 0
+        # Cheap test first: if it fits without cache hits it is admitted whatever the hits
+        # (the prefix lookup walks the prompt's blocks, so it is only done when it matters).
+        if self._admissible(req, budget, 0):
+            return True
+        if req.num_computed_tokens or not req.block_hashes:
+            return False
+        hits = kv.get_computed_blocks(req)
+        return hits > 0 and self._admissible(req, budget, hits)
+
+    def _admissible(self, req: Request, budget: int, hits: int) -> bool:
+        kv = self.kv
         computed = req.num_computed_tokens + hits * kv.block_size
         n = req.num_tokens - computed
         if not self.config.enable_chunked_prefill and n > budget:

@@ -78,8 +78,12 @@ def _replication_stats(
         "throughput_rps": len(done_in) / span,
         "output_tokens_per_s": float(done_in["output_tokens"].sum()) / span,
         "input_tokens_per_s": float(done_in["prompt_tokens"].sum()) / span,
-        "goodput_rps": float(meets_slo(done_in, slo).sum()) / span,
+        # Goodput: requests that arrived in the window and met every SLO target (DistServe's
+        # definition); rejected and unfinished requests count against it.
+        "goodput_rps": float(meets_slo(arrived, slo).sum()) / span,
         "slo_attainment": float(meets_slo(arrived, slo).mean()) if len(arrived) else math.nan,
+        "rejected_fraction": float((arrived["status"] == "rejected").mean()) if len(arrived) else math.nan,
+        "admitted_rate": float((arrived["status"] != "rejected").sum()) / span,
         "preemptions_per_request": float(arrived["preemptions"].mean()) if len(arrived) else math.nan,
         "prefix_hit_rate": float(arrived["cached_tokens"].sum() / max(1, arrived["prompt_tokens"].sum())),
         "gpu_hours": gpu_hours,
@@ -89,9 +93,10 @@ def _replication_stats(
     out["cost_per_1m_output_tokens_usd"] = fleet_cost_usd / out_tokens * 1e6 if out_tokens else math.nan
     price = attributed_price.loc[finished.index] if len(finished) else attributed_price.iloc[:0]
     out["request_cost_usd_mean"] = float((finished["gpu_s"] / 3600 * price).mean()) if len(finished) else math.nan
+    percentiles = PERCENTILES if slo is None or slo.percentile in PERCENTILES else (*PERCENTILES, slo.percentile)
     for metric in LATENCY_METRICS:
         vals = finished[metric].dropna().to_numpy()
-        for p in PERCENTILES:
+        for p in percentiles:
             out[f"{metric}_p{p:g}"] = float(np.percentile(vals, p)) if len(vals) else math.nan
         out[f"{metric}_mean"] = float(vals.mean()) if len(vals) else math.nan
     return out
@@ -136,10 +141,11 @@ def summarize(
     for name, rows in groups.items():
         keys = rows[0].keys()
         result["classes"][name] = {k: Estimate.of([r[k] for r in rows]).as_dict() for k in keys}
-    # Flag overload: completions falling well short of arrivals in the window.
+    # Flag overload: completions falling well short of admitted arrivals in the window
+    # (rejected requests are reported separately, not as overload).
     for stats_ in result["classes"].values():
-        arr, thr = stats_["arrival_rate"]["mean"], stats_["throughput_rps"]["mean"]
-        stats_["overloaded"] = bool(arr > 0 and thr < 0.95 * arr)
+        adm, thr = stats_["admitted_rate"]["mean"], stats_["throughput_rps"]["mean"]
+        stats_["overloaded"] = bool(adm > 0 and thr < 0.95 * adm)
     result["slo"] = {
         c.name: (scenario.slo_for(c).model_dump() if scenario.slo_for(c) else None) for c in scenario.classes
     }
@@ -152,16 +158,15 @@ def slo_met(stats_: dict, slo: SLO | None) -> bool | None:
     over replications; the planner uses the CI to decide close calls)."""
     if slo is None:
         return None
+    # Rejected requests never meet a target: more of them than the percentile tolerates
+    # breaks the SLO whatever the latencies of the rest.
+    if stats_["rejected_fraction"]["mean"] > 1 - slo.percentile / 100:
+        return False
     p = f"{slo.percentile:g}"
     for metric, target in (("ttft_s", slo.ttft_s), ("tpot_s", slo.tpot_s), ("e2e_s", slo.e2e_s)):
         if target is None:
             continue
-        key = f"{metric}_p{p}"
-        if key not in stats_:
-            vals = stats_.get(f"{metric}_p99", {"mean": math.nan})
-            value = vals["mean"]
-        else:
-            value = stats_[key]["mean"]
+        value = stats_[f"{metric}_p{p}"]["mean"]
         if not (value <= target):
             return False
     return True

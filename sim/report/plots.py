@@ -9,8 +9,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 
-def latency_cdfs(requests: pd.DataFrame) -> Figure:
-    """Empirical CDFs of TTFT, TPOT and E2E, one line per class."""
+def latency_cdfs(requests: pd.DataFrame, warmup_s: float = 0.0) -> Figure:
+    """Empirical CDFs of TTFT, TPOT and E2E, one line per class (warm-up left out)."""
+    requests = requests[requests["arrival_s"] >= warmup_s]
     fig = Figure(figsize=(12, 3.6), layout="constrained")
     axes = fig.subplots(1, 3)
     for ax, (metric, label) in zip(axes, [("ttft_s", "TTFT (s)"), ("tpot_s", "TPOT (s)"), ("e2e_s", "E2E latency (s)")]):
@@ -49,7 +50,7 @@ def replica_state(timeseries: pd.DataFrame, max_replicas: int = 4) -> Figure:
 
 def save_run_plots(result, out_dir: Path) -> list[Path]:
     paths = []
-    for name, fig in (("latency_cdf.png", latency_cdfs(result.requests)), ("replica_state.png", replica_state(result.timeseries))):
+    for name, fig in (("latency_cdf.png", latency_cdfs(result.requests, result.scenario.warmup_s)), ("replica_state.png", replica_state(result.timeseries))):
         path = out_dir / name
         fig.savefig(path, dpi=110)
         paths.append(path)
