@@ -63,17 +63,21 @@ class StepLine:
         self.pieces = pieces
 
     def step_s(self, ctx: float) -> float:
-        return max(a + s * ctx for a, s in self.pieces)
+        pieces = self.pieces
+        if len(pieces) == 1:
+            return pieces[0][0] + pieces[0][1] * ctx
+        return max(a + s * ctx for a, s in pieces)
 
     def total_s(self, ctx0: float, dctx: float, num_steps: int) -> float:
         """Seconds for steps j = 0..num_steps-1 at contexts ctx0 + j*dctx."""
         if num_steps <= 0:
             return 0.0
+        pieces = self.pieces
+        if len(pieces) == 1:
+            a, s = pieces[0]
+            return num_steps * (a + s * ctx0) + s * dctx * num_steps * (num_steps - 1) / 2
         # Per-step time in j is max_p(A_p + B_p*j); walk its upper envelope segment by segment.
-        lines = [(a + s * ctx0, s * dctx) for a, s in self.pieces]
-        if len(lines) == 1:
-            a, b = lines[0]
-            return num_steps * a + b * num_steps * (num_steps - 1) / 2
+        lines = [(a + s * ctx0, s * dctx) for a, s in pieces]
         total = 0.0
         j = 0
         while j < num_steps:

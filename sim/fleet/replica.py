@@ -40,6 +40,7 @@ class LLMReplica:
         self.cost = cost
         self.recorder = recorder
         self.num_gpus = num_gpus
+        self._record_arrival = recorder.arrival
         self.num_outstanding = 0
         """Requests routed here and not yet finished (the router's load view)."""
         self.outstanding_tokens = 0
@@ -50,7 +51,14 @@ class LLMReplica:
         self._itl_clock: list[int] = []  # monotonic stack: scheduler clock after a step ...
         self._itl_dur: list[float] = []  # ... and its duration, durations decreasing
         self._wake: simpy.Event | None = None
+        # A decode span in flight: the engine sleeps on _span_wake, which the current
+        # _span_timer triggers. An arrival that can join replaces the timer with one at the
+        # end of the step in flight (cheaper than interrupting the process).
         self._in_span = False
+        self._span_wake: simpy.Event | None = None
+        self._span_timer: simpy.Event | None = None
+        self._span: tuple = ()  # (span, line, start) of the span in flight
+        self._span_done = 0  # steps it will have run when the engine wakes
         self.process = env.process(self._run())
 
     # ------------------------------------------------------------------ requests in
@@ -58,7 +66,7 @@ class LLMReplica:
     def submit(self, req: Request) -> None:
         req.replica = self.index
         req.seen_in_system = self.num_outstanding
-        self.recorder.arrival(req)
+        self._record_arrival(req)
         if self.scheduler.add_request(req):
             self.recorder.reject(req)
             return
@@ -68,8 +76,23 @@ class LLMReplica:
             wake, self._wake = self._wake, None
             wake.succeed()
         elif self._in_span and self.scheduler.admits_mid_batch:
+            # The step in flight completes; the newcomer joins the next one.
             self._in_span = False
-            self.process.interrupt()
+            span, line, start = self._span
+            k = span.num_steps
+            now = self.env.now
+            done = min(line.steps_within(span.ctx_sum, span.ctx_growth, now - start, k) + 1, k)
+            self._span_done = done
+            self._set_span_timer(start + line.total_s(span.ctx_sum, span.ctx_growth, done) - now)
+
+    def _set_span_timer(self, delay: float) -> None:
+        timer = self.env.timeout(delay)
+        timer.callbacks.append(self._span_timer_fired)
+        self._span_timer = timer
+
+    def _span_timer_fired(self, event: simpy.Event) -> None:
+        if event is self._span_timer:  # a replaced timer fires for nothing
+            self._span_wake.succeed()
 
     # ------------------------------------------------------------------ cohort metrics
 
@@ -116,32 +139,16 @@ class LLMReplica:
             span = sched.decode_span() if self.decode_spans else None
             if span is not None and (span.num_steps >= 2 or span.cohort):
                 line = self.cost.decode_line(span.num_rows)
-                k = span.num_steps
                 start = env.now
-                total = line.total_s(span.ctx_sum, span.ctx_growth, k)
-                state = (sched.num_running, sched.num_waiting, pool.num_used)
+                self._span = (span, line, start)
+                self._span_done = span.num_steps
+                self._span_wake = env.event()
+                self._set_span_timer(line.total_s(span.ctx_sum, span.ctx_growth, span.num_steps))
                 self._in_span = True
-                try:
-                    yield env.timeout(total)
-                    done = k
-                except simpy.Interrupt:
-                    # The step in flight completes; the newcomer joins the next one.
-                    done = min(line.steps_within(span.ctx_sum, span.ctx_growth, env.now - start, k) + 1, k)
-                    total = line.total_s(span.ctx_sum, span.ctx_growth, done)
-                    if start + total > env.now:
-                        yield env.timeout(start + total - env.now)
+                yield self._span_wake
                 self._in_span = False
-                rec.busy(idx, start, total, *state, done)
-                last_step = line.step_s(span.ctx_sum + (done - 1) * span.ctx_growth)
-                end = start + total
-                if span.cohort:
-                    finished = sched.advance_decode(done)
-                    # Step times grow with context inside a span: its last step is its longest.
-                    self._cohort_step(sched.clock, last_step, end, total * gpus / span.num_rows)
-                else:
-                    finished = self._commit_exact_span(span, line, done, start, total, last_step)
-                self.outstanding_tokens -= span.ctx_growth * done
-                self._finish(finished, end)
+                done = self._span_done
+                self._commit_span(span, line, start, done, env.now - start)
                 continue
 
             out = sched.schedule()
@@ -183,6 +190,20 @@ class LLMReplica:
                     self._settle(req)
                 self._mark(req)
             self._finish(finished, now)
+
+    def _commit_span(self, span, line, start: float, done: int, total: float) -> None:
+        sched = self.scheduler
+        self.recorder.busy(self.index, start, total, sched.num_running, sched.num_waiting, self.kv.pool.num_used, done)
+        # Step times grow with context inside a span: its last step is its longest.
+        last_step = line.step_s(span.ctx_sum + (done - 1) * span.ctx_growth)
+        end = start + total
+        if span.cohort:
+            finished = sched.advance_decode(done)
+            self._cohort_step(sched.clock, last_step, end, total * self.num_gpus / span.num_rows)
+        else:
+            finished = self._commit_exact_span(span, line, done, start, total, last_step)
+        self.outstanding_tokens -= span.ctx_growth * done
+        self._finish(finished, end)
 
     def _commit_exact_span(self, span, line, done: int, start: float, total: float, last_step: float) -> list[Request]:
         """A span of a scheduler without a cohort (static batching): per-request updates."""

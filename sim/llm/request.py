@@ -8,7 +8,7 @@ by the replica engine and read by the metrics recorder; the scheduler never read
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class RequestStatus(enum.IntEnum):
@@ -65,7 +65,6 @@ class Request:
     itl_mark: int = 0
     cohort_marked: bool = False
     reject_reason: str = ""
-    extra: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.num_tokens = self.num_prompt_tokens + self.num_output_tokens

@@ -45,7 +45,7 @@ class SchedulerConfig:
     enable_chunked_prefill: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DecodeSpan:
     """k upcoming pure-decode steps: ``num_rows`` rows per step (the cost-model batch), whose
     summed context starts at ``ctx_sum`` and grows by ``ctx_growth`` per step. ``cohort``:
@@ -105,6 +105,12 @@ class Scheduler:
     def __init__(self, config: SchedulerConfig, kv: KVCacheManager):
         self.config = config
         self.kv = kv
+        # Requests up to this many tokens can always be served (reject_reason is '').
+        self._fits_tokens = min(
+            config.max_model_len,
+            kv.capacity_tokens,
+            config.max_num_batched_tokens if not config.enable_chunked_prefill else kv.capacity_tokens,
+        )
         self.waiting: deque[Request] = deque()
         self.cohort: dict[Request, None] = {}
         """Decoding requests in running order (a dict keeps insertion order)."""
@@ -120,6 +126,9 @@ class Scheduler:
 
     def add_request(self, req: Request) -> str:
         """Queue a request; returns a rejection reason instead if it can never fit."""
+        if req.num_prompt_tokens + req.max_tokens <= self._fits_tokens:
+            self.waiting.append(req)
+            return ""
         reason = reject_reason(req, self.config, self.kv)
         if reason:
             req.status = RequestStatus.REJECTED
