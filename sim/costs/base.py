@@ -86,9 +86,11 @@ class StepLine:
             end = num_steps
             for a, b in lines:
                 if b > cur[1]:
-                    cross = math.floor((cur[0] - a) / (b - cur[1])) + 1
-                    if j < cross < end:
-                        end = cross
+                    ratio = (cur[0] - a) / (b - cur[1])
+                    if ratio < end - 1:  # also guards a ratio overflowing to infinity
+                        cross = math.floor(ratio) + 1
+                        if j < cross < end:
+                            end = cross
             n = end - j
             total += n * cur[0] + cur[1] * (j + end - 1) * n / 2
             j = end
