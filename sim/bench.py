@@ -98,7 +98,7 @@ def main(requests: list[int] | None = None, skip_trace: bool = False) -> int:
     table = Table(title="servesim bench (Llama-2-7B, 1 x H100, roofline, Poisson 7 req/s)")
     for col in ("case", "requests", "engine steps", "sim wall s", "req / wall s", "peak RSS MB", "TTFT p99 ms", "TPOT p50 ms", "E2E p50 s"):
         table.add_column(col, justify="right")
-    console = Console()
+    console = Console(width=140)
     for case, n in cases:
         proc = subprocess.run([sys.executable, "-c", f"from sim.bench import _child; _child({case!r}, {n})"], capture_output=True, text=True)
         if proc.returncode != 0:

@@ -93,6 +93,17 @@ def reject_reason(req: Request, config: SchedulerConfig, kv: KVCacheManager) -> 
     return ""
 
 
+def queue_or_reject(req: Request, config: SchedulerConfig, kv: KVCacheManager, waiting: deque[Request]) -> str:
+    """Append a servable request to ``waiting``; mark any other rejected, with its reason."""
+    reason = reject_reason(req, config, kv)
+    if reason:
+        req.status = RequestStatus.REJECTED
+        req.reject_reason = reason
+        return reason
+    waiting.append(req)
+    return ""
+
+
 class Scheduler:
     """vLLM v1-style continuous batching over a paged KV cache."""
 
@@ -129,13 +140,7 @@ class Scheduler:
         if req.num_prompt_tokens + req.max_tokens <= self._fits_tokens:
             self.waiting.append(req)
             return ""
-        reason = reject_reason(req, self.config, self.kv)
-        if reason:
-            req.status = RequestStatus.REJECTED
-            req.reject_reason = reason
-            return reason
-        self.waiting.append(req)
-        return ""
+        return queue_or_reject(req, self.config, self.kv, self.waiting)
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.cohort) or bool(self.others) or bool(self.waiting)

@@ -15,7 +15,7 @@ from collections import deque
 
 from sim.llm.kv_cache import KVCacheManager
 from sim.llm.request import Request, RequestStatus
-from sim.llm.scheduler import DecodeSpan, SchedulerConfig, SchedulerOutput, reject_reason
+from sim.llm.scheduler import DecodeSpan, SchedulerConfig, SchedulerOutput, queue_or_reject
 
 
 class StaticBatchScheduler:
@@ -28,13 +28,7 @@ class StaticBatchScheduler:
         self.running: list[Request] = []  # the current batch, padding members included
 
     def add_request(self, req: Request) -> str:
-        reason = reject_reason(req, self.config, self.kv)
-        if reason:
-            req.status = RequestStatus.REJECTED
-            req.reject_reason = reason
-            return reason
-        self.waiting.append(req)
-        return ""
+        return queue_or_reject(req, self.config, self.kv, self.waiting)
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.running) or bool(self.waiting)
