@@ -132,7 +132,7 @@ def _cmd_run(args) -> int:
         check_output_dir(args.output)  # before simulating: a bad -o must not cost the run
     console = Console(stderr=True)
     total = expected_arrivals(scenario)
-    if args.quiet or total is None or total < 20_000:
+    if args.quiet or total is None or total < 100_000:  # ~5 s and up get a bar
         result = run_scenario(scenario, base_dir)
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

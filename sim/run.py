@@ -103,6 +103,9 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
             )
         windows.append((scenario.warmup_s, end))
     requests = pd.concat(frames, ignore_index=True)
+    # A request's attributed cost: its share of GPU time at its pool's price.
+    pool_price = {c.name: price_per_gpu_hour(scenario.pool(c.pool)) for c in scenario.classes}
+    requests["cost_usd"] = requests["gpu_s"] / 3600 * requests["class"].map(pool_price).astype(float)
     requests["class"] = pd.Categorical(requests["class"], categories=[c.name for c in scenario.classes])
     requests["status"] = requests["status"].astype("category")
     replicas_df = pd.concat(replicas, ignore_index=True)
