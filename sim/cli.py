@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="simulator speed: simulated requests per wall-second")
     bench.add_argument("--requests", type=_positive_int, action="append", help="request counts (default 20000 and 200000)")
     bench.add_argument("--skip-trace", action="store_true", help="skip the Azure conv trace case")
+    bench.add_argument("--repeat", type=_positive_int, default=3, help="runs per case (median and range are shown)")
     return parser
 
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from sim.bench import main as bench_main
 
-            return bench_main(args.requests, skip_trace=args.skip_trace)
+            return bench_main(args.requests, skip_trace=args.skip_trace, repeat=args.repeat)
     except ServesimError as exc:
         sys.stderr.write(f"servesim: error: {exc}\n")
         return EXIT_USAGE
