@@ -187,23 +187,23 @@ def _fmt(est: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def _with_ci(mean: float, hw: float | None, digits: int = 3) -> str:
-    """'152±5', '0.0123±0.0004': fixed-point, the mean rounded to the CI's precision."""
+    """'152±5', '1.99±0.03', '30,400±6,000': the mean to ``digits`` significant digits, no finer
+    than the CI's first significant digit; the CI to one significant digit."""
     import math
 
-    def fixed(x: float, decimals: int) -> str:
-        return f"{x:,.{max(decimals, 0)}f}"
+    def rounded(x: float, decimals: int) -> str:
+        return f"{round(x, decimals):,.{max(decimals, 0)}f}"
 
-    if mean == 0:
-        mean_dec = digits
-    else:
-        mean_dec = digits - 1 - math.floor(math.log10(abs(mean)))
-    if hw is None:
-        return fixed(mean, mean_dec)
-    if hw == 0:
-        return fixed(mean, mean_dec) + "±0"
-    hw_dec = -math.floor(math.log10(abs(hw)))
-    dec = max(min(mean_dec, hw_dec), 0)
-    return f"{fixed(mean, dec)}±{fixed(hw, dec) if hw >= 10 ** -dec else f'{hw:.1g}'}"
+    def decimals_for(x: float, sig: int) -> int:
+        return sig - 1 - math.floor(math.log10(abs(x))) if x else 0
+
+    if mean == 0 and not hw:
+        return "0"
+    dec = decimals_for(mean, digits) if mean else digits
+    if hw:
+        dec = min(dec, decimals_for(hw, 1))
+        return f"{rounded(mean, dec)}±{rounded(hw, dec)}"
+    return rounded(mean, dec) + ("±0" if hw == 0 else "")
 
 
 def print_summary(result, console) -> None:
@@ -219,7 +219,7 @@ def print_summary(result, console) -> None:
             f"mean KV use {pool['mean_kv_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
         )
     for cls, st in s["classes"].items():
-        table = Table(title=f"class {cls}" + ("  [red](overloaded: completions < 95 % of arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
+        table = Table(title=f"class {cls}" + ("  [red](overloaded: completions < 95 % of admitted arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
         table.add_column("metric")
         for p in ("p50", "p90", "p99", "p99.9", "mean"):
             table.add_column(p, justify="right")
@@ -234,7 +234,7 @@ def print_summary(result, console) -> None:
                 if slo is not None
                 else f"completed {_fmt(st['slo_attainment'])} of arrivals"
             )
-            + (f", rejected {_fmt(st['rejected_fraction'])}" if st["rejected_fraction"]["mean"] else "")
+            + (f", rejected {_fmt(st['rejected_fraction'], 100)} %" if st["rejected_fraction"]["mean"] else "")
             + ("" if slo is None else f"; SLO {'met' if slo else '[red]missed[/red]'}")
         )
         console.print(

@@ -381,6 +381,8 @@ class Scenario(Strict):
         for c in self.classes:
             if c.pool not in pool_names:
                 raise ValueError(f"class {c.name!r} routes to unknown pool {c.pool!r}; pools: {', '.join(pool_names)}")
+        if self.duration_s is not None and self.warmup_s >= self.duration_s:
+            raise ValueError(f"warmup_s ({self.warmup_s:g}) must be < duration_s ({self.duration_s:g}): nothing would be measured")
         if "all" in class_names and len(class_names) > 1:
             raise ValueError("class name 'all' is reserved for the whole-fleet summary row; rename the class")
         for c in self.classes:

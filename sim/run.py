@@ -86,7 +86,16 @@ def run_scenario(
     reps: list[ReplicationResult] = []
     for child in root.spawn(scenario.replications):
         reps.append(simulate(scenario, base_dir, child, on_arrival))
+        check_warmup(scenario, reps[-1].arrivals_end_s)  # fail after one replication, not all
     return collect(scenario, reps)
+
+
+def check_warmup(scenario: Scenario, last_arrival_s: float) -> None:
+    if scenario.warmup_s >= last_arrival_s:
+        raise ConfigError(
+            f"warmup_s ({scenario.warmup_s:g} s) is at or after the last arrival ({last_arrival_s!r} s): nothing "
+            f"is left to measure; lower warmup_s or lengthen the run"
+        )
 
 
 def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
@@ -95,13 +104,8 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
         frames.append(r.requests.assign(replication=i))
         series.append(r.timeseries.assign(replication=i))
         replicas.append(r.replicas.assign(replication=i))
-        end = r.arrivals_end_s
-        if scenario.warmup_s >= end:
-            raise ConfigError(
-                f"warmup_s ({scenario.warmup_s:g} s) is at or after the last arrival ({end:.3g} s): nothing is "
-                f"left to measure; lower warmup_s or lengthen the run"
-            )
-        windows.append((scenario.warmup_s, end))
+        check_warmup(scenario, r.arrivals_end_s)
+        windows.append((scenario.warmup_s, r.arrivals_end_s))
     requests = pd.concat(frames, ignore_index=True)
     # A request's attributed cost: its share of GPU time at its pool's price.
     pool_price = {c.name: price_per_gpu_hour(scenario.pool(c.pool)) for c in scenario.classes}

@@ -140,6 +140,7 @@ class LLMReplica:
             if span is not None and (span.num_steps >= 2 or span.cohort):
                 line = self.cost.decode_line(span.num_rows)
                 start = env.now
+                state = (sched.num_running, sched.num_waiting, pool.num_used)
                 self._span = (span, line, start)
                 self._span_done = span.num_steps
                 self._span_wake = env.event()
@@ -148,7 +149,7 @@ class LLMReplica:
                 yield self._span_wake
                 self._in_span = False
                 done = self._span_done
-                self._commit_span(span, line, start, done, env.now - start)
+                self._commit_span(span, line, start, done, env.now - start, state)
                 continue
 
             out = sched.schedule()
@@ -191,9 +192,10 @@ class LLMReplica:
                 self._mark(req)
             self._finish(finished, now)
 
-    def _commit_span(self, span, line, start: float, done: int, total: float) -> None:
+    def _commit_span(self, span, line, start: float, done: int, total: float, state: tuple) -> None:
+        """Apply a finished span; ``state`` is (running, waiting, KV blocks used) at its start."""
         sched = self.scheduler
-        self.recorder.busy(self.index, start, total, sched.num_running, sched.num_waiting, self.kv.pool.num_used, done)
+        self.recorder.busy(self.index, start, total, *state, done)
         # Step times grow with context inside a span: its last step is its longest.
         last_step = line.step_s(span.ctx_sum + (done - 1) * span.ctx_growth)
         end = start + total

@@ -150,6 +150,9 @@ def summarize(
         c.name: (scenario.slo_for(c).model_dump() if scenario.slo_for(c) else None) for c in scenario.classes
     }
     result["slo_met"] = {c.name: slo_met(result["classes"][c.name], scenario.slo_for(c)) for c in scenario.classes}
+    if "all" in result["classes"]:
+        result["slo"]["all"] = scenario.slo.model_dump() if scenario.slo else None
+        result["slo_met"]["all"] = slo_met(result["classes"]["all"], scenario.slo)
     return result
 
 
