@@ -68,8 +68,7 @@ class LLMReplica:
         req.seen_in_system = self.num_outstanding
         self._record_arrival(req)
         if self.scheduler.add_request(req):
-            self.recorder.reject(req)
-            return
+            return  # rejected with its reason (the request's record says which)
         self.num_outstanding += 1
         self.outstanding_tokens += req.num_prompt_tokens + req.max_tokens
         if self._wake is not None:

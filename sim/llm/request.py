@@ -68,7 +68,3 @@ class Request:
 
     def __post_init__(self) -> None:
         self.num_tokens = self.num_prompt_tokens + self.num_output_tokens
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status > RequestStatus.PREEMPTED

@@ -72,10 +72,6 @@ class SchedulerOutput:
     """Requests scheduled for the first time (their queueing delay ends now)."""
     preempted: list[Request] = field(default_factory=list)
 
-    @property
-    def total_num_scheduled_tokens(self) -> int:
-        return self.shape.num_tokens
-
 
 def reject_reason(req: Request, config: SchedulerConfig, kv: KVCacheManager) -> str:
     """Why a request can never be served on this replica ('' if it can)."""

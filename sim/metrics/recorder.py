@@ -21,7 +21,6 @@ class Recorder:
     def __init__(self, class_names: list[str]):
         self.class_names = class_names
         self.requests: list[Request] = []
-        self.rejected: list[Request] = []
         # Per-replica time series, one sample per engine step or decode span (at its start).
         self._ts_t = array("d")
         self._ts_replica = array("i")
@@ -45,9 +44,6 @@ class Recorder:
 
     def arrival(self, req: Request) -> None:
         self.requests.append(req)
-
-    def reject(self, req: Request) -> None:
-        self.rejected.append(req)
 
     def busy(self, replica: int, t: float, dur_s: float, running: int, waiting: int, kv_used: int, steps: int) -> None:
         self._ts_t.append(t)
