@@ -4,7 +4,7 @@ This is vLLM's ``EngineCore.step()`` with ``execute_model`` replaced by a SimPy 
 cost model's duration. Decode-only stretches run in closed form: the scheduler reports how
 many identical-membership decode steps lie ahead (``decode_span``), the cost model gives their
 total time, and the engine sleeps once for all of them. An arrival that could join the batch
-interrupts the sleep; the step in flight completes, the finished steps are committed, and the
+moves the wake-up to the end of the step in flight; the finished steps are committed, and the
 loop schedules normally again.
 
 Per-request metrics of the scheduler's decode cohort accrue lazily, like its token counters:
