@@ -125,10 +125,10 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
             "replicas": p.replicas,
             "tensor_parallel_size": p.tensor_parallel_size,
             "scheduler": p.engine.scheduler,
-            "num_gpu_blocks": pool_kv_budget(p).num_gpu_blocks,
-            "kv_capacity_tokens": pool_kv_budget(p).capacity_tokens,
+            "num_gpu_blocks": _kv_blocks(replicas_df, p.name),
+            "kv_capacity_tokens": _kv_blocks(replicas_df, p.name) * p.engine.block_size,
             "price_per_gpu_hour": prices[p.name],
-            "busy_fraction": _utilization(replicas_df, p.name, windows, reps),
+            "busy_fraction": _busy_fraction(replicas_df, p.name, reps),
             "mean_batch": _mean_over_time(series, p.name, "running"),
             "mean_kv_util": _mean_over_time(series, p.name, "kv_util"),
         }
@@ -154,7 +154,12 @@ def _mean_over_time(series: list[pd.DataFrame], pool: str, column: str) -> float
     return num / den if den > 0 else math.nan
 
 
-def _utilization(replicas: pd.DataFrame, pool: str, windows, reps) -> float:
+def _kv_blocks(replicas: pd.DataFrame, pool: str) -> int:
+    """KV blocks per replica of a pool, as the run used them."""
+    return int(replicas.loc[replicas["pool"] == pool, "kv_blocks"].iloc[0])
+
+
+def _busy_fraction(replicas: pd.DataFrame, pool: str, reps) -> float:
     """Fraction of simulated time the pool's replicas were running a step (not headroom:
     a continuous-batching replica with any work is busy)."""
     rows = replicas[replicas["pool"] == pool]

@@ -99,9 +99,7 @@ def load_pairs(src: TraceSource, base_dir: Path) -> tuple[np.ndarray, np.ndarray
 
 def _empirical_column(spec, base_dir: Path, column: int) -> np.ndarray | None:
     if isinstance(spec, EmpiricalLength) and spec.trace is not None:
-        src = spec.trace
-        values = read_lengths(resolve_path(src.path, base_dir), src.format)[column]
-        return values[: src.max_requests] if src.max_requests is not None else values
+        return load_pairs(spec.trace, base_dir)[column]
     return None
 
 
