@@ -1,7 +1,7 @@
 """Step costs: the ``CostModel`` protocol, batch shapes, and its implementations."""
 
-from sim.costs.base import CostModel, StepLine, StepShape
+from sim.costs.base import CostModel, DiffusionCostModel, StepLine, StepShape
 from sim.costs.constant import ConstantCostModel
 from sim.costs.roofline import RooflineCostModel
 
-__all__ = ["CostModel", "StepLine", "StepShape", "ConstantCostModel", "RooflineCostModel"]
+__all__ = ["CostModel", "DiffusionCostModel", "StepLine", "StepShape", "ConstantCostModel", "RooflineCostModel"]

@@ -138,3 +138,29 @@ class CostModel(Protocol):
         Must agree with ``step_s`` on decode-only shapes.
         """
         ...
+
+
+class DiffusionCostModel(Protocol):
+    """Seconds for the stages of a diffusion batch on one replica.
+
+    A batch runs text encoding once per prompt, then denoising steps over a fixed-size latent,
+    then a VAE decode per image. ``rows`` counts latents through the denoiser in one step:
+    images x 2 with classifier-free guidance (the unconditional half), x 1 without. Every row
+    of a step has the same ``tokens`` (members of a batch share a shape or are padded to the
+    largest). ``tokens`` are the model's latent tokens per row (see
+    ``DiffusionModelSpec.latent_tokens``).
+    """
+
+    name: str
+
+    def text_encode_s(self, num_prompts: int) -> float:
+        """Encoding ``num_prompts`` prompts with the model's text encoder(s), batched."""
+        ...
+
+    def denoise_step_s(self, rows: int, tokens: int) -> float:
+        """One denoiser forward over ``rows`` latents of ``tokens`` latent tokens each."""
+        ...
+
+    def vae_decode_s(self, num_images: int, width: int, height: int, frames: int) -> float:
+        """Decoding ``num_images`` latents to pixels (``frames`` = 1 for an image)."""
+        ...
