@@ -106,13 +106,19 @@ def _overrides(args) -> list[str]:
 
 
 def _cmd_validate(args) -> int:
+    from sim import catalog
     from sim.config import load_scenario
+    from sim.diffusion.cost import diffusion_memory_budget
     from sim.fleet.cluster import pool_kv_budget
     from sim.workload.stream import check_trace_files
 
     scenario, base_dir = load_scenario(args.scenario, _overrides(args))
     check_trace_files(scenario, base_dir)
     for pool in scenario.pools:
+        if pool.is_diffusion:
+            budget = diffusion_memory_budget(catalog.get_diffusion_model(pool.model), catalog.get_gpu(pool.gpu), pool.diffusion.gpu_memory_utilization)
+            print(f"pool {pool.name}: {pool.replicas} x {pool.model} on {pool.gpu}, {budget / 2**30:.1f} GiB for latents and activations per replica")
+            continue
         budget = pool_kv_budget(pool)
         print(
             f"pool {pool.name}: {pool.replicas} x {pool.model} on {pool.gpu} (TP {pool.tensor_parallel_size}), "
@@ -206,46 +212,93 @@ def _with_ci(mean: float, hw: float | None, digits: int = 3) -> str:
     return rounded(mean, dec) + ("±0" if hw == 0 else "")
 
 
+def _pool_line(name: str, pool: dict) -> str:
+    head = f"  pool {name}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
+    tail = f"busy {pool['busy_fraction']:.0%}, mean batch {pool['mean_batch']:.1f}, "
+    if "batching" in pool:
+        return (
+            head + f"({pool['batching']} batches of <= {pool['max_batch_size']} latents), "
+            f"{pool['memory_budget_gib']:.0f} GiB for latents/replica, " + tail
+            + f"mean memory use {pool['mean_memory_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
+        )
+    return (
+        head + f"({pool['scheduler']}), {pool['kv_capacity_tokens']:,} KV tokens/replica, " + tail
+        + f"mean KV use {pool['mean_kv_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
+    )
+
+
+ROWS = {
+    "text": (("ttft_s", "TTFT (ms)", 1e3), ("tpot_s", "TPOT (ms)", 1e3), ("max_itl_s", "max ITL (ms)", 1e3), ("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue (ms)", 1e3)),
+    "image": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue + forming (s)", 1.0), ("forming_s", "batch forming (s)", 1.0), ("preview_s", "first preview (s)", 1.0)),
+    "pipeline": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "first-stage queue (s)", 1.0)),
+    "mixed": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue (s)", 1.0)),
+}
+
+
 def print_summary(result, console) -> None:
     from rich.table import Table
 
     s = result.summary
+    kinds = {c.name: c.kind for c in result.scenario.classes}
+    uniform = set(kinds.values())
+    kinds["all"] = uniform.pop() if len(uniform) == 1 else "mixed"
     console.print(f"[bold]{s['scenario']}[/bold]: {s['replications']} replication(s), seed {s['seed']}, warm-up {s['warmup_s']:g} s")
     for name, pool in s["pools"].items():
-        console.print(
-            f"  pool {name}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
-            f"({pool['scheduler']}), {pool['kv_capacity_tokens']:,} KV tokens/replica, "
-            f"busy {pool['busy_fraction']:.0%}, mean batch {pool['mean_batch']:.1f}, "
-            f"mean KV use {pool['mean_kv_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
-        )
+        console.print(_pool_line(name, pool))
     for cls, st in s["classes"].items():
-        table = Table(title=f"class {cls}" + ("  [red](overloaded: completions < 95 % of admitted arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
+        kind = kinds[cls]
+        table = Table(title=f"class {cls} ({kind})" + ("  [red](overloaded: completions < 95 % of admitted arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
         table.add_column("metric")
         for p in ("p50", "p90", "p99", "p99.9", "mean"):
             table.add_column(p, justify="right")
-        for metric, label, scale in (("ttft_s", "TTFT (ms)", 1e3), ("tpot_s", "TPOT (ms)", 1e3), ("max_itl_s", "max ITL (ms)", 1e3), ("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue (ms)", 1e3)):
-            table.add_row(label, *(_fmt(st[f"{metric}_{p}"], scale) for p in ("p50", "p90", "p99", "p99.9", "mean")))
+        for metric, label, scale in ROWS.get(kind, ROWS["text"]):
+            if f"{metric}_p50" in st:
+                table.add_row(label, *(_fmt(st[f"{metric}_{p}"], scale) for p in ("p50", "p90", "p99", "p99.9", "mean")))
         console.print(table)
         slo = s["slo_met"].get(cls)
+        if kind == "image":
+            rate = f"{_fmt(st['images_per_s'])} images/s" + (f", {_fmt(st['video_seconds_per_s'])} video-s/s" if "video_seconds_per_s" in st else "")
+        elif kind == "text":
+            rate = f"{_fmt(st['output_tokens_per_s'])} output tok/s"
+        else:
+            rate = "all kinds" if kind == "mixed" else "pipelines"
         console.print(
-            f"  throughput {_fmt(st['throughput_rps'])} req/s, {_fmt(st['output_tokens_per_s'])} output tok/s; "
+            f"  throughput {_fmt(st['throughput_rps'])} req/s, {rate}; "
             + (
                 f"goodput {_fmt(st['goodput_rps'])} req/s (SLO attainment {_fmt(st['slo_attainment'])})"
                 if slo is not None
                 else f"completed {_fmt(st['slo_attainment'])} of arrivals"
             )
             + (f", rejected {_fmt(st['rejected_fraction'], 100)} %" if st["rejected_fraction"]["mean"] else "")
+            + (f", failed {_fmt(st['failed_fraction'], 100)} %" if st["failed_fraction"]["mean"] else "")
+            + (f", retries/request {_fmt(st['retries_per_request'])}" if st["retries_per_request"]["mean"] else "")
             + ("" if slo is None else f"; SLO {'met' if slo else '[red]missed[/red]'}")
         )
-        console.print(
-            f"  cost ${_fmt(st['cost_per_1m_output_tokens_usd'])} per 1M output tokens (fleet GPU-hours x price); "
-            f"${_fmt(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
-            f"preemptions/request {_fmt(st['preemptions_per_request'])}; prefix-cache hit {_fmt(st['prefix_hit_rate'])}"
-        )
+        if kind == "text":
+            console.print(
+                f"  cost ${_fmt(st['cost_per_1m_output_tokens_usd'])} per 1M output tokens (fleet GPU-hours x price); "
+                f"${_fmt(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
+                f"preemptions/request {_fmt(st['preemptions_per_request'])}; prefix-cache hit {_fmt(st['prefix_hit_rate'])}"
+            )
+        elif kind == "image":
+            console.print(
+                f"  cost ${_fmt(st['cost_per_image_usd'], 1e3)} per 1k images (fleet GPU-hours x price)"
+                + (f", ${_fmt(st['cost_per_video_second_usd'])} per video second" if "cost_per_video_second_usd" in st else "")
+                + f"; ${_fmt(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
+                f"denoising steps computed per image {_fmt(st['steps_computed_per_image'])}"
+            )
+        elif kind == "pipeline":
+            stages = [k.removeprefix("stage_").removesuffix("_latency_share") for k in st if k.endswith("_latency_share")]
+            shares = ", ".join(
+                f"{name} {_fmt(st[f'stage_{name}_e2e_s_mean'])} s ({_fmt(st[f'stage_{name}_latency_share'], 100, 2)} % of time, "
+                f"{_fmt(st[f'stage_{name}_cost_share'], 100, 2)} % of cost)"
+                for name in stages
+            )
+            console.print(f"  ${_fmt(st['request_cost_usd_mean'], 1e3)} per 1k pipelines attributed; stages: {shares}")
     c = s["conservation"]
     sim = s["simulation"]
     console.print(
-        f"  requests: {c['arrived']:,} arrived = {c['finished']:,} finished + {c['rejected']:,} rejected + {c['in_flight']:,} in flight; "
+        f"  requests: {c['arrived']:,} arrived = {c['finished']:,} finished + {c['rejected']:,} rejected + {c['failed']:,} failed + {c['in_flight']:,} in flight; "
         f"simulated {sim['simulated_s']:,.0f} s in {sim['wall_s']:.2f} s wall ({sim['requests'] / max(sim['wall_s'], 1e-9):,.0f} req/s)"
     )
 

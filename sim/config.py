@@ -184,7 +184,9 @@ class TraceSource(Strict):
 
     path: str
     """File path, relative to the scenario file, or ``builtin:NAME`` for a shipped sample."""
-    format: Literal["azure", "mooncake", "vidur"]
+    format: Literal["azure", "mooncake", "vidur", "alibaba"]
+    """azure, mooncake, vidur: text requests; alibaba: image requests (Alibaba GenTD26:
+    arrival times, denoising steps, images per prompt)."""
     time_scale: Float | None = Field(default=None, gt=0)
     """Multiply inter-arrival times by this (2 = half the rate)."""
     target_rate: Float | None = Field(default=None, gt=0)
@@ -203,6 +205,72 @@ class TraceSource(Strict):
 EmpiricalLength.model_rebuild()
 
 
+# --------------------------------------------------------------------------- images and video
+
+DETERMINISTIC_SAMPLERS = ("ddim", "dpmpp_2m", "unipc", "euler")
+"""Same seed and schedule, same image: a retry resumes from a saved step."""
+STOCHASTIC_SAMPLERS = ("ddpm", "euler_ancestral")
+"""Fresh noise every step: a retry must start again."""
+
+Sampler = Literal["ddim", "dpmpp_2m", "unipc", "euler", "ddpm", "euler_ancestral"]
+
+
+class ImageSpec(Strict):
+    """What an image or video request asks a diffusion pool for. Unset fields take the
+    model's defaults from the diffusion catalog."""
+
+    width: Int | None = Field(default=None, ge=8, le=16384)
+    height: Int | None = Field(default=None, ge=8, le=16384)
+    frames: Int | None = Field(default=None, ge=1, le=10_000)
+    """Video frames (video models only; images have one)."""
+    steps: Int | LengthDist | None = None
+    """Denoising steps: a number, or a distribution drawn per request."""
+    cfg: bool | None = None
+    """Classifier-free guidance: doubles the denoiser's rows every step. Default: the
+    model's (guidance-distilled models such as Flux run without)."""
+    sampler: Sampler = "dpmpp_2m"
+    """Deterministic (ddim, dpmpp_2m, unipc, euler) or stochastic (ddpm, euler_ancestral):
+    decides whether a retry after a fault may resume from a saved step."""
+    images_per_prompt: Int | LengthDist = 1
+    """Images generated together for one request (one latent each)."""
+
+    @field_validator("steps", "images_per_prompt")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        if isinstance(value, int) and not 1 <= value <= 10_000:
+            raise ValueError("must be between 1 and 10000")
+        return value
+
+
+class RetryPolicy(Strict):
+    """What happens to a request whose replica fails, and how long it may take."""
+
+    max_retries: Int = Field(default=3, ge=0, le=1000)
+    """Attempts after the first; a request that needs more is reported failed."""
+    timeout_s: Float | None = Field(default=None, gt=0)
+    """A request not finished this long after its arrival is abandoned and reported failed."""
+
+
+class Stage(Strict):
+    """One stage of a pipeline request: a text request to an LLM pool or an image request
+    to a diffusion pool. The next stage starts when this one finishes."""
+
+    name: str = Field(min_length=1)
+    pool: str
+    prompt_tokens: LengthDist | None = None
+    output_tokens: LengthDist | None = None
+    image: ImageSpec | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> Stage:
+        text = self.prompt_tokens is not None or self.output_tokens is not None
+        if self.image is not None and text:
+            raise ValueError("a stage is either text (prompt_tokens, output_tokens) or an image: not both")
+        if self.image is None and (self.prompt_tokens is None or self.output_tokens is None):
+            raise ValueError("give 'prompt_tokens' and 'output_tokens' (a text stage) or 'image' (an image stage)")
+        return self
+
+
 # --------------------------------------------------------------------------- SLOs and classes
 
 
@@ -217,23 +285,64 @@ class SLO(Strict):
 
 
 class RequestClass(Strict):
-    """A stream of text requests with its own arrivals and lengths, routed to one pool."""
+    """A stream of requests with its own arrivals, routed to one pool: text requests
+    (prompt and output lengths, or a text trace), image/video requests (``image``), or
+    pipelines whose stages run on several pools in turn (``stages``)."""
 
     name: str = Field(min_length=1)
-    pool: str
-    """Name of the pool that serves this class."""
+    pool: str | None = None
+    """Name of the pool that serves this class (pipelines name a pool per stage instead)."""
     arrival: Arrival | None = None
     prompt_tokens: LengthDist | None = None
     output_tokens: LengthDist | None = None
+    image: ImageSpec | None = None
+    """Image or video requests to a diffusion pool."""
+    stages: list[Stage] | None = Field(default=None, min_length=1)
+    """A pipeline: each arrival runs these stages in order, each on its own pool."""
     trace: TraceSource | None = None
     """Replay a trace (arrivals and lengths). With ``arrival`` also given, the trace only
     supplies (prompt, output) pairs, resampled jointly (Mooncake: with their prefix hash
-    ids); its arrival times are not needed, so lengths-only Vidur files work here."""
+    ids); its arrival times are not needed, so lengths-only Vidur files work here. Image
+    classes take the ``alibaba`` format (arrivals, steps, images per prompt)."""
+    retry: RetryPolicy = RetryPolicy()
     slo: SLO | None = None
+
+    @property
+    def kind(self) -> str:
+        """text, image or pipeline."""
+        if self.stages is not None:
+            return "pipeline"
+        if self.image is not None or (self.trace is not None and self.trace.format == "alibaba"):
+            return "image"
+        return "text"
 
     @model_validator(mode="after")
     def _sources(self) -> RequestClass:
         lengths = (self.prompt_tokens is not None, self.output_tokens is not None)
+        if self.stages is not None:
+            if self.pool is not None:
+                raise ValueError("a pipeline names a pool per stage: drop 'pool'")
+            if any(lengths) or self.image is not None or self.trace is not None:
+                raise ValueError("a pipeline's stages give its work: drop 'prompt_tokens'/'output_tokens'/'image'/'trace'")
+            if self.arrival is None:
+                raise ValueError("a pipeline needs 'arrival'")
+            names = [s.name for s in self.stages]
+            if len(set(names)) != len(names):
+                raise ValueError(f"stage names must be unique (got {names})")
+            return self
+        if self.pool is None:
+            raise ValueError("give 'pool' (or 'stages' for a pipeline)")
+        alibaba = self.trace is not None and self.trace.format == "alibaba"
+        if self.image is not None or alibaba:
+            if any(lengths):
+                raise ValueError("an image class has no token lengths: drop 'prompt_tokens'/'output_tokens'")
+            if self.trace is not None and not alibaba:
+                raise ValueError(f"an image class replays an 'alibaba' trace, not {self.trace.format!r}")
+            if self.trace is None and self.arrival is None:
+                raise ValueError("an image class needs 'arrival' (or an 'alibaba' trace)")
+            if alibaba and self.arrival is not None:
+                raise ValueError("with an 'alibaba' trace, arrivals come from the trace: drop 'arrival'")
+            return self
         if self.trace is None:
             if self.arrival is None or not all(lengths):
                 raise ValueError("without 'trace', give 'arrival', 'prompt_tokens' and 'output_tokens'")
@@ -282,6 +391,50 @@ class EngineConfig(Strict):
         return self
 
 
+class DiffusionBatching(Strict):
+    """How a diffusion replica batches image and video requests."""
+
+    policy: Literal["static", "step"] = "static"
+    """static: a batch forms, runs text encode -> every step -> VAE decode, and finishes
+    together; nobody joins. step: requests join and leave between denoising steps."""
+    max_batch_size: Int = Field(default=4, ge=1, le=4096)
+    """Most images in a batch (a request with more images than this runs alone)."""
+    max_wait_s: Float = Field(default=0.0, ge=0)
+    """Hold a batch that is not full until its oldest request has waited this long (from its
+    arrival, as Triton's max_queue_delay); 0 dispatches whatever is waiting."""
+    shapes: Literal["bucket", "pad"] = "bucket"
+    """bucket: a batch holds one shape (resolution, frames, steps); pad: any shapes, padded
+    to the largest latent and run for the most steps."""
+    preview_every: Int = Field(default=0, ge=0)
+    """Decode a preview image every k steps for "streaming" (an extra VAE decode); 0: none."""
+    checkpoint_every: Int = Field(default=0, ge=0)
+    """Save the latents every k steps, so a deterministic sampler resumes there after a
+    fault; 0: no checkpoints."""
+    gpu_memory_utilization: Float = Field(default=0.9, gt=0, le=1)
+    """Fraction of GPU memory for weights, latents and activations."""
+
+
+class FaultConfig(Strict):
+    """Replica failures: each replica fails after an up time and comes back after a repair."""
+
+    mtbf_s: Float | None = Field(default=None, gt=0)
+    """Mean time between failures of one replica."""
+    mttr_s: Float = Field(default=60.0, gt=0)
+    """Mean time to repair."""
+    distribution: Literal["exponential", "fixed"] = "exponential"
+    """Up and repair times: exponential with these means, or exactly these values."""
+    at_s: list[tuple[Int, Float]] | None = None
+    """Instead of (or besides) mtbf_s: failures at given times, as (replica index, time_s)."""
+
+    @model_validator(mode="after")
+    def _some(self) -> FaultConfig:
+        if self.mtbf_s is None and not self.at_s:
+            raise ValueError("give 'mtbf_s' or 'at_s'")
+        if self.at_s and any(t < 0 or r < 0 for r, t in self.at_s):
+            raise ValueError("at_s entries are (replica index >= 0, time_s >= 0)")
+        return self
+
+
 class RooflineCost(Strict):
     """Analytic step cost from FLOPs and bytes against the GPU's peaks (the default)."""
 
@@ -292,19 +445,25 @@ class RooflineCost(Strict):
 
 
 class ConstantCost(Strict):
-    """Step time = step_s + prefill_token_s x prefill tokens + decode_seq_s x decodes."""
+    """LLM step time = step_s + prefill_token_s x prefill tokens + decode_seq_s x decodes.
+    Diffusion: a denoising step takes step_s + per_row_s x rows; a batch adds text_encode_s
+    once and vae_decode_s per image."""
 
     kind: Literal["constant"]
     step_s: Float = Field(gt=0)
     prefill_token_s: Float = Field(default=0.0, ge=0)
     decode_seq_s: Float = Field(default=0.0, ge=0)
+    per_row_s: Float = Field(default=0.0, ge=0)
+    text_encode_s: Float = Field(default=0.0, ge=0)
+    vae_decode_s: Float = Field(default=0.0, ge=0)
 
 
 CostModelConfig = Annotated[Union[RooflineCost, ConstantCost], Field(discriminator="kind")]
 
 
 class PoolConfig(Strict):
-    """N identical replicas of one model on one GPU type, behind one router."""
+    """N identical replicas of one model on one GPU type, behind one router. An LLM pool
+    takes ``engine``; a diffusion pool (a model from the diffusion catalog) ``batching``."""
 
     name: str = Field(min_length=1)
     model: str
@@ -312,16 +471,28 @@ class PoolConfig(Strict):
     replicas: Int = Field(default=1, ge=1, le=10_000)
     tensor_parallel_size: Int = Field(default=1, ge=1, le=64)
     engine: EngineConfig = EngineConfig()
+    batching: DiffusionBatching | None = None
+    """Diffusion pools only (default: static batches of up to 4 images)."""
     router: Literal["round_robin", "least_outstanding", "jsq_tokens"] = "round_robin"
     cost_model: CostModelConfig = RooflineCost()
     price_per_gpu_hour: Float | None = Field(default=None, gt=0)
     """Override the catalog's dated price ($ per GPU-hour)."""
+    faults: FaultConfig | None = None
+
+    @property
+    def is_diffusion(self) -> bool:
+        return self.model in catalog.diffusion_models()
+
+    @property
+    def diffusion(self) -> DiffusionBatching:
+        return self.batching or DiffusionBatching()
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        if name not in catalog.models():
-            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(catalog.models())}")
+        if name not in catalog.models() and name not in catalog.diffusion_models():
+            allowed = [*catalog.models(), *catalog.diffusion_models()]
+            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(allowed)}")
         return name
 
     @field_validator("gpu")
@@ -333,8 +504,16 @@ class PoolConfig(Strict):
 
     @model_validator(mode="after")
     def _tp(self) -> PoolConfig:
-        spec = catalog.get_model(self.model)
         tp = self.tensor_parallel_size
+        if self.is_diffusion:
+            if "engine" in self.model_fields_set:
+                raise ValueError(f"{self.model} is a diffusion model: its pool takes 'batching', not 'engine'")
+            if tp != 1:
+                raise ValueError(f"tensor_parallel_size must be 1 for diffusion model {self.model} (got {tp})")
+            return self
+        if self.batching is not None:
+            raise ValueError(f"{self.model} is an LLM: its pool takes 'engine', not 'batching'")
+        spec = catalog.get_model(self.model)
         if spec.num_attention_heads % tp:
             raise ValueError(
                 f"tensor_parallel_size {tp} must divide num_attention_heads "
@@ -378,9 +557,19 @@ class Scenario(Strict):
         class_names = [c.name for c in self.classes]
         if len(set(class_names)) != len(class_names):
             raise ValueError(f"class names must be unique (got {class_names})")
+        pools = {p.name: p for p in self.pools}
         for c in self.classes:
-            if c.pool not in pool_names:
-                raise ValueError(f"class {c.name!r} routes to unknown pool {c.pool!r}; pools: {', '.join(pool_names)}")
+            targets = [(s.pool, "image" if s.image is not None else "text", f"stage {s.name!r} of ") for s in c.stages or ()]
+            if c.pool is not None:
+                targets.append((c.pool, c.kind, ""))
+            for pool, kind, where in targets:
+                if pool not in pools:
+                    raise ValueError(f"{where}class {c.name!r} routes to unknown pool {pool!r}; pools: {', '.join(pool_names)}")
+                diffusion = pools[pool].is_diffusion
+                if kind == "image" and not diffusion:
+                    raise ValueError(f"{where}class {c.name!r} sends images to pool {pool!r}, which serves the LLM {pools[pool].model}")
+                if kind == "text" and diffusion:
+                    raise ValueError(f"{where}class {c.name!r} sends text to pool {pool!r}, which serves the diffusion model {pools[pool].model}")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise ValueError(f"warmup_s ({self.warmup_s:g}) must be < duration_s ({self.duration_s:g}): nothing would be measured")
         if "all" in class_names and len(class_names) > 1:

@@ -25,7 +25,8 @@ import pandas as pd
 
 from sim.config import Scenario, apply_overrides, load_scenario, parse_scenario
 from sim.errors import ConfigError
-from sim.fleet.cluster import ReplicationResult, pool_kv_budget, price_per_gpu_hour, simulate
+from sim import catalog
+from sim.fleet.cluster import ReplicationResult, check_pool_fits, price_per_gpu_hour, simulate
 from sim.metrics.summary import summarize
 from sim.workload.stream import check_trace_files
 
@@ -80,7 +81,7 @@ def run_scenario(
     base_dir = base_dir or Path(".")
     # Fail early (before any simulation) if a model does not fit its GPU or a trace is missing.
     for pool in scenario.pools:
-        pool_kv_budget(pool)
+        check_pool_fits(pool)
     check_trace_files(scenario, base_dir)
     root = np.random.SeedSequence(scenario.seed)
     reps: list[ReplicationResult] = []
@@ -107,9 +108,7 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
         check_warmup(scenario, r.arrivals_end_s)
         windows.append((scenario.warmup_s, r.arrivals_end_s))
     requests = pd.concat(frames, ignore_index=True)
-    # A request's attributed cost: its share of GPU time at its pool's price.
-    pool_price = {c.name: price_per_gpu_hour(scenario.pool(c.pool)) for c in scenario.classes}
-    requests["cost_usd"] = requests["gpu_s"] / 3600 * requests["class"].map(pool_price).astype(float)
+    add_costs(scenario, requests)
     requests["class"] = pd.Categorical(requests["class"], categories=[c.name for c in scenario.classes])
     requests["status"] = requests["status"].astype("category")
     replicas_df = pd.concat(replicas, ignore_index=True)
@@ -118,22 +117,7 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
     summary["scenario"] = scenario.name
     summary["seed"] = scenario.seed
     summary["warmup_s"] = scenario.warmup_s
-    summary["pools"] = {
-        p.name: {
-            "model": p.model,
-            "gpu": p.gpu,
-            "replicas": p.replicas,
-            "tensor_parallel_size": p.tensor_parallel_size,
-            "scheduler": p.engine.scheduler,
-            "num_gpu_blocks": _kv_blocks(replicas_df, p.name),
-            "kv_capacity_tokens": _kv_blocks(replicas_df, p.name) * p.engine.block_size,
-            "price_per_gpu_hour": prices[p.name],
-            "busy_fraction": _busy_fraction(replicas_df, p.name, reps),
-            "mean_batch": _mean_over_time(series, p.name, "running"),
-            "mean_kv_util": _mean_over_time(series, p.name, "kv_util"),
-        }
-        for p in scenario.pools
-    }
+    summary["pools"] = {p.name: _pool_stats(p, replicas_df, series, reps, prices[p.name]) for p in scenario.pools}
     summary["conservation"] = conservation(requests)
     summary["simulation"] = {
         "wall_s": sum(r.wall_s for r in reps),
@@ -142,6 +126,59 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
         "requests": int(len(requests)),
     }
     return RunResult(scenario, requests, pd.concat(series, ignore_index=True), replicas_df, summary, reps)
+
+
+def add_costs(scenario: Scenario, requests: pd.DataFrame) -> None:
+    """Per-request attributed cost (its GPU time at its pool's price; a pipeline: the sum of
+    its stages), and for image requests the preview latency and video seconds."""
+    price = {p.name: price_per_gpu_hour(p) for p in scenario.pools}
+    requests["cost_usd"] = requests["gpu_s"] / 3600 * requests["pool"].map(price).astype(float).fillna(0.0)
+    if "kind" in requests and (requests["kind"] == "pipeline").any():
+        stage_cost = requests[requests["parent_id"] >= 0].groupby(["replication", "parent_id"])["cost_usd"].sum()
+        pipes = requests["kind"] == "pipeline"
+        keys = pd.MultiIndex.from_arrays([requests.loc[pipes, "replication"], requests.loc[pipes, "request_id"]])
+        requests.loc[pipes, "cost_usd"] = stage_cost.reindex(keys).fillna(0.0).to_numpy()
+    if "first_preview_s" in requests:
+        has = requests["first_preview_s"] >= 0
+        requests["preview_s"] = np.where(has, requests["first_preview_s"] - requests["arrival_s"], np.nan)
+    if "frames" in requests:
+        fps = {p.name: catalog.get_diffusion_model(p.model).fps for p in scenario.pools if p.is_diffusion}
+        rate = requests["pool"].map(fps).astype(float)
+        video = requests["frames"].fillna(1) > 1
+        requests["video_s"] = np.where(video, requests["frames"] / rate * requests["images"], 0.0)
+
+
+def _pool_stats(p, replicas_df: pd.DataFrame, series: list[pd.DataFrame], reps, price: float) -> dict:
+    stats_ = {
+        "model": p.model,
+        "gpu": p.gpu,
+        "replicas": p.replicas,
+        "tensor_parallel_size": p.tensor_parallel_size,
+        "price_per_gpu_hour": price,
+        "busy_fraction": _busy_fraction(replicas_df, p.name, reps),
+        "mean_batch": _mean_over_time(series, p.name, "running"),
+    }
+    if p.is_diffusion:
+        b = p.diffusion
+        stats_.update(
+            {
+                "batching": b.policy,
+                "max_batch_size": b.max_batch_size,
+                "memory_budget_gib": _kv_blocks(replicas_df, p.name) / 1024,
+                "mean_memory_util": _mean_over_time(series, p.name, "kv_util"),
+            }
+        )
+    else:
+        blocks = _kv_blocks(replicas_df, p.name)
+        stats_.update(
+            {
+                "scheduler": p.engine.scheduler,
+                "num_gpu_blocks": blocks,
+                "kv_capacity_tokens": blocks * p.engine.block_size,
+                "mean_kv_util": _mean_over_time(series, p.name, "kv_util"),
+            }
+        )
+    return stats_
 
 
 def _mean_over_time(series: list[pd.DataFrame], pool: str, column: str) -> float:
@@ -168,18 +205,22 @@ def _busy_fraction(replicas: pd.DataFrame, pool: str, reps) -> float:
 
 
 def conservation(requests: pd.DataFrame) -> dict[str, int]:
-    """Every arrived request is finished, rejected with a reason, or still in flight."""
+    """Every arrived request (pipeline stages included) is finished, rejected with a reason,
+    failed with a reason, or still in flight."""
     status = requests["status"].astype(str)
     counts = {
         "arrived": int(len(requests)),
         "finished": int((status == "finished").sum()),
         "rejected": int((status == "rejected").sum()),
+        "failed": int((status == "failed").sum()),
         "in_flight": int(status.isin(["waiting", "running"]).sum()),
     }
-    if counts["finished"] + counts["rejected"] + counts["in_flight"] != counts["arrived"]:
+    if counts["finished"] + counts["rejected"] + counts["failed"] + counts["in_flight"] != counts["arrived"]:
         raise AssertionError(f"request conservation violated: {counts}")
     if (requests.loc[status == "rejected", "reject_reason"] == "").any():
         raise AssertionError("a request was rejected without a reason")
+    if "fail_reason" in requests and (requests.loc[status == "failed", "fail_reason"] == "").any():
+        raise AssertionError("a request failed without a reason")
     return counts
 
 

@@ -1,4 +1,4 @@
-"""Model and GPU catalogs: data files in ``sim/catalog/data`` loaded into frozen specs.
+"""Model, diffusion-pipeline and GPU catalogs: data files in ``sim/catalog/data`` loaded into frozen specs.
 
 The catalog is data, not code: adding a model or a GPU means adding a YAML entry. Each entry
 is validated on load (unknown keys, wrong types and out-of-range values are errors).
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim.errors import ConfigError
 
@@ -147,3 +148,230 @@ def get_gpu(name: str) -> GPUSpec:
         return gpus()[name]
     except KeyError:
         raise ConfigError(f"unknown gpu {name!r}; allowed: {', '.join(gpus())}") from None
+
+
+# -- Diffusion pipelines ------------------------------------------------------------------------
+#
+# Shapes and FLOP forms follow the project's calibration notes (sections "Diffusion: what
+# determines one denoising step", "Physical floors" and Appendix A); the data file cites each
+# number.
+
+#: Activation bytes read and written per token per transformer block in one DiT forward, in
+#: units of hidden-size bf16 vectors: norms, modulation, QKV (3), attention in/out, residual adds
+#: and the 4d-wide MLP in and out make ~40 (an estimate; only the memory side of the roofline
+#: uses it, and DiTs at ~0.3*d FLOP per byte never hit it).
+DIT_ACT_IO_VECTORS = 40
+ACT_BYTES = 2  # activations in bf16
+
+
+class ComponentEfficiency(_Spec):
+    """What fraction of the GPU's peaks one pipeline component reaches, and its fixed cost.
+
+    A GPU's ``efficiency.compute`` in gpus.yaml is the LLM GEMM figure; convolution-heavy VAEs,
+    short-sequence text encoders and small UNets run far below it, so each component has its own.
+    """
+
+    compute: float = Field(gt=0, le=1)
+    """Fraction of dense bf16 peak FLOP/s."""
+    bandwidth: float | None = Field(default=None, gt=0, le=1)
+    """Fraction of HBM bandwidth; None takes the GPU's (weight streaming)."""
+    overhead_s: float = Field(ge=0)
+    """Fixed seconds per call (per denoiser forward, per text-encoder batch, per VAE decode)."""
+    source: str
+
+
+class TextEncoderSpec(_Spec):
+    """A transformer text encoder; FLOPs per prompt follow from its shapes (2 FLOPs per MAC)."""
+
+    name: str
+    display_name: str
+    params: float = Field(gt=0)
+    num_layers: int = Field(ge=1)
+    hidden_size: int = Field(ge=1)
+    ffn_size: int = Field(ge=1)
+    gated_ffn: bool
+    """Three FFN matrices (T5's gated GELU) instead of two."""
+    tokens: int = Field(ge=1)
+    """Sequence length the pipeline pads prompts to."""
+    efficiency: ComponentEfficiency
+    source: str
+
+    @property
+    def flops_per_prompt(self) -> float:
+        """One prompt: 2 x (attention + FFN weights) x tokens + 4 L d T^2 for attention."""
+        L, d, T = self.num_layers, self.hidden_size, self.tokens
+        per_layer = 4 * d * d + (3 if self.gated_ffn else 2) * d * self.ffn_size
+        return 2 * L * per_layer * T + 4 * L * d * T * T
+
+
+class VAESpec(_Spec):
+    """A VAE decoder: convolutions scale with output pixels; an optional mid-block attention
+    over the latent pixels of each latent frame adds a quadratic term (image VAEs)."""
+
+    name: str
+    params: float = Field(gt=0)
+    """Decoder parameters (text-to-image serving never runs the encoder)."""
+    flops_per_pixel: float = Field(gt=0)
+    """FLOPs per output pixel per frame, outside the mid-block attention."""
+    mid_attention_channels: int = Field(default=0, ge=0)
+    """Channels of the single-head mid-block self-attention at latent resolution (0: none)."""
+    peak_channels: int = Field(ge=1)
+    """Widest feature map at full output resolution (sizes the decode workspace)."""
+    decode_chunk_frames: int = Field(default=1, ge=1)
+    """Output frames decoded at once (video VAEs decode a few latent frames at a time)."""
+    efficiency: ComponentEfficiency
+    source: str
+
+
+class UNetFlopFit(_Spec):
+    """A UNet forward's FLOPs as ``linear*N + quadratic*N^2`` in latent pixels N (one row).
+
+    A UNet has no transformer closed form (it runs at 3-4 resolutions); the two coefficients
+    are solved exactly from two FlopCounterMode counts.
+    """
+
+    linear: float = Field(gt=0)
+    quadratic: float = Field(ge=0)
+    act_io_bytes_per_pixel: float = Field(gt=0)
+    """Activation bytes read and written per latent pixel per row in one forward."""
+    source: str
+
+
+class DiffusionModelSpec(_Spec):
+    """A text-to-image or text-to-video diffusion pipeline: denoiser, text encoders and VAE."""
+
+    name: str
+    display_name: str
+    hf_id: str
+    kind: Literal["image", "video"]
+    architecture: Literal["unet", "mmdit", "dit"]
+    """unet; mmdit: joint attention over image and text tokens; dit: self-attention over image
+    tokens plus cross-attention to the text."""
+    denoiser_params: float = Field(gt=0)
+    """Published/counted denoiser parameters (all of them: what the weights occupy)."""
+    num_layers: int = Field(ge=1)
+    """Transformer blocks (UNet: transformer blocks over all resolutions, informational)."""
+    hidden_size: int = Field(ge=1)
+    """Transformer width d (UNet: channels at full latent resolution)."""
+    per_token_params: float | None = Field(default=None, gt=0)
+    """DiTs: parameters each token multiplies with (P_tok / P_self); excludes adaLN modulation
+    applied to one vector per sample and, for dit, the cross-attention K/V of the text."""
+    unet_flops: UNetFlopFit | None = None
+    flops_correction: float = Field(default=1.0, gt=0)
+    """Multiplier on the closed form where it misses the counted FLOPs by more than ~10 %."""
+    patch_size: int = Field(ge=1)
+    """Latent pixels per token side (UNet 1; Flux packs 2x2 latents, so 2)."""
+    text_tokens: int = Field(ge=1)
+    """T: text tokens the denoiser attends to (joint for mmdit, cross for dit and unet)."""
+    latent_channels: int = Field(ge=1)
+    vae_spatial_factor: int = Field(ge=1)
+    vae_temporal_factor: int = Field(ge=1)
+    cfg: bool
+    """Classifier-free guidance by default (False for guidance-distilled models)."""
+    default_steps: int = Field(ge=1)
+    default_width: int = Field(ge=1)
+    default_height: int = Field(ge=1)
+    default_frames: int = Field(default=1, ge=1)
+    fps: float | None = Field(default=None, gt=0)
+    text_encoders: tuple[TextEncoderSpec, ...] = Field(min_length=1)
+    vae: VAESpec
+    efficiency: ComponentEfficiency
+    """The denoiser's."""
+    source: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DiffusionModelSpec:
+        if (self.architecture == "unet") != (self.unet_flops is not None):
+            raise ValueError("unet_flops is required for a unet and only for a unet")
+        if (self.architecture != "unet") != (self.per_token_params is not None):
+            raise ValueError("per_token_params is required for a DiT and only for a DiT")
+        if self.kind == "image" and (self.default_frames != 1 or self.fps is not None or self.vae_temporal_factor != 1):
+            raise ValueError("an image model has default_frames 1, no fps and vae_temporal_factor 1")
+        if self.kind == "video" and self.fps is None:
+            raise ValueError("a video model needs fps")
+        if self.check_size(self.default_width, self.default_height, self.default_frames):
+            raise ValueError(self.check_size(self.default_width, self.default_height, self.default_frames))
+        return self
+
+    @property
+    def size_multiple(self) -> int:
+        """Width and height must be multiples of this (VAE downsampling x patch)."""
+        return self.vae_spatial_factor * self.patch_size
+
+    def check_size(self, width: int, height: int, frames: int = 1) -> str:
+        """'' if the pipeline can generate this size, else a one-line reason."""
+        m = self.size_multiple
+        for what, v in (("width", width), ("height", height)):
+            if v < m or v % m:
+                return f"{what} {v} must be a positive multiple of {m} for {self.name}"
+        if self.kind == "image":
+            if frames != 1:
+                return f"frames {frames}: {self.name} generates images (frames must be 1)"
+        elif frames < 1 or (frames - 1) % self.vae_temporal_factor:
+            t = self.vae_temporal_factor
+            return f"frames {frames} must be {t}k+1 (1, {t + 1}, {2 * t + 1}, ...) for {self.name}"
+        return ""
+
+    def latent_frames(self, frames: int) -> int:
+        return (frames - 1) // self.vae_temporal_factor + 1 if self.kind == "video" else 1
+
+    def latent_tokens(self, width: int, height: int, frames: int = 1) -> int:
+        """Denoiser tokens per row: (H/8)(W/8)/patch^2 per latent frame (UNet: latent pixels)."""
+        m = self.size_multiple
+        return -(-height // m) * -(-width // m) * self.latent_frames(frames)
+
+    def denoiser_flops(self, tokens: int) -> float:
+        """FLOPs of one denoiser forward over one row of ``tokens`` latent tokens."""
+        N, T = tokens, self.text_tokens
+        if self.unet_flops is not None:
+            f = self.unet_flops.linear * N + self.unet_flops.quadratic * N * N
+        else:
+            P, L, d = self.per_token_params, self.num_layers, self.hidden_size
+            if self.architecture == "mmdit":
+                f = 2 * P * (N + T) + 4 * L * d * (N + T) ** 2
+            else:
+                f = 2 * P * N + 4 * L * d * N * N + 4 * L * d * N * T
+        return f * self.flops_correction
+
+    def denoiser_act_io_bytes(self, tokens: int) -> float:
+        """Activation bytes one forward of one row reads and writes (memory side of the roofline)."""
+        if self.unet_flops is not None:
+            return self.unet_flops.act_io_bytes_per_pixel * tokens
+        n = tokens + self.text_tokens if self.architecture == "mmdit" else tokens
+        return DIT_ACT_IO_VECTORS * self.num_layers * self.hidden_size * ACT_BYTES * n
+
+    def text_encoder_flops(self) -> float:
+        """FLOPs to encode one prompt with every text encoder."""
+        return sum(e.flops_per_prompt for e in self.text_encoders)
+
+    def vae_decode_flops(self, width: int, height: int, frames: int = 1) -> float:
+        """FLOPs to decode one image or video."""
+        f = frames * width * height * self.vae.flops_per_pixel
+        if self.vae.mid_attention_channels:
+            n_lat = (width // self.vae_spatial_factor) * (height // self.vae_spatial_factor)
+            f += self.latent_frames(frames) * 4 * self.vae.mid_attention_channels * n_lat * n_lat
+        return f
+
+    @property
+    def params_total(self) -> float:
+        """Denoiser + text encoders + VAE decoder."""
+        return self.denoiser_params + sum(e.params for e in self.text_encoders) + self.vae.params
+
+    def weights_bytes(self, bytes_per_param: float = 2) -> float:
+        return self.params_total * bytes_per_param
+
+    def video_seconds(self, frames: int) -> float:
+        return frames / self.fps if self.kind == "video" and self.fps else 0.0
+
+
+@functools.cache
+def diffusion_models() -> dict[str, DiffusionModelSpec]:
+    """All diffusion pipelines in the catalog, by name."""
+    return _load("diffusion_models.yaml", "diffusion_models", DiffusionModelSpec)  # type: ignore[return-value]
+
+
+def get_diffusion_model(name: str) -> DiffusionModelSpec:
+    try:
+        return diffusion_models()[name]
+    except KeyError:
+        raise ConfigError(f"unknown diffusion model {name!r}; allowed: {', '.join(diffusion_models())}") from None

@@ -2,7 +2,9 @@
 
 A request's path reads straight through here: a class's stream feeds arrivals -> the pool's
 router picks a replica -> the replica's engine loop schedules, runs and finishes it -> the
-recorder keeps what happened.
+recorder keeps what happened. A pipeline request runs its stages on their pools in turn, each
+stage starting when the one before finishes. When a replica fails, its pool takes back every
+request it held and retries them on the replicas still up, under each class's retry policy.
 """
 
 from __future__ import annotations
@@ -17,16 +19,22 @@ import pandas as pd
 import simpy
 
 from sim import catalog
-from sim.config import ConstantCost, PoolConfig, Scenario
+from sim.config import ConstantCost, PoolConfig, RetryPolicy, Scenario
 from sim.costs import ConstantCostModel, CostModel, RooflineCostModel
+from sim.diffusion.batcher import DiffusionBatcher
+from sim.diffusion.cost import DiffusionConstantCost, DiffusionRooflineCost, diffusion_memory_budget, request_bytes
+from sim.diffusion.request import ImageRequest
+from sim.fleet.diffusion_replica import MIB, DiffusionReplica
+from sim.fleet.pipeline import PipelineRequest, PipelineStream, build_pipeline_stream
 from sim.fleet.replica import LLMReplica
 from sim.fleet.router import make_router
 from sim.llm.kv_cache import KVCacheManager
 from sim.llm.memory import KVBudget, kv_budget, kv_bytes_per_elem, weight_bytes_per_elem
-from sim.llm.request import Request
+from sim.llm.request import Request, RequestStatus
 from sim.llm.scheduler import Scheduler, SchedulerConfig
 from sim.llm.static import StaticBatchScheduler
 from sim.metrics.recorder import Recorder
+from sim.workload.images import ImageStream, build_image_stream
 from sim.workload.stream import Stream, block_keys, build_stream
 
 
@@ -45,8 +53,28 @@ def build_cost_model(pool: PoolConfig) -> CostModel:
     )
 
 
+def build_diffusion_cost(pool: PoolConfig):
+    cm = pool.cost_model
+    if isinstance(cm, ConstantCost):
+        return DiffusionConstantCost(cm.step_s, cm.per_row_s, cm.text_encode_s, cm.vae_decode_s)
+    return DiffusionRooflineCost(
+        catalog.get_diffusion_model(pool.model),
+        catalog.get_gpu(pool.gpu),
+        compute_efficiency=cm.compute_efficiency,
+        bandwidth_efficiency=cm.bandwidth_efficiency,
+    )
+
+
 def pool_kv_budget(pool: PoolConfig) -> KVBudget:
     return kv_budget(catalog.get_model(pool.model), catalog.get_gpu(pool.gpu), pool.engine, pool.tensor_parallel_size)
+
+
+def check_pool_fits(pool: PoolConfig) -> None:
+    """Raise ConfigError (one line) if the pool's model does not fit its GPU."""
+    if pool.is_diffusion:
+        diffusion_memory_budget(catalog.get_diffusion_model(pool.model), catalog.get_gpu(pool.gpu), pool.diffusion.gpu_memory_utilization)
+    else:
+        pool_kv_budget(pool)
 
 
 def scheduler_config(pool: PoolConfig) -> SchedulerConfig:
@@ -63,23 +91,180 @@ def price_per_gpu_hour(pool: PoolConfig) -> float:
     return pool.price_per_gpu_hour or catalog.get_gpu(pool.gpu).price.usd_per_gpu_hour
 
 
+# --------------------------------------------------------------------------- pools
+
+
 class Pool:
-    def __init__(self, env: simpy.Environment, cfg: PoolConfig, recorder: Recorder):
+    """Replicas of one pool behind a router; the replicas up take the traffic."""
+
+    def __init__(self, env: simpy.Environment, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy]):
+        self.env = env
         self.cfg = cfg
-        self.budget = pool_kv_budget(cfg)
+        self.recorder = recorder
         self.router = make_router(cfg.router)
+        self.retry = retry
+        self.replicas: list = []
+        self.up: list = self.replicas
+        """Replicas taking traffic (the same list object as ``replicas`` until one fails)."""
+        self.pending: list = []
+        """Requests waiting for a replica to come back (every replica down)."""
+        self.on_idle: Callable[[], None] | None = None
+        self.expired: dict[int, str] = {}
+        """Requests whose deadline passed (by id), with the reason, so a retry is not tried."""
+
+    @property
+    def first_index(self) -> int:
+        """Recorder index of the pool's first replica (replica indices are global)."""
+        return self.replicas[0].index
+
+    def _adopt(self, rep) -> None:
+        rep.on_lost = self.requeue
+        rep.fail_request = self.fail_request
+        self.replicas.append(rep)
+
+    def route(self, req) -> None:
+        up = self.up
+        if not up:
+            self.pending.append(req)
+            return
+        up[self.router.select(up)].submit(req)
+        if req.status == RequestStatus.REJECTED and req.on_done is not None:
+            req.on_done(req)
+
+    @property
+    def num_outstanding(self) -> int:
+        return len(self.pending) + sum(r.num_outstanding for r in self.replicas)
+
+    # -- faults
+    def fail(self, i: int) -> None:
+        rep = self.replicas[i]
+        if not rep.up:
+            return
+        if self.up is self.replicas:
+            self.up = list(self.replicas)
+        self.up.remove(rep)
+        rep.fail()
+
+    def recover(self, i: int) -> None:
+        rep = self.replicas[i]
+        if rep.up:
+            return
+        rep.recover()
+        self.up = [r for r in self.replicas if r.up]
+        pending, self.pending = self.pending, []
+        for req in pending:
+            self.route(req)
+
+    def requeue(self, running: list, waiting: list) -> None:
+        """Requests a failed replica held: running ones are retried (their work is lost, up
+        to a checkpoint for deterministic diffusion), queued ones simply go elsewhere."""
+        for req in running:
+            if req.fail_reason:
+                continue  # timed out already
+            if id(req) in self.expired:
+                self.fail_request(req, self.expired[id(req)])
+                continue
+            req.num_retries += 1
+            policy = self.retry.get(req.class_id)
+            limit = policy.max_retries if policy is not None else 0
+            if req.num_retries > limit:
+                self.fail_request(req, f"replica {req.replica} failed and the retry budget ({limit}) is spent")
+                continue
+            self._reset(req)
+            self.route(req)
+        for req in waiting:
+            if req.fail_reason:
+                continue
+            if id(req) in self.expired:
+                self.fail_request(req, self.expired[id(req)])
+                continue
+            self._reset(req)
+            self.route(req)
+        if self.on_idle is not None:
+            self.on_idle()
+
+    def _reset(self, req) -> None:
+        req.status = RequestStatus.WAITING
+        if isinstance(req, Request):
+            req.reset_for_retry()
+            # The client sees a new generation: its first token is the new attempt's.
+            req.first_token_s = -1.0
+            req.last_token_s = -1.0
+            req.max_itl_s = 0.0
+        else:
+            if not req.deterministic:
+                req.checkpoint_step = 0
+            req.steps_done = req.checkpoint_step
+
+    def fail_request(self, req, reason: str) -> None:
+        req.status = RequestStatus.ABORTED
+        req.fail_reason = reason
+        req.finish_s = -1.0
+        if req.on_done is not None:
+            req.on_done(req)
+
+    def timeout(self, req, timeout_s: float) -> None:
+        """A request's deadline passed: give up on it wherever it is."""
+        if req.status == RequestStatus.FINISHED or req.status == RequestStatus.REJECTED or req.fail_reason:
+            return
+        reason = f"not finished within timeout_s {timeout_s:g} s"
+        self.expired[id(req)] = reason
+        if req in self.pending:
+            self.pending.remove(req)
+            self.fail_request(req, reason)
+        elif 0 <= req.replica:
+            self.replicas[req.replica - self.first_index].cancel(req, reason)
+        if self.on_idle is not None:
+            self.on_idle()
+
+
+class LLMPool(Pool):
+    kind = "llm"
+
+    def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy]):
+        super().__init__(env, cfg, recorder, retry)
+        self.budget = pool_kv_budget(cfg)
         cost = build_cost_model(cfg)
         sched_cfg = scheduler_config(cfg)
         sched_cls = StaticBatchScheduler if cfg.engine.scheduler == "static" else Scheduler
         prefix = cfg.engine.enable_prefix_caching and cfg.engine.scheduler == "continuous"
-        self.replicas: list[LLMReplica] = []
+        model = catalog.get_model(cfg.model)
+        block_gib = model.kv_bytes_per_token(kv_bytes_per_elem(cfg.engine), cfg.tensor_parallel_size) * cfg.engine.block_size / 2**30
         for _ in range(cfg.replicas):
             kv = KVCacheManager(self.budget.num_gpu_blocks, cfg.engine.block_size, prefix)
-            index = recorder.add_replica(cfg.name, self.budget.num_gpu_blocks, cfg.tensor_parallel_size)
-            self.replicas.append(LLMReplica(env, index, sched_cls(sched_cfg, kv), cost, recorder, cfg.tensor_parallel_size))
+            index = recorder.add_replica(cfg.name, self.budget.num_gpu_blocks, cfg.tensor_parallel_size, block_gib)
+            self._adopt(LLMReplica(env, index, sched_cls(sched_cfg, kv), cost, recorder, cfg.tensor_parallel_size))
 
-    def route(self, req: Request) -> None:
-        self.replicas[self.router.select(self.replicas)].submit(req)
+
+class DiffusionPool(Pool):
+    kind = "diffusion"
+
+    def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy]):
+        super().__init__(env, cfg, recorder, retry)
+        self.spec = catalog.get_diffusion_model(cfg.model)
+        gpu = catalog.get_gpu(cfg.gpu)
+        batching = cfg.diffusion
+        self.mem_budget = diffusion_memory_budget(self.spec, gpu, batching.gpu_memory_utilization)
+        cost = build_diffusion_cost(cfg)
+        self._mem: dict[tuple, tuple[int, float]] = {}
+        for _ in range(cfg.replicas):
+            index = recorder.add_replica(cfg.name, max(1, int(self.mem_budget / MIB)), 1, 1 / 1024)
+            self._adopt(DiffusionReplica(env, index, DiffusionBatcher(batching, self.mem_budget), cost, recorder, batching))
+
+    def make_request(self, request_id: int, class_id: int, t: float, shape, steps: int, images: int) -> ImageRequest:
+        key = (shape.width, shape.height, shape.frames, images, shape.cfg)
+        found = self._mem.get(key)
+        if found is None:
+            tokens = self.spec.latent_tokens(shape.width, shape.height, shape.frames)
+            mem = request_bytes(self.spec, shape.width, shape.height, shape.frames, images, shape.cfg)
+            found = self._mem[key] = (tokens, mem)
+        return ImageRequest(
+            request_id, class_id, t, shape.width, shape.height, shape.frames, steps, images, shape.cfg,
+            shape.deterministic, found[0], found[1],
+        )
+
+
+# --------------------------------------------------------------------------- a replication
 
 
 @dataclass
@@ -97,19 +282,86 @@ class ReplicationResult:
     replicas: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def _feed(env: simpy.Environment, stream: Stream, class_id: int, pool: Pool, ids, block_size: int, on_arrival):
+def _feed_text(env, stream: Stream, class_id: int, pool: LLMPool, ids, rec: Recorder, on_arrival, timeout_s):
+    block_size = pool.cfg.engine.block_size
     prefix = pool.cfg.engine.enable_prefix_caching and stream.prefix_hashes is not None
     times = stream.arrival_s.tolist()
     prompts = stream.prompt_tokens.tolist()
     outputs = stream.output_tokens.tolist()
     hashes = stream.prefix_hashes
+    record = rec.arrival
+    route = pool.route
     for i, t in enumerate(times):
         if t > env.now:
             yield env.timeout(t - env.now)
         keys = block_keys(hashes[i], prompts[i], block_size, stream.hash_block_tokens) if prefix else None
-        pool.route(Request(next(ids), class_id, t, prompts[i], outputs[i], keys))
+        req = Request(next(ids), class_id, t, prompts[i], outputs[i], keys)
+        record(req)
+        route(req)
+        if timeout_s is not None:
+            _deadline(env, pool, req, timeout_s)
         if on_arrival is not None:
             on_arrival()
+
+
+def _feed_images(env, stream: ImageStream, class_id: int, pool: DiffusionPool, ids, rec: Recorder, on_arrival, timeout_s):
+    times = stream.arrival_s.tolist()
+    steps = stream.steps.tolist()
+    images = stream.images.tolist()
+    for i, t in enumerate(times):
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        req = pool.make_request(next(ids), class_id, t, stream.shape, steps[i], images[i])
+        rec.image_arrival(req)
+        pool.route(req)
+        if timeout_s is not None:
+            _deadline(env, pool, req, timeout_s)
+        if on_arrival is not None:
+            on_arrival()
+
+
+def _feed_pipelines(env, stream: PipelineStream, class_id: int, pools: dict, ids, rec: Recorder, on_arrival, timeout_s):
+    for i, t in enumerate(stream.arrival_s.tolist()):
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        pipe = PipelineRequest(next(ids), class_id, t, stream, i)
+        rec.pipeline_arrival(pipe)
+        pipe.start(env, pools, ids, rec, timeout_s)
+        if on_arrival is not None:
+            on_arrival()
+
+
+def _deadline(env, pool: Pool, req, timeout_s: float) -> None:
+    env.timeout(timeout_s).callbacks.append(lambda _e: pool.timeout(req, timeout_s))
+
+
+def _faults(env, pool: Pool, rng: np.random.Generator):
+    """Failure and repair times for every replica of a pool."""
+    f = pool.cfg.faults
+
+    def draw(mean: float) -> float:
+        return float(rng.exponential(mean)) if f.distribution == "exponential" else mean
+
+    def cycle(i: int):
+        while True:
+            yield env.timeout(draw(f.mtbf_s))
+            pool.fail(i)
+            yield env.timeout(draw(f.mttr_s))
+            pool.recover(i)
+
+    def scheduled(i: int, at: float):
+        yield env.timeout(at)
+        pool.fail(i)
+        yield env.timeout(draw(f.mttr_s))
+        pool.recover(i)
+
+    procs = []
+    if f.mtbf_s is not None:
+        procs += [env.process(cycle(i)) for i in range(len(pool.replicas))]
+    for i, at in f.at_s or ():
+        if i < len(pool.replicas):
+            procs.append(env.process(scheduled(i, at)))
+    return procs
 
 
 def simulate(
@@ -117,23 +369,60 @@ def simulate(
     base_dir: Path,
     seed: np.random.SeedSequence,
     on_arrival: Callable[[], None] | None = None,
-    streams: list[Stream] | None = None,
+    streams: list | None = None,
 ) -> ReplicationResult:
-    """Run one replication. ``seed`` spawns one generator per request class."""
+    """Run one replication. ``seed`` spawns one generator per request class (and one for
+    replica failures)."""
     wall0 = time.perf_counter()
     env = simpy.Environment()
     recorder = Recorder([c.name for c in scenario.classes])
-    pools = {p.name: Pool(env, p, recorder) for p in scenario.pools}
+    retry = {i: c.retry for i, c in enumerate(scenario.classes)}
+    pools: dict[str, Pool] = {}
+    for p in scenario.pools:
+        pools[p.name] = (DiffusionPool if p.is_diffusion else LLMPool)(env, p, recorder, retry)
     if streams is None:
         rngs = [np.random.default_rng(s) for s in seed.spawn(len(scenario.classes))]
-        streams = [build_stream(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]
+        streams = [_build(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]
     ids = iter(range(1 << 62))
+    feeders = []
     for class_id, (cls, stream) in enumerate(zip(scenario.classes, streams)):
-        pool = pools[cls.pool]
-        env.process(_feed(env, stream, class_id, pool, ids, pool.cfg.engine.block_size, on_arrival))
+        timeout_s = cls.retry.timeout_s
+        if cls.kind == "pipeline":
+            gen = _feed_pipelines(env, stream, class_id, pools, ids, recorder, on_arrival, timeout_s)
+        elif cls.kind == "image":
+            gen = _feed_images(env, stream, class_id, pools[cls.pool], ids, recorder, on_arrival, timeout_s)
+        else:
+            gen = _feed_text(env, stream, class_id, pools[cls.pool], ids, recorder, on_arrival, timeout_s)
+        feeders.append(env.process(gen))
     last_arrival = max((float(s.arrival_s[-1]) for s in streams if len(s)), default=0.0)
     until = last_arrival + scenario.drain_timeout_s if scenario.drain_timeout_s is not None else None
-    env.run(until=until)
+    faulty = [p for p in pools.values() if p.cfg.faults is not None]
+    timeouts = any(c.retry.timeout_s is not None for c in scenario.classes)
+    if faulty or timeouts:
+        # Failure cycles and deadlines never run out of events: stop when every request has
+        # finished, been rejected or failed (or at the drain timeout).
+        fault_rng = np.random.default_rng(seed.spawn(1)[0])
+        for p in faulty:
+            _faults(env, p, fault_rng)
+        stop = env.event()
+
+        def check() -> None:
+            if stop.triggered or not all(f.triggered for f in feeders):
+                return
+            if all(p.num_outstanding == 0 for p in pools.values()):
+                stop.succeed()
+
+        for p in pools.values():
+            p.on_idle = check
+            for rep in p.replicas:
+                rep.on_idle = check
+        for f in feeders:
+            f.callbacks.append(lambda _e: check())
+        if until is not None:
+            env.timeout(until).callbacks.append(lambda _e: stop.triggered or stop.succeed())
+        env.run(until=stop)
+    else:
+        env.run(until=until)
     replicas = pd.DataFrame(
         {
             "replica": range(len(recorder.replica_pool)),
@@ -152,3 +441,11 @@ def simulate(
         num_steps=recorder.num_steps,
         replicas=replicas,
     )
+
+
+def _build(scenario: Scenario, cls, rng: np.random.Generator, base_dir: Path):
+    if cls.kind == "pipeline":
+        return build_pipeline_stream(scenario, cls, rng, base_dir)
+    if cls.kind == "image":
+        return build_image_stream(scenario, cls, rng, base_dir)
+    return build_stream(scenario, cls, rng, base_dir)

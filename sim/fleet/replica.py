@@ -13,6 +13,11 @@ and the longest inter-token gap through a monotonic stack of step durations (the
 since a member joined is the first stack entry after its join clock). A member's metrics are
 settled when it leaves the cohort. Work therefore scales with arrivals, completions and
 preemptions, not with generated tokens or the batch size.
+
+A failure (``fail``) interrupts the loop wherever it is: the step or span in flight is lost,
+the scheduler is drained (the KV cache is gone), and every request goes back to the pool,
+which restarts the ones that were running on another replica. A timed-out request is
+cancelled at the next step boundary (``cancel``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from bisect import bisect_right
 import simpy
 
 from sim.costs.base import CostModel
-from sim.llm.request import Request
+from sim.llm.request import Request, RequestStatus
 from sim.metrics.recorder import Recorder
 
 
@@ -40,7 +45,6 @@ class LLMReplica:
         self.cost = cost
         self.recorder = recorder
         self.num_gpus = num_gpus
-        self._record_arrival = recorder.arrival
         self.num_outstanding = 0
         """Requests routed here and not yet finished (the router's load view)."""
         self.outstanding_tokens = 0
@@ -59,6 +63,16 @@ class LLMReplica:
         self._span_timer: simpy.Event | None = None
         self._span: tuple = ()  # (span, line, start) of the span in flight
         self._span_done = 0  # steps it will have run when the engine wakes
+        self.up = True
+        self.on_lost = None
+        """Called with (running, waiting) requests a failure took away (set by the pool)."""
+        self.on_idle = None
+        """Called when the last outstanding request finishes (set by the cluster)."""
+        self.fail_request = None
+        """Called with (request, reason) for a request given up on (set by the pool)."""
+        self._cancels: list[Request] = []
+        self._step_start = 0.0
+        self._step_out = None
         self.process = env.process(self._run())
 
     # ------------------------------------------------------------------ requests in
@@ -66,7 +80,6 @@ class LLMReplica:
     def submit(self, req: Request) -> None:
         req.replica = self.index
         req.seen_in_system = self.num_outstanding
-        self._record_arrival(req)
         if self.scheduler.add_request(req):
             return  # rejected with its reason (the request's record says which)
         self.num_outstanding += 1
@@ -76,13 +89,17 @@ class LLMReplica:
             wake.succeed()
         elif self._in_span and self.scheduler.admits_mid_batch:
             # The step in flight completes; the newcomer joins the next one.
-            self._in_span = False
-            span, line, start = self._span
-            k = span.num_steps
-            now = self.env.now
-            done = min(line.steps_within(span.ctx_sum, span.ctx_growth, now - start, k) + 1, k)
-            self._span_done = done
-            self._set_span_timer(start + line.total_s(span.ctx_sum, span.ctx_growth, done) - now)
+            self._cut_span()
+
+    def _cut_span(self) -> None:
+        """End the decode span in flight at the end of its current step."""
+        self._in_span = False
+        span, line, start = self._span
+        k = span.num_steps
+        now = self.env.now
+        done = min(line.steps_within(span.ctx_sum, span.ctx_growth, now - start, k) + 1, k)
+        self._span_done = done
+        self._set_span_timer(start + line.total_s(span.ctx_sum, span.ctx_growth, done) - now)
 
     def _set_span_timer(self, delay: float) -> None:
         timer = self.env.timeout(delay)
@@ -130,6 +147,17 @@ class LLMReplica:
         pool = self.kv.pool
         gpus = self.num_gpus
         while True:
+            try:
+                yield from self._loop(env, sched, rec, idx, pool, gpus)
+            except simpy.Interrupt:
+                self._lose_work()
+                self._wake = env.event()
+                yield self._wake  # until recover()
+
+    def _loop(self, env, sched, rec, idx, pool, gpus):
+        while True:
+            if self._cancels:
+                self._apply_cancels()
             if not sched.has_unfinished_requests():
                 self._wake = env.event()
                 yield self._wake
@@ -156,6 +184,8 @@ class LLMReplica:
                 raise RuntimeError(f"replica {idx}: scheduler made no progress with requests pending")
             start = env.now
             dur = self.cost.step_s(out.shape)
+            self._step_start = start
+            self._step_out = out
             rec.busy(idx, start, dur, sched.num_running, sched.num_waiting, pool.num_used, 1)
             for req in out.newly_scheduled:
                 req.first_scheduled_s = start
@@ -165,6 +195,7 @@ class LLMReplica:
                 if req.cohort_marked:
                     self._settle(req)
             yield env.timeout(dur)
+            self._step_out = None
             now = env.now
             emitted, finished, joined = sched.update_from_output(out)
             # GPU time is shared among the step's rows in proportion to their tokens.
@@ -231,6 +262,88 @@ class LLMReplica:
                 self._settle(req)
             req.finish_s = now
             self.num_outstanding -= 1
+            if req.on_done is not None:
+                req.on_done(req)
         if finished and self.num_outstanding == 0:
             # Recomputation makes the token counter drift; settle it when the replica drains.
             self.outstanding_tokens = 0
+            if self.on_idle is not None:
+                self.on_idle()
+
+    # ------------------------------------------------------------------ timeouts and faults
+
+    def cancel(self, req: Request, reason: str) -> None:
+        """Abandon a request (its deadline passed) at the next step boundary, as an engine
+        processes aborts between steps; one that finishes in the step in flight is kept."""
+        self._cancels.append((req, reason))
+        if self._in_span:
+            self._cut_span()
+
+    def _apply_cancels(self) -> None:
+        cancels, self._cancels = self._cancels, []
+        sched = self.scheduler
+        for req, reason in cancels:
+            if req not in sched.waiting and req not in sched.running:
+                continue  # finished meanwhile
+            if req.cohort_marked:
+                self._settle(req)
+            sched.abort(req)
+            self.num_outstanding -= 1
+            self.fail_request(req, reason)
+        if self.num_outstanding == 0:
+            self.outstanding_tokens = 0
+            if self.on_idle is not None:
+                self.on_idle()
+
+    def fail(self) -> None:
+        """The replica goes down now."""
+        if not self.up:
+            return
+        self.up = False
+        self.process.interrupt("failure")
+
+    def recover(self) -> None:
+        self.up = True
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    def _lose_work(self) -> None:
+        """Drop everything: the step or span in flight, the KV cache, the queue."""
+        now = self.env.now
+        sched = self.scheduler
+        if self._in_span:
+            span, line, start = self._span  # nothing of it is committed: no KV change
+            # GPU time of the lost partial span, shared by its rows.
+            self._row_gpu_s += (now - start) * self.num_gpus / span.num_rows
+            self._in_span = False
+        finished: list[Request] = []
+        if self._step_out is not None:
+            out = self._step_out
+            share = (now - self._step_start) * self.num_gpus / max(1, out.shape.num_tokens)
+            for req, n in zip(out.requests, out.num_scheduled_tokens):
+                req.gpu_s += share * n
+            if out.num_cohort:
+                self._row_gpu_s += share
+            self._step_out = None
+            # Close the scheduler's books on the interrupted step (its blocks were allocated
+            # when it was scheduled) before dropping everything; what it would have
+            # finished is lost with the rest.
+            running = list(sched.running)
+            _, finished, _ = sched.update_from_output(out)
+            for req in finished:
+                req.status = RequestStatus.RUNNING
+        self._span_timer = None
+        running = list(sched.running) + finished
+        for req in running:
+            if req.cohort_marked:
+                self._settle(req)
+        lost = sched.drain() + finished
+        in_flight = set(map(id, running))
+        waiting = [r for r in lost if id(r) not in in_flight]
+        running = [r for r in lost if id(r) in in_flight]
+        self._cancels = []
+        self.num_outstanding = 0
+        self.outstanding_tokens = 0
+        self.recorder.busy(self.index, now, 0.0, 0, 0, 0, 0)
+        if self.on_lost is not None:
+            self.on_lost(running, waiting)

@@ -81,6 +81,13 @@ class BlockPool:
             self.cached_free[key] = True  # most recently used end
             self.num_free += 1
 
+    def reset(self) -> None:
+        """Forget every cached block (all blocks must be free): the pool of a restarted GPU."""
+        if self.num_free != self.num_blocks:
+            raise RuntimeError(f"reset with {self.num_used} blocks still in use")
+        self.cached_free.clear()
+        self.num_free_plain = self.num_blocks
+
 
 class KVCacheManager:
     """Allocates and frees KV slots for requests (vLLM's ``KVCacheManager`` facade)."""
@@ -152,3 +159,8 @@ class KVCacheManager:
         pool.free_plain(req.num_blocks - req.num_hashed_blocks)
         req.num_blocks = 0
         req.num_hashed_blocks = 0
+
+    def reset(self) -> None:
+        """Forget the prefix cache after a replica failure (its GPU memory is lost). Every
+        request must have freed its blocks first (``drain()`` does)."""
+        self.pool.reset()

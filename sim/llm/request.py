@@ -18,6 +18,8 @@ class RequestStatus(enum.IntEnum):
     # Anything after PREEMPTED is final (as in vLLM).
     FINISHED = 3
     REJECTED = 4
+    ABORTED = 5
+    """Taken out unfinished by ``abort()`` (a timeout) or ``drain()`` (a replica failure)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -42,6 +44,8 @@ class Request:
     num_hashed_blocks: int = 0
     """Of those, the leading prompt blocks registered under their hash."""
     num_preemptions: int = 0
+    num_retries: int = 0
+    """Times the engine resubmitted it after an abort or a drain (reset_for_retry keeps it)."""
     num_cached_tokens: int = -1
     """Prompt tokens served from the prefix cache at first scheduling (-1: not yet)."""
     # Decode cohort (scheduler-owned): while a request is a cohort member its counters above
@@ -65,6 +69,32 @@ class Request:
     itl_mark: int = 0
     cohort_marked: bool = False
     reject_reason: str = ""
+    fail_reason: str = ""
+    """Why it was given up on (retries spent after replica failures, or its timeout)."""
+    on_done: object = None
+    """Called with the request when it finishes, is rejected or fails (pipeline stages)."""
+    parent: object = None
+    """The pipeline request this is a stage of (None: a request of its own)."""
+    stage: int = -1
 
     def __post_init__(self) -> None:
         self.num_tokens = self.num_prompt_tokens + self.num_output_tokens
+
+    def reset_for_retry(self) -> None:
+        """Back to the scheduler state of a fresh arrival, after ``abort()`` or ``drain()``.
+
+        Its output is lost and will be generated again (the KV cache it had is gone).
+        Accumulated metrics stay (``gpu_s``, ``num_preemptions``, ``num_retries``), and so do
+        the timing fields and the engine's marks: the engine decides what a retry means to them.
+        """
+        if self.num_blocks:
+            raise RuntimeError(f"request {self.request_id} still holds {self.num_blocks} KV blocks")
+        self.status = RequestStatus.WAITING
+        self.num_output_tokens = 0
+        self.num_tokens = self.num_prompt_tokens
+        self.num_computed_tokens = 0
+        self.num_hashed_blocks = 0
+        self.num_cached_tokens = -1
+        self.cohort_mark = 0
+        self.cohort_base = 0
+        self.cohort_finish_clock = 0

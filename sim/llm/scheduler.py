@@ -156,6 +156,52 @@ class Scheduler:
             self._sync(req)
         return [*self.cohort, *self.others]
 
+    # ------------------------------------------------------------------ requests out
+    # Timeouts and faults. The engine calls these between steps only: during a step (after
+    # schedule(), before update_from_output()) the cohort holds blocks for a clock value it
+    # has not reached, and a member's block count could not be brought up to date.
+
+    def abort(self, req: Request) -> None:
+        """Take an unfinished request out wherever it is and free its KV blocks (vLLM's
+        ``finish_requests(..., FINISHED_ABORTED)``). Its counters are brought up to date
+        first, so ``num_output_tokens`` is what it generated. Does nothing to a request that
+        is already final, as vLLM ignores aborts of finished requests."""
+        status = req.status
+        if status > RequestStatus.PREEMPTED:
+            return
+        if status == RequestStatus.RUNNING:
+            if req in self.cohort:
+                self._leave(req)
+                if not self.cohort:
+                    self._finish_heap.clear()  # only stale entries are left
+            else:
+                self.others.remove(req)
+            self.kv.free(req)
+        else:
+            self.waiting.remove(req)  # near the head when the oldest time out first
+        req.status = RequestStatus.ABORTED
+
+    def drain(self) -> list[Request]:
+        """Take every request out, running first (in running order) then waiting (in queue
+        order), for a replica failure: their blocks are freed, their counters brought up to
+        date, their status set to ABORTED, and the prefix cache is forgotten (the GPU memory
+        is lost). The clock keeps counting, so marks the engine took on it stay ordered."""
+        kv = self.kv
+        running = self.running
+        for req in running:
+            kv.free(req)
+        out = running + list(self.waiting)
+        for req in out:
+            req.status = RequestStatus.ABORTED
+        self.waiting.clear()
+        self.cohort.clear()
+        self.others = []
+        self._ctx_base = 0
+        self._needs_block = [0] * kv.block_size
+        self._finish_heap.clear()
+        kv.reset()
+        return out
+
     # ------------------------------------------------------------------ the cohort
 
     def _sync(self, req: Request) -> None:

@@ -41,6 +41,35 @@ class StaticBatchScheduler:
     def num_running(self) -> int:
         return len(self.running)
 
+    def abort(self, req: Request) -> None:
+        """Take an unfinished request out (a timeout): a batch member gives back its reserved
+        blocks and leaves the batch, which carries on without it. Nothing for a final request.
+
+        Between steps only, as for ``Scheduler.abort``. If the member taken out was the only
+        one still generating, the batch ends after one more (padding-only) step: the engine
+        learns of finished requests from update_from_output()."""
+        if req.status > RequestStatus.PREEMPTED:
+            return
+        if req.status == RequestStatus.RUNNING:
+            self.running.remove(req)
+            self.kv.free(req)
+        else:
+            self.waiting.remove(req)
+        req.status = RequestStatus.ABORTED
+
+    def drain(self) -> list[Request]:
+        """Take every request out for a replica failure: the batch (in batch order), then the
+        queue (in order), all ABORTED with their blocks freed; the KV pool starts afresh."""
+        for req in self.running:
+            self.kv.free(req)
+        out = self.running + list(self.waiting)
+        for req in out:
+            req.status = RequestStatus.ABORTED
+        self.running = []
+        self.waiting.clear()
+        self.kv.reset()
+        return out
+
     def _form_batch(self, out: SchedulerOutput) -> None:
         kv = self.kv
         while self.waiting and len(self.running) < self.config.max_num_seqs:

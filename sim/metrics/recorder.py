@@ -2,9 +2,11 @@
 
 It never steers the simulation. Per-request facts live on the request objects the engine
 stamps (arrival, first schedule, first token, finish, preemptions, GPU-seconds); the recorder
-keeps a reference to each and builds one row per request in ``requests_frame()``. Per-replica
-state over time (batch size, waiting queue, KV blocks used) is sampled at every step or
-decode span into compact arrays.
+keeps a reference to each and builds one row per request in ``requests_frame()``: text, image
+and pipeline requests in one table with a ``kind`` column (a pipeline's stages are rows of
+their own, pointing at it through ``parent_id``). Per-replica state over time (batch size,
+waiting queue, memory held: KV blocks for an LLM, latents and activations for diffusion) is
+sampled at every step, decode span or batch into compact arrays.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ import pandas as pd
 
 from sim.llm.request import Request
 
+# Request status -> the word in the tables: a request is finished, rejected (with a reason,
+# on arrival), failed (retries spent or timed out, with a reason), or still in flight.
+_STATUS = {0: "waiting", 1: "running", 2: "waiting", 3: "finished", 4: "rejected", 5: "failed"}
+
 
 class Recorder:
     def __init__(self, class_names: list[str]):
         self.class_names = class_names
         self.requests: list[Request] = []
+        self.image_requests: list = []
+        self.pipelines: list = []
         # Per-replica time series, one sample per engine step or decode span (at its start).
         self._ts_t = array("d")
         self._ts_replica = array("i")
@@ -32,18 +40,28 @@ class Recorder:
         self.replica_kv_blocks: list[int] = []
         self.replica_busy_s: list[float] = []
         self.replica_gpus: list[int] = []
+        self.replica_unit_gib: list[float] = []
         self.num_steps = 0
 
     # -- events
-    def add_replica(self, pool: str, num_kv_blocks: int, num_gpus: int) -> int:
+    def add_replica(self, pool: str, num_kv_blocks: int, num_gpus: int, unit_gib: float = 0.0) -> int:
+        """A replica whose memory holds ``num_kv_blocks`` units (KV blocks, or MiB for a
+        diffusion replica) of ``unit_gib`` GiB each."""
         self.replica_pool.append(pool)
         self.replica_kv_blocks.append(num_kv_blocks)
         self.replica_busy_s.append(0.0)
         self.replica_gpus.append(num_gpus)
+        self.replica_unit_gib.append(unit_gib)
         return len(self.replica_pool) - 1
 
     def arrival(self, req: Request) -> None:
         self.requests.append(req)
+
+    def image_arrival(self, req) -> None:
+        self.image_requests.append(req)
+
+    def pipeline_arrival(self, req) -> None:
+        self.pipelines.append(req)
 
     def busy(self, replica: int, t: float, dur_s: float, running: int, waiting: int, kv_used: int, steps: int) -> None:
         self._ts_t.append(t)
@@ -57,41 +75,103 @@ class Recorder:
 
     # -- tables
     def requests_frame(self) -> pd.DataFrame:
-        reqs = self.requests
-        n = len(reqs)
-        cols = {
-            "request_id": np.fromiter((r.request_id for r in reqs), np.int64, n),
-            "class_id": np.fromiter((r.class_id for r in reqs), np.int32, n),
-            "replica": np.fromiter((r.replica for r in reqs), np.int32, n),
-            "seen_in_system": np.fromiter((r.seen_in_system for r in reqs), np.int32, n),
-            "arrival_s": np.fromiter((r.arrival_s for r in reqs), np.float64, n),
-            "prompt_tokens": np.fromiter((r.num_prompt_tokens for r in reqs), np.int64, n),
-            "output_tokens": np.fromiter((r.max_tokens for r in reqs), np.int64, n),
-            "generated_tokens": np.fromiter((r.num_output_tokens for r in reqs), np.int64, n),
-            "cached_tokens": np.fromiter((max(r.num_cached_tokens, 0) for r in reqs), np.int64, n),
-            "first_scheduled_s": np.fromiter((r.first_scheduled_s for r in reqs), np.float64, n),
-            "first_token_s": np.fromiter((r.first_token_s for r in reqs), np.float64, n),
-            "finish_s": np.fromiter((r.finish_s for r in reqs), np.float64, n),
-            "max_itl_s": np.fromiter((r.max_itl_s for r in reqs), np.float64, n),
-            "preemptions": np.fromiter((r.num_preemptions for r in reqs), np.int32, n),
-            "gpu_s": np.fromiter((r.gpu_s for r in reqs), np.float64, n),
-            "status": [r.status.name.lower() if r.status.name != "PREEMPTED" else "waiting" for r in reqs],
-            "reject_reason": [r.reject_reason for r in reqs],
-        }
-        df = pd.DataFrame(cols)
+        frames = [self._text_frame()]
+        if self.image_requests:
+            frames.append(self._image_frame())
+        if self.pipelines:
+            frames.append(self._pipeline_frame())
+        df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         df["class"] = pd.Categorical.from_codes(df["class_id"], categories=self.class_names)
         nan = np.nan
         done = df["finish_s"] >= 0
         started = df["first_scheduled_s"] >= 0
-        first = df["first_token_s"] >= 0
         df["queue_s"] = np.where(started, df["first_scheduled_s"] - df["arrival_s"], nan)
-        df["ttft_s"] = np.where(first, df["first_token_s"] - df["arrival_s"], nan)
         df["e2e_s"] = np.where(done, df["finish_s"] - df["arrival_s"], nan)
-        # TPOT as vLLM's benchmark defines it: (E2E - TTFT) / (output tokens - 1).
-        denom = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
-        df["tpot_s"] = np.where(done, (df["finish_s"] - df["first_token_s"]) / denom, nan)
+        if "first_token_s" in df:
+            first = df["first_token_s"] >= 0
+            df["ttft_s"] = np.where(first, df["first_token_s"] - df["arrival_s"], nan)
+            # TPOT as vLLM's benchmark defines it: (E2E - TTFT) / (output tokens - 1).
+            denom = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
+            df["tpot_s"] = np.where(done & first, (df["finish_s"] - df["first_token_s"]) / denom, nan)
         df["status"] = df["status"].astype("category")
         return df
+
+    def _common(self, reqs: list, kind: str) -> dict:
+        n = len(reqs)
+        pools = self.replica_pool
+        return {
+            "request_id": np.fromiter((r.request_id for r in reqs), np.int64, n),
+            "class_id": np.fromiter((r.class_id for r in reqs), np.int32, n),
+            "kind": np.full(n, kind, dtype=object),
+            "pool": [pools[r.replica] if r.replica >= 0 else "" for r in reqs] if kind != "pipeline" else [""] * n,
+            "parent_id": np.fromiter((r.parent.request_id if getattr(r, "parent", None) is not None else -1 for r in reqs), np.int64, n),
+            "stage": np.fromiter((r.stage for r in reqs), np.int32, n) if kind != "pipeline" else np.full(n, -1, np.int32),
+            "arrival_s": np.fromiter((r.arrival_s for r in reqs), np.float64, n),
+            "finish_s": np.fromiter((r.finish_s for r in reqs), np.float64, n),
+            "status": [_STATUS[int(r.status)] for r in reqs],
+            "reject_reason": [r.reject_reason for r in reqs],
+            "fail_reason": [r.fail_reason for r in reqs],
+        }
+
+    def _text_frame(self) -> pd.DataFrame:
+        reqs = self.requests
+        n = len(reqs)
+        cols = self._common(reqs, "text")
+        cols.update(
+            {
+                "replica": np.fromiter((r.replica for r in reqs), np.int32, n),
+                "seen_in_system": np.fromiter((r.seen_in_system for r in reqs), np.int32, n),
+                "prompt_tokens": np.fromiter((r.num_prompt_tokens for r in reqs), np.int64, n),
+                "output_tokens": np.fromiter((r.max_tokens for r in reqs), np.int64, n),
+                "generated_tokens": np.fromiter((r.num_output_tokens for r in reqs), np.int64, n),
+                "cached_tokens": np.fromiter((max(r.num_cached_tokens, 0) for r in reqs), np.int64, n),
+                "first_scheduled_s": np.fromiter((r.first_scheduled_s for r in reqs), np.float64, n),
+                "first_token_s": np.fromiter((r.first_token_s for r in reqs), np.float64, n),
+                "max_itl_s": np.fromiter((r.max_itl_s for r in reqs), np.float64, n),
+                "preemptions": np.fromiter((r.num_preemptions for r in reqs), np.int32, n),
+                "retries": np.fromiter((r.num_retries for r in reqs), np.int32, n),
+                "gpu_s": np.fromiter((r.gpu_s for r in reqs), np.float64, n),
+            }
+        )
+        return pd.DataFrame(cols)
+
+    def _image_frame(self) -> pd.DataFrame:
+        reqs = self.image_requests
+        n = len(reqs)
+        cols = self._common(reqs, "image")
+        cols.update(
+            {
+                "replica": np.fromiter((r.replica for r in reqs), np.int32, n),
+                "seen_in_system": np.fromiter((r.seen_in_system for r in reqs), np.int32, n),
+                "width": np.fromiter((r.width for r in reqs), np.int64, n),
+                "height": np.fromiter((r.height for r in reqs), np.int64, n),
+                "frames": np.fromiter((r.frames for r in reqs), np.int64, n),
+                "steps": np.fromiter((r.steps for r in reqs), np.int64, n),
+                "images": np.fromiter((r.images for r in reqs), np.int64, n),
+                "cfg": np.fromiter((r.cfg for r in reqs), bool, n),
+                "steps_computed": np.fromiter((r.steps_computed for r in reqs), np.int64, n),
+                "first_scheduled_s": np.fromiter((r.first_scheduled_s for r in reqs), np.float64, n),
+                "forming_s": np.fromiter((r.forming_s for r in reqs), np.float64, n),
+                "first_preview_s": np.fromiter((r.first_preview_s for r in reqs), np.float64, n),
+                "retries": np.fromiter((r.num_retries for r in reqs), np.int32, n),
+                "gpu_s": np.fromiter((r.gpu_s for r in reqs), np.float64, n),
+            }
+        )
+        return pd.DataFrame(cols)
+
+    def _pipeline_frame(self) -> pd.DataFrame:
+        reqs = self.pipelines
+        n = len(reqs)
+        cols = self._common(reqs, "pipeline")
+        cols.update(
+            {
+                "replica": np.full(n, -1, np.int32),
+                "first_scheduled_s": np.fromiter((r.children[0].first_scheduled_s if r.children else -1.0 for r in reqs), np.float64, n),
+                "retries": np.fromiter((sum(c.num_retries for c in r.children) for r in reqs), np.int32, n),
+                "gpu_s": np.fromiter((sum(c.gpu_s for c in r.children) for r in reqs), np.float64, n),
+            }
+        )
+        return pd.DataFrame(cols)
 
     def timeseries_frame(self) -> pd.DataFrame:
         df = pd.DataFrame(
@@ -106,5 +186,8 @@ class Recorder:
         )
         df["pool"] = pd.Categorical([self.replica_pool[i] for i in df["replica"]]) if len(df) else pd.Categorical([])
         kv_total = np.asarray(self.replica_kv_blocks, np.float64)
-        df["kv_util"] = df["kv_blocks_used"] / kv_total[df["replica"].to_numpy()] if len(df) else np.empty(0)
+        unit = np.asarray(self.replica_unit_gib, np.float64)
+        idx = df["replica"].to_numpy()
+        df["kv_util"] = df["kv_blocks_used"] / kv_total[idx] if len(df) else np.empty(0)
+        df["state_gib"] = df["kv_blocks_used"] * unit[idx] if len(df) else np.empty(0)
         return df

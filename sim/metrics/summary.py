@@ -19,6 +19,12 @@ from sim.config import SLO, Scenario
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s", "queue_s", "max_itl_s")
+"""Text classes."""
+IMAGE_METRICS = ("e2e_s", "queue_s", "forming_s", "preview_s")
+"""Image and video classes: end to end, waiting while replicas were busy, waiting for a batch
+to fill while a replica was free, and the first preview (when previews are on)."""
+PIPELINE_METRICS = ("e2e_s", "queue_s")
+METRICS = {"text": LATENCY_METRICS, "image": IMAGE_METRICS, "pipeline": PIPELINE_METRICS}
 
 
 @dataclass(frozen=True)
@@ -44,13 +50,14 @@ class Estimate:
 
 
 def meets_slo(df: pd.DataFrame, slo: SLO | None) -> pd.Series:
-    """Per request: finished and within every per-request target of the SLO."""
+    """Per request: finished and within every per-request target of the SLO. TTFT and TPOT
+    targets apply to text requests only (an image has no tokens)."""
     ok = df["finish_s"] >= 0
     if slo is None:
         return ok
-    if slo.ttft_s is not None:
+    if slo.ttft_s is not None and "ttft_s" in df:
         ok &= df["ttft_s"] <= slo.ttft_s
-    if slo.tpot_s is not None:
+    if slo.tpot_s is not None and "tpot_s" in df:
         ok &= df["tpot_s"].fillna(0) <= slo.tpot_s
     if slo.e2e_s is not None:
         ok &= df["e2e_s"] <= slo.e2e_s
@@ -63,42 +70,82 @@ def _replication_stats(
     slo: SLO | None,
     gpu_hours: float,
     fleet_cost_usd: float,
-    attributed_price: pd.Series,
+    kind: str = "text",
 ) -> dict[str, float]:
+    """One replication's statistics for a class (or the whole fleet): ``df`` holds its
+    top-level requests (a pipeline's stages are not counted separately)."""
     t0, t1 = window
     span = max(t1 - t0, 1e-12)
     arrived = df[(df["arrival_s"] >= t0) & (df["arrival_s"] <= t1)]
     done_in = df[(df["finish_s"] >= t0) & (df["finish_s"] <= t1)]
     finished = arrived[arrived["finish_s"] >= 0]
+    n = len(arrived)
+    status = arrived["status"].astype(str)
     out: dict[str, float] = {
-        "arrivals": float(len(arrived)),
+        "arrivals": float(n),
         "finished": float(len(finished)),
-        "rejected": float((arrived["status"] == "rejected").sum()),
-        "arrival_rate": len(arrived) / span,
+        "rejected": float((status == "rejected").sum()),
+        "failed": float((status == "failed").sum()),
+        "arrival_rate": n / span,
         "throughput_rps": len(done_in) / span,
-        "output_tokens_per_s": float(done_in["output_tokens"].sum()) / span,
-        "input_tokens_per_s": float(done_in["prompt_tokens"].sum()) / span,
         # Goodput: requests that arrived in the window and met every SLO target (DistServe's
-        # definition); rejected and unfinished requests count against it.
+        # definition); rejected, failed and unfinished requests count against it.
         "goodput_rps": float(meets_slo(arrived, slo).sum()) / span,
-        "slo_attainment": float(meets_slo(arrived, slo).mean()) if len(arrived) else math.nan,
-        "rejected_fraction": float((arrived["status"] == "rejected").mean()) if len(arrived) else math.nan,
-        "admitted_rate": float((arrived["status"] != "rejected").sum()) / span,
-        "preemptions_per_request": float(arrived["preemptions"].mean()) if len(arrived) else math.nan,
-        "prefix_hit_rate": float(arrived["cached_tokens"].sum() / max(1, arrived["prompt_tokens"].sum())),
+        "slo_attainment": float(meets_slo(arrived, slo).mean()) if n else math.nan,
+        "rejected_fraction": float((status == "rejected").mean()) if n else math.nan,
+        "failed_fraction": float((status == "failed").mean()) if n else math.nan,
+        "admitted_rate": float((status != "rejected").sum()) / span,
+        "retries_per_request": float(arrived["retries"].mean()) if n and "retries" in arrived else math.nan,
         "gpu_hours": gpu_hours,
         "cost_usd": fleet_cost_usd,
     }
-    out_tokens = float(done_in["output_tokens"].sum())
-    out["cost_per_1m_output_tokens_usd"] = fleet_cost_usd / out_tokens * 1e6 if out_tokens else math.nan
-    price = attributed_price.loc[finished.index] if len(finished) else attributed_price.iloc[:0]
-    out["request_cost_usd_mean"] = float((finished["gpu_s"] / 3600 * price).mean()) if len(finished) else math.nan
-    percentiles = PERCENTILES if slo is None or slo.percentile in PERCENTILES else (*PERCENTILES, slo.percentile)
-    for metric in LATENCY_METRICS:
+    out["request_cost_usd_mean"] = float(finished["cost_usd"].mean()) if len(finished) and "cost_usd" in finished else math.nan
+    if kind == "text":
+        out_tokens = float(done_in["output_tokens"].sum())
+        out["output_tokens_per_s"] = out_tokens / span
+        out["input_tokens_per_s"] = float(done_in["prompt_tokens"].sum()) / span
+        out["preemptions_per_request"] = float(arrived["preemptions"].mean()) if n else math.nan
+        out["prefix_hit_rate"] = float(arrived["cached_tokens"].sum() / max(1, arrived["prompt_tokens"].sum()))
+        out["cost_per_1m_output_tokens_usd"] = fleet_cost_usd / out_tokens * 1e6 if out_tokens else math.nan
+        in_tokens = float(done_in["prompt_tokens"].sum())
+        out["cost_per_1m_input_tokens_usd"] = fleet_cost_usd / in_tokens * 1e6 if in_tokens else math.nan
+    elif kind == "image":
+        images = float(done_in["images"].sum())
+        out["images_per_s"] = images / span
+        out["cost_per_image_usd"] = fleet_cost_usd / images if images else math.nan
+        video_s = float(done_in["video_s"].sum()) if "video_s" in done_in else 0.0
+        if video_s > 0:
+            out["video_seconds_per_s"] = video_s / span
+            out["cost_per_video_second_usd"] = fleet_cost_usd / video_s
+        out["steps_computed_per_image"] = float((finished["steps_computed"] * finished["images"]).sum() / max(1, finished["images"].sum()))
+    slo_p = () if slo is None or slo.percentile in PERCENTILES else (slo.percentile,)
+    for metric in METRICS.get(kind, LATENCY_METRICS):
+        if metric not in finished:
+            continue
         vals = finished[metric].dropna().to_numpy()
-        for p in percentiles:
+        if metric == "preview_s" and not len(vals):
+            continue
+        for p in (*PERCENTILES, *slo_p):
             out[f"{metric}_p{p:g}"] = float(np.percentile(vals, p)) if len(vals) else math.nan
         out[f"{metric}_mean"] = float(vals.mean()) if len(vals) else math.nan
+    return out
+
+
+def _stage_shares(children: pd.DataFrame, parents: pd.DataFrame, window: tuple[float, float], stages: list[str]) -> dict[str, float]:
+    """Each pipeline stage's mean latency and its share of the pipelines' latency and cost
+    (pipelines that arrived in the window and finished)."""
+    t0, t1 = window
+    done = parents[(parents["arrival_s"] >= t0) & (parents["arrival_s"] <= t1) & (parents["finish_s"] >= 0)]
+    kids = children[children["parent_id"].isin(done["request_id"])]
+    out: dict[str, float] = {}
+    total_e2e = float(done["e2e_s"].sum())
+    total_cost = float(kids["cost_usd"].sum()) if "cost_usd" in kids else 0.0
+    for i, name in enumerate(stages):
+        st = kids[kids["stage"] == i]
+        out[f"stage_{name}_e2e_s_mean"] = float(st["e2e_s"].mean()) if len(st) else math.nan
+        out[f"stage_{name}_latency_share"] = float(st["e2e_s"].sum() / total_e2e) if total_e2e > 0 else math.nan
+        if "cost_usd" in st:
+            out[f"stage_{name}_cost_share"] = float(st["cost_usd"].sum() / total_cost) if total_cost > 0 else math.nan
     return out
 
 
@@ -112,35 +159,44 @@ def summarize(
     """Summary dict: per class and overall, each statistic a mean with a 95 % CI.
 
     ``requests`` and ``replicas`` carry a ``replication`` column; ``windows`` holds each
-    replication's measurement window; ``prices`` the $/GPU-hour of each pool.
+    replication's measurement window; ``prices`` the $/GPU-hour of each pool. A class's fleet
+    cost is, for every pool its requests ran on, the pool's GPU-hours in the window times its
+    price, shared among classes by the GPU time their requests used there.
     """
-    class_pool = {c.name: c.pool for c in scenario.classes}
     groups: dict[str, list[dict[str, float]]] = {}
     for rep, (t0, t1) in enumerate(windows):
         rdf = requests[requests["replication"] == rep]
         reps = replicas[replicas["replication"] == rep]
         hours_by_pool = reps.groupby("pool", observed=True)["num_gpus"].sum() * (t1 - t0) / 3600
-        price = rdf["class"].map(lambda c: prices[class_pool[c]]).astype(float)
-        for cls in scenario.classes:
-            cdf = rdf[rdf["class"] == cls.name]
-            # A class's fleet cost is its pool's cost shared by the pool's classes' GPU time.
-            pool_hours = float(hours_by_pool.get(cls.pool, 0.0))
-            pool_gpu_s = rdf.loc[rdf["class"].map(class_pool) == cls.pool, "gpu_s"].sum()
-            share = cdf["gpu_s"].sum() / pool_gpu_s if pool_gpu_s > 0 else 0.0
-            hours = pool_hours * share
-            groups.setdefault(cls.name, []).append(
-                _replication_stats(cdf, (t0, t1), scenario.slo_for(cls), hours, hours * prices[cls.pool], price)
-            )
+        leaves = rdf[rdf["kind"] != "pipeline"] if "kind" in rdf else rdf
+        pool_gpu_s = leaves.groupby("pool", observed=True)["gpu_s"].sum() if "pool" in leaves else pd.Series(dtype=float)
+        top = rdf[rdf["parent_id"] < 0] if "parent_id" in rdf else rdf
+        for class_id, cls in enumerate(scenario.classes):
+            mine = leaves[leaves["class_id"] == class_id]
+            hours = cost = 0.0
+            for pool, gpu_s in mine.groupby("pool", observed=True)["gpu_s"].sum().items():
+                total = float(pool_gpu_s.get(pool, 0.0))
+                if pool in prices and total > 0:
+                    share = float(gpu_s) / total
+                    hours += float(hours_by_pool.get(pool, 0.0)) * share
+                    cost += float(hours_by_pool.get(pool, 0.0)) * share * prices[pool]
+            if not len(mine) and cls.pool is not None:  # a class with no GPU time yet
+                cost = 0.0
+            cdf = top[top["class_id"] == class_id]
+            stats_ = _replication_stats(cdf, (t0, t1), scenario.slo_for(cls), hours, cost, cls.kind)
+            if cls.kind == "pipeline":
+                stats_.update(_stage_shares(mine, cdf, (t0, t1), [s.name for s in cls.stages]))
+            groups.setdefault(cls.name, []).append(stats_)
         if len(scenario.classes) > 1:
             total_hours = float(hours_by_pool.sum())
             cost = float(sum(hours_by_pool.get(p, 0.0) * prices[p] for p in prices))
-            groups.setdefault("all", []).append(
-                _replication_stats(rdf, (t0, t1), scenario.slo, total_hours, cost, price)
-            )
+            kinds = {c.kind for c in scenario.classes}
+            kind = kinds.pop() if len(kinds) == 1 else "mixed"
+            groups.setdefault("all", []).append(_replication_stats(top, (t0, t1), scenario.slo, total_hours, cost, kind))
     result: dict = {"replications": len(windows), "classes": {}}
     for name, rows in groups.items():
-        keys = rows[0].keys()
-        result["classes"][name] = {k: Estimate.of([r[k] for r in rows]).as_dict() for k in keys}
+        keys = dict.fromkeys(k for r in rows for k in r)
+        result["classes"][name] = {k: Estimate.of([r.get(k, math.nan) for r in rows]).as_dict() for k in keys}
     # Flag overload: completions falling well short of admitted arrivals in the window
     # (rejected requests are reported separately, not as overload).
     for stats_ in result["classes"].values():
@@ -149,25 +205,26 @@ def summarize(
     result["slo"] = {
         c.name: (scenario.slo_for(c).model_dump() if scenario.slo_for(c) else None) for c in scenario.classes
     }
-    result["slo_met"] = {c.name: slo_met(result["classes"][c.name], scenario.slo_for(c)) for c in scenario.classes}
+    result["slo_met"] = {c.name: slo_met(result["classes"][c.name], scenario.slo_for(c), c.kind) for c in scenario.classes}
     if "all" in result["classes"]:
         result["slo"]["all"] = scenario.slo.model_dump() if scenario.slo else None
         result["slo_met"]["all"] = slo_met(result["classes"]["all"], scenario.slo)
     return result
 
 
-def slo_met(stats_: dict, slo: SLO | None) -> bool | None:
+def slo_met(stats_: dict, slo: SLO | None, kind: str = "text") -> bool | None:
     """Whether the SLO's percentile of every targeted metric is within its target (mean
     over replications; the planner uses the CI to decide close calls)."""
     if slo is None:
         return None
     # Rejected requests never meet a target: more of them than the percentile tolerates
     # breaks the SLO whatever the latencies of the rest.
-    if stats_["rejected_fraction"]["mean"] > 1 - slo.percentile / 100:
+    bad = stats_["rejected_fraction"]["mean"] + stats_.get("failed_fraction", {"mean": 0.0})["mean"]
+    if bad > 1 - slo.percentile / 100:
         return False
     p = f"{slo.percentile:g}"
     for metric, target in (("ttft_s", slo.ttft_s), ("tpot_s", slo.tpot_s), ("e2e_s", slo.e2e_s)):
-        if target is None:
+        if target is None or (kind != "text" and metric != "e2e_s"):
             continue
         value = stats_[f"{metric}_p{p}"]["mean"]
         if not (value <= target):

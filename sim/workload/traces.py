@@ -1,6 +1,6 @@
 """Readers for published request traces, and shipped samples of them.
 
-Three formats are understood:
+Three text-request formats are understood:
 
 * ``azure`` — Azure LLM inference trace 2023 (Splitwise, ISCA'24) CSVs:
   ``TIMESTAMP,ContextTokens,GeneratedTokens`` with wall-clock timestamps.
@@ -10,9 +10,17 @@ Three formats are understood:
   ``num_decode_tokens``. Lengths-only Vidur files (no ``arrived_at``) are read with
   :func:`read_lengths` as an empirical length distribution.
 
-:func:`read_trace` returns a :class:`Trace` (arrivals in seconds from the first request);
-:func:`rescale` stretches or compresses its arrivals; :func:`sample_path` locates the trace
-samples shipped in ``sim/data/traces``. Every problem with a file raises
+and one image-request (diffusion) format:
+
+* ``alibaba`` — Alibaba GenTD26 (cluster-trace-v2026-GenAI ``lora_request_trace.csv``, SoCC'25)
+  CSVs: ``gmt_create`` (``YYYY-MM-DD HH:MM:SS``, 1-second resolution), ``predict_type``,
+  ``predict_status``, ``num_inference_steps`` and ``num_images_per_prompt`` (written as floats,
+  ``30.0``), among other columns that are not read.
+
+:func:`read_trace` returns a :class:`Trace` (arrivals in seconds from the first request) and
+:func:`read_diffusion_trace` a :class:`DiffusionTrace`; :func:`rescale` stretches or compresses
+the arrivals of either; :func:`sample_path` locates the trace samples shipped in
+``sim/data/traces``. Every problem with a file raises
 :class:`~sim.errors.TraceError` with a one-line message naming the file and, where there is
 one, the data row and column.
 """
@@ -25,9 +33,10 @@ import os
 import pathlib
 import re
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -35,21 +44,35 @@ import pandas as pd
 from sim.errors import TraceError
 
 __all__ = [
+    "DIFFUSION_TRACE_FORMATS",
     "TRACE_FORMATS",
+    "DiffusionTrace",
     "Trace",
+    "read_diffusion_trace",
     "read_lengths",
     "read_trace",
     "rescale",
+    "rescale_diffusion",
     "sample_path",
 ]
 
 TRACE_FORMATS = ("azure", "mooncake", "vidur")
+"""Formats of text-request traces, read by :func:`read_trace` and :func:`read_lengths`."""
+DIFFUSION_TRACE_FORMATS = ("alibaba",)
+"""Formats of image-request (diffusion) traces, read by :func:`read_diffusion_trace`."""
 
 # Column names per format: (arrival column, prompt column, output column).
 _AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 _VIDUR_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
 _MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")
 _MOONCAKE_HASHES = "hash_ids"
+# The Alibaba GenTD26 columns read here (the file has six more, unused).
+_ALIBABA_TIME = "gmt_create"
+_ALIBABA_KIND = "predict_type"
+_ALIBABA_STATUS = "predict_status"
+_ALIBABA_STEPS = "num_inference_steps"
+_ALIBABA_IMAGES = "num_images_per_prompt"
+_ALIBABA_COLUMNS = (_ALIBABA_TIME, _ALIBABA_KIND, _ALIBABA_STATUS, _ALIBABA_STEPS, _ALIBABA_IMAGES)
 
 # Far beyond any real count, and safely inside int64 (float64 rounding included).
 _MAX_TOKENS = 2**53
@@ -58,41 +81,11 @@ _MAX_TOKENS = 2**53
 _NOT_SAMPLES = frozenset({"README.md"})
 
 
-@dataclass(frozen=True, eq=False)
-class Trace:
-    """Requests read from a published trace, arrivals relative to the first request."""
+class _Arrivals:
+    """Span and rate of a trace's ``arrival_s`` (sorted seconds from 0.0), for both kinds."""
 
-    # eq=False: the generated __eq__/__hash__ would compare/hash numpy arrays, which raises;
-    # traces are compared by identity.
-    arrival_s: np.ndarray  # float64, sorted ascending, first element 0.0
-    prompt_tokens: np.ndarray  # int64, >= 1
-    output_tokens: np.ndarray  # int64, >= 1
-    prefix_hashes: tuple[tuple[int, ...], ...] | None  # Mooncake hash_ids per request, else None
-    hash_block_tokens: int | None  # tokens per hash id (512 for Mooncake), else None
-    source: str  # file name, for messages
-
-    def __post_init__(self) -> None:
-        arrival = np.array(self.arrival_s, dtype=np.float64)
-        prompt = np.array(self.prompt_tokens, dtype=np.int64)
-        output = np.array(self.output_tokens, dtype=np.int64)
-        n = len(arrival)
-        if arrival.ndim != 1 or prompt.shape != (n,) or output.shape != (n,):
-            raise ValueError(f"{self.source}: trace arrays must be 1-D and of equal length")
-        if self.prefix_hashes is not None and len(self.prefix_hashes) != n:
-            raise ValueError(f"{self.source}: prefix_hashes must have one entry per request")
-        if n:
-            if arrival[0] != 0.0 or not np.all(np.diff(arrival) >= 0.0):
-                raise ValueError(f"{self.source}: arrivals must be sorted and start at 0.0")
-            if not np.isfinite(arrival[-1]):
-                raise ValueError(f"{self.source}: arrivals must be finite")
-            if prompt.min() < 1 or output.min() < 1:
-                raise ValueError(f"{self.source}: token counts must be >= 1")
-        # Copies made read-only so that a frozen Trace really is immutable and traces derived
-        # by rescale() can share nothing mutable with their parent.
-        for name, arr in (("arrival_s", arrival), ("prompt_tokens", prompt),
-                          ("output_tokens", output)):
-            arr.flags.writeable = False
-            object.__setattr__(self, name, arr)
+    arrival_s: np.ndarray
+    source: str
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -113,9 +106,88 @@ class Trace:
             )
         return (len(self) - 1) / duration
 
+
+def _checked_arrivals(source: str, arrival_s: Any) -> np.ndarray:
+    arrival = np.array(arrival_s, dtype=np.float64)
+    if arrival.ndim != 1:
+        raise ValueError(f"{source}: trace arrays must be 1-D and of equal length")
+    if len(arrival):
+        if arrival[0] != 0.0 or not np.all(np.diff(arrival) >= 0.0):
+            raise ValueError(f"{source}: arrivals must be sorted and start at 0.0")
+        if not np.isfinite(arrival[-1]):
+            raise ValueError(f"{source}: arrivals must be finite")
+    return arrival
+
+
+def _freeze(obj: object, **arrays: np.ndarray) -> None:
+    # Copies made read-only so that a frozen trace really is immutable and traces derived
+    # by rescale() share nothing mutable with their parent.
+    for name, arr in arrays.items():
+        arr.flags.writeable = False
+        object.__setattr__(obj, name, arr)
+
+
+@dataclass(frozen=True, eq=False)
+class Trace(_Arrivals):
+    """Requests read from a published trace, arrivals relative to the first request."""
+
+    # eq=False: the generated __eq__/__hash__ would compare/hash numpy arrays, which raises;
+    # traces are compared by identity.
+    arrival_s: np.ndarray  # float64, sorted ascending, first element 0.0
+    prompt_tokens: np.ndarray  # int64, >= 1
+    output_tokens: np.ndarray  # int64, >= 1
+    prefix_hashes: tuple[tuple[int, ...], ...] | None  # Mooncake hash_ids per request, else None
+    hash_block_tokens: int | None  # tokens per hash id (512 for Mooncake), else None
+    source: str  # file name, for messages
+
+    def __post_init__(self) -> None:
+        arrival = _checked_arrivals(self.source, self.arrival_s)
+        prompt = np.array(self.prompt_tokens, dtype=np.int64)
+        output = np.array(self.output_tokens, dtype=np.int64)
+        n = len(arrival)
+        if prompt.shape != (n,) or output.shape != (n,):
+            raise ValueError(f"{self.source}: trace arrays must be 1-D and of equal length")
+        if self.prefix_hashes is not None and len(self.prefix_hashes) != n:
+            raise ValueError(f"{self.source}: prefix_hashes must have one entry per request")
+        if n and (prompt.min() < 1 or output.min() < 1):
+            raise ValueError(f"{self.source}: token counts must be >= 1")
+        _freeze(self, arrival_s=arrival, prompt_tokens=prompt, output_tokens=output)
+
     def __repr__(self) -> str:
-        return (f"Trace(source={self.source!r}, requests={len(self)}, "
-                f"duration_s={self.duration_s:.3f}, hashes={self.prefix_hashes is not None})")
+        return (
+            f"Trace(source={self.source!r}, requests={len(self)}, "
+            f"duration_s={self.duration_s:.3f}, hashes={self.prefix_hashes is not None})"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class DiffusionTrace(_Arrivals):
+    """Image requests read from a published diffusion trace, arrivals relative to the first."""
+
+    # eq=False for the same reason as Trace.
+    arrival_s: np.ndarray  # float64, sorted ascending, first element 0.0
+    steps: np.ndarray  # int64 >= 1: denoising steps (num_inference_steps)
+    images: np.ndarray  # int64 >= 1: images generated per request (num_images_per_prompt)
+    kind: np.ndarray  # str: request type as recorded (Alibaba: TXT_2_IMG, IMG_2_IMG, INPAINTING)
+    source: str  # file name, for messages
+
+    def __post_init__(self) -> None:
+        arrival = _checked_arrivals(self.source, self.arrival_s)
+        steps = np.array(self.steps, dtype=np.int64)
+        images = np.array(self.images, dtype=np.int64)
+        kind = np.array(self.kind, dtype=np.str_)
+        n = len(arrival)
+        if steps.shape != (n,) or images.shape != (n,) or kind.shape != (n,):
+            raise ValueError(f"{self.source}: trace arrays must be 1-D and of equal length")
+        if n and (steps.min() < 1 or images.min() < 1):
+            raise ValueError(f"{self.source}: steps and images must be >= 1")
+        _freeze(self, arrival_s=arrival, steps=steps, images=images, kind=kind)
+
+    def __repr__(self) -> str:
+        return f"DiffusionTrace(source={self.source!r}, requests={len(self)}, duration_s={self.duration_s:.3f})"
+
+
+_AnyTrace = TypeVar("_AnyTrace", Trace, DiffusionTrace)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,17 +208,9 @@ def read_trace(
     """
     fmt = _check_format(format)
     shown = os.fspath(path)
-    if max_requests is not None and (
-        isinstance(max_requests, bool) or not isinstance(max_requests, int) or max_requests < 1
-    ):
-        raise TraceError(
-            f"{shown}: max_requests must be a whole number >= 1 or None, got {max_requests!r}"
-        )
-    if (isinstance(hash_block_tokens, bool) or not isinstance(hash_block_tokens, int)
-            or hash_block_tokens < 1):
-        raise TraceError(
-            f"{shown}: hash_block_tokens must be a whole number >= 1, got {hash_block_tokens!r}"
-        )
+    _check_max_requests(shown, max_requests)
+    if isinstance(hash_block_tokens, bool) or not isinstance(hash_block_tokens, int) or hash_block_tokens < 1:
+        raise TraceError(f"{shown}: hash_block_tokens must be a whole number >= 1, got {hash_block_tokens!r}")
     _check_file(path)
 
     hashes: list[tuple[int, ...]] | None = None
@@ -201,17 +265,95 @@ def read_lengths(
     return prompt, output
 
 
+def read_diffusion_trace(
+    path: str | os.PathLike[str],
+    format: str = "alibaba",
+    max_requests: int | None = None,
+    statuses: Iterable[str] | None = ("SUCCEED",),
+    kinds: Iterable[str] | None = None,
+) -> DiffusionTrace:
+    """Read an image-request (diffusion) trace file of the given format.
+
+    Keeps the rows whose ``predict_status`` is one of ``statuses`` (default: successful
+    requests only; ``None`` keeps every status) and, when ``kinds`` is given, whose
+    ``predict_type`` is one of them. Only kept rows are checked: the published file leaves
+    steps and images empty on some ``PENDING`` rows. Requests are sorted by arrival time
+    (stably: timestamps have 1-second resolution, and ties keep file order) and arrivals
+    are shifted to start at 0.0 at the first kept request. ``max_requests`` keeps the first
+    N by arrival time.
+    """
+    if format not in DIFFUSION_TRACE_FORMATS:
+        hint = ""
+        if format in TRACE_FORMATS:
+            hint = f" ({format!r} is a text-request trace: read it with read_trace)"
+        allowed = ", ".join(DIFFUSION_TRACE_FORMATS)
+        raise TraceError(f"unknown diffusion trace format {format!r}; allowed: {allowed}{hint}")
+    shown = os.fspath(path)
+    _check_max_requests(shown, max_requests)
+    wanted_status = _value_set(shown, "statuses", statuses)
+    wanted_kind = _value_set(shown, "kinds", kinds)
+    _check_file(path)
+
+    frame = _read_csv(path)
+    _require_columns(frame, path, format, _ALIBABA_COLUMNS, _ALIBABA_COLUMNS, has="needs")
+    status = frame[_ALIBABA_STATUS].fillna("").str.strip()
+    kind = frame[_ALIBABA_KIND].fillna("").str.strip()
+    keep = np.ones(len(frame), dtype=bool)
+    if wanted_status is not None:
+        keep &= status.isin(wanted_status).to_numpy()
+    if wanted_kind is not None:
+        keep &= kind.isin(wanted_kind).to_numpy()
+    if not keep.any():
+        raise TraceError(
+            f"{shown}: no requests left: none has {_ALIBABA_STATUS} in {_listing(wanted_status)} "
+            f"and {_ALIBABA_KIND} in {_listing(wanted_kind)}; the file has "
+            f"{_ALIBABA_STATUS} {_listing(set(status))} and {_ALIBABA_KIND} {_listing(set(kind))}"
+        )
+    kept = frame[keep]
+    steps = _count_column(
+        kept,
+        path,
+        _ALIBABA_STEPS,
+        minimum=1,
+        rule="denoising steps must be whole numbers >= 1",
+        noun="a step count",
+    )
+    images = _count_column(
+        kept,
+        path,
+        _ALIBABA_IMAGES,
+        minimum=1,
+        rule="images per prompt must be whole numbers >= 1",
+        noun="an image count",
+    )
+    arrival = _timestamp_seconds(kept, path, _ALIBABA_TIME, example="2024-11-15 16:57:50")
+
+    order = np.argsort(arrival, kind="stable")
+    if max_requests is not None:
+        order = order[:max_requests]
+    arrival = arrival[order]
+    return DiffusionTrace(
+        arrival_s=arrival - arrival[0],
+        steps=steps[order],
+        images=images[order],
+        kind=kind[keep].to_numpy(dtype=str)[order],
+        source=pathlib.Path(path).name,
+    )
+
+
 def rescale(
-    trace: Trace,
+    trace: _AnyTrace,
     *,
     time_scale: float | None = None,
     target_rate: float | None = None,
-) -> Trace:
-    """Return a copy of ``trace`` with its arrival times stretched or compressed.
+) -> _AnyTrace:
+    """Return a copy of ``trace`` (a :class:`Trace` or :class:`DiffusionTrace`) with its
+    arrival times stretched or compressed.
 
     Give exactly one of ``time_scale`` (multiplies every inter-arrival time; > 1 slows the
     trace down) or ``target_rate`` (requests/s; arrivals are scaled so that ``mean_rate``
-    equals it). Token counts and prefix hashes are unchanged.
+    equals it). Everything but the arrivals (token counts, prefix hashes, steps, images,
+    kinds) is unchanged.
     """
     if (time_scale is None) == (target_rate is None):
         raise TraceError(
@@ -223,27 +365,30 @@ def rescale(
     else:
         rate = _positive_number(trace.source, "target_rate", target_rate)
         factor = trace.mean_rate / rate
-    return Trace(
-        arrival_s=trace.arrival_s * factor,
-        prompt_tokens=trace.prompt_tokens,
-        output_tokens=trace.output_tokens,
-        prefix_hashes=trace.prefix_hashes,
-        hash_block_tokens=trace.hash_block_tokens,
-        source=trace.source,
-    )
+    # replace() runs __post_init__ again, so the copy is validated and read-only as well.
+    return replace(trace, arrival_s=trace.arrival_s * factor)
+
+
+def rescale_diffusion(
+    trace: DiffusionTrace,
+    *,
+    time_scale: float | None = None,
+    target_rate: float | None = None,
+) -> DiffusionTrace:
+    """:func:`rescale` for a :class:`DiffusionTrace`: steps, images and kinds are unchanged."""
+    return rescale(trace, time_scale=time_scale, target_rate=target_rate)
 
 
 def sample_path(name: str) -> pathlib.Path:
     """Path of a trace sample shipped in ``sim/data/traces`` (e.g. ``"azure_conv_2023.csv"``)."""
     folder = files("sim").joinpath("data", "traces")
     available = sorted(
-        entry.name for entry in folder.iterdir()
+        entry.name
+        for entry in folder.iterdir()
         if entry.is_file() and entry.name not in _NOT_SAMPLES and not entry.name.startswith(".")
     )
     if name not in available:
-        raise TraceError(
-            f"unknown trace sample {name!r}; available: {', '.join(available) or '(none)'}"
-        )
+        raise TraceError(f"unknown trace sample {name!r}; available: {', '.join(available) or '(none)'}")
     found = folder.joinpath(name)
     if not isinstance(found, pathlib.Path):
         # Only a zip/egg install yields a non-filesystem Traversable; the readers need a file.
@@ -257,10 +402,43 @@ def sample_path(name: str) -> pathlib.Path:
 
 def _check_format(format: str) -> str:
     if format not in TRACE_FORMATS:
-        raise TraceError(
-            f"unknown trace format {format!r}; allowed: {', '.join(TRACE_FORMATS)}"
-        )
+        hint = ""
+        if format in DIFFUSION_TRACE_FORMATS:
+            hint = f" ({format!r} is an image-request trace: read it with read_diffusion_trace)"
+        raise TraceError(f"unknown trace format {format!r}; allowed: {', '.join(TRACE_FORMATS)}{hint}")
     return format
+
+
+def _check_max_requests(shown: str, max_requests: Any) -> None:
+    if max_requests is not None and (
+        isinstance(max_requests, bool) or not isinstance(max_requests, int) or max_requests < 1
+    ):
+        raise TraceError(f"{shown}: max_requests must be a whole number >= 1 or None, got {max_requests!r}")
+
+
+def _value_set(shown: str, name: str, values: Any) -> frozenset[str] | None:
+    """A filter argument as a set of strings; None means no filter. A lone string is one value."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = (values,)
+    try:
+        items = list(values)
+    except TypeError:
+        items = None
+    if not items or not all(isinstance(v, str) for v in items):
+        raise TraceError(f"{shown}: {name} must be a non-empty list of strings or None, got {_show(values)}")
+    return frozenset(v.strip() for v in items)
+
+
+def _listing(values: Iterable[str] | None, limit: int = 8) -> str:
+    """Values for a one-line message: '(any)', or sorted and shown like '(A, B, ... 3 more)'."""
+    if values is None:
+        return "(any)"
+    shown = sorted(_show(v) for v in values)
+    if len(shown) > limit:
+        shown = shown[:limit] + [f"... {len(shown) - limit} more"]
+    return "(" + ", ".join(shown) + ")"
 
 
 def _check_file(path: str | os.PathLike[str]) -> None:
@@ -318,8 +496,7 @@ def _read_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
                 encoding="utf-8-sig",
             )
     except pd.errors.EmptyDataError:
-        raise TraceError(f"{shown}: file is empty (a header line and data rows are expected)") \
-            from None
+        raise TraceError(f"{shown}: file is empty (a header line and data rows are expected)") from None
     except pd.errors.ParserWarning:
         raise TraceError(
             f"{shown}: line 2 onwards: data rows have more fields than the header has columns; "
@@ -346,8 +523,7 @@ def _read_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     repeated = sorted({c for c in names if names.count(c) > 1})
     if repeated:
         raise TraceError(
-            f"{shown}: header names column(s) {', '.join(repeated)} more than once; "
-            f"each column must appear once"
+            f"{shown}: header names column(s) {', '.join(repeated)} more than once; each column must appear once"
         )
     frame.columns = names
     if len(frame.columns):
@@ -363,8 +539,12 @@ def _read_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def _require_columns(
-    frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str,
-    expected: tuple[str, ...], needed: tuple[str, ...],
+    frame: pd.DataFrame,
+    path: str | os.PathLike[str],
+    fmt: str,
+    expected: tuple[str, ...],
+    needed: tuple[str, ...],
+    has: str = "has",
 ) -> None:
     missing = [c for c in needed if c not in frame.columns]
     if missing:
@@ -373,15 +553,40 @@ def _require_columns(
             found = found[:77] + "..."
         raise TraceError(
             f"{os.fspath(path)}: missing column(s) {', '.join(missing)}; "
-            f"the {fmt} format has columns {', '.join(expected)} (found: {_one_line(found)})"
+            f"the {fmt} format {has} columns {', '.join(expected)} (found: {_one_line(found)})"
         )
 
 
 def _token_column(frame: pd.DataFrame, path: str | os.PathLike[str], column: str) -> np.ndarray:
     """Token counts of one column as int64, clamped to >= 1 (see _clamp_tokens)."""
+    return _clamp_tokens(
+        _count_column(
+            frame,
+            path,
+            column,
+            minimum=0,
+            rule="token counts must be whole numbers >= 0",
+            noun="a token count",
+        )
+    )
+
+
+def _count_column(
+    frame: pd.DataFrame,
+    path: str | os.PathLike[str],
+    column: str,
+    *,
+    minimum: int,
+    rule: str,
+    noun: str,
+) -> np.ndarray:
+    """Whole numbers >= ``minimum`` of one column as int64; ``"30.0"`` reads as 30.
+
+    ``rule`` ends the message for a bad value, ``noun`` names one value ("a token count").
+    """
     raw = frame[column]
     values = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
-    ok = np.isfinite(values) & (values >= 0) & (values == np.floor(values))
+    ok = np.isfinite(values) & (values >= minimum) & (values == np.floor(values))
     if not ok.all():
         bad = int(np.flatnonzero(~ok)[0])
         row = int(frame.index[bad]) + 1
@@ -391,20 +596,19 @@ def _token_column(frame: pd.DataFrame, path: str | os.PathLike[str], column: str
             what = "missing value"
         elif np.isfinite(v) and v < 0:
             what = f"negative value {_show(text)}"
+        elif np.isfinite(v) and v < minimum:
+            what = f"{_show(text)} is less than {minimum}"
         else:
             what = f"{_show(text)} is not a whole number"
-        raise TraceError(
-            f"{os.fspath(path)}: data row {row} (line {row + 1}), column {column}: {what}; "
-            f"token counts must be whole numbers >= 0"
-        )
+        raise TraceError(f"{os.fspath(path)}: data row {row} (line {row + 1}), column {column}: {what}; {rule}")
     if values.max() >= _MAX_TOKENS:
         bad = int(np.argmax(values))
         row = int(frame.index[bad]) + 1
         raise TraceError(
             f"{os.fspath(path)}: data row {row} (line {row + 1}), column {column}: "
-            f"{_show(raw.iloc[bad])} is too large for a token count"
+            f"{_show(raw.iloc[bad])} is too large for {noun}"
         )
-    return _clamp_tokens(values.astype(np.int64))
+    return values.astype(np.int64)
 
 
 def _clamp_tokens(tokens: np.ndarray) -> np.ndarray:
@@ -415,7 +619,9 @@ def _clamp_tokens(tokens: np.ndarray) -> np.ndarray:
 
 
 def _read_azure(
-    path: str | os.PathLike[str], *, with_times: bool,
+    path: str | os.PathLike[str],
+    *,
+    with_times: bool,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     frame = _read_csv(path)
     time_col, prompt_col, output_col = _AZURE_COLUMNS
@@ -428,7 +634,10 @@ def _read_azure(
 
 
 def _timestamp_seconds(
-    frame: pd.DataFrame, path: str | os.PathLike[str], column: str,
+    frame: pd.DataFrame,
+    path: str | os.PathLike[str],
+    column: str,
+    example: str = "2023-11-16 18:17:03.9799600",
 ) -> np.ndarray:
     """Wall-clock timestamps as seconds since the earliest one."""
     raw = frame[column].str.strip()
@@ -445,7 +654,7 @@ def _timestamp_seconds(
         raise TraceError(
             f"{os.fspath(path)}: data row {row} (line {row + 1}), column {column}: "
             f"cannot parse timestamp {_show(frame[column].iloc[bad])}; "
-            f"expected a date-time like '2023-11-16 18:17:03.9799600'"
+            f"expected a date-time like {example!r}"
         )
     ns = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     # Subtract in integer nanoseconds before converting, so float64 keeps sub-microsecond
@@ -454,13 +663,13 @@ def _timestamp_seconds(
 
 
 def _read_vidur(
-    path: str | os.PathLike[str], *, with_times: bool,
+    path: str | os.PathLike[str],
+    *,
+    with_times: bool,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     frame = _read_csv(path)
     time_col, prompt_col, output_col = _VIDUR_COLUMNS
-    if with_times and time_col not in frame.columns and {prompt_col, output_col} <= set(
-        frame.columns
-    ):
+    if with_times and time_col not in frame.columns and {prompt_col, output_col} <= set(frame.columns):
         raise TraceError(
             f"{os.fspath(path)}: has no arrival times (no {time_col} column); a lengths-only "
             f"file only supplies (prompt, output) pairs: in a scenario, give the class an "
@@ -491,32 +700,31 @@ def _read_vidur(
 
 
 def _json_count(
-    value: Any, path: str | os.PathLike[str], line_no: int, field: str, what: str,
+    value: Any,
+    path: str | os.PathLike[str],
+    line_no: int,
+    field: str,
+    what: str,
 ) -> float:
     # bool is an int subclass in Python; true/false in a count field is a broken file.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        isinstance(value, float) and not math.isfinite(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
     ):
-        raise TraceError(
-            f"{os.fspath(path)}: line {line_no}, field {field}: {_show(value)} is not a number; "
-            f"{what}"
-        )
+        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: {_show(value)} is not a number; {what}")
     if value < 0:
-        raise TraceError(
-            f"{os.fspath(path)}: line {line_no}, field {field}: negative value {_show(value)}; "
-            f"{what}"
-        )
+        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: negative value {_show(value)}; {what}")
     if value >= _MAX_TOKENS:
         # Also keeps float() and int64 conversions of arbitrary-precision JSON ints safe.
-        raise TraceError(
-            f"{os.fspath(path)}: line {line_no}, field {field}: {_show(value)} is too large; "
-            f"{what}"
-        )
+        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: {_show(value)} is too large; {what}")
     return value
 
 
 def _read_mooncake(
-    path: str | os.PathLike[str], *, with_times: bool,
+    path: str | os.PathLike[str],
+    *,
+    with_times: bool,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, list[tuple[int, ...]] | None]:
     shown = os.fspath(path)
     time_field, prompt_field, output_field = _MOONCAKE_FIELDS
@@ -544,14 +752,10 @@ def _read_mooncake(
                     else:
                         msg = "number too long"
                     raise TraceError(
-                        f"{shown}: line {line_no}: malformed JSON ({msg}); each line must be "
-                        f"one JSON object"
+                        f"{shown}: line {line_no}: malformed JSON ({msg}); each line must be one JSON object"
                     ) from None
                 if not isinstance(record, dict):
-                    raise TraceError(
-                        f"{shown}: line {line_no}: expected a JSON object, got "
-                        f"{type(record).__name__}"
-                    )
+                    raise TraceError(f"{shown}: line {line_no}: expected a JSON object, got {type(record).__name__}")
                 missing = [f for f in needed if f not in record]
                 if missing:
                     raise TraceError(
@@ -563,24 +767,28 @@ def _read_mooncake(
                     v = _json_count(record[field], path, line_no, field, count_rule)
                     if v != int(v):
                         raise TraceError(
-                            f"{shown}: line {line_no}, field {field}: {_show(v)} is not a whole "
-                            f"number; {count_rule}"
+                            f"{shown}: line {line_no}, field {field}: {_show(v)} is not a whole number; {count_rule}"
                         )
                     store.append(int(v))
                 if with_times:
-                    times.append(float(_json_count(
-                        record[time_field], path, line_no, time_field,
-                        "timestamps must be milliseconds >= 0",
-                    )))
+                    times.append(
+                        float(
+                            _json_count(
+                                record[time_field],
+                                path,
+                                line_no,
+                                time_field,
+                                "timestamps must be milliseconds >= 0",
+                            )
+                        )
+                    )
                 if not with_times:
                     continue
                 if _MOONCAKE_HASHES not in record:
                     no_hash_lines.append(line_no)
                     continue
                 ids = record[_MOONCAKE_HASHES]
-                if not isinstance(ids, list) or not all(
-                    isinstance(h, int) and not isinstance(h, bool) for h in ids
-                ):
+                if not isinstance(ids, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ids):
                     raise TraceError(
                         f"{shown}: line {line_no}, field {_MOONCAKE_HASHES}: {_show(ids)} is not "
                         f"a list of integers; hash_ids must be a JSON list of integer block ids"
@@ -588,16 +796,12 @@ def _read_mooncake(
                 hash_lines.append(line_no)
                 hashes.append(tuple(ids))
     except UnicodeDecodeError as exc:
-        raise TraceError(
-            f"{shown}: not UTF-8 text (byte {exc.start} cannot be decoded); JSON Lines expected"
-        ) from None
+        raise TraceError(f"{shown}: not UTF-8 text (byte {exc.start} cannot be decoded); JSON Lines expected") from None
     except OSError as exc:
         raise TraceError(f"{shown}: cannot read: {_one_line(exc.strerror or str(exc))}") from None
 
     if not prompts:
-        raise TraceError(
-            f"{shown}: no data lines (file is empty or blank); one JSON object per line expected"
-        )
+        raise TraceError(f"{shown}: no data lines (file is empty or blank); one JSON object per line expected")
     prompt = _clamp_tokens(np.array(prompts, dtype=np.int64))
     output = _clamp_tokens(np.array(outputs, dtype=np.int64))
     if not with_times:

@@ -304,7 +304,7 @@ CASES = [
         "unknown-trace-format",
         validate(trace_class("x.csv", "csv")),
         "classes.0.trace.format",
-        "'azure', 'mooncake' or 'vidur'",
+        "'azure', 'mooncake', 'vidur' or 'alibaba'",
     ),
     # ---- cross-field rules
     case(

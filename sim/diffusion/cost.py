@@ -1,0 +1,161 @@
+"""Diffusion stage costs (roofline and constant) and the GPU memory a diffusion request holds.
+
+The roofline times each stage of a pipeline as ``max(FLOPs / (peak x eff_c), bytes / (bw x
+eff_b)) + a fixed cost`` with the FLOP forms and per-component efficiencies of the diffusion
+catalog (``sim/catalog/data/diffusion_models.yaml``): a denoising step reads the denoiser's
+weights once and its activations per row; text encoders read their weights once per batch of
+prompts; the VAE decoder is compute-bound. Forms follow the project's calibration notes
+(sections "Diffusion: what determines one denoising step" and "Physical floors").
+"""
+
+from __future__ import annotations
+
+from sim.catalog import ComponentEfficiency, DiffusionModelSpec, GPUSpec
+from sim.errors import ConfigError
+
+GIB = 2**30
+WEIGHT_BYTES = 2  # bf16 weights
+ACT_BYTES = 2  # bf16 activations
+
+#: Peak live activations of a denoiser forward, in hidden-size vectors per token per row: a DiT
+#: block holds the residual stream, its normed and modulated copies, Q, K, V, the attention
+#: output and the MLP hidden state and its activation (4-6 d wide), ~15-20 d; a UNet keeps
+#: ~5 base-width vectors of skip connections per latent pixel on top of a similar working set.
+#: FlashAttention-style kernels are assumed (no N^2 score matrix).
+ACT_RESIDENT_VECTORS = 20
+#: VAE decode peak per output pixel of a decoded chunk: a conv's input and output plus a
+#: GroupNorm/SiLU temporary at the widest full-resolution feature map (``VAESpec.peak_channels``).
+VAE_WORKSPACE_FACTOR = 3
+LATENT_BYTES = 4  # fp32 latents in the scheduler
+RGB_BYTES = 3 * 4  # decoded frames as fp32 RGB before conversion
+
+
+class _Stage:
+    """Seconds per FLOP and per byte of one component on one GPU, and its fixed cost per call."""
+
+    __slots__ = ("s_per_flop", "s_per_byte", "overhead_s")
+
+    def __init__(
+        self, eff: ComponentEfficiency, gpu: GPUSpec, compute: float | None = None, bandwidth: float | None = None
+    ):
+        eff_c = compute or eff.compute
+        eff_b = bandwidth or eff.bandwidth or gpu.efficiency.bandwidth
+        self.s_per_flop = 1.0 / (gpu.bf16_tflops * 1e12 * eff_c)
+        self.s_per_byte = 1.0 / (gpu.hbm_tb_s * 1e12 * eff_b)
+        self.overhead_s = eff.overhead_s
+
+    def time_s(self, flops: float, nbytes: float) -> float:
+        return self.overhead_s + max(flops * self.s_per_flop, nbytes * self.s_per_byte)
+
+
+class DiffusionRooflineCost:
+    """Roofline stage times of one diffusion pipeline on one GPU.
+
+    ``compute_efficiency`` and ``bandwidth_efficiency`` override the denoiser's catalog factors
+    only (it dominates a request's time); text encoders and the VAE keep theirs.
+    """
+
+    name = "roofline"
+
+    def __init__(
+        self,
+        spec: DiffusionModelSpec,
+        gpu: GPUSpec,
+        compute_efficiency: float | None = None,
+        bandwidth_efficiency: float | None = None,
+    ):
+        self.spec, self.gpu = spec, gpu
+        self._denoiser = _Stage(spec.efficiency, gpu, compute_efficiency, bandwidth_efficiency)
+        self._denoiser_weight_bytes = WEIGHT_BYTES * spec.denoiser_params
+        self._text = [
+            (_Stage(e.efficiency, gpu), e.flops_per_prompt, WEIGHT_BYTES * e.params) for e in spec.text_encoders
+        ]
+        self._vae = _Stage(spec.vae.efficiency, gpu)
+        self._vae_weight_bytes = WEIGHT_BYTES * spec.vae.params
+        self._per_row: dict[int, tuple[float, float]] = {}
+
+    def text_encode_s(self, num_prompts: int) -> float:
+        if num_prompts <= 0:
+            return 0.0
+        return sum(stage.time_s(num_prompts * flops, nbytes) for stage, flops, nbytes in self._text)
+
+    def denoise_step_s(self, rows: int, tokens: int) -> float:
+        if rows <= 0:
+            return 0.0
+        per_row = self._per_row.get(tokens)
+        if per_row is None:  # a replica sees a handful of shapes: memoise their per-row work
+            spec = self.spec
+            per_row = self._per_row[tokens] = (spec.denoiser_flops(tokens), spec.denoiser_act_io_bytes(tokens))
+        flops, act_bytes = per_row
+        return self._denoiser.time_s(rows * flops, self._denoiser_weight_bytes + rows * act_bytes)
+
+    def vae_decode_s(self, num_images: int, width: int, height: int, frames: int) -> float:
+        if num_images <= 0:
+            return 0.0
+        flops = num_images * self.spec.vae_decode_flops(width, height, frames)
+        return self._vae.time_s(flops, self._vae_weight_bytes)
+
+
+class DiffusionConstantCost:
+    """Fixed stage times, for tests and queueing-theory checks: a denoising step costs
+    ``step_s + per_row_s x rows``, a batch's text encoding ``text_encode_s`` (once, whatever its
+    size) and its VAE decode ``vae_decode_s`` per image."""
+
+    name = "constant"
+
+    def __init__(self, step_s: float, per_row_s: float = 0.0, text_encode_s: float = 0.0, vae_decode_s: float = 0.0):
+        self.step_s = step_s
+        self.per_row_s = per_row_s
+        self.text_s = text_encode_s
+        self.vae_s = vae_decode_s
+
+    def text_encode_s(self, num_prompts: int) -> float:
+        return self.text_s if num_prompts > 0 else 0.0
+
+    def denoise_step_s(self, rows: int, tokens: int) -> float:
+        return self.step_s + self.per_row_s * rows
+
+    def vae_decode_s(self, num_images: int, width: int, height: int, frames: int) -> float:
+        return self.vae_s * num_images
+
+
+def request_bytes(spec: DiffusionModelSpec, width: int, height: int, frames: int, images: int, cfg: bool) -> float:
+    """GPU memory one request holds while in a batch: its latents, the denoiser activations of
+    its rows (images x 2 with guidance) and its share of the VAE decode workspace.
+
+    Activations ~ ``ACT_RESIDENT_VECTORS`` x tokens x hidden x 2 bytes per row (mmdit tokens
+    include the text). The VAE decodes ``decode_chunk_frames`` output frames at a time, peaking
+    at ~``VAE_WORKSPACE_FACTOR`` x pixels x ``peak_channels`` x 2 bytes per image, plus the
+    decoded RGB frames. Activations and the VAE workspace are added although they peak at
+    different times (conservative: allocator caches rarely give the first back in time).
+    """
+    rows = images * (2 if cfg else 1)
+    f = spec.vae_spatial_factor
+    latent_pixels = (width // f) * (height // f) * spec.latent_frames(frames)
+    latents = rows * spec.latent_channels * latent_pixels * LATENT_BYTES * 2  # latent + model output
+    tokens = spec.latent_tokens(width, height, frames)
+    if spec.architecture == "mmdit":
+        tokens += spec.text_tokens
+    activations = rows * ACT_RESIDENT_VECTORS * tokens * spec.hidden_size * ACT_BYTES
+    chunk = min(frames, spec.vae.decode_chunk_frames)
+    vae = (
+        images
+        * width
+        * height
+        * (chunk * spec.vae.peak_channels * ACT_BYTES * VAE_WORKSPACE_FACTOR + frames * RGB_BYTES)
+    )
+    return latents + activations + vae
+
+
+def diffusion_memory_budget(spec: DiffusionModelSpec, gpu: GPUSpec, gpu_memory_utilization: float) -> float:
+    """Bytes left for requests on one GPU: memory x utilisation - weights (bf16 denoiser, text
+    encoders and VAE decoder, all resident). Raises ConfigError if the weights do not fit."""
+    usable = gpu.memory_bytes * gpu_memory_utilization
+    weights = spec.weights_bytes(WEIGHT_BYTES)
+    if weights >= usable:
+        raise ConfigError(
+            f"{spec.name} does not fit {gpu.name}: weights {weights / GIB:.1f} GiB (denoiser, text "
+            f"encoders, VAE) >= {gpu_memory_utilization:g} x {gpu.memory_gib:g} GiB; raise "
+            f"gpu_memory_utilization or pick a larger GPU"
+        )
+    return usable - weights
