@@ -11,7 +11,7 @@ $(BIN)/servesim: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(BIN)/servesim
 
-.PHONY: demo test bench lint
+.PHONY: demo test bench lint two-shapes
 demo: $(BIN)/servesim
 	$(BIN)/servesim run scenarios/quickstart.yaml -o results/quickstart
 
@@ -23,3 +23,6 @@ bench: $(BIN)/servesim
 
 lint: $(BIN)/servesim
 	$(BIN)/ruff check sim calibration tests bench
+
+two-shapes: $(BIN)/servesim
+	$(BIN)/python -m sim.report.two_shapes --out docs

@@ -304,8 +304,9 @@ class LLMReplica:
 
     def recover(self) -> None:
         self.up = True
-        if self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()
+        if self._wake is not None:
+            wake, self._wake = self._wake, None
+            wake.succeed()
 
     def _lose_work(self) -> None:
         """Drop everything: the step or span in flight, the KV cache, the queue."""

@@ -10,25 +10,34 @@ from matplotlib.figure import Figure
 
 
 def latency_cdfs(requests: pd.DataFrame, warmup_s: float = 0.0) -> Figure:
-    """Empirical CDFs of TTFT, TPOT and E2E, one line per class (warm-up left out)."""
+    """Empirical CDFs of the latencies the run's requests have (TTFT and TPOT for text, E2E
+    for every kind, queueing), one line per class (warm-up and pipeline stages left out)."""
     requests = requests[requests["arrival_s"] >= warmup_s]
-    fig = Figure(figsize=(12, 3.6), layout="constrained")
-    axes = fig.subplots(1, 3)
-    for ax, (metric, label) in zip(axes, [("ttft_s", "TTFT (s)"), ("tpot_s", "TPOT (s)"), ("e2e_s", "E2E latency (s)")]):
+    if "parent_id" in requests:
+        requests = requests[requests["parent_id"] < 0]
+    panels = [(m, label) for m, label in (("ttft_s", "TTFT (s)"), ("tpot_s", "TPOT (s)"), ("e2e_s", "E2E latency (s)"), ("queue_s", "queue (s)"))
+              if m in requests and requests[m].notna().any()]
+    if not panels:
+        panels = [("e2e_s", "E2E latency (s)")]
+    fig = Figure(figsize=(4 * len(panels), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (metric, label) in zip(axes, panels):
         for name, grp in requests.groupby("class", observed=True):
-            vals = np.sort(grp[metric].dropna().to_numpy())
+            vals = np.sort(grp[metric].dropna().to_numpy()) if metric in grp else np.empty(0)
             if len(vals):
                 ax.plot(vals, np.arange(1, len(vals) + 1) / len(vals), label=str(name))
         ax.set_xlabel(label)
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize="small")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(loc="lower right", fontsize="small")
     fig.suptitle("Latency CDFs")
     return fig
 
 
 def replica_state(timeseries: pd.DataFrame, max_replicas: int = 4) -> Figure:
-    """Batch size, waiting queue and KV-cache use over time (first replication)."""
+    """Batch size, waiting queue and memory held over time (first replication): KV cache
+    blocks for an LLM replica, latents and activations for a diffusion replica."""
     fig = Figure(figsize=(12, 6), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True)
     ts = timeseries[timeseries["replication"] == 0] if "replication" in timeseries else timeseries
@@ -36,12 +45,14 @@ def replica_state(timeseries: pd.DataFrame, max_replicas: int = 4) -> Figure:
         t = grp["t_s"].to_numpy()
         axes[0].step(t, grp["running"], where="post", lw=0.8, label=f"replica {replica}")
         axes[1].step(t, grp["waiting"], where="post", lw=0.8)
-        axes[2].step(t, 100 * grp["kv_util"], where="post", lw=0.8)
+        mem = grp["state_gib"] if "state_gib" in grp else 100 * grp["kv_util"]
+        axes[2].step(t, mem, where="post", lw=0.8)
     axes[0].set_ylabel("running (batch)")
     axes[1].set_ylabel("waiting")
-    axes[2].set_ylabel("KV blocks used (%)")
+    axes[2].set_ylabel("memory held (GiB)" if "state_gib" in ts else "KV blocks used (%)")
     axes[2].set_xlabel("simulated time (s)")
-    axes[0].legend(loc="upper right", fontsize="small")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(loc="upper right", fontsize="small")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle("Replica state over time")

@@ -86,3 +86,47 @@ def test_littles_law_with_pasta_samples():
         ratios.append(g["seen_in_system"].mean() / (lam * g["e2e_s"].mean()))
     mean, half = ci99(ratios)
     assert abs(mean - 1.0) <= half, f"L / (lambda W) = {mean:.4f} ± {half:.4f}"
+
+
+def run_diffusion(max_batch_size, rate, n, warmup_s, steps=20):
+    sc = parse_scenario(
+        dict(
+            name="theory-diffusion",
+            seed=77,
+            replications=REPS,
+            num_requests=n,
+            warmup_s=warmup_s,
+            pools=[dict(name="d", model="sdxl", gpu="h100-sxm", replicas=1,
+                        batching=dict(max_batch_size=max_batch_size),
+                        cost_model=dict(kind="constant", step_s=0.004, text_encode_s=0.01, vae_decode_s=0.03))],
+            classes=[dict(name="img", pool="d", arrival=dict(process="poisson", rate=rate),
+                          image=dict(steps=steps, cfg=False))],
+        )
+    )
+    df = run_scenario(sc, Path(".")).requests
+    return df[df["arrival_s"] >= warmup_s]
+
+
+def test_diffusion_replica_at_batch_size_one_is_md1():
+    # Static batches of one image: service = text encode + steps x step + VAE decode, fixed.
+    service = 0.01 + 20 * 0.004 + 0.03
+    rate = 0.7 / service
+    theory = rate * service * service / (2 * (1 - rate * service))
+    df = run_diffusion(1, rate, 5000, 30.0)
+    mean, half = ci99(df.groupby("replication")["queue_s"].mean())
+    assert abs(mean - theory) <= half, f"diffusion M/D/1 wait {mean:.4f} ± {half:.4f} vs P-K {theory:.4f}"
+    np.testing.assert_allclose(df["e2e_s"] - df["queue_s"], service, rtol=1e-9)
+
+
+def test_littles_law_holds_for_static_diffusion_batches():
+    # Static batches of up to 4 images (a bulk-service queue; one VAE decode per image):
+    # arrivals see L, the records give W; L / (lambda W) is 1 whatever the batching.
+    service = 0.01 + 20 * 0.004 + 4 * 0.03
+    rate = 0.9 * 4 / service
+    df = run_diffusion(4, rate, 4000, 20.0)
+    ratios = []
+    for _, g in df.groupby("replication"):
+        lam = (len(g) - 1) / (g["arrival_s"].max() - g["arrival_s"].min())
+        ratios.append(g["seen_in_system"].mean() / (lam * g["e2e_s"].mean()))
+    mean, half = ci99(ratios)
+    assert abs(mean - 1.0) <= half, f"L / (lambda W) = {mean:.4f} ± {half:.4f}"
