@@ -217,7 +217,7 @@ def _pool_line(name: str, pool: dict) -> str:
     tail = f"busy {pool['busy_fraction']:.0%}, mean batch {pool['mean_batch']:.1f}, "
     if "batching" in pool:
         return (
-            head + f"({pool['batching']} batches of <= {pool['max_batch_size']} latents), "
+            head + f"({pool['batching']} batches of <= {pool['max_batch_size']} images), "
             f"{pool['memory_budget_gib']:.0f} GiB for latents/replica, " + tail
             + f"mean memory use {pool['mean_memory_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
         )
