@@ -75,7 +75,7 @@ class Recorder:
 
     # -- tables
     def requests_frame(self) -> pd.DataFrame:
-        frames = [self._text_frame()]
+        frames = [self._text_frame()] if self.requests or not (self.image_requests or self.pipelines) else []
         if self.image_requests:
             frames.append(self._image_frame())
         if self.pipelines:
