@@ -5,6 +5,10 @@ aggregates exact, and end every request FINISHED, REJECTED, ABORTED or drained.
 The continuous-batching machine also runs a twin scheduler with the decode cohort switched
 off (every request scheduled one by one); both get the same operations and must produce the
 same step shapes, preemptions and finishes, so an aggregate left stale by an abort shows up.
+The twin runs without prefix caching only: with it, the two paths can differ before any abort
+(a prompt block whose hash was already cached stays plain; the per-request path retries its
+registration on every later allocate_slots() and succeeds once the other copy is evicted, a
+decoding cohort member never does), which changes later hits.
 """
 
 from hypothesis import settings
@@ -57,12 +61,13 @@ class AbortDrainMachine(RuleBasedStateMachine):
         cls = StaticBatchScheduler if self.static else Scheduler
         self.a = cls(cfg, KVCacheManager(blocks, block_size, self.caching))
         self.b = None
-        if not self.static:
+        if not self.static and not self.caching:
             self.b = Scheduler(cfg, KVCacheManager(blocks, block_size, self.caching))
             self.b.use_cohort = False
         self.ra: list[Request] = []  # by request_id
         self.rb: list[Request] = []
         self.drained: set[int] = set()  # drained and not resubmitted
+        self.mid_step = False
 
     def scheds(self):
         return [(self.a, self.ra)] + ([(self.b, self.rb)] if self.b else [])
@@ -96,10 +101,12 @@ class AbortDrainMachine(RuleBasedStateMachine):
                 self._step()
 
     def _step(self):
+        self.mid_step = True  # a failed check inside a step leaves blocks taken: teardown skips
         if self.b is None:
             out = self.a.schedule()
             assert out.requests or out.num_cohort
             self.a.update_from_output(out)
+            self.mid_step = False
             return
         oa, ob = self.a.schedule(), self.b.schedule()
         assert oa.shape == ob.shape
@@ -107,6 +114,7 @@ class AbortDrainMachine(RuleBasedStateMachine):
         assert ids(oa.preempted) == ids(ob.preempted)
         fa = self.a.update_from_output(oa)[1]
         fb = self.b.update_from_output(ob)[1]
+        self.mid_step = False
         assert sorted(ids(fa)) == sorted(ids(fb))
 
     @precondition(lambda self: self.a.has_unfinished_requests())
@@ -123,9 +131,11 @@ class AbortDrainMachine(RuleBasedStateMachine):
             # The same steps one by one on the exact path: pure decode, nobody admitted.
             fb = []
             for _ in range(span.num_steps):
+                self.mid_step = True
                 ob = self.b.schedule()
                 assert not ob.preempted and ob.shape.num_decode == span.num_rows == ob.shape.num_seqs
                 fb += self.b.update_from_output(ob)[1]
+                self.mid_step = False
             assert sorted(ids(fa)) == sorted(ids(fb))
         return True
 
@@ -201,7 +211,7 @@ class AbortDrainMachine(RuleBasedStateMachine):
         assert s._needs_block == needs
 
     def teardown(self):
-        if not hasattr(self, "a"):
+        if not hasattr(self, "a") or self.mid_step:
             return
         for sched, reqs in self.scheds():
             for _ in range(20_000):
@@ -219,6 +229,7 @@ class AbortDrainMachine(RuleBasedStateMachine):
                 elif r.status == RequestStatus.REJECTED:
                     assert r.reject_reason
                 assert r.num_blocks == 0
+            assert all(reqs[i].status == RequestStatus.ABORTED for i in self.drained)
             pool = sched.kv.pool
             # Only free blocks are left: plain ones and prefix-cached ones in the LRU.
             assert pool.num_free == pool.num_blocks and not pool.cached_ref
@@ -230,6 +241,6 @@ class StaticAbortDrainMachine(AbortDrainMachine):
 
 
 TestAbortDrain = AbortDrainMachine.TestCase
-TestAbortDrain.settings = settings(max_examples=300, stateful_step_count=50, deadline=None)
+TestAbortDrain.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
 TestStaticAbortDrain = StaticAbortDrainMachine.TestCase
-TestStaticAbortDrain.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
+TestStaticAbortDrain.settings = settings(max_examples=100, stateful_step_count=50, deadline=None)

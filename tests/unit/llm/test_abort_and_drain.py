@@ -291,7 +291,9 @@ def test_drain_mid_run_then_retry_everything_on_a_fresh_and_on_the_drained_sched
     assert [r.request_id for r in done] == [r.request_id for r in done_fresh]
     assert all(r.status == RequestStatus.FINISHED and r.num_output_tokens == r.max_tokens for r in reqs)
     assert [r.num_retries for r in reqs] == [int(r in drained) for r in reqs]
-    assert [r.num_preemptions for r in drained] == [preempts[r.request_id] + twins[r.request_id].num_preemptions for r in drained]
+    assert [r.num_preemptions for r in drained] == [
+        preempts[r.request_id] + twins[r.request_id].num_preemptions for r in drained
+    ]
     assert pool.num_used == 0 and fresh.kv.pool.num_used == 0
 
 
