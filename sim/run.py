@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sim import catalog
 from sim.config import Scenario, apply_overrides, load_scenario, parse_scenario
 from sim.errors import ConfigError
-from sim import catalog
 from sim.fleet.cluster import ReplicationResult, check_pool_fits, price_per_gpu_hour, simulate
 from sim.metrics.summary import summarize
 from sim.workload.stream import check_trace_files

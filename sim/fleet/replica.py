@@ -329,7 +329,6 @@ class LLMReplica:
             # Close the scheduler's books on the interrupted step (its blocks were allocated
             # when it was scheduled) before dropping everything; what it would have
             # finished is lost with the rest.
-            running = list(sched.running)
             _, finished, _ = sched.update_from_output(out)
             for req in finished:
                 req.status = RequestStatus.RUNNING
