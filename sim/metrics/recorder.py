@@ -113,51 +113,55 @@ class Recorder:
             "fail_reason": [r.fail_reason for r in reqs],
         }
 
-    def _text_frame(self) -> pd.DataFrame:
-        reqs = self.requests
+    def _leaf_frame(self, reqs: list, kind: str, columns: dict) -> pd.DataFrame:
+        """Rows of requests that run on a replica: the common columns, the engine's marks,
+        and ``columns`` (name -> (attribute, dtype)) for their kind."""
         n = len(reqs)
-        cols = self._common(reqs, "text")
-        cols.update(
-            {
-                "replica": np.fromiter((r.replica for r in reqs), np.int32, n),
-                "seen_in_system": np.fromiter((r.seen_in_system for r in reqs), np.int32, n),
-                "prompt_tokens": np.fromiter((r.num_prompt_tokens for r in reqs), np.int64, n),
-                "output_tokens": np.fromiter((r.max_tokens for r in reqs), np.int64, n),
-                "generated_tokens": np.fromiter((r.num_output_tokens for r in reqs), np.int64, n),
-                "cached_tokens": np.fromiter((max(r.num_cached_tokens, 0) for r in reqs), np.int64, n),
-                "first_scheduled_s": np.fromiter((r.first_scheduled_s for r in reqs), np.float64, n),
-                "first_token_s": np.fromiter((r.first_token_s for r in reqs), np.float64, n),
-                "max_itl_s": np.fromiter((r.max_itl_s for r in reqs), np.float64, n),
-                "preemptions": np.fromiter((r.num_preemptions for r in reqs), np.int32, n),
-                "retries": np.fromiter((r.num_retries for r in reqs), np.int32, n),
-                "gpu_s": np.fromiter((r.gpu_s for r in reqs), np.float64, n),
-            }
-        )
+        cols = self._common(reqs, kind)
+        shared = {
+            "replica": ("replica", np.int32),
+            "seen_in_system": ("seen_in_system", np.int32),
+            "first_scheduled_s": ("first_scheduled_s", np.float64),
+            "retries": ("num_retries", np.int32),
+            "gpu_s": ("gpu_s", np.float64),
+        }
+        for name, (attr, dtype) in {**shared, **columns}.items():
+            cols[name] = np.fromiter((getattr(r, attr) for r in reqs), dtype, n)
         return pd.DataFrame(cols)
 
-    def _image_frame(self) -> pd.DataFrame:
-        reqs = self.image_requests
-        n = len(reqs)
-        cols = self._common(reqs, "image")
-        cols.update(
+    def _text_frame(self) -> pd.DataFrame:
+        df = self._leaf_frame(
+            self.requests,
+            "text",
             {
-                "replica": np.fromiter((r.replica for r in reqs), np.int32, n),
-                "seen_in_system": np.fromiter((r.seen_in_system for r in reqs), np.int32, n),
-                "width": np.fromiter((r.width for r in reqs), np.int64, n),
-                "height": np.fromiter((r.height for r in reqs), np.int64, n),
-                "frames": np.fromiter((r.frames for r in reqs), np.int64, n),
-                "steps": np.fromiter((r.steps for r in reqs), np.int64, n),
-                "images": np.fromiter((r.images for r in reqs), np.int64, n),
-                "cfg": np.fromiter((r.cfg for r in reqs), bool, n),
-                "steps_computed": np.fromiter((r.steps_computed for r in reqs), np.int64, n),
-                "first_scheduled_s": np.fromiter((r.first_scheduled_s for r in reqs), np.float64, n),
-                "forming_s": np.fromiter((r.forming_s for r in reqs), np.float64, n),
-                "first_preview_s": np.fromiter((r.first_preview_s for r in reqs), np.float64, n),
-                "retries": np.fromiter((r.num_retries for r in reqs), np.int32, n),
-                "gpu_s": np.fromiter((r.gpu_s for r in reqs), np.float64, n),
-            }
+                "prompt_tokens": ("num_prompt_tokens", np.int64),
+                "output_tokens": ("max_tokens", np.int64),
+                "generated_tokens": ("num_output_tokens", np.int64),
+                "cached_tokens": ("num_cached_tokens", np.int64),
+                "first_token_s": ("first_token_s", np.float64),
+                "max_itl_s": ("max_itl_s", np.float64),
+                "preemptions": ("num_preemptions", np.int32),
+            },
         )
-        return pd.DataFrame(cols)
+        df["cached_tokens"] = df["cached_tokens"].clip(lower=0)  # -1: never scheduled
+        return df
+
+    def _image_frame(self) -> pd.DataFrame:
+        return self._leaf_frame(
+            self.image_requests,
+            "image",
+            {
+                "width": ("width", np.int64),
+                "height": ("height", np.int64),
+                "frames": ("frames", np.int64),
+                "steps": ("steps", np.int64),
+                "images": ("images", np.int64),
+                "cfg": ("cfg", bool),
+                "steps_computed": ("steps_computed", np.int64),
+                "forming_s": ("forming_s", np.float64),
+                "first_preview_s": ("first_preview_s", np.float64),
+            },
+        )
 
     def _pipeline_frame(self) -> pd.DataFrame:
         reqs = self.pipelines
