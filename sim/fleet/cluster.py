@@ -219,7 +219,6 @@ class Pool:
 
 
 class LLMPool(Pool):
-    kind = "llm"
 
     def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy]):
         super().__init__(env, cfg, recorder, retry)
@@ -237,7 +236,6 @@ class LLMPool(Pool):
 
 
 class DiffusionPool(Pool):
-    kind = "diffusion"
 
     def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy]):
         super().__init__(env, cfg, recorder, retry)

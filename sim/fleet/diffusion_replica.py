@@ -27,7 +27,6 @@ MIB = 2**20
 
 
 class DiffusionReplica:
-    kind = "diffusion"
 
     def __init__(
         self,
