@@ -219,7 +219,6 @@ class Pool:
 
 
 class LLMPool(Pool):
-
     def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy]):
         super().__init__(env, cfg, recorder, retry)
         self.budget = pool_kv_budget(cfg)
@@ -236,7 +235,6 @@ class LLMPool(Pool):
 
 
 class DiffusionPool(Pool):
-
     def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy]):
         super().__init__(env, cfg, recorder, retry)
         self.spec = catalog.get_diffusion_model(cfg.model)

@@ -27,7 +27,6 @@ MIB = 2**20
 
 
 class DiffusionReplica:
-
     def __init__(
         self,
         env: simpy.Environment,
