@@ -1,6 +1,6 @@
 # Two commands for a fresh machine; each creates the virtualenv it needs.
 #   make demo   install servesim and run the quickstart scenario
-#   make test   install servesim with its test tools and run the test suite
+#   make test   install servesim with its test tools and torch (CPU, pinned) and run the tests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,11 +11,16 @@ $(BIN)/servesim: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(BIN)/servesim
 
-.PHONY: demo test bench lint two-shapes
+# Tests also time real kernels (tests/calibration): torch is pinned in the calibration extra.
+$(VENV)/.test-deps: $(BIN)/servesim
+	$(BIN)/pip install --quiet -e ".[dev,calibration]"
+	touch $@
+
+.PHONY: demo test bench lint two-shapes calibrate
 demo: $(BIN)/servesim
 	$(BIN)/servesim run scenarios/quickstart.yaml -o results/quickstart
 
-test: $(BIN)/servesim
+test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/servesim
@@ -26,3 +31,6 @@ lint: $(BIN)/servesim
 
 two-shapes: $(BIN)/servesim
 	$(BIN)/python -m sim.report.two_shapes --out docs
+
+calibrate: $(VENV)/.test-deps
+	$(BIN)/servesim calibrate --device cpu --quick -o profiles/cpu

@@ -1,5 +1,17 @@
-"""Calibration: real kernels timed on a device, fitted step costs, profiles (uses torch).
+"""Calibration: real kernels timed on a device, fitted step costs, profiles.
 
-Only the profile files it writes link it to ``sim``; ``sim`` never imports this package.
-The kernels, sweeps and fits arrive with the calibration issue.
+Modules, in the order a calibration runs them:
+
+* ``configs`` / ``diffusion_configs`` and ``models``: random-weight replicas of catalog models
+  (a Llama-family decoder; UNet, MMDiT and DiT denoisers, text encoders, VAE decoders);
+* ``harness``: timing on CPU (pinned threads, perf_counter) or CUDA (events, rotation);
+* ``grids`` and ``measure``: the batch shapes swept, and the sweep writing raw timings;
+* ``fit``: the cost forms fitted to them, written as a ``servesim-profile/1`` file;
+* ``report``: the fit table and plots of ``servesim profile show``;
+* ``vidur``: profiles imported from Vidur's published H100/A100 operator timings.
+
+``measure`` and everything it imports run with torch, numpy, pandas and pyyaml alone (what a
+bare GPU machine has); ``fit`` and ``report`` also need scipy and matplotlib and run where the
+simulator is installed. ``sim`` imports this package only for ``servesim calibrate`` and
+``servesim profile show``.
 """

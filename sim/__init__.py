@@ -1,7 +1,8 @@
 """servesim: a discrete-event simulator of generative-AI inference serving.
 
-The package holds the simulator (pure Python: SimPy, numpy, pandas). It never imports torch
-or the ``calibration`` package; profiles are the only link between the two.
+The package holds the simulator (pure Python: SimPy, numpy, pandas). It never imports torch,
+and the ``calibration`` package only from the ``calibrate`` and ``profile show`` commands;
+profile files are the link between the two.
 """
 
 __version__ = "0.1.0"

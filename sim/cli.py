@@ -4,6 +4,8 @@
     servesim validate-scenario SCENARIO [--set ...]
     servesim catalog [models|gpus]
     servesim bench [--requests N ...]
+    servesim calibrate [--model NAME] [--device cpu|cuda] [--quick] [-o PATH] [--from-raw DIR]
+    servesim profile show FILE [-o PNG]
 
 Bad input (scenario fields, traces, flags) prints one line naming the problem and exits with
 code 2; no traceback reaches the user.
@@ -71,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--requests", type=_positive_int, action="append", help="request counts (default 20000 and 200000)")
     bench.add_argument("--skip-trace", action="store_true", help="skip the Azure conv trace case")
     bench.add_argument("--repeat", type=_positive_int, default=3, help="runs per case (median and range are shown)")
+
+    cal = sub.add_parser("calibrate", help="time a model's kernels on this machine and write a profile")
+    cal.add_argument("--model", default="llama-tiny", help="catalog model (default llama-tiny, a CPU-sized LLM)")
+    cal.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    cal.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on cuda, float32 on cpu")
+    cal.add_argument("--quick", action="store_true", help="a coarse grid (minutes on a CPU)")
+    cal.add_argument("--threads", type=_positive_int, default=1, help="CPU threads to time with (default 1)")
+    cal.add_argument("-o", "--output", type=Path, default=Path("profiles"), help="profile .yaml path or folder (default profiles/)")
+    cal.add_argument("--raw-dir", type=Path, help="where raw timings go (default: <output folder>/raw/<model>-<device>); a re-run resumes there")
+    cal.add_argument("--from-raw", type=Path, metavar="DIR", help="skip measuring: fit the raw timings in DIR (e.g. brought back from a GPU machine)")
+
+    prof = sub.add_parser("profile", help="inspect a calibration profile")
+    prof_sub = prof.add_subparsers(dest="profile_command", required=True, parser_class=_Parser)
+    show = prof_sub.add_parser("show", help="print the fit table and plot measured vs fitted vs roofline")
+    show.add_argument("file", type=Path)
+    show.add_argument("-o", "--output", type=Path, help="plot path (default: next to the profile, <stem>.png)")
     return parser
 
 
@@ -87,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             from sim.bench import main as bench_main
 
             return bench_main(args.requests, skip_trace=args.skip_trace, repeat=args.repeat)
+        if args.command == "calibrate":
+            return _cmd_calibrate(args)
+        if args.command == "profile":
+            return _cmd_profile_show(args)
     except ServesimError as exc:
         sys.stderr.write(f"servesim: error: {exc}\n")
         return EXIT_USAGE
@@ -109,11 +131,12 @@ def _cmd_validate(args) -> int:
     from sim import catalog
     from sim.config import load_scenario
     from sim.diffusion.cost import diffusion_memory_budget
-    from sim.fleet.cluster import pool_kv_budget
+    from sim.fleet.cluster import check_cost_models, pool_kv_budget
     from sim.workload.stream import check_trace_files
 
     scenario, base_dir = load_scenario(args.scenario, _overrides(args))
     check_trace_files(scenario, base_dir)
+    check_cost_models(scenario, base_dir)
     for pool in scenario.pools:
         if pool.is_diffusion:
             budget = diffusion_memory_budget(catalog.get_diffusion_model(pool.model), catalog.get_gpu(pool.gpu), pool.diffusion.gpu_memory_utilization)
@@ -158,6 +181,91 @@ def _cmd_run(args) -> int:
     if args.output is not None:
         paths = write_outputs(result, args.output, plots=not args.no_plots)
         Console().print(f"wrote {len(paths)} files to {args.output}")
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    """Measure (unless --from-raw) and fit. The calibration package needs torch, which the
+    simulator does not: it is imported here, lazily, and its absence is a one-line error."""
+    import time
+
+    from rich.console import Console
+
+    from sim.errors import ConfigError
+
+    console = Console(stderr=True)
+    try:
+        from calibration.fit import build_profile, write_profile
+        from calibration.measure import load_raw, measure
+    except ImportError as exc:
+        raise ConfigError(f"calibration needs {exc.name}: pip install -e '.[calibration]' (torch is pinned there)") from None
+    t0 = time.perf_counter()
+    if args.from_raw is not None:
+        raw_dir = args.from_raw
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        out_dir = args.output if args.output.suffix not in (".yaml", ".yml") else args.output.parent
+        raw_dir = args.raw_dir or out_dir / "raw" / f"{args.model}-{args.device.replace(':', '')}{'-quick' if args.quick else ''}"
+        with Progress(TextColumn("{task.description:<13}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(label: str, done: int, total: int) -> None:
+                if label not in tasks:
+                    tasks[label] = bar.add_task(label, total=total)
+                bar.update(tasks[label], completed=done)
+
+            try:
+                measure(args.model, args.device, raw_dir, quick=args.quick, dtype=args.dtype, threads=args.threads, progress=progress)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+    try:
+        raw, meta = load_raw(raw_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    path = write_profile(build_profile(raw, meta, None), raw, args.output)
+    console.print(f"measured and fitted in {time.perf_counter() - t0:.0f} s; raw timings in {raw_dir}")
+    _print_profile(path, Console())
+    print(f"wrote {path} and {path.with_suffix('.csv')}")
+    return 0
+
+
+def _print_profile(path: Path, console) -> None:
+    from rich.table import Table
+
+    from calibration.report import fit_table_rows, header_lines, load
+
+    profile, _ = load(path)
+    for line in header_lines(profile):
+        console.print(line, highlight=False)
+    rows = fit_table_rows(profile)
+    table = Table(title="fits (relative error on held-out points; roofline efficiency = floor / measured, median)", title_justify="left")
+    for col in rows[0]:
+        text = col in ("op", "form", "source")
+        table.add_column(col, justify="left" if text else "right", no_wrap=text, min_width=12 if col == "op" else None)
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    console.print(table)
+
+
+def _cmd_profile_show(args) -> int:
+    from rich.console import Console
+
+    from sim.costs.profile import load_profile
+    from sim.errors import ConfigError
+
+    load_profile(args.file)  # validates: a bad file is a one-line error, as for a scenario
+    try:
+        from calibration.report import load, plot
+    except ImportError as exc:
+        raise ConfigError(f"profile show needs {exc.name}") from None
+    _print_profile(args.file, Console())
+    profile, raw = load(args.file)
+    if raw is None:
+        print("no raw timings beside the profile: nothing to plot")
+        return 0
+    out = plot(profile, raw, args.output or args.file.with_suffix(".png"))
+    print(f"wrote {out}")
     return 0
 
 

@@ -458,7 +458,18 @@ class ConstantCost(Strict):
     vae_decode_s: Float = Field(default=0.0, ge=0)
 
 
-CostModelConfig = Annotated[Union[RooflineCost, ConstantCost], Field(discriminator="kind")]
+class ProfileCost(Strict):
+    """Step costs from a calibration profile (``servesim-profile/1``, docs/profile-format.md):
+    per-op timings measured (or imported from Vidur) for one model, GPU and tensor-parallel
+    degree. The profile's model, kind and tp must match the pool's, and so must its GPU when it
+    names one; the pool's gpu still sets memory, KV capacity and price."""
+
+    kind: Literal["profile"]
+    path: str = Field(min_length=1)
+    """Profile YAML file, relative to the scenario file (``../profiles/vidur/...``) or absolute."""
+
+
+CostModelConfig = Annotated[Union[RooflineCost, ConstantCost, ProfileCost], Field(discriminator="kind")]
 
 
 class PoolConfig(Strict):

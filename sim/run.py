@@ -26,7 +26,7 @@ import pandas as pd
 from sim import catalog
 from sim.config import Scenario, apply_overrides, load_scenario, parse_scenario
 from sim.errors import ConfigError
-from sim.fleet.cluster import ReplicationResult, check_pool_fits, price_per_gpu_hour, simulate
+from sim.fleet.cluster import ReplicationResult, check_cost_models, check_pool_fits, price_per_gpu_hour, simulate
 from sim.metrics.summary import summarize
 from sim.workload.stream import check_trace_files
 
@@ -79,10 +79,12 @@ def run_scenario(
     elif overrides:
         scenario = parse_scenario(apply_overrides(scenario.model_dump(), overrides))
     base_dir = base_dir or Path(".")
-    # Fail early (before any simulation) if a model does not fit its GPU or a trace is missing.
+    # Fail early (before any simulation) if a model does not fit its GPU, or a trace or a
+    # profile is missing or does not match its pool.
     for pool in scenario.pools:
         check_pool_fits(pool)
     check_trace_files(scenario, base_dir)
+    check_cost_models(scenario, base_dir)
     root = np.random.SeedSequence(scenario.seed)
     reps: list[ReplicationResult] = []
     for child in root.spawn(scenario.replications):

@@ -19,11 +19,13 @@ import pandas as pd
 import simpy
 
 from sim import catalog
-from sim.config import ConstantCost, PoolConfig, RetryPolicy, Scenario
-from sim.costs import ConstantCostModel, CostModel, RooflineCostModel
+from sim.config import ConstantCost, PoolConfig, ProfileCost, RetryPolicy, Scenario
+from sim.costs import ConstantCostModel, CostModel, ProfileCostModel, RooflineCostModel
+from sim.costs.profile import DiffusionProfileCost, Profile, check_profile_for_pool, load_profile
 from sim.diffusion.batcher import DiffusionBatcher
 from sim.diffusion.cost import DiffusionConstantCost, DiffusionRooflineCost, diffusion_memory_budget, request_bytes
 from sim.diffusion.request import ImageRequest
+from sim.errors import ConfigError
 from sim.fleet.diffusion_replica import MIB, DiffusionReplica
 from sim.fleet.pipeline import PipelineRequest, PipelineStream, build_pipeline_stream
 from sim.fleet.replica import LLMReplica
@@ -38,10 +40,12 @@ from sim.workload.images import ImageStream, build_image_stream
 from sim.workload.stream import Stream, block_keys, build_stream
 
 
-def build_cost_model(pool: PoolConfig) -> CostModel:
+def build_cost_model(pool: PoolConfig, base_dir: Path | None = None) -> CostModel:
     cm = pool.cost_model
     if isinstance(cm, ConstantCost):
         return ConstantCostModel(cm.step_s, cm.prefill_token_s, cm.decode_seq_s)
+    if isinstance(cm, ProfileCost):
+        return ProfileCostModel(pool_profile(pool, base_dir))
     return RooflineCostModel(
         catalog.get_model(pool.model),
         catalog.get_gpu(pool.gpu),
@@ -53,16 +57,41 @@ def build_cost_model(pool: PoolConfig) -> CostModel:
     )
 
 
-def build_diffusion_cost(pool: PoolConfig):
+def build_diffusion_cost(pool: PoolConfig, base_dir: Path | None = None):
     cm = pool.cost_model
     if isinstance(cm, ConstantCost):
         return DiffusionConstantCost(cm.step_s, cm.per_row_s, cm.text_encode_s, cm.vae_decode_s)
+    if isinstance(cm, ProfileCost):
+        return DiffusionProfileCost(pool_profile(pool, base_dir))
     return DiffusionRooflineCost(
         catalog.get_diffusion_model(pool.model),
         catalog.get_gpu(pool.gpu),
         compute_efficiency=cm.compute_efficiency,
         bandwidth_efficiency=cm.bandwidth_efficiency,
     )
+
+
+def pool_profile(pool: PoolConfig, base_dir: Path | None) -> Profile:
+    """The profile a ``cost_model: {kind: profile}`` pool reads (path relative to the scenario
+    file), checked against the pool's model, kind, TP degree and GPU. Raises ConfigError."""
+    path = Path(pool.cost_model.path)
+    profile = load_profile(path if path.is_absolute() else (base_dir or Path(".")) / path)
+    check_profile_for_pool(profile, pool.name, pool.model, pool.gpu, pool.tensor_parallel_size, pool.is_diffusion)
+    return profile
+
+
+def check_cost_models(scenario: Scenario, base_dir: Path) -> None:
+    """Raise ConfigError (one line, naming the field) if a pool's profile is missing, malformed
+    or does not match its pool. Cheap: run before simulating."""
+    for i, pool in enumerate(scenario.pools):
+        if not isinstance(pool.cost_model, ProfileCost):
+            continue
+        path = Path(pool.cost_model.path)
+        path = path if path.is_absolute() else base_dir / path
+        if not path.is_file():
+            what = "is a directory, not a profile file" if path.is_dir() else "profile file not found"
+            raise ConfigError(f"pools.{i}.cost_model.path: {what}: {path}")
+        pool_profile(pool, base_dir)
 
 
 def pool_kv_budget(pool: PoolConfig) -> KVBudget:
@@ -219,10 +248,10 @@ class Pool:
 
 
 class LLMPool(Pool):
-    def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy]):
+    def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy], base_dir: Path | None = None):
         super().__init__(env, cfg, recorder, retry)
         self.budget = pool_kv_budget(cfg)
-        cost = build_cost_model(cfg)
+        cost = build_cost_model(cfg, base_dir)
         sched_cfg = scheduler_config(cfg)
         sched_cls = StaticBatchScheduler if cfg.engine.scheduler == "static" else Scheduler
         prefix = cfg.engine.enable_prefix_caching and cfg.engine.scheduler == "continuous"
@@ -235,13 +264,13 @@ class LLMPool(Pool):
 
 
 class DiffusionPool(Pool):
-    def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy]):
+    def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy], base_dir: Path | None = None):
         super().__init__(env, cfg, recorder, retry)
         self.spec = catalog.get_diffusion_model(cfg.model)
         gpu = catalog.get_gpu(cfg.gpu)
         batching = cfg.diffusion
         self.mem_budget = diffusion_memory_budget(self.spec, gpu, batching.gpu_memory_utilization)
-        cost = build_diffusion_cost(cfg)
+        cost = build_diffusion_cost(cfg, base_dir)
         self._mem: dict[tuple, tuple[int, float]] = {}
         for _ in range(cfg.replicas):
             index = recorder.add_replica(cfg.name, max(1, int(self.mem_budget / MIB)), 1, 1 / 1024)
@@ -375,7 +404,7 @@ def simulate(
     retry = {i: c.retry for i, c in enumerate(scenario.classes)}
     pools: dict[str, Pool] = {}
     for p in scenario.pools:
-        pools[p.name] = (DiffusionPool if p.is_diffusion else LLMPool)(env, p, recorder, retry)
+        pools[p.name] = (DiffusionPool if p.is_diffusion else LLMPool)(env, p, recorder, retry, base_dir)
     if streams is None:
         rngs = [np.random.default_rng(s) for s in seed.spawn(len(scenario.classes))]
         streams = [_build(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]

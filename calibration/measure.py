@@ -1,0 +1,427 @@
+"""Measure a model's step kernels on a device and write the raw timings (no fitting here).
+
+    python -m calibration.measure --model llama-3-8b --device cuda -o OUT_DIR [--quick]
+
+Runs with torch, numpy, pandas and pyyaml alone, so it runs on a GPU machine that has nothing
+else; the fits (scipy) run wherever ``servesim calibrate --from-raw OUT_DIR`` does. It writes
+``raw.jsonl`` (one row per measured point: op, its features, median/p10/p90/min seconds, FLOPs
+counted by torch's FlopCounterMode, bytes from the shapes) and ``meta.json`` (device, driver,
+torch, dtype, grid, measured peaks). Rows are appended as each op's sweep finishes, and a re-run
+into the same folder skips the ops already there, so a sweep cut off by a time limit resumes.
+
+The LLM ops call the same functions a serving step calls (``LlamaLayer.pre_attention`` /
+``post_attention``, ``attend``, ``LlamaModel.head``, ``LlamaModel.step``): per-layer ops are
+timed over a stack of consecutive layers (a different stack each repeat, so weights are not
+L2-resident on a GPU) and divided by its depth; whole steps run the full model and end with the
+host copy of the sampled ids, as an engine's step does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from calibration.grids import DiffusionGrid, LLMGrid, diffusion_grid, llm_grid
+from calibration.harness import Timing, configure_cpu, run_metadata, sync, time_fn, time_interleaved
+
+Progress = Callable[[str, int, int], None]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+RAW, META = "raw.jsonl", "meta.json"
+
+
+def _print_progress(label: str, done: int, total: int) -> None:
+    if done == total or done % max(1, total // 5) == 0:
+        print(f"  {label}: {done}/{total}", flush=True)
+
+
+def count_flops(fn: Callable[[], object]) -> float:
+    """FLOPs torch counts for one call (matmuls, convolutions, attention; 2 per MAC)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+class _Recorder:
+    """Appends each op's rows to ``raw.jsonl`` (one JSON object per measured point; ops have
+    different feature columns) as soon as its sweep finishes."""
+
+    def __init__(self, out: Path):
+        self.path = out / RAW
+        self.done: set[str] = set()
+        if self.path.exists():
+            self.done = {json.loads(line)["op"] for line in self.path.read_text().splitlines() if line.strip()}
+
+    def record(self, op: str, rows: list[dict]) -> None:
+        with self.path.open("a") as f:
+            for row in rows:
+                f.write(json.dumps({"op": op, **row}) + "\n")
+        self.done.add(op)
+
+
+def _timing_kwargs(device: str, quick: bool) -> dict:
+    if device.startswith("cuda"):
+        return {"warmup": 3, "reps": 10, "min_total_s": 0.05, "max_reps": 100}
+    return {"warmup": 2, "reps": 5 if quick else 7, "min_total_s": 0.15, "max_reps": 25}
+
+
+def measure_peaks(device: str, dtype: torch.dtype) -> dict:
+    """Achieved dense-matmul FLOP/s and copy bandwidth on this device: the roofline a profile's
+    efficiencies are stated against when the device is not a catalog GPU."""
+    cuda = device.startswith("cuda")
+    n = 8192 if cuda else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    mm = time_fn(lambda i: torch.mm(a, b), device, warmup=2, reps=5)
+    elems = (1 << 28) if cuda else (1 << 24)
+    src = torch.empty(elems, device=device, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    cp = time_fn(lambda i: dst.copy_(src), device, warmup=2, reps=5)
+    return {
+        "matmul_flops_per_s": 2 * n**3 / mm.median_s,
+        "copy_bytes_per_s": 2 * src.numel() * 4 / cp.median_s,
+        "matmul_size": n,
+    }
+
+
+@dataclass
+class Point:
+    """One measured shape: the callable to time (given the repeat index) and what to record."""
+
+    fn: Callable[[int], object]
+    features: dict
+    nbytes: float
+    per: int = 1
+    """The callable runs ``per`` copies of the op (a stack of layers); times are divided by it."""
+
+
+def _sweep(op: str, builders: list[Callable[[], Point]], device: str, quick: bool, rec: _Recorder, progress: Progress) -> None:
+    """Measure every point of one op and append its rows.
+
+    On a GPU points are built and timed one at a time (a point's KV cache can be gigabytes); on
+    a CPU all are built first and timed in interleaved rounds (``time_interleaved``)."""
+    if op in rec.done:
+        return
+    tk = _timing_kwargs(device, quick)
+    rows = []
+    if device.startswith("cuda"):
+        for j, build in enumerate(builders):
+            point = build()
+            flops = count_flops(lambda p=point: p.fn(0))
+            rows.append(_row(time_fn(point.fn, device, **tk), point, flops))
+            del point  # free its tensors before the next point is built
+            progress(op, j + 1, len(builders))
+    else:
+        points = [build() for build in builders]
+        flops = [count_flops(lambda p=p: p.fn(0)) for p in points]
+        timings = time_interleaved([p.fn for p in points], **tk, on_done=lambda k: progress(op, k, len(points)))
+        rows = [_row(t, p, f) for t, p, f in zip(timings, points, flops)]
+    rec.record(op, rows)
+
+
+def _row(t: Timing, point: Point, flops: float) -> dict:
+    k = point.per
+    return {
+        **point.features,
+        "median_s": t.median_s / k,
+        "p10_s": t.p10_s / k,
+        "p90_s": t.p90_s / k,
+        "min_s": t.min_s / k,
+        "reps": t.reps,
+        "flops": flops / k,
+        "bytes": point.nbytes,
+    }
+
+
+# --------------------------------------------------------------------------------------- LLM
+
+
+def measure_llm(
+    name: str, device: str, dtype: torch.dtype, quick: bool, rec: _Recorder, progress: Progress, grid: LLMGrid | None = None
+) -> dict:
+    from calibration.configs import llm_config
+    from calibration.models.llama import KVCache, LlamaModel, SeqSlice, attend
+
+    cfg = llm_config(name)
+    model = LlamaModel(cfg, dtype=dtype, device=device).eval()
+    grid = grid or llm_grid(device, quick, max_context=min(cfg.max_position_embeddings, 16384))
+    elem = torch.finfo(dtype).bits // 8
+    L, d, h, nq, nkv = cfg.num_layers, cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
+    layer_bytes = cfg.params_per_layer() * elem
+    kv_layer_tok = 2 * nkv * h * elem
+    # Per-layer ops run over a stack of consecutive layers whose weights outgrow the caches
+    # (50 MB L2 on an H100; tens of MB of L3 on a server CPU), as in a real step, where each
+    # layer's weights arrive cold; each repeat takes the next stack.
+    stack = min(L, max(2, -(-160 * 2**20 // layer_bytes)))
+    groups = max(1, L // stack)
+
+    def layers_for(i: int):
+        start = (i % groups) * stack
+        return model.layers[start : start + stack]
+
+    def lin_point(n: int) -> Callable[[], Point]:
+        def build() -> Point:
+            xs = [torch.randn(n, d, device=device, dtype=dtype) for _ in range(2)]
+            # positions wrap at the RoPE table size: the tokens of a long step need not be one sequence
+            cos, sin = model.rope(torch.arange(n, device=device) % cfg.max_position_embeddings)
+
+            def fn(i: int) -> None:
+                x = xs[i % 2]
+                with torch.inference_mode():
+                    for layer in layers_for(i):
+                        q, _, _ = layer.pre_attention(x, cos, sin)
+                        layer.post_attention(x, q.reshape(n, -1))
+
+            return Point(fn, {"tokens": n}, layer_bytes + 4 * n * d * elem, per=stack)
+
+        return build
+
+    def attention_point(chunks: list[tuple[int, int]]) -> Callable[[], Point]:
+        """Attention of one layer over sequences of (new, cached) tokens, stacked like the layers."""
+
+        def build() -> Point:
+            cache = KVCache(cfg, dtype, device, num_layers=stack)
+            seqs = []
+            for sid, (p, k) in enumerate(chunks):
+                cache.allocate(sid, k + p)
+                if k:
+                    cache.fill_random(sid, k)
+                seqs.append(SeqSlice(sid, p, k))
+            n = sum(p for p, _ in chunks)
+            q = torch.randn(n, nq, h, device=device, dtype=dtype)
+            kk = torch.randn(n, nkv, h, device=device, dtype=dtype)
+            vv = torch.randn(n, nkv, h, device=device, dtype=dtype)
+
+            def fn(i: int) -> None:
+                with torch.inference_mode():
+                    for layer in range(stack):
+                        attend(q, kk, vv, seqs, cache, layer)
+
+            cached = sum(k for _, k in chunks)
+            feats = {
+                "num_seqs": len(chunks),
+                "num_tokens": n,
+                "ctx_sum": cached,
+                "ctx_max": max(k for _, k in chunks),
+                "attn_pairs": sum(p * k + p * (p + 1) / 2 for p, k in chunks),
+            }
+            return Point(fn, feats, kv_layer_tok * (cached + n), per=stack)
+
+        return build
+
+    def head_point(r: int) -> Callable[[], Point]:
+        def build() -> Point:
+            xs = [torch.randn(r, d, device=device, dtype=dtype) for _ in range(2)]
+
+            def fn(i: int) -> None:
+                with torch.inference_mode():
+                    model.head(xs[i % 2])
+
+            return Point(fn, {"num_seqs": r}, cfg.vocab_size * d * elem)
+
+        return build
+
+    def step_point(spec: tuple[tuple[int, int], ...]) -> Callable[[], Point]:
+        def build() -> Point:
+            cache = KVCache(cfg, dtype, device)
+            seqs = []
+            for sid, (p, k) in enumerate(spec):
+                cache.allocate(sid, k + p)
+                if k:
+                    cache.fill_random(sid, k)
+                seqs.append(SeqSlice(sid, p, k))
+            n = sum(p for p, _ in spec)
+            ids = torch.randint(0, cfg.vocab_size, (n,), device=device)
+
+            def fn(i: int) -> None:
+                model.step(ids, seqs, cache).tolist()  # the engine's per-step host sync
+
+            decodes = [k for p, k in spec if p == 1 and k > 0]
+            prefills = [(p, k) for p, k in spec if not (p == 1 and k > 0)]
+            feats = {
+                "num_seqs": len(spec),
+                "num_tokens": n,
+                "num_decode": len(decodes),
+                "decode_ctx_sum": sum(decodes),
+                "num_prefill_tokens": sum(p for p, _ in prefills),
+                "prefill_ctx_sum": sum(k for _, k in prefills),
+                "prefill_attn_pairs": sum(p * k + p * (p + 1) / 2 for p, k in prefills),
+                "num_prefill_seqs": len(prefills),
+            }
+            nbytes = L * layer_bytes + cfg.vocab_size * d * elem + L * kv_layer_tok * (sum(k for _, k in spec) + n)
+            return Point(fn, feats, nbytes)
+
+        return build
+
+    _sweep("lin_layer", [lin_point(n) for n in grid.lin_tokens], device, quick, rec, progress)
+    _sweep("attn_decode", [attention_point([(1, c) for c in ctxs]) for ctxs in grid.decode], device, quick, rec, progress)
+    _sweep("attn_prefill", [attention_point(list(chunks)) for chunks in grid.prefill], device, quick, rec, progress)
+    _sweep("lm_head", [head_point(r) for r in grid.head_rows], device, quick, rec, progress)
+    _sweep("step", [step_point(spec) for spec in grid.steps], device, quick, rec, progress)
+    sync(device)
+    return {
+        "kind": "llm",
+        "layers": L,
+        "stack": stack,
+        "params_per_layer": cfg.params_per_layer(),
+        "kv_bytes_per_token": cfg.kv_bytes_per_token(elem),
+    }
+
+
+# --------------------------------------------------------------------------------- diffusion
+
+
+def measure_diffusion(
+    name: str,
+    device: str,
+    dtype: torch.dtype,
+    quick: bool,
+    rec: _Recorder,
+    progress: Progress,
+    grid: DiffusionGrid | None = None,
+) -> dict:
+    from calibration.diffusion_configs import diffusion_config
+    from calibration.models.diffusion import DiffusionPipeline
+
+    cfg = diffusion_config(name)
+    pipe = DiffusionPipeline(cfg, dtype=dtype, device=device)
+    multiple = cfg.vae_spatial_factor * cfg.patch_size
+    grid = grid or diffusion_grid(device, quick, (cfg.default_width, cfg.default_height, cfg.default_frames), multiple)
+    elem = torch.finfo(dtype).bits // 8
+
+    def weight_bytes(*modules) -> float:
+        return float(sum(p.numel() for m in modules if m is not None for p in m.parameters()) * elem)
+
+    def text_point(b: int) -> Callable[[], Point]:
+        def build() -> Point:
+            return Point(lambda i: pipe.encode_text(b), {"prompts": b}, weight_bytes(*pipe.text_encoders))
+
+        return build
+
+    def denoise_point(r: int, w: int, hgt: int, f: int) -> Callable[[], Point]:
+        def build() -> Point:
+            cond = pipe.conditioning_for(pipe.encode_text(1), r)
+            lats = [pipe.make_latents(r, w, hgt, f) for _ in range(2)]
+            feats = {"rows": r, "width": w, "height": hgt, "frames": f, "tokens": pipe.latent_tokens(w, hgt, f)}
+            return Point(lambda i: pipe.denoise(lats[i % 2], cond, 500.0), feats, weight_bytes(pipe.denoiser))
+
+        return build
+
+    def vae_point(b: int, w: int, hgt: int, f: int) -> Callable[[], Point]:
+        def build() -> Point:
+            lats = [pipe.make_latents(b, w, hgt, f) for _ in range(2)]
+            feats = {"images": b, "width": w, "height": hgt, "frames": f}
+            return Point(lambda i: pipe.decode(lats[i % 2]), feats, weight_bytes(pipe.vae))
+
+        return build
+
+    _sweep("text_encode", [text_point(b) for b in grid.text_prompts], device, quick, rec, progress)
+    _sweep("denoise_step", [denoise_point(*shape) for shape in grid.denoise], device, quick, rec, progress)
+    _sweep("vae_decode", [vae_point(*shape) for shape in grid.vae], device, quick, rec, progress)
+    sync(device)
+    return {"kind": "diffusion", "text_tokens": cfg.text_tokens, "cfg": cfg.cfg}
+
+
+# ------------------------------------------------------------------------------------- driver
+
+
+def model_kind(name: str) -> str:
+    """'llm' or 'diffusion' for a catalog model name (ValueError listing the allowed names)."""
+    from calibration.configs import llm_models
+    from calibration.diffusion_configs import diffusion_models
+
+    if name in llm_models():
+        return "llm"
+    if name in diffusion_models():
+        return "diffusion"
+    raise ValueError(f"unknown model {name!r}; allowed: {', '.join([*llm_models(), *diffusion_models()])}")
+
+
+def default_dtype(device: str) -> str:
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def measure(
+    model: str,
+    device: str,
+    out: Path,
+    *,
+    quick: bool = False,
+    dtype: str | None = None,
+    threads: int = 1,
+    progress: Progress = _print_progress,
+    grid: LLMGrid | DiffusionGrid | None = None,
+) -> Path:
+    """Measure ``model`` on ``device`` into ``out`` (raw.jsonl + meta.json); returns ``out``.
+
+    ``grid`` replaces the default grid (tests use small ones)."""
+    kind = model_kind(model)
+    dtype = dtype or default_dtype(device)
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA device here")
+    if not device.startswith("cuda"):
+        configure_cpu(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / META
+    settings = {"model": model, "kind": kind, "target": device, "dtype": dtype, "quick": quick, "custom_grid": grid is not None}
+    if meta_path.exists():  # resume: the same measurement, or refuse
+        meta = json.loads(meta_path.read_text())
+        if {k: meta.get(k) for k in settings} != settings:
+            raise ValueError(
+                f"{out} holds a measurement of {meta.get('model')} ({meta.get('target')}, {meta.get('dtype')}, "
+                f"quick={meta.get('quick')}); use another output folder"
+            )
+    else:
+        torch.manual_seed(0)
+        meta = {**settings, **run_metadata(device, DTYPES[dtype], quick)}
+        meta["peaks"] = measure_peaks(device, DTYPES[dtype])
+        meta_path.write_text(json.dumps(meta, indent=2))
+    rec = _Recorder(out)
+    fn = measure_llm if kind == "llm" else measure_diffusion
+    meta["model_facts"] = fn(model, device, DTYPES[dtype], quick, rec, progress, grid)
+    meta["complete"] = True
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def load_raw(folder: Path) -> tuple[pd.DataFrame, dict]:
+    """The raw timings and metadata a measurement left in ``folder``."""
+    meta_path, raw_path = folder / META, folder / RAW
+    if not meta_path.is_file() or not raw_path.is_file():
+        raise FileNotFoundError(f"{folder}: no {META} and {RAW} here (run calibration.measure first)")
+    meta = json.loads(meta_path.read_text())
+    if not meta.get("complete"):
+        raise ValueError(f"{folder}: the measurement did not finish; run it again into the same folder to resume")
+    return pd.read_json(raw_path, lines=True), meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m calibration.measure", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", choices=sorted(DTYPES))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (CPU only)")
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        measure(args.model, args.device, args.output, quick=args.quick, dtype=args.dtype, threads=args.threads)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"calibration.measure: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output / RAW} and {args.output / META}")
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Random-weight replicas of real architectures, built from published shapes (no downloads)."""
