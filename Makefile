@@ -33,4 +33,5 @@ two-shapes: $(BIN)/servesim
 	$(BIN)/python -m sim.report.two_shapes --out docs
 
 calibrate: $(VENV)/.test-deps
-	$(BIN)/servesim calibrate --device cpu --quick -o profiles/cpu
+	$(BIN)/servesim calibrate --model llama-tiny --device cpu --quick -o profiles/cpu
+	$(BIN)/servesim calibrate --model sd-tiny --device cpu --quick -o profiles/cpu

@@ -4,8 +4,10 @@ Forms (calibration notes, "Recommendations"; format in ``docs/profile-format.md`
 
 * token-parallel layer ops: a dense table over tokens (it keeps the tile/wave staircase a
   formula smooths away), extrapolated past its last point by the marginal cost of its top span;
+* the LM head (a GEMM over one row per sequence): a dense table over rows, for the same reason;
 * decode attention ``a + b*B + c*sum(ctx)``; prefill attention ``a + b*pairs + c*sum(cached)
-  + d*chunks`` (pairs = causal query-key pairs, the FLOP term); LM head ``a + b*rows``;
+  + d*chunks + e*tokens`` (pairs = causal query-key pairs, the FLOP term; tokens: the chunks'
+  own K/V writes and queries);
 * a whole step ``alpha*sum(ops) + h0 + h1*seqs``: measured whole steps calibrate how the ops
   compose (overlap, launch gaps) and the host's per-step and per-sequence work;
 * diffusion: denoiser ``a + b*rows + c*rows*N + d*rows*N^2`` (N latent tokens; the square is
@@ -35,8 +37,7 @@ CATALOG = Path(__file__).resolve().parents[1] / "sim" / "catalog" / "data"
 
 LLM_OPS = {
     "attn_decode": ["const", "num_decode", "decode_ctx_sum"],
-    "attn_prefill": ["const", "prefill_attn_pairs", "prefill_ctx_sum", "num_prefill_seqs"],
-    "lm_head": ["const", "num_seqs"],
+    "attn_prefill": ["const", "prefill_attn_pairs", "prefill_ctx_sum", "num_prefill_seqs", "num_prefill_tokens"],
 }
 DIFFUSION_OPS = {
     "denoise_step": ["const", "rows", "row_tokens", "row_tokens_sq"],
@@ -109,7 +110,7 @@ def eval_table(op: dict, x) -> np.ndarray:
     return np.where(x > xs[-1], ys[-1] + op["slope_s"] * (x - xs[-1]), inside)
 
 
-def fit_table(x: np.ndarray, y: np.ndarray, source: str = "measured") -> dict:
+def fit_table(x: np.ndarray, y: np.ndarray, feature: str = "tokens", source: str = "measured") -> dict:
     """A ``form: table`` op; error from predicting every third interior point off its neighbours."""
     order = np.argsort(x)
     x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
@@ -122,7 +123,7 @@ def fit_table(x: np.ndarray, y: np.ndarray, source: str = "measured") -> dict:
         "x": [int(v) if float(v).is_integer() else float(v) for v in x],
         "y_s": [float(v) for v in y],
         "slope_s": _tail_slope(x, y),
-        "range": {"tokens": [float(x[0]), float(x[-1])]},
+        "range": {feature: [float(x[0]), float(x[-1])]},
         "source": source,
         "fit_error": _error_summary(err, len(x), int(held.sum())),
     }
@@ -164,7 +165,10 @@ def llm_features(raw: pd.DataFrame, op: str) -> pd.DataFrame:
         return rows.assign(num_decode=rows["num_seqs"], decode_ctx_sum=rows["ctx_sum"])
     if op == "attn_prefill":
         return rows.assign(
-            prefill_attn_pairs=rows["attn_pairs"], prefill_ctx_sum=rows["ctx_sum"], num_prefill_seqs=rows["num_seqs"]
+            prefill_attn_pairs=rows["attn_pairs"],
+            prefill_ctx_sum=rows["ctx_sum"],
+            num_prefill_seqs=rows["num_seqs"],
+            num_prefill_tokens=rows["num_tokens"],
         )
     return rows
 
@@ -178,7 +182,12 @@ def ops_sum(profile_ops: dict, layers: int, steps: pd.DataFrame) -> np.ndarray:
     per_layer = per_layer + np.where(steps["num_prefill_tokens"] > 0, pre, 0.0)
     if "allreduce" in profile_ops:
         per_layer = per_layer + eval_linear(profile_ops["allreduce"], steps)
-    return layers * per_layer + eval_linear(profile_ops["lm_head"], steps)
+    return layers * per_layer + eval_op(profile_ops["lm_head"], steps["num_seqs"], steps)
+
+
+def eval_op(op: dict, x, feats) -> np.ndarray:
+    """A table op at ``x``, or a linear op on ``feats``."""
+    return eval_table(op, x) if op["form"] == "table" else eval_linear(op, feats)
 
 
 def build_llm_ops(raw: pd.DataFrame, meta: dict) -> dict:
@@ -186,6 +195,8 @@ def build_llm_ops(raw: pd.DataFrame, meta: dict) -> dict:
     ops: dict = {}
     lin = raw[raw["op"] == "lin_layer"]
     ops["lin_layer"] = _with_efficiency(fit_table(lin["tokens"].to_numpy(), lin["median_s"].to_numpy()), lin, peaks)
+    head = raw[raw["op"] == "lm_head"]
+    ops["lm_head"] = _with_efficiency(fit_table(head["num_seqs"].to_numpy(), head["median_s"].to_numpy(), "num_seqs"), head, peaks)
     for name, feats in LLM_OPS.items():
         rows = llm_features(raw, name)
         ops[name] = _with_efficiency(fit_linear(rows, rows["median_s"].to_numpy(float), feats), rows, peaks)

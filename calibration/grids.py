@@ -89,10 +89,12 @@ def llm_grid(device: str, quick: bool, max_context: int) -> LLMGrid:
         rows = [1, 4, 16, 64, 256]
         n_mix, n_steps, max_decode, chunk_hi, budget = 8, 24, 128, 2048, 4096
     else:
-        lin = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512]
+        # CPU BLAS picks kernels by row count, so small GEMMs are not monotonic in rows: the
+        # tables need dense grids at the small end to follow that.
+        lin = [*range(1, 9), *range(10, 33, 2), *range(36, 65, 4), *range(80, 257, 16), *range(288, 513, 32)]
         sizes, ctxs = [1, 2, 4, 8, 16], [32, 128, 512]
         chunks, cached = [8, 32, 64, 128, 256], [0, 128, 512]
-        rows = [1, 2, 4, 8, 16, 32, 48, 64]
+        rows = [*range(1, 17), *range(20, 65, 4)]
         n_mix, n_steps, max_decode, chunk_hi, budget = 6, 30, 16, 256, 512
         if not quick:
             lin += [640, 768, 1024]
@@ -118,8 +120,8 @@ def diffusion_grid(device: str, quick: bool, default_size: tuple[int, int, int],
     """
     w0, h0, f0 = default_size
     cuda = device.startswith("cuda")
-    scales = [0.5, 0.75, 1.0] if quick else [0.5, 0.625, 0.75, 0.875, 1.0, 1.25]
-    rows = [1, 2, 4, 8] if quick or not cuda else [1, 2, 4, 8, 16]
+    scales = [0.5, 0.625, 0.75, 0.875, 1.0] + ([] if quick else [1.125, 1.25])
+    rows = [1, 2, 3, 4, 6, 8] + ([16] if cuda and not quick else [])
     frames = [f0] if f0 == 1 else sorted({max(1, (f0 - 1) // 4 + 1), max(1, (f0 - 1) // 2 + 1), f0})
 
     def snap(x: float) -> int:
@@ -129,9 +131,9 @@ def diffusion_grid(device: str, quick: bool, default_size: tuple[int, int, int],
     denoise = [(r, w, h, f) for r in rows for (w, h) in sizes for f in frames]
     if f0 > 1:  # video: big rows x frames x size products would take minutes each; keep rows small
         denoise = [d for d in denoise if d[0] <= 2]
-    vae_images = [1, 2, 4] if f0 == 1 else [1]
+    vae_images = [1, 2, 3, 4] if f0 == 1 else [1]
     vae = [(b, w, h, f) for b in vae_images for (w, h) in sizes for f in frames]
-    prompts = (1, 2, 4, 8) if quick else (1, 2, 4, 8, 16)
+    prompts = (1, 2, 3, 4, 6, 8) + (() if quick else (12, 16))
     return DiffusionGrid(tuple(denoise), prompts, tuple(vae))
 
 

@@ -107,6 +107,10 @@ def time_fn(
     return _summary(samples, warmup)
 
 
+#: Points faster than this get an untimed call before each timed one in interleaved rounds.
+REWARM_BELOW_S = 0.02
+
+
 def time_interleaved(
     fns: list[Callable[[int], object]],
     *,
@@ -122,7 +126,9 @@ def time_interleaved(
     On a shared CPU a burst of load from elsewhere lands on whichever point is running; taking
     the points in shuffled rounds spreads each burst over many points as a few slow samples
     that their medians ignore, instead of a whole point's repeats (calibration notes, "Timing
-    caveats": randomised, interleaved sweep order). ``on_done(k)`` reports k points finished.
+    caveats": randomised, interleaved sweep order). Each timed call of a short point follows an
+    untimed one, so every sample sees the caches as a run of that kernel left them, as
+    sequential repeats would. ``on_done(k)`` reports k points finished.
     """
     for fn in fns:
         for i in range(warmup):
@@ -140,6 +146,10 @@ def time_interleaved(
         active = list(range(len(fns)))
         while active:
             for j in rng.permutation(active):
+                if not samples[j] or samples[j][-1] < REWARM_BELOW_S:
+                    # a short kernel runs once untimed first: the point before it in the round
+                    # has just evicted its data, and warm-or-not would otherwise be the noise
+                    fns[j](warmup + len(samples[j]))
                 t0 = time.perf_counter_ns()
                 fns[j](warmup + len(samples[j]))
                 samples[j].append((time.perf_counter_ns() - t0) / 1e9)

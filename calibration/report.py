@@ -70,7 +70,7 @@ def header_lines(profile: dict) -> list[str]:
 def _predict(profile: dict, name: str, rows: pd.DataFrame) -> np.ndarray:
     op = profile["ops"][name]
     if op["form"] == "table":
-        return eval_table(op, rows["tokens"])
+        return eval_table(op, rows["tokens"] if name == "lin_layer" else rows["num_seqs"])
     if profile["kind"] == "llm" and name == "step":
         rows = rows.assign(ops_sum=ops_sum(profile["ops"], profile["layers"], rows))
     if name == "denoise_step":
@@ -100,14 +100,14 @@ def plot(profile: dict, raw: pd.DataFrame, out: Path) -> Path:
         if has_roof:
             floor = np.maximum(rows["flops"] / flops_s, rows["bytes"] / bytes_s).to_numpy(float) * 1e3
         if profile["ops"][name]["form"] == "table":
-            x = rows["tokens"].to_numpy(float)
+            x = rows["tokens" if name == "lin_layer" else "num_seqs"].to_numpy(float)
             order = np.argsort(x)
             ax.errorbar(x, y, yerr=_bars(rows), fmt="o", ms=3, label="measured")
             ax.plot(x[order], pred[order], "-", label="profile")
             if floor is not None:
                 ax.plot(x[order], floor[order], "--", color="grey", label="roofline floor")
             ax.set_xscale("log")
-            ax.set_xlabel("tokens in step")
+            ax.set_xlabel("tokens in step" if name == "lin_layer" else "rows")
         else:
             ax.errorbar(pred, y, yerr=_bars(rows), fmt="o", ms=3, label="measured vs profile")
             if floor is not None:

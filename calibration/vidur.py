@@ -10,7 +10,8 @@ This module turns the copy of those files in ``calibration/data/vidur`` into pro
   const + per token to the DGX all-reduce timings of ``tp`` GPUs in one node;
 * ``attn_decode``, ``attn_prefill``, ``lm_head`` and ``step``: the attention timings are not in
   the copied data and Vidur does not time the LM head, so these come from the roofline of
-  ``sim/costs/roofline.py`` (catalog peaks x efficiencies, catalog overheads).
+  ``sim/costs/roofline.py`` (catalog peaks x efficiencies, catalog overheads) as linear forms
+  (``lm_head`` too: the format's table form for it is for measured heads).
 
     python -m calibration.vidur --out profiles/vidur
     python -m calibration.vidur --copy-from ../shared/data/vidur   # re-make the trimmed copy
@@ -253,13 +254,16 @@ def import_profile(
         {"num_decode": (1, x_max), "decode_ctx_sum": (0, math.floor(kv_tokens))},
         "roofline",
     )
+    # Prefill: the causal pairs' FLOPs, plus the KV bytes roofline.py charges: reading the cached
+    # prefix (prefill_ctx_sum) and writing the chunk's own K/V (num_prefill_tokens).
     ops["attn_prefill"] = _linear(
-        ["const", "prefill_attn_pairs", "prefill_ctx_sum", "num_prefill_seqs"],
-        [0.0, flop_s_per_pair, kv_s_per_token, 0.0],
+        ["const", "prefill_attn_pairs", "prefill_ctx_sum", "num_prefill_seqs", "num_prefill_tokens"],
+        [0.0, flop_s_per_pair, kv_s_per_token, 0.0, kv_s_per_token],
         {
             "prefill_attn_pairs": (0, x_max * max_pos),
             "prefill_ctx_sum": (0, math.floor(kv_tokens)),
             "num_prefill_seqs": (1, x_max),
+            "num_prefill_tokens": (1, x_max),
         },
         "roofline",
     )
@@ -293,7 +297,10 @@ def import_profile(
     ov = g["overheads"]
     lin_top = max(float(y[-1]), (float(y[-1]) + slope * x_max) / 2)
     per_layer_top = (
-        lin_top + dec_s_per_pair * (x_max + kv_tokens) + flop_s_per_pair * x_max * max_pos + kv_s_per_token * kv_tokens
+        lin_top
+        + dec_s_per_pair * (x_max + kv_tokens)
+        + flop_s_per_pair * x_max * max_pos
+        + kv_s_per_token * (kv_tokens + x_max)
     )
     if tp > 1:
         per_layer_top += (
@@ -327,8 +334,9 @@ def import_profile(
         "attn_decode, attn_prefill (roofline; Vidur's attention profiles are not in the copied data): as "
         "sim/costs/roofline.py, KV bytes read at the catalog HBM bandwidth x bandwidth efficiency and attention "
         "FLOPs at the catalog bf16 peak x compute efficiency. Decode pays max(FLOPs, KV read) per (query, key) "
-        "pair; prefill pays its causal pairs' FLOPs plus reading its cached prefix (a sum where the roofline takes "
-        "the max; the chunk's own KV write has no feature in the format and is left out).",
+        "pair; prefill pays its causal pairs' FLOPs plus the KV bytes of reading its cached prefix "
+        "(prefill_ctx_sum) and writing its own tokens' K/V (num_prefill_tokens), as the roofline charges them "
+        "(a sum of the compute and KV terms where the roofline takes their max).",
         "lm_head (roofline; Vidur does not time it): streaming the LM head's weights once per step plus its FLOPs "
         "per scheduled sequence (a sum where the roofline takes the max).",
         "step (catalog): per-step overhead step_s + per_layer_s x layers and per-sequence overhead per_seq_s from "

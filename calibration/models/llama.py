@@ -170,9 +170,11 @@ def attend(
             continue
         mask, causal = None, False
         if s.num_cached == 0:
-            causal = s.num_new > 1
-        elif s.num_new > 1:
-            # query i sits at position num_cached + i and sees keys up to there
+            causal = True
+        else:
+            # query i sits at position num_cached + i and sees keys up to there (torch's
+            # causal_lower_right says the same without a tensor, but it is a Tensor subclass
+            # that cannot be created under FlopCounterMode, which calibration counts with)
             ctx = s.num_cached + s.num_new
             mask = torch.ones(s.num_new, ctx, dtype=torch.bool, device=q.device).tril(diagonal=s.num_cached)
         o = F.scaled_dot_product_attention(

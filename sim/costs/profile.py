@@ -1,14 +1,16 @@
 """Profile step cost: fitted per-op forms read from a ``servesim-profile/1`` file.
 
 A profile (``docs/profile-format.md``) holds what calibration measured for one (device, model,
-dtype, tensor-parallel shard): a table over tokens for the token-parallel layers, linear forms
-for attention, all-reduce, the LM head and the whole step's host overhead. ``load_profile``
-reads and validates one file (any problem is a one-line ``ConfigError`` naming the file and the
-field); ``ProfileCostModel`` and ``DiffusionProfileCost`` evaluate it per step.
+dtype, tensor-parallel shard): a table over tokens for the token-parallel layers, a table over
+sequences or a linear form for the LM head, linear forms for attention, all-reduce and the whole
+step's host overhead. ``load_profile`` reads and validates one file (any problem is a one-line
+``ConfigError`` naming the file and the field); ``ProfileCostModel`` and
+``DiffusionProfileCost`` evaluate it per step.
 
 The simulator calls ``step_s`` once per engine step, so the forms are compiled to plain floats
-and Python lists when the model is built; per-token-count terms are memoised. A step whose
-feature lies beyond ``extrapolation_limit`` x the measured maximum raises ``ProfileRangeError``.
+and Python lists when the model is built; per-token-count and per-sequence-count terms are
+memoised. A step whose feature lies beyond ``extrapolation_limit`` x the measured maximum raises
+``ProfileRangeError``.
 """
 
 from __future__ import annotations
@@ -31,20 +33,23 @@ from sim.errors import ConfigError, ServesimError
 
 FORMAT = "servesim-profile/1"
 
-#: Ops of an LLM profile: form and features (``docs/profile-format.md``, "LLM").
-LLM_OPS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "lin_layer": ("table", ("num_tokens",)),
-    "attn_decode": ("linear", ("const", "num_decode", "decode_ctx_sum")),
-    "attn_prefill": ("linear", ("const", "prefill_attn_pairs", "prefill_ctx_sum", "num_prefill_seqs")),
-    "allreduce": ("linear", ("const", "num_tokens")),
-    "lm_head": ("linear", ("const", "num_seqs")),
-    "step": ("linear", ("ops_sum", "const", "num_seqs")),
+#: Ops of an LLM profile: the forms each may take, with the form's features (a linear form's
+#: exact feature set; a table's one implied feature) (``docs/profile-format.md``, "LLM").
+LLM_OPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "lin_layer": {"table": ("num_tokens",)},
+    "attn_decode": {"linear": ("const", "num_decode", "decode_ctx_sum")},
+    "attn_prefill": {
+        "linear": ("const", "prefill_attn_pairs", "prefill_ctx_sum", "num_prefill_seqs", "num_prefill_tokens")
+    },
+    "allreduce": {"linear": ("const", "num_tokens")},
+    "lm_head": {"linear": ("const", "num_seqs"), "table": ("num_seqs",)},
+    "step": {"linear": ("ops_sum", "const", "num_seqs")},
 }
 #: Ops of a diffusion profile (``docs/profile-format.md``, "Diffusion").
-DIFFUSION_OPS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "denoise_step": ("linear", ("const", "rows", "row_tokens", "row_tokens_sq")),
-    "text_encode": ("linear", ("const", "prompts")),
-    "vae_decode": ("linear", ("const", "images", "pixels")),
+DIFFUSION_OPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "denoise_step": {"linear": ("const", "rows", "row_tokens", "row_tokens_sq")},
+    "text_encode": {"linear": ("const", "prompts")},
+    "vae_decode": {"linear": ("const", "images", "pixels")},
 }
 
 # Fields the format defines. Readers ignore other keys (writers may add their own metadata);
@@ -97,6 +102,8 @@ class TableOp:
     """Seconds at measured points, linear in between, flat below, ``slope_s`` per unit above."""
 
     name: str
+    feature: str
+    """The one feature the op is a table over (implied by the op: num_tokens, num_seqs)."""
     x: tuple[float, ...]
     y_s: tuple[float, ...]
     slope_s: float
@@ -312,15 +319,17 @@ class _Reader:
         out = {}
         for name in names:
             if name in ops:
-                form, features = spec[name]
-                out[name] = self.op(ops[name], f"ops.{name}", name, form, features)
+                out[name] = self.op(ops[name], f"ops.{name}", name, spec[name])
         return out
 
-    def op(self, raw: Any, where: str, name: str, form: str, features: tuple[str, ...]):
+    def op(self, raw: Any, where: str, name: str, forms: dict[str, tuple[str, ...]]):
         if not isinstance(raw, dict):
             self.fail(where, f"expected a mapping of fields, got {_yaml_type(raw)}")
-        if raw.get("form") != form:
-            self.fail(f"{where}.form", f"{name} must be form {form!r} (got {_short(raw.get('form'))})")
+        form = raw.get("form")
+        if not isinstance(form, str) or form not in forms:
+            allowed = " or ".join(repr(f) for f in forms)
+            self.fail(f"{where}.form", f"{name} must be form {allowed} (got {_short(form)})")
+        features = forms[form]
         if form == "table":
             self.mapping(raw, where, _TABLE_FIELDS, _TABLE_FIELDS)
             x = self.numbers(raw["x"], f"{where}.x")
@@ -328,11 +337,24 @@ class _Reader:
                 self.fail(f"{where}.x", "points must be strictly increasing")
             y = self.numbers(raw["y_s"], f"{where}.y_s", len(x))
             slope = self.number(raw["slope_s"], f"{where}.slope_s")
-            return TableOp(name, x, y, slope, self.op_source(raw, where), self.fit_error(raw["fit_error"], where))
+            return TableOp(
+                name, features[0], x, y, slope, self.op_source(raw, where), self.fit_error(raw["fit_error"], where)
+            )
         self.mapping(raw, where, _LINEAR_FIELDS, _LINEAR_FIELDS)
         got = raw["features"]
         if not isinstance(got, list) or sorted(map(str, got)) != sorted(features) or len(set(got)) != len(got):
-            self.fail(f"{where}.features", f"expected the features {list(features)} in any order (got {_short(got)})")
+            what = ""
+            if isinstance(got, list):
+                missing = [f for f in features if f not in got]
+                unknown = [str(f) for f in got if f not in features]
+                what = "".join(
+                    f"; {label}: {', '.join(names)}"
+                    for label, names in (("missing", missing), ("not a feature of this op", unknown))
+                    if names
+                )
+            self.fail(
+                f"{where}.features", f"expected the features {list(features)} in any order{what} (got {_short(got)})"
+            )
         coef = self.numbers(raw["coef"], f"{where}.coef", len(got))
         return LinearOp(
             name,
@@ -413,7 +435,7 @@ class _Limits:
         lim = profile.extrapolation_limit
         for name, op in profile.ops.items():
             if isinstance(op, TableOp):
-                self.limit[name, "num_tokens"] = lim * op.x[-1]
+                self.limit[name, op.feature] = lim * op.x[-1]
             else:
                 for feature, (_, hi) in op.range.items():
                     self.limit[name, feature] = lim * hi
@@ -439,12 +461,13 @@ class _Limits:
 class ProfileCostModel:
     """LLM step time from a profile::
 
-        ops_sum = layers x (lin_layer(num_tokens) + attn_decode + attn_prefill + allreduce) + lm_head
+        ops_sum = layers x (lin_layer(num_tokens) + attn_decode + attn_prefill + allreduce)
+                  + lm_head(num_seqs)
         step_s  = step.coef . [ops_sum, 1, num_seqs]
 
     ``attn_decode`` applies when the step has decodes, ``attn_prefill`` when it has prefill
-    tokens, ``allreduce`` when tp > 1. Decode-only steps are evaluated through ``decode_line``,
-    so the two agree exactly.
+    tokens, ``allreduce`` when tp > 1; ``lm_head`` is a table over num_seqs or linear in it.
+    Decode-only steps are evaluated through ``decode_line``, so the two agree exactly.
     """
 
     name = "profile"
@@ -460,10 +483,12 @@ class ProfileCostModel:
         self._xs, self._ys, self._slope = list(lin.x), list(lin.y_s), lin.slope_s
         ad, ap, head, step = ops["attn_decode"], ops["attn_prefill"], ops["lm_head"], ops["step"]
         self._ad = (ad.coef_of("const"), ad.coef_of("num_decode"), ad.coef_of("decode_ctx_sum"))
-        self._ap = tuple(ap.coef_of(f) for f in LLM_OPS["attn_prefill"][1])
+        self._ap = tuple(ap.coef_of(f) for f in LLM_OPS["attn_prefill"]["linear"])
         ar = ops.get("allreduce") if profile.tp > 1 else None
         self._ar = (ar.coef_of("const"), ar.coef_of("num_tokens")) if ar is not None else None
-        self._head = (head.coef_of("const"), head.coef_of("num_seqs"))
+        # lm_head over num_seqs: a table (x, y_s, slope_s) or const + per-sequence coefficients.
+        self._head_table = (list(head.x), list(head.y_s), head.slope_s) if isinstance(head, TableOp) else None
+        self._head = (0.0, 0.0) if self._head_table else (head.coef_of("const"), head.coef_of("num_seqs"))
         self._step = (step.coef_of("ops_sum"), step.coef_of("const"), step.coef_of("num_seqs"))
         lim = self.limits.get
         self._lim_tokens = min(
@@ -473,8 +498,9 @@ class ProfileCostModel:
         self._lim_ops = lim("step", "ops_sum")
         self._lim_dec = lim("attn_decode", "num_decode")
         self._lim_ctx = lim("attn_decode", "decode_ctx_sum")
-        self._lim_pre = tuple(lim("attn_prefill", f) for f in LLM_OPS["attn_prefill"][1][1:])
+        self._lim_pre = tuple(lim("attn_prefill", f) for f in LLM_OPS["attn_prefill"]["linear"][1:])
         self._per_tokens: dict[int, float] = {}
+        self._per_seqs: dict[int, float] = {}
         self._decode: dict[int, tuple[float, float, float, float, float]] = {}
         """num_decode -> (intercept, slope, largest context answered, ops_sum intercept, slope)."""
         self._lines: dict[int, StepLine] = {}
@@ -492,10 +518,19 @@ class ProfileCostModel:
             t = self._per_tokens[n] = self._L * t
         return t
 
-    def _check_seqs(self, num_seqs: int) -> None:
-        if num_seqs > self._lim_seqs:
-            self.limits.check("lm_head", "num_seqs", num_seqs)
-            self.limits.check("step", "num_seqs", num_seqs)
+    def _seqs_s(self, n: int) -> float:
+        """lm_head at n sequences (lm_head's and step's num_seqs range-checked once per n, memoised)."""
+        t = self._per_seqs.get(n)
+        if t is None:
+            if n > self._lim_seqs:
+                self.limits.check("lm_head", "num_seqs", n)
+                self.limits.check("step", "num_seqs", n)
+            if self._head_table is not None:
+                t = _interpolate(*self._head_table, n)
+            else:
+                t = self._head[0] + self._head[1] * n
+            self._per_seqs[n] = t
+        return t
 
     def decode_line(self, num_decode: int) -> StepLine:
         line = self._lines.get(num_decode)
@@ -505,9 +540,9 @@ class ProfileCostModel:
             n = num_decode
             if n > self._lim_dec:
                 self.limits.check("attn_decode", "num_decode", n)
-            self._check_seqs(n)
+            head = self._seqs_s(n)
             d0, d1, d2 = self._ad
-            ops_a = self._tokens_s(n) + self._L * (d0 + d1 * n) + self._head[0] + self._head[1] * n
+            ops_a = self._tokens_s(n) + self._L * (d0 + d1 * n) + head
             ops_s = self._L * d2
             if ops_a > self._lim_ops:
                 self.limits.check("step", "ops_sum", ops_a)
@@ -541,10 +576,11 @@ class ProfileCostModel:
             return a + s * ctx
         L = self._L
         check = self.limits.check
-        ops = self._tokens_s(n)
-        if num_seqs > self._lim_seqs:
-            self._check_seqs(num_seqs)
-        ops += self._head[0] + self._head[1] * num_seqs
+        ops = self._per_tokens.get(n)
+        if ops is None:
+            ops = self._tokens_s(n)
+        head = self._per_seqs.get(num_seqs)
+        ops += self._seqs_s(num_seqs) if head is None else head
         if nd:
             ctx = shape.decode_ctx_sum
             if nd > self._lim_dec or ctx > self._lim_ctx:
@@ -552,15 +588,17 @@ class ProfileCostModel:
                 check("attn_decode", "decode_ctx_sum", ctx)
             d0, d1, d2 = self._ad
             ops += L * (d0 + d1 * nd + d2 * ctx)
-        if shape.num_prefill_tokens:
+        ptok = shape.num_prefill_tokens
+        if ptok:
             pairs, pctx, pseqs = shape.prefill_attn_pairs, shape.prefill_ctx_sum, num_seqs - nd
             lim = self._lim_pre
-            if pairs > lim[0] or pctx > lim[1] or pseqs > lim[2]:
+            if pairs > lim[0] or pctx > lim[1] or pseqs > lim[2] or ptok > lim[3]:
                 check("attn_prefill", "prefill_attn_pairs", pairs)
                 check("attn_prefill", "prefill_ctx_sum", pctx)
                 check("attn_prefill", "num_prefill_seqs", pseqs)
-            p0, p_pairs, p_ctx, p_seqs = self._ap
-            ops += L * (p0 + p_pairs * pairs + p_ctx * pctx + p_seqs * pseqs)
+                check("attn_prefill", "num_prefill_tokens", ptok)
+            p0, p_pairs, p_ctx, p_seqs, p_tok = self._ap
+            ops += L * (p0 + p_pairs * pairs + p_ctx * pctx + p_seqs * pseqs + p_tok * ptok)
         if ops > self._lim_ops:
             check("step", "ops_sum", ops)
         c_ops, c0, c_seq = self._step
@@ -581,9 +619,9 @@ class DiffusionProfileCost:
         self.profile = profile
         self.limits = _Limits(profile)
         ops = profile.ops
-        self._den = tuple(ops["denoise_step"].coef_of(f) for f in DIFFUSION_OPS["denoise_step"][1])
-        self._text = tuple(ops["text_encode"].coef_of(f) for f in DIFFUSION_OPS["text_encode"][1])
-        self._vae = tuple(ops["vae_decode"].coef_of(f) for f in DIFFUSION_OPS["vae_decode"][1])
+        self._den = tuple(ops["denoise_step"].coef_of(f) for f in DIFFUSION_OPS["denoise_step"]["linear"])
+        self._text = tuple(ops["text_encode"].coef_of(f) for f in DIFFUSION_OPS["text_encode"]["linear"])
+        self._vae = tuple(ops["vae_decode"].coef_of(f) for f in DIFFUSION_OPS["vae_decode"]["linear"])
         self._steps: dict[tuple[int, int], float] = {}
 
     def text_encode_s(self, num_prompts: int) -> float:

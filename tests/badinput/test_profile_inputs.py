@@ -57,9 +57,14 @@ PROFILE: dict[str, Any] = {
             {"num_decode": [1, 64], "decode_ctx_sum": [0, 1e5]},
         ),
         "attn_prefill": linear(
-            ["const", "prefill_attn_pairs", "prefill_ctx_sum", "num_prefill_seqs"],
-            [0.0, 1e-11, 1e-9, 0.0],
-            {"prefill_attn_pairs": [0, 1e6], "prefill_ctx_sum": [0, 1e5], "num_prefill_seqs": [1, 16]},
+            ["const", "prefill_attn_pairs", "prefill_ctx_sum", "num_prefill_seqs", "num_prefill_tokens"],
+            [0.0, 1e-11, 1e-9, 0.0, 2e-9],
+            {
+                "prefill_attn_pairs": [0, 1e6],
+                "prefill_ctx_sum": [0, 1e5],
+                "num_prefill_seqs": [1, 16],
+                "num_prefill_tokens": [1, 512],
+            },
         ),
         "lm_head": linear(["const", "num_seqs"], [2e-4, 4e-7], {"num_seqs": [1, 64]}),
         "step": linear(
@@ -138,6 +143,31 @@ def diffusion(profile: dict[str, Any]) -> None:
     }
 
 
+def head_table(profile: dict[str, Any], x: list[int]) -> None:
+    """lm_head as a table over num_seqs (x as given, one value per point)."""
+    profile["ops"]["lm_head"] = {
+        "form": "table",
+        "x": x,
+        "y_s": [2e-4 + 1e-5 * i for i in range(len(x))],
+        "slope_s": 4e-7,
+        "source": "measured",
+        "fit_error": FIT,
+    }
+
+
+def without_prefill_tokens(profile: dict[str, Any]) -> None:
+    """attn_prefill as written before num_prefill_tokens was a feature."""
+    op = profile["ops"]["attn_prefill"]
+    op["features"], op["coef"] = op["features"][:4], op["coef"][:4]
+    op["range"].pop("num_prefill_tokens")
+
+
+def busy(scenario: dict[str, Any]) -> None:
+    """Many requests at once: steps of up to max_num_seqs = 16 sequences."""
+    scenario["classes"][0]["arrival"]["rate"] = 500.0
+    scenario["classes"][0]["output_tokens"]["value"] = 64
+
+
 def long_prompts(scenario: dict[str, Any]) -> None:
     """Steps of 1100 tokens: beyond 2 x the profile's 512-token table."""
     pool(scenario)["engine"]["max_num_batched_tokens"] = 2048
@@ -175,6 +205,26 @@ CASES = [
         lambda p, s: p["ops"]["attn_decode"].update(features=["const", "num_decode"]),
         ("ops.attn_decode.features", "decode_ctx_sum"),
         id="missing-feature",
+    ),
+    pytest.param(
+        lambda p, s: without_prefill_tokens(p),
+        ("p.yaml", "ops.attn_prefill.features", "missing: num_prefill_tokens"),
+        id="attn-prefill-without-num-prefill-tokens",
+    ),
+    pytest.param(
+        lambda p, s: head_table(p, [1, 8, 4, 16]),
+        ("p.yaml", "ops.lm_head.x", "strictly increasing"),
+        id="lm-head-table-not-increasing",
+    ),
+    pytest.param(
+        lambda p, s: head_table(p, [1, 4, 4, 16]),
+        ("p.yaml", "ops.lm_head.x", "strictly increasing"),
+        id="lm-head-table-repeated-point",
+    ),
+    pytest.param(
+        lambda p, s: (head_table(p, [1, 2, 4]), busy(s)),
+        ("p.yaml", "op lm_head: num_seqs = ", "beyond the profile's extrapolation limit", "[1, 4]", "max_num_seqs"),
+        id="lm-head-table-beyond-extrapolation-limit",
     ),
     pytest.param(
         lambda p, s: pool(s).update(model="llama-2-7b"),
@@ -238,6 +288,11 @@ def test_unreadable_profile_is_one_line_exit_2(
 def test_the_valid_profile_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The cases fail because of what they break, not because of the set-up."""
     code, err = invoke(setup(tmp_path), capsys)
+    assert code == 0, err
+
+
+def test_a_table_lm_head_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = invoke(setup(tmp_path, lambda p, s: head_table(p, [1, 4, 8, 16, 64])), capsys)
     assert code == 0, err
 
 

@@ -107,3 +107,48 @@ def test_llama2_7b_h100_decode_steps_agree_with_the_roofline_within_1_5x(batch, 
     p, r = profile.step_s(shape), roofline.step_s(shape)
     print(f"llama-2-7b h100 decode batch {batch} ctx {ctx}: profile {p * 1e3:.3f} ms, roofline {r * 1e3:.3f} ms")
     assert 1 / 1.5 <= p / r <= 1.5
+
+
+PREFILL_SHAPES = {
+    "prefill 512": ((), [(512, 0)]),
+    "prefill 2048": ((), [(2048, 0)]),
+    "32 decodes + 512-token chunk": ([500] * 32, [(512, 0)]),
+    "32 decodes + 512-token chunk after 1536 cached": ([500] * 32, [(512, 1536)]),
+}
+
+
+@pytest.mark.parametrize("name", list(PREFILL_SHAPES))
+def test_llama2_7b_h100_prefill_steps_agree_with_the_roofline_within_1_5x(name):
+    pytest.importorskip("pydantic")
+    from sim import catalog
+    from sim.costs import ProfileCostModel, RooflineCostModel, load_profile
+
+    profile = ProfileCostModel(load_profile(H100_7B))
+    roofline = RooflineCostModel(catalog.get_model("llama-2-7b"), catalog.get_gpu("h100-sxm"))
+    shape = _shape(*PREFILL_SHAPES[name])
+    p, r = profile.step_s(shape), roofline.step_s(shape)
+    print(f"llama-2-7b h100 {name}: profile {p * 1e3:.3f} ms, roofline {r * 1e3:.3f} ms, ratio {p / r:.3f}")
+    assert 1 / 1.5 <= p / r <= 1.5
+
+
+@pytest.mark.parametrize("name", list(PREFILL_SHAPES))
+def test_roofline_made_prefill_attention_sums_the_rooflines_compute_and_kv_terms(name):
+    """attn_prefill charges roofline.py's FLOPs of the causal pairs and its KV bytes, the cached
+    prefix read and the chunk's own K/V write, summed where the roofline takes their max."""
+    pytest.importorskip("pydantic")
+    from sim import catalog
+    from sim.costs import RooflineCostModel, load_profile
+
+    prof = load_profile(H100_7B)
+    roofline = RooflineCostModel(catalog.get_model("llama-2-7b"), catalog.get_gpu("h100-sxm"))
+    s = _shape(*PREFILL_SHAPES[name])
+    op = prof.ops["attn_prefill"]
+    got = prof.layers * op.seconds(
+        prefill_attn_pairs=s.prefill_attn_pairs,
+        prefill_ctx_sum=s.prefill_ctx_sum,
+        num_prefill_seqs=s.num_seqs - s.num_decode,
+        num_prefill_tokens=s.num_prefill_tokens,
+    )
+    flops = roofline._attn_flop_s_per_pair * s.prefill_attn_pairs
+    kv = roofline._kv_s_per_token * (s.prefill_ctx_sum + s.num_prefill_tokens)
+    assert got == pytest.approx(flops + kv, rel=1e-9)

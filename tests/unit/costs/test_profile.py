@@ -33,8 +33,22 @@ def linear(features: list[str], coef: list[float], ranges: dict, source: str = "
     return {"form": "linear", "features": features, "coef": coef, "range": ranges, "source": source, "fit_error": FIT}
 
 
-def llm_profile(tp: int = 1, model: str = "llama-2-7b", gpu: str | None = "h100-sxm") -> dict:
-    """A small LLM profile: a 4-point table and every linear op with all coefficients > 0."""
+#: A table lm_head over num_seqs, not monotonic (a CPU BLAS picks other kernels by row count).
+#: It starts at 2 rows and ends at 128, so one sequence and 129..256 sequences are off the table.
+HEAD_TABLE = {
+    "form": "table",
+    "x": [2, 4, 8, 16, 64, 128],
+    "y_s": [4.0e-4, 9.0e-4, 8.5e-4, 6.0e-4, 1.6e-3, 2.9e-3],
+    "slope_s": 2.5e-5,
+    "range": {"num_seqs": [2, 128]},  # a writer's metadata: the reader takes the range from x
+    "source": "measured",
+    "fit_error": FIT,
+}
+
+
+def llm_profile(tp: int = 1, model: str = "llama-2-7b", gpu: str | None = "h100-sxm", head_table: bool = False) -> dict:
+    """A small LLM profile: a 4-point table and every linear op with all coefficients > 0
+    (``head_table``: lm_head as a table over num_seqs)."""
     ops = {
         "lin_layer": {
             "form": "table",
@@ -51,11 +65,18 @@ def llm_profile(tp: int = 1, model: str = "llama-2-7b", gpu: str | None = "h100-
         ),
         # Features in another order than the doc's table: coefficients follow `features`.
         "attn_prefill": linear(
-            ["prefill_ctx_sum", "const", "prefill_attn_pairs", "num_prefill_seqs"],
-            [3e-9, 1e-6, 1.3e-11, 2e-7],
-            {"prefill_ctx_sum": [0, 200_000], "prefill_attn_pairs": [0, 1.6e7], "num_prefill_seqs": [1, 64]},
+            ["prefill_ctx_sum", "num_prefill_tokens", "const", "prefill_attn_pairs", "num_prefill_seqs"],
+            [3e-9, 4e-9, 1e-6, 1.3e-11, 2e-7],
+            {
+                "prefill_ctx_sum": [0, 200_000],
+                "num_prefill_tokens": [1, 4096],
+                "prefill_attn_pairs": [0, 1.6e7],
+                "num_prefill_seqs": [1, 64],
+            },
         ),
-        "lm_head": linear(["const", "num_seqs"], [5e-5, 2e-7], {"num_seqs": [1, 256]}),
+        "lm_head": copy.deepcopy(HEAD_TABLE)
+        if head_table
+        else linear(["const", "num_seqs"], [5e-5, 2e-7], {"num_seqs": [1, 256]}),
         "step": linear(
             ["ops_sum", "const", "num_seqs"], [1.05, 1.3e-3, 4e-6], {"ops_sum": [0, 1.0], "num_seqs": [1, 256]}
         ),
@@ -133,6 +154,7 @@ def op_s(op: dict, **values: float) -> float:
 
 
 def table_s(op: dict, x: float) -> float:
+    """A table op from the raw dict: flat below x[0], linear in between, slope_s past x[-1]."""
     xs, ys = op["x"], op["y_s"]
     if x > xs[-1]:
         return ys[-1] + op["slope_s"] * (x - xs[-1])
@@ -154,10 +176,13 @@ def reference_step_s(raw: dict, s: StepShape) -> float:
             prefill_attn_pairs=s.prefill_attn_pairs,
             prefill_ctx_sum=s.prefill_ctx_sum,
             num_prefill_seqs=s.num_seqs - s.num_decode,
+            num_prefill_tokens=s.num_prefill_tokens,
         )
     if raw["tp"] > 1:
         per_layer += op_s(ops["allreduce"], num_tokens=s.num_tokens)
-    ops_sum = raw["layers"] * per_layer + op_s(ops["lm_head"], num_seqs=s.num_seqs)
+    head = ops["lm_head"]
+    head_s = table_s(head, s.num_seqs) if head["form"] == "table" else op_s(head, num_seqs=s.num_seqs)
+    ops_sum = raw["layers"] * per_layer + head_s
     return op_s(ops["step"], ops_sum=ops_sum, num_seqs=s.num_seqs)
 
 
@@ -165,33 +190,37 @@ decodes_st = st.lists(st.integers(0, 1500), max_size=48)
 prefills_st = st.lists(st.tuples(st.integers(1, 600), st.integers(0, 1500)), max_size=4)
 
 
+#: (tp, lm_head form) of the models fixture.
+VARIANTS = [(1, "linear"), (2, "linear"), (1, "table"), (2, "table")]
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """ProfileCostModel for tp 1 and tp 2, with the raw dicts they were built from."""
+    """ProfileCostModel per (tp, lm_head form), with the raw dicts they were built from."""
     tmp = tmp_path_factory.mktemp("profiles")
     out = {}
-    for tp in (1, 2):
-        raw = llm_profile(tp=tp)
-        out[tp] = (raw, ProfileCostModel(load_profile(write(tmp, raw, f"tp{tp}.yaml"))))
+    for tp, head in VARIANTS:
+        raw = llm_profile(tp=tp, head_table=head == "table")
+        out[tp, head] = (raw, ProfileCostModel(load_profile(write(tmp, raw, f"tp{tp}-{head}.yaml"))))
     return out
 
 
-@settings(max_examples=150, deadline=None)
-@given(decodes=decodes_st, prefills=prefills_st, tp=st.sampled_from([1, 2]))
-def test_step_s_is_the_documented_formula(models, decodes, prefills, tp):
-    raw, cm = models[tp]
+@settings(max_examples=200, deadline=None)
+@given(decodes=decodes_st, prefills=prefills_st, variant=st.sampled_from(VARIANTS))
+def test_step_s_is_the_documented_formula(models, decodes, prefills, variant):
+    raw, cm = models[variant]
     s = shape(decodes, prefills)
     assert cm.step_s(s) == pytest.approx(reference_step_s(raw, s), rel=1e-12, abs=0)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     decodes=st.lists(st.integers(0, 1500), min_size=1, max_size=200),
-    tp=st.sampled_from([1, 2]),
+    variant=st.sampled_from(VARIANTS),
     steps=st.integers(1, 40),
 )
-def test_decode_line_agrees_with_step_s(models, decodes, tp, steps):
-    raw, cm = models[tp]
+def test_decode_line_agrees_with_step_s(models, decodes, variant, steps):
+    raw, cm = models[variant]
     line = cm.decode_line(len(decodes))
     ctx = sum(decodes)
     # step_s answers decode-only shapes from the line itself: equal, not just close.
@@ -225,6 +254,62 @@ def test_table_interpolates_clamps_below_and_extrapolates_with_its_slope(tmp_pat
     # Below the first point: the first value (the table starts at one token, so ask the op).
     op = profile.ops["lin_layer"]
     assert op.seconds(0.25) == ys[0] and op.seconds(xs[0]) == ys[0]
+
+
+def test_a_table_lm_head_is_its_documented_interpolation_on_both_paths(tmp_path):
+    # Every op but lm_head at zero and step = ops_sum: a step costs lm_head(num_seqs) alone.
+    raw = llm_profile(head_table=True)
+    for name, op in raw["ops"].items():
+        if op["form"] == "linear":
+            op["coef"] = [1.0 if f == "ops_sum" else 0.0 for f in op["features"]]
+        elif name == "lin_layer":
+            op["y_s"], op["slope_s"] = [0.0] * len(op["y_s"]), 0.0
+    profile = load_profile(write(tmp_path, raw))
+    assert profile.ops["lm_head"].feature == "num_seqs"
+    cm = ProfileCostModel(profile)
+    head = raw["ops"]["lm_head"]
+    xs, ys, slope = head["x"], head["y_s"], head["slope_s"]
+
+    def decode_only(n: int) -> float:
+        return cm.step_s(shape([7] * n))
+
+    def mixed(n: int) -> float:  # n - 1 decodes and one prefill chunk: the general path
+        return cm.step_s(shape([7] * (n - 1), [(3, 5)]))
+
+    want = {1: ys[0], **dict(zip(xs, ys))}  # below x[0]: the first value
+    want[40] = ys[3] + (40 - xs[3]) / (xs[4] - xs[3]) * (ys[4] - ys[3])
+    want[xs[-1] + 50] = ys[-1] + slope * 50
+    for n, seconds in want.items():
+        assert decode_only(n) == pytest.approx(seconds, rel=1e-12), n
+        assert mixed(n) == pytest.approx(seconds, rel=1e-12), n
+        assert cm.decode_line(n).step_s(7 * n) == decode_only(n)
+    # Not monotonic in rows: kept as measured (4 and 8 rows slower than 16).
+    assert decode_only(4) > decode_only(8) > decode_only(16)
+    # Past 2 x x[-1] on num_seqs: a range error naming lm_head and its table's range.
+    limit = 2 * xs[-1]
+    decode_only(limit)
+    for ask in (lambda: cm.decode_line(limit + 1), lambda: mixed(limit + 1)):
+        with pytest.raises(ProfileRangeError, match=rf"op lm_head: num_seqs = {limit + 1} .*\[2, 128\]"):
+            ask()
+
+
+def test_prefill_attention_counts_the_chunks_own_tokens(tmp_path):
+    # Only attn_prefill's num_prefill_tokens term: a step costs layers x coef x prefill tokens.
+    raw = llm_profile()
+    c = 1e-6
+    for op in raw["ops"].values():
+        if op["form"] == "linear":
+            op["coef"] = [{"ops_sum": 1.0, "num_prefill_tokens": c}.get(f, 0.0) for f in op["features"]]
+        else:
+            op["y_s"], op["slope_s"] = [0.0] * len(op["y_s"]), 0.0
+    raw["ops"]["attn_prefill"]["range"]["num_prefill_tokens"] = [1, 2048]
+    cm = ProfileCostModel(load_profile(write(tmp_path, raw)))
+    L = raw["layers"]
+    assert cm.step_s(shape([100] * 3, [(300, 1000), (20, 0)])) == pytest.approx(L * c * 320, rel=1e-12)
+    assert cm.step_s(shape([100] * 3)) == 0.0
+    cm.step_s(shape(prefills=[(2048, 0), (2048, 0)]))  # at the limit: answered
+    with pytest.raises(ProfileRangeError, match=r"op attn_prefill: num_prefill_tokens = 4097 .*\[1, 2048\]"):
+        cm.step_s(shape(prefills=[(2048, 0), (2049, 0)]))
 
 
 def test_range_error_names_op_feature_value_and_range(tmp_path):
@@ -284,6 +369,14 @@ def test_diffusion_profile_is_the_documented_formula(tmp_path):
 # --------------------------------------------------------------------------- loading and matching
 
 
+def drop_feature(op: dict, feature: str) -> None:
+    """A linear op without one feature: its coefficient and range go with it (a consistent op
+    of an older format)."""
+    i = op["features"].index(feature)
+    del op["features"][i], op["coef"][i]
+    op["range"].pop(feature)
+
+
 @pytest.mark.parametrize(
     "edit, where",
     [
@@ -299,6 +392,31 @@ def test_diffusion_profile_is_the_documented_formula(tmp_path):
         ),
         (lambda r: r["ops"]["lin_layer"]["y_s"].pop(), "ops.lin_layer.y_s: expected 4 values"),
         (lambda r: r["ops"]["attn_decode"]["features"].pop(), "ops.attn_decode.features: expected the features"),
+        (lambda r: drop_feature(r["ops"]["attn_prefill"], "num_prefill_tokens"), "missing: num_prefill_tokens"),
+        (
+            lambda r: r["ops"]["attn_prefill"]["range"].pop("num_prefill_tokens"),
+            "ops.attn_prefill.range.num_prefill_tokens: required",
+        ),
+        (
+            lambda r: r["ops"].update(lm_head=dict(copy.deepcopy(HEAD_TABLE), x=[2, 8, 4, 16, 64, 128])),
+            "ops.lm_head.x: points must be strictly increasing",
+        ),
+        (
+            lambda r: r["ops"].update(lm_head=dict(copy.deepcopy(HEAD_TABLE), y_s=[1e-3] * 5)),
+            "ops.lm_head.y_s: expected 6 values",
+        ),
+        (
+            lambda r: r["ops"]["lm_head"].update(form="quadratic"),
+            "ops.lm_head.form: lm_head must be form 'linear' or 'table'",
+        ),
+        (
+            lambda r: r["ops"]["lm_head"].update(form=["table"]),
+            "ops.lm_head.form: lm_head must be form 'linear' or 'table' (got ['table'])",
+        ),
+        (
+            lambda r: r["ops"]["attn_decode"].update(form="table"),
+            "ops.attn_decode.form: attn_decode must be form 'linear'",
+        ),
         (
             lambda r: r["ops"]["attn_decode"]["range"].pop("decode_ctx_sum"),
             "ops.attn_decode.range.decode_ctx_sum: required",
