@@ -168,6 +168,18 @@ def measure_llm(
         start = (i % groups) * stack
         return model.layers[start : start + stack]
 
+    def filled_cache(chunks, num_layers: int):
+        """A KV cache for ``num_layers`` layers holding random K/V for each (new, cached)
+        sequence's cached part, with room for its new tokens; and the step's SeqSlices."""
+        cache = KVCache(cfg, dtype, device, num_layers=num_layers)
+        seqs = []
+        for sid, (p, k) in enumerate(chunks):
+            cache.allocate(sid, k + p)
+            if k:
+                cache.fill_random(sid, k)
+            seqs.append(SeqSlice(sid, p, k))
+        return cache, seqs
+
     def lin_point(n: int) -> Callable[[], Point]:
         def build() -> Point:
             xs = [torch.randn(n, d, device=device, dtype=dtype) for _ in range(2)]
@@ -189,13 +201,7 @@ def measure_llm(
         """Attention of one layer over sequences of (new, cached) tokens, stacked like the layers."""
 
         def build() -> Point:
-            cache = KVCache(cfg, dtype, device, num_layers=stack)
-            seqs = []
-            for sid, (p, k) in enumerate(chunks):
-                cache.allocate(sid, k + p)
-                if k:
-                    cache.fill_random(sid, k)
-                seqs.append(SeqSlice(sid, p, k))
+            cache, seqs = filled_cache(chunks, stack)
             n = sum(p for p, _ in chunks)
             q = torch.randn(n, nq, h, device=device, dtype=dtype)
             kk = torch.randn(n, nkv, h, device=device, dtype=dtype)
@@ -235,13 +241,7 @@ def measure_llm(
 
     def step_point(spec: tuple[tuple[int, int], ...]) -> Callable[[], Point]:
         def build() -> Point:
-            cache = KVCache(cfg, dtype, device)
-            seqs = []
-            for sid, (p, k) in enumerate(spec):
-                cache.allocate(sid, k + p)
-                if k:
-                    cache.fill_random(sid, k)
-                seqs.append(SeqSlice(sid, p, k))
+            cache, seqs = filled_cache(spec, L)
             n = sum(p for p, _ in spec)
             ids = torch.randint(0, cfg.vocab_size, (n,), device=device)
 

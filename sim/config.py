@@ -614,6 +614,23 @@ class Scenario(Strict):
 # --------------------------------------------------------------------------- loading
 
 
+def read_yaml(path: Path, what: str, shown: Path | None = None) -> Any:
+    """Parse a YAML file; a syntax error, a binary file or an unreadable one is a one-line
+    ConfigError naming ``shown`` (default ``path``) and, for syntax, the line and column."""
+    shown = shown or path
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else str(shown)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: not a text (UTF-8) file") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read {what}: {exc.strerror or exc}") from None
+
+
 def load_scenario(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Scenario, Path]:
     """Read, override and validate a scenario file. Returns the scenario and its directory
     (trace paths are relative to it). Raises ConfigError with a one-line message."""
@@ -622,17 +639,7 @@ def load_scenario(path: str | os.PathLike, overrides: list[str] | tuple[str, ...
         raise ConfigError(f"{path}: is a directory, not a scenario file")
     if not path.is_file():
         raise ConfigError(f"{path}: scenario file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text (UTF-8) file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read scenario file: {exc.strerror or exc}") from None
+    raw = read_yaml(path, "scenario file")
     if raw is None:
         raise ConfigError(f"{path}: scenario file is empty; a scenario must be a YAML mapping of fields")
     if not isinstance(raw, dict):

@@ -25,9 +25,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
-import yaml
-
 from sim import catalog
+from sim.config import read_yaml
 from sim.costs.base import StepLine, StepShape
 from sim.errors import ConfigError, ServesimError
 
@@ -175,17 +174,7 @@ def _load_cached(resolved: str, mtime_ns: int, size: int, shown: str) -> Profile
     # Keyed on the file's mtime and size: replications and pools reuse one parse, an edited
     # file is read again.
     path = Path(shown)
-    try:
-        raw = yaml.safe_load(Path(resolved).read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text (UTF-8) file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read profile file: {exc.strerror or exc}") from None
+    raw = read_yaml(Path(resolved), "profile file", path)
     return _Reader(path).profile(raw)
 
 
