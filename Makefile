@@ -1,6 +1,6 @@
 # Two commands for a fresh machine; each creates the virtualenv it needs.
 #   make demo   install servesim and run the quickstart scenario
-#   make test   install servesim with its test tools and torch (CPU, pinned) and run the tests
+#   make test   install servesim with its test tools, torch (CPU, pinned) and ray; run the tests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,9 +11,10 @@ $(BIN)/servesim: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(BIN)/servesim
 
-# Tests also time real kernels (tests/calibration): torch is pinned in the calibration extra.
-$(VENV)/.test-deps: $(BIN)/servesim
-	$(BIN)/pip install --quiet -e ".[dev,calibration]"
+# Tests also time real kernels (tests/calibration: torch, pinned in the calibration extra) and
+# run a sweep on a local Ray (the sweep extra).
+$(VENV)/.test-deps: $(BIN)/servesim pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev,calibration,sweep]"
 	touch $@
 
 .PHONY: demo test bench lint two-shapes calibrate

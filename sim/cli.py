@@ -6,6 +6,7 @@
     servesim bench [--requests N ...]
     servesim calibrate [--model NAME] [--device cpu|cuda] [--quick] [-o PATH] [--from-raw DIR]
     servesim profile show FILE [-o PNG]
+    servesim validate [--model NAME] [--device cpu|cuda] [--quick] [--profile FILE] [-o DIR]
 
 Bad input (scenario fields, traces, flags) prints one line naming the problem and exits with
 code 2; no traceback reaches the user.
@@ -84,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--raw-dir", type=Path, help="where raw timings go (default: <output folder>/raw/<model>-<device>); a re-run resumes there")
     cal.add_argument("--from-raw", type=Path, metavar="DIR", help="skip measuring: fit the raw timings in DIR (e.g. brought back from a GPU machine)")
 
+    val = sub.add_parser("validate", help="run a real serving loop here, simulate the same workload, compare")
+    val.add_argument("--model", default="llama-tiny", help="catalog model (default llama-tiny)")
+    val.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    val.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    val.add_argument("--quick", action="store_true", help="two load levels, short runs, CPU-sized lengths")
+    val.add_argument("--profile", type=Path, help="profile to validate (default: calibrate one now, quick grid)")
+    val.add_argument("--loads", help="comma-separated fractions of measured capacity (default 0.4,0.8 quick; 0.3,0.6,0.8 otherwise)")
+    val.add_argument("--repeats", type=_positive_int, default=3, help="real runs per load: their spread is the noise floor")
+    val.add_argument("--requests", type=_positive_int, help="requests per run (default 60 quick, 200 otherwise)")
+    val.add_argument("-o", "--output", type=Path, default=Path("results/validation"), help="report folder")
+
     prof = sub.add_parser("profile", help="inspect a calibration profile")
     prof_sub = prof.add_subparsers(dest="profile_command", required=True, parser_class=_Parser)
     show = prof_sub.add_parser("show", help="print the fit table and plot measured vs fitted vs roofline")
@@ -109,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_calibrate(args)
         if args.command == "profile":
             return _cmd_profile_show(args)
+        if args.command == "validate":
+            return _cmd_validate_real(args)
     except ServesimError as exc:
         sys.stderr.write(f"servesim: error: {exc}\n")
         return EXIT_USAGE
@@ -246,6 +260,73 @@ def _print_profile(path: Path, console) -> None:
     for r in rows:
         table.add_row(*(str(v) for v in r.values()))
     console.print(table)
+
+
+def _cmd_validate_real(args) -> int:
+    """servesim validate: the real loop on this device against the simulator (calibration/validate.py)."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim.errors import ConfigError
+
+    try:
+        from calibration.measure import model_kind
+        from calibration.validate import DiffusionSettings, LLMSettings, validate_diffusion, validate_llm
+    except ImportError as exc:
+        raise ConfigError(f"validate needs {exc.name}: pip install -e '.[calibration]' (torch is pinned there)") from None
+    if args.profile is not None:
+        from sim.costs.profile import load_profile
+
+        load_profile(args.profile)  # a bad file is a one-line error before any real run
+    try:
+        loads = tuple(float(x) for x in (args.loads or ("0.4,0.8" if args.quick else "0.3,0.6,0.8")).split(","))
+    except ValueError:
+        raise ConfigError(f"--loads: expected comma-separated numbers in (0, 1], got {args.loads!r}") from None
+    if not all(0 < x <= 1 for x in loads):
+        raise ConfigError(f"--loads: fractions of capacity must be in (0, 1], got {args.loads!r}")
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        console.print(f"[dim]{time.perf_counter() - t0:6.0f} s[/dim] {msg}", highlight=False)
+
+    try:
+        if model_kind(args.model) == "llm":
+            settings = LLMSettings(
+                model=args.model,
+                device=args.device,
+                dtype=args.dtype,
+                loads=loads,
+                repeats=args.repeats,
+                requests=args.requests or (60 if args.quick else 200),
+                quick=args.quick,
+            )
+            result = validate_llm(settings, args.output, args.profile, progress=progress)
+        else:
+            settings = DiffusionSettings(
+                model=args.model,
+                device=args.device,
+                dtype=args.dtype,
+                loads=loads,
+                repeats=args.repeats,
+                requests=args.requests or (40 if args.quick else 120),
+            )
+            result = validate_diffusion(settings, args.output, args.profile, progress=progress)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    table = Table(title=f"{args.model} on {args.device}: simulated vs measured (noise floor = spread of the real repeats)", title_justify="left")
+    for col in ("load", "metric", "measured", "predicted", "error", "noise floor"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for r in result["table"].itertuples():
+        table.add_row(f"{r.load:.0%}", r.metric, f"{r.measured:.4g}", f"{r.predicted:.4g}", f"{r.error:+.1%}", f"{r.noise_floor:.1%}")
+    out = Console()
+    out.print(table)
+    sr = result["step_replay"]
+    out.print(f"replay of {sr['steps']} real {sr['what']}: median |error| {sr['median_abs_rel_error']:.1%}, p90 {sr['p90_abs_rel_error']:.1%}, bias {sr['bias']:+.1%}")
+    out.print(f"report in {args.output} ({time.perf_counter() - t0:.0f} s)")
+    return 0
 
 
 def _cmd_profile_show(args) -> int:

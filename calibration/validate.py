@@ -1,0 +1,430 @@
+"""``servesim validate``: run a real serving loop, simulate the same workload, compare.
+
+For an LLM (``validate_llm``; ``validate_diffusion`` does the same for static image batches,
+with E2E and queue wait as its metrics and each real batch replayed against the profile):
+
+1. **Profile.** Use the given profile, or calibrate one now on this device (quick grid). The
+   calibration grid is synthetic; the validation workload below is not, so the two are
+   disjoint (calibration notes, "Validating the simulator honestly").
+2. **Capacity.** A burst of requests, all arriving at once, through the real engine: completed
+   requests per second at saturation. Load levels are fractions of it.
+3. **Real runs.** At each load, Poisson arrivals at ``load x capacity`` with prompt and output
+   lengths sampled from the Azure LLM 2023 conversation trace (scaled down for CPU-sized
+   models when ``quick``), run ``repeats`` times on the same schedule: the spread between
+   repeats is the real system's own noise floor, reported beside each error.
+4. **Simulation.** The same arrival times and lengths (a Vidur-format trace), the same engine
+   knobs and KV capacity (``num_gpu_blocks``), the profile as cost model.
+5. **Report.** Per-step replay error (each logged step predicted from its logged batch shape);
+   end-to-end errors at p50/p90/p99 of TTFT, TPOT and E2E; throughput; CDF plots of measured
+   vs predicted. Written as CSV, Markdown and PNG under the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+Progress = Callable[[str], None]
+METRICS = ("ttft_s", "tpot_s", "e2e_s")
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    model: str = "llama-tiny"
+    device: str = "cpu"
+    dtype: str | None = None
+    loads: tuple[float, ...] = (0.4, 0.8)
+    repeats: int = 3
+    requests: int = 60
+    capacity_requests: int = 40
+    seed: int = 0
+    max_num_seqs: int = 16
+    max_num_batched_tokens: int = 512
+    num_kv_blocks: int = 512
+    quick: bool = True
+
+
+def trace_lengths(n: int, rng: np.random.Generator, quick: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt and output lengths drawn from the shipped Azure LLM 2023 conversation sample.
+
+    ``quick`` divides prompts by 4 and outputs by 2 and caps them at 256 and 48 tokens, so a
+    CPU-sized model serves them in seconds; the shape of the distribution is the trace's."""
+    from sim.workload.traces import sample_path
+
+    trace = pd.read_csv(sample_path("azure_conv_2023.csv"))
+    idx = rng.integers(0, len(trace), n)
+    prompt = trace["ContextTokens"].to_numpy()[idx]
+    output = trace["GeneratedTokens"].to_numpy()[idx]
+    if quick:
+        prompt = np.clip(prompt // 4, 8, 256)
+        output = np.clip(output // 2, 2, 48)
+    return prompt.astype(int), np.maximum(output, 1).astype(int)
+
+
+def _workload(n: int, rate: float | None, rng: np.random.Generator, quick: bool):
+    from calibration.engine.llm import WorkItem
+
+    prompt, output = trace_lengths(n, rng, quick)
+    arrivals = np.zeros(n) if rate is None else np.cumsum(rng.exponential(1.0 / rate, n))
+    return [WorkItem(i, float(t), int(p), int(o)) for i, (t, p, o) in enumerate(zip(arrivals, prompt, output))]
+
+
+def _percentiles(frame: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> dict[str, float]:
+    out = {}
+    for m in metrics:
+        values = frame[m].dropna().to_numpy(float)
+        for p in PERCENTILES:
+            out[f"{m}_p{p}"] = float(np.percentile(values, p)) if len(values) else float("nan")
+    return out
+
+
+def _throughput(frame: pd.DataFrame) -> float:
+    done = frame.dropna(subset=["finish_s"])
+    span = done["finish_s"].max() - frame["arrival_s"].min()
+    return len(done) / span if span > 0 else float("nan")
+
+
+def simulate_llm(workload, s: LLMSettings, profile: Path, folder: Path) -> pd.DataFrame:
+    """The simulator's requests for the same workload, knobs and KV capacity."""
+    from sim.config import parse_scenario
+    from sim.run import run_scenario
+
+    trace = folder / "workload.csv"
+    pd.DataFrame(
+        {
+            "arrived_at": [w.arrival_s for w in workload],
+            "num_prefill_tokens": [w.prompt_tokens for w in workload],
+            "num_decode_tokens": [w.output_tokens for w in workload],
+        }
+    ).to_csv(trace, index=False)
+    scenario = {
+        "name": f"validate-{s.model}",
+        "seed": s.seed,
+        "replications": 1,
+        "warmup_s": 0,
+        "pools": [
+            {
+                "name": "llm",
+                "model": s.model,
+                "gpu": "l4",  # sets only memory and price here: KV capacity is num_gpu_blocks
+                "engine": {
+                    "max_num_seqs": s.max_num_seqs,
+                    "max_num_batched_tokens": s.max_num_batched_tokens,
+                    "block_size": 16,
+                    "enable_chunked_prefill": True,
+                    "enable_prefix_caching": False,
+                    "num_gpu_blocks": s.num_kv_blocks,
+                },
+                "cost_model": {"kind": "profile", "path": str(profile.resolve())},
+            }
+        ],
+        "classes": [{"name": "load", "pool": "llm", "trace": {"path": str(trace.resolve()), "format": "vidur"}}],
+    }
+    result = run_scenario(parse_scenario(scenario))
+    sim = result.requests.sort_values("request_id").reset_index(drop=True)
+    # The trace reader starts time at the first arrival; put it back on the workload's clock.
+    sim["arrival_s"] = [w.arrival_s for w in workload]
+    return sim
+
+
+def step_replay(steps: pd.DataFrame, profile: Path) -> pd.DataFrame:
+    """Each logged real step's measured time against the profile's prediction for its shape."""
+    from sim.costs.base import StepShape
+    from sim.costs.profile import ProfileCostModel, load_profile
+
+    cost = ProfileCostModel(load_profile(profile))
+    pred = []
+    for r in steps.itertuples():
+        shape = StepShape(
+            num_seqs=int(r.num_seqs),
+            num_tokens=int(r.num_tokens),
+            num_decode=int(r.num_decode),
+            decode_ctx_sum=int(r.decode_ctx_sum),
+            num_prefill_tokens=int(r.num_prefill_tokens),
+            prefill_ctx_sum=int(r.prefill_ctx_sum),
+            prefill_attn_pairs=float(r.prefill_attn_pairs),
+        )
+        pred.append(cost.step_s(shape))
+    out = steps.copy()
+    out["measured_s"] = out["end_s"] - out["start_s"]
+    out["predicted_s"] = pred
+    out["rel_error"] = (out["predicted_s"] - out["measured_s"]) / out["measured_s"]
+    return out
+
+
+def _profile_for(model: str, device: str, dtype: str, out: Path, profile: Path | None, progress: Progress) -> Path:
+    """The given profile, or one calibrated now on this device (quick grid) under ``out``."""
+    if profile is not None:
+        return profile
+    from calibration.fit import build_profile, write_profile
+    from calibration.measure import load_raw, measure
+
+    progress(f"calibrating {model} on {device} (quick grid)")
+    raw_dir = measure(model, device, out / "calibration" / "raw", quick=True, dtype=dtype, progress=lambda *a: None)
+    raw, meta = load_raw(raw_dir)
+    return write_profile(build_profile(raw, meta, None), raw, out / "calibration")
+
+
+def _compare(load: float, runs: list[pd.DataFrame], sim: pd.DataFrame, metrics: tuple[str, ...]) -> list[dict]:
+    """Error rows of one load: each percentile of each metric, and throughput. ``measured`` is
+    the median over the real repeats; ``noise_floor`` their (max - min) / median."""
+
+    def row(metric: str, vals: np.ndarray, predicted: float) -> dict:
+        med = float(np.median(vals))
+        return {
+            "load": load,
+            "metric": metric,
+            "measured": med,
+            "predicted": predicted,
+            "error": (predicted - med) / med if med else float("nan"),
+            "noise_floor": float((vals.max() - vals.min()) / med) if med else float("nan"),
+        }
+
+    real_p = pd.DataFrame([_percentiles(r, metrics) for r in runs])
+    sim_p = _percentiles(sim, metrics)
+    rows = [row(key, real_p[key].to_numpy(), sim_p[key]) for key in real_p.columns]
+    rows.append(row("throughput_req_s", np.array([_throughput(r) for r in runs]), _throughput(sim)))
+    return rows
+
+
+def _finish(out: Path, rows: list[dict], summary: dict, cdfs: dict, metrics: tuple[str, ...]) -> dict:
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "errors.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _plot_cdfs(cdfs, out / "cdfs.png", metrics)
+    _write_markdown(table, summary, out / "report.md")
+    return {"table": table, **summary}
+
+
+def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progress: Progress = print) -> dict:
+    """Run the whole LLM validation; write the report under ``out``; return its summary."""
+    from calibration.engine.llm import EngineConfig, run_llm_engine
+    from calibration.measure import default_dtype
+
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = s.dtype or default_dtype(s.device)
+    profile = _profile_for(s.model, s.device, dtype, out, profile, progress)
+    cfg = EngineConfig(
+        max_num_seqs=s.max_num_seqs, max_num_batched_tokens=s.max_num_batched_tokens, num_kv_blocks=s.num_kv_blocks
+    )
+    rng = np.random.default_rng(s.seed)
+
+    def real(workload, seed):
+        return run_llm_engine(s.model, workload, cfg, device=s.device, dtype=dtype, seed=seed)
+
+    progress(f"capacity: {s.capacity_requests} requests at once")
+    burst, _ = real(_workload(s.capacity_requests, None, rng, s.quick), s.seed)
+    capacity = _throughput(burst)
+    progress(f"capacity {capacity:.3f} req/s")
+
+    rows, cdfs, replays = [], {}, []
+    for load in s.loads:
+        rate = load * capacity
+        workload = _workload(s.requests, rate, rng, s.quick)
+        folder = out / f"load-{load:.2f}"
+        folder.mkdir(exist_ok=True)
+        runs = []
+        for k in range(s.repeats):
+            progress(f"load {load:.0%} ({rate:.3f} req/s): real run {k + 1}/{s.repeats}")
+            reqs, steps = real(workload, s.seed + k)
+            reqs.to_csv(folder / f"real_requests_{k}.csv", index=False)
+            steps.to_csv(folder / f"real_steps_{k}.csv", index=False)
+            runs.append(reqs)
+            replays.append(step_replay(steps, profile).assign(load=load, repeat=k))
+        progress(f"load {load:.0%}: simulating")
+        sim = simulate_llm(workload, s, profile, folder)
+        sim.to_csv(folder / "sim_requests.csv", index=False)
+        cdfs[load] = (runs, sim)
+        rows += _compare(load, runs, sim, METRICS)
+    replay = pd.concat(replays, ignore_index=True)
+    replay.to_csv(out / "step_replay.csv", index=False)
+    summary = {
+        "model": s.model,
+        "device": s.device,
+        "dtype": dtype,
+        "profile": str(profile),
+        "capacity_req_s": capacity,
+        "settings": dict(s.__dict__),
+        "step_replay": {
+            "what": "steps",
+            "steps": int(len(replay)),
+            "median_abs_rel_error": float(replay["rel_error"].abs().median()),
+            "p90_abs_rel_error": float(replay["rel_error"].abs().quantile(0.9)),
+            "bias": float(replay["rel_error"].median()),
+        },
+    }
+    return _finish(out, rows, summary, cdfs, METRICS)
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    model: str = "sd-tiny"
+    device: str = "cpu"
+    dtype: str | None = None
+    loads: tuple[float, ...] = (0.4, 0.8)
+    repeats: int = 3
+    requests: int = 40
+    capacity_requests: int = 16
+    seed: int = 0
+    width: int = 256
+    height: int = 256
+    steps: int = 10
+    max_batch_size: int = 4
+    max_wait_s: float = 0.5
+
+
+IMAGE_METRICS = ("e2e_s", "queue_s")
+
+
+def simulate_diffusion(s: DiffusionSettings, rate: float, profile: Path, seed: int) -> pd.DataFrame:
+    """The simulator's run of a Poisson image workload; its arrival times are then served by
+    the real loop, so both see the same schedule."""
+    from sim.config import parse_scenario
+    from sim.run import run_scenario
+
+    scenario = {
+        "name": f"validate-{s.model}",
+        "seed": seed,
+        "replications": 1,
+        "warmup_s": 0,
+        "num_requests": s.requests,
+        "pools": [
+            {
+                "name": "images",
+                "model": s.model,
+                "gpu": "l4",  # sets only memory and price here
+                "batching": {"policy": "static", "max_batch_size": s.max_batch_size, "max_wait_s": s.max_wait_s, "shapes": "bucket"},
+                "cost_model": {"kind": "profile", "path": str(profile.resolve())},
+            }
+        ],
+        "classes": [
+            {
+                "name": "load",
+                "pool": "images",
+                "arrival": {"process": "poisson", "rate": rate},
+                "image": {"width": s.width, "height": s.height, "steps": s.steps},
+            }
+        ],
+    }
+    result = run_scenario(parse_scenario(scenario))
+    return result.requests.sort_values("arrival_s").reset_index(drop=True)
+
+
+def batch_replay(batches: pd.DataFrame, profile: Path, text_prompts_per_image: int) -> pd.DataFrame:
+    """Each real batch's stage times against the profile's prediction for its shape."""
+    from sim.costs.profile import DiffusionProfileCost, load_profile
+
+    cost = DiffusionProfileCost(load_profile(profile))
+    out = batches.copy()
+    out["measured_s"] = out["end_s"] - out["start_s"]
+    out["predicted_s"] = [
+        cost.text_encode_s(text_prompts_per_image * int(b.images))
+        + int(b.steps) * cost.denoise_step_s(int(b.rows), int(b.tokens))
+        + cost.vae_decode_s(int(b.images), int(b.width), int(b.height), int(b.frames))
+        for b in out.itertuples()
+    ]
+    out["rel_error"] = (out["predicted_s"] - out["measured_s"]) / out["measured_s"]
+    return out
+
+
+def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = None, progress: Progress = print) -> dict:
+    """The diffusion validation: static batches of a real pipeline against the simulator."""
+    from calibration.diffusion_configs import diffusion_config
+    from calibration.engine.diffusion import DiffusionEngineConfig, ImageWorkItem, run_diffusion_engine
+    from calibration.measure import default_dtype
+
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = s.dtype or default_dtype(s.device)
+    profile = _profile_for(s.model, s.device, dtype, out, profile, progress)
+    cfg = DiffusionEngineConfig(max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_s)
+    prompts_per_image = 2 if diffusion_config(s.model).cfg else 1  # negative prompts are encoded too
+
+    def real(arrivals, seed):
+        work = [ImageWorkItem(i, float(t), s.width, s.height, s.steps) for i, t in enumerate(arrivals)]
+        return run_diffusion_engine(s.model, work, cfg, device=s.device, dtype=dtype, seed=seed)
+
+    progress(f"capacity: {s.capacity_requests} requests at once")
+    burst, _ = real(np.zeros(s.capacity_requests), s.seed)
+    capacity = _throughput(burst)
+    progress(f"capacity {capacity:.3f} req/s")
+    rows, cdfs, replays = [], {}, []
+    for load in s.loads:
+        rate = load * capacity
+        folder = out / f"load-{load:.2f}"
+        folder.mkdir(exist_ok=True)
+        sim = simulate_diffusion(s, rate, profile, s.seed)
+        sim.to_csv(folder / "sim_requests.csv", index=False)
+        runs = []
+        for k in range(s.repeats):
+            progress(f"load {load:.0%} ({rate:.3f} req/s): real run {k + 1}/{s.repeats}")
+            reqs, batches = real(sim["arrival_s"].to_numpy(), s.seed + k)
+            reqs.to_csv(folder / f"real_requests_{k}.csv", index=False)
+            batches.to_csv(folder / f"real_batches_{k}.csv", index=False)
+            runs.append(reqs)
+            replays.append(batch_replay(batches, profile, prompts_per_image).assign(load=load, repeat=k))
+        cdfs[load] = (runs, sim)
+        rows += _compare(load, runs, sim, IMAGE_METRICS)
+    replay = pd.concat(replays, ignore_index=True)
+    replay.to_csv(out / "batch_replay.csv", index=False)
+    summary = {
+        "model": s.model,
+        "device": s.device,
+        "dtype": dtype,
+        "profile": str(profile),
+        "capacity_req_s": capacity,
+        "settings": dict(s.__dict__),
+        "step_replay": {
+            "what": "batches",
+            "steps": int(len(replay)),
+            "median_abs_rel_error": float(replay["rel_error"].abs().median()),
+            "p90_abs_rel_error": float(replay["rel_error"].abs().quantile(0.9)),
+            "bias": float(replay["rel_error"].median()),
+        },
+    }
+    return _finish(out, rows, summary, cdfs, IMAGE_METRICS)
+
+
+def _plot_cdfs(cdfs: dict, path: Path, metrics: tuple[str, ...]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(cdfs), len(metrics), figsize=(4.2 * len(metrics), 3.2 * len(cdfs)), squeeze=False)
+    for row, (load, (runs, sim)) in zip(axes, cdfs.items()):
+        for ax, m in zip(row, metrics):
+            for k, r in enumerate(runs):
+                v = np.sort(r[m].dropna().to_numpy())
+                ax.plot(v, np.linspace(0, 1, len(v)), color="tab:blue", alpha=0.5, label="measured" if k == 0 else None)
+            v = np.sort(sim[m].dropna().to_numpy())
+            ax.plot(v, np.linspace(0, 1, len(v)), color="tab:orange", lw=2, label="simulated")
+            ax.set_title(f"{m.removesuffix('_s').upper()} at {load:.0%} load", fontsize=9)
+            ax.set_xlabel("s")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
+    sr = summary["step_replay"]
+    lines = [
+        f"# Validation: {summary['model']} on {summary['device']} ({summary['dtype']})",
+        "",
+        f"Profile: `{summary['profile']}`. Capacity (burst): {summary['capacity_req_s']:.3f} req/s.",
+        f"Replay of {sr['steps']} real {sr['what']}: median |error| {sr['median_abs_rel_error']:.1%}, "
+        f"p90 {sr['p90_abs_rel_error']:.1%}, median signed {sr['bias']:+.1%}.",
+        "",
+        "| load | metric | measured | predicted | error | noise floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        lines.append(f"| {r.load:.0%} | {r.metric} | {r.measured:.4g} | {r.predicted:.4g} | {r.error:+.1%} | {r.noise_floor:.1%} |")
+    lines += ["", "![measured vs simulated CDFs](cdfs.png)", ""]
+    path.write_text("\n".join(lines))
