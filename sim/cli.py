@@ -6,6 +6,7 @@
     servesim bench [--requests N ...]
     servesim calibrate [--model NAME] [--device cpu|cuda] [--quick] [-o PATH] [--from-raw DIR]
     servesim profile show FILE [-o PNG]
+    servesim sweep SCENARIO --grid KEY.PATH=V1,V2,... [--grid-file FILE] -o DIR [--backend local|ray] [--address ADDR] [--workers N] [--set ...] [--extend]
     servesim validate [--model NAME] [--device cpu|cuda] [--quick] [--profile FILE] [-o DIR]
 
 Bad input (scenario fields, traces, flags) prints one line naming the problem and exits with
@@ -101,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = prof_sub.add_parser("show", help="print the fit table and plot measured vs fitted vs roofline")
     show.add_argument("file", type=Path)
     show.add_argument("-o", "--output", type=Path, help="plot path (default: next to the profile, <stem>.png)")
+
+    from sim.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 
@@ -123,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_profile_show(args)
         if args.command == "validate":
             return _cmd_validate_real(args)
+        if args.command == "sweep":
+            from sim.sweep import cmd_sweep
+
+            return cmd_sweep(args)
     except ServesimError as exc:
         sys.stderr.write(f"servesim: error: {exc}\n")
         return EXIT_USAGE
