@@ -22,6 +22,7 @@ with E2E and queue wait as its metrics and each real batch replayed against the 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,8 @@ def _compare(load: float, runs: list[pd.DataFrame], sim: pd.DataFrame, metrics: 
 
 
 def _finish(out: Path, rows: list[dict], summary: dict, cdfs: dict, metrics: tuple[str, ...]) -> dict:
+    # Paths relative to the report, so a report moved or committed names no machine's folders.
+    summary["profile"] = os.path.relpath(Path(summary["profile"]).resolve(), out.resolve())
     table = pd.DataFrame(rows)
     table.to_csv(out / "errors.csv", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
