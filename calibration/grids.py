@@ -61,7 +61,7 @@ def _steps(rng: np.random.Generator, n: int, max_decode: int, ctx_hi: int, chunk
             b = int(rng.integers(1, max_decode + 1))
             seqs += [(1, int(c)) for c in np.exp(rng.uniform(np.log(16), np.log(ctx_hi), size=b)).astype(int)]
         if kind != 0:
-            for _ in range(int(rng.integers(1, 3))):
+            for _ in range(int(rng.integers(1, 5))):
                 budget = token_budget - sum(p for p, _ in seqs)
                 if budget < 8:
                     break
@@ -108,6 +108,8 @@ def llm_grid(device: str, quick: bool, max_context: int) -> LLMGrid:
     decode += _mixes(rng, sizes[1:], 16, ctx_hi, n_mix)
     prefill: list[tuple[tuple[int, int], ...]] = [((p, k),) for p in chunks for k in cached]
     prefill += [((p, 0), (p // 2, k)) for p in chunks[1:] for k in cached[-1:]]
+    # Several new prompts admitted in one step (a burst): many short chunks.
+    prefill += [tuple((p, 0) for _ in range(m)) for m in (4, 8) for p in chunks[:2]]
     steps = _steps(rng, n_steps, max_decode, ctx_hi, min(chunk_hi, max(chunks)), budget)
     return LLMGrid(tuple(lin), tuple(decode), tuple(prefill), tuple(rows), steps)
 
