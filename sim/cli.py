@@ -7,6 +7,7 @@
     servesim calibrate [--model NAME] [--device cpu|cuda] [--quick] [-o PATH] [--from-raw DIR]
     servesim profile show FILE [-o PNG]
     servesim sweep SCENARIO --grid KEY.PATH=V1,V2,... [--grid-file FILE] -o DIR [--backend local|ray] [--address ADDR] [--workers N] [--set ...] [--extend]
+    servesim price SCENARIO [--prices FILE] [--loads X1,X2,...] [--steps S1,S2,...] [-o DIR] [--set ...] [--seed N] [--replications K]
     servesim validate [--model NAME] [--device cpu|cuda] [--quick] [--profile FILE] [-o DIR]
 
 Bad input (scenario fields, traces, flags) prints one line naming the problem and exits with
@@ -103,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("file", type=Path)
     show.add_argument("-o", "--output", type=Path, help="plot path (default: next to the profile, <stem>.png)")
 
+    from sim.price import add_price_parser
     from sim.sweep import add_sweep_parser
 
     add_sweep_parser(sub)
+    add_price_parser(sub)
     return parser
 
 
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             from sim.sweep import cmd_sweep
 
             return cmd_sweep(args)
+        if args.command == "price":
+            from sim.price import cmd_price
+
+            return cmd_price(args)
     except ServesimError as exc:
         sys.stderr.write(f"servesim: error: {exc}\n")
         return EXIT_USAGE
