@@ -194,6 +194,27 @@ def _compare(load: float, runs: list[pd.DataFrame], sim: pd.DataFrame, metrics: 
     return rows
 
 
+def _summary(s, dtype: str, profile: Path, capacity: float, replay: pd.DataFrame, what: str) -> dict:
+    """What a report says about its run: settings, capacity and the replay error of ``what``
+    (real steps or batches predicted from their logged shapes)."""
+    err = replay["rel_error"]
+    return {
+        "model": s.model,
+        "device": s.device,
+        "dtype": dtype,
+        "profile": str(profile),
+        "capacity_req_s": capacity,
+        "settings": dict(s.__dict__),
+        "step_replay": {
+            "what": what,
+            "steps": int(len(replay)),
+            "median_abs_rel_error": float(err.abs().median()),
+            "p90_abs_rel_error": float(err.abs().quantile(0.9)),
+            "bias": float(err.median()),
+        },
+    }
+
+
 def _finish(out: Path, rows: list[dict], summary: dict, cdfs: dict, metrics: tuple[str, ...]) -> dict:
     # Paths relative to the report, so a report moved or committed names no machine's folders.
     summary["profile"] = os.path.relpath(Path(summary["profile"]).resolve(), out.resolve())
@@ -247,21 +268,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
         rows += _compare(load, runs, sim, METRICS)
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "step_replay.csv", index=False)
-    summary = {
-        "model": s.model,
-        "device": s.device,
-        "dtype": dtype,
-        "profile": str(profile),
-        "capacity_req_s": capacity,
-        "settings": dict(s.__dict__),
-        "step_replay": {
-            "what": "steps",
-            "steps": int(len(replay)),
-            "median_abs_rel_error": float(replay["rel_error"].abs().median()),
-            "p90_abs_rel_error": float(replay["rel_error"].abs().quantile(0.9)),
-            "bias": float(replay["rel_error"].median()),
-        },
-    }
+    summary = _summary(s, dtype, profile, capacity, replay, "steps")
     return _finish(out, rows, summary, cdfs, METRICS)
 
 
@@ -375,21 +382,7 @@ def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = N
         rows += _compare(load, runs, sim, IMAGE_METRICS)
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "batch_replay.csv", index=False)
-    summary = {
-        "model": s.model,
-        "device": s.device,
-        "dtype": dtype,
-        "profile": str(profile),
-        "capacity_req_s": capacity,
-        "settings": dict(s.__dict__),
-        "step_replay": {
-            "what": "batches",
-            "steps": int(len(replay)),
-            "median_abs_rel_error": float(replay["rel_error"].abs().median()),
-            "p90_abs_rel_error": float(replay["rel_error"].abs().quantile(0.9)),
-            "bias": float(replay["rel_error"].median()),
-        },
-    }
+    summary = _summary(s, dtype, profile, capacity, replay, "batches")
     return _finish(out, rows, summary, cdfs, IMAGE_METRICS)
 
 
