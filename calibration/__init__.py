@@ -8,10 +8,11 @@ Modules, in the order a calibration runs them:
 * ``grids`` and ``measure``: the batch shapes swept, and the sweep writing raw timings;
 * ``fit``: the cost forms fitted to them, written as a ``servesim-profile/1`` file;
 * ``report``: the fit table and plots of ``servesim profile show``;
-* ``vidur``: profiles imported from Vidur's published H100/A100 operator timings.
+* ``vidur``: profiles imported from Vidur's published H100/A100 operator timings;
+* ``engine`` and ``validate``: real serving loops on the device, and ``servesim validate``.
 
 ``measure`` and everything it imports run with torch, numpy, pandas and pyyaml alone (what a
 bare GPU machine has); ``fit`` and ``report`` also need scipy and matplotlib and run where the
-simulator is installed. ``sim`` imports this package only for ``servesim calibrate`` and
-``servesim profile show``.
+simulator is installed. ``sim`` imports this package only for ``servesim calibrate``, ``profile show`` and
+``validate``.
 """
