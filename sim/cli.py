@@ -8,6 +8,7 @@
     servesim profile show FILE [-o PNG]
     servesim sweep SCENARIO --grid KEY.PATH=V1,V2,... [--grid-file FILE] -o DIR [--backend local|ray] [--address ADDR] [--workers N] [--set ...] [--extend]
     servesim price SCENARIO [--prices FILE] [--loads X1,X2,...] [--steps S1,S2,...] [-o DIR] [--set ...] [--seed N] [--replications K]
+    servesim plan SCENARIO [-o DIR] [--set ...] [--seed N] [--workers N] [--backend local|ray] [--address ADDR]
     servesim validate [--model NAME] [--device cpu|cuda] [--quick] [--profile FILE] [-o DIR]
 
 Bad input (scenario fields, traces, flags) prints one line naming the problem and exits with
@@ -104,11 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("file", type=Path)
     show.add_argument("-o", "--output", type=Path, help="plot path (default: next to the profile, <stem>.png)")
 
+    from sim.plan import add_plan_parser
     from sim.price import add_price_parser
     from sim.sweep import add_sweep_parser
 
     add_sweep_parser(sub)
     add_price_parser(sub)
+    add_plan_parser(sub)
     return parser
 
 
@@ -139,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             from sim.price import cmd_price
 
             return cmd_price(args)
+        if args.command == "plan":
+            from sim.plan import cmd_plan
+
+            return cmd_plan(args)
     except ServesimError as exc:
         sys.stderr.write(f"servesim: error: {exc}\n")
         return EXIT_USAGE

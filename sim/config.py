@@ -282,6 +282,15 @@ class SLO(Strict):
     e2e_s: Float | None = Field(default=None, gt=0)
     percentile: Float = Field(default=99.0, gt=0, lt=100)
     """The SLO holds when this percentile of each metric is within its target."""
+    attainment: Float | None = Field(default=None, gt=0, le=1)
+    """Alternatively, the SLO holds when at least this fraction of requests meets every target
+    (DistServe's SLO attainment); ``percentile`` is then not used."""
+
+    @model_validator(mode="after")
+    def _targets(self) -> SLO:
+        if self.attainment is not None and self.ttft_s is None and self.tpot_s is None and self.e2e_s is None:
+            raise ValueError("'attainment' needs a target: give ttft_s, tpot_s or e2e_s")
+        return self
 
 
 class RequestClass(Strict):
@@ -538,6 +547,88 @@ class PoolConfig(Strict):
 # --------------------------------------------------------------------------- scenario
 
 
+class PlanPoolSpace(Strict):
+    """What ``servesim plan`` may choose for one pool (each list: the options tried; left out:
+    the plan-wide option, else the pool's own setting)."""
+
+    gpus: list[str] | None = Field(default=None, min_length=1)
+    tensor_parallel_size: list[Annotated[Int, Field(ge=1, le=64)]] | None = Field(default=None, min_length=1)
+    models: list[str] | None = Field(default=None, min_length=1)
+    """Alternative models serving the same classes (e.g. sdxl vs flux-schnell)."""
+    variants: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+    """Knob alternatives: each a mapping of pool fields, dotted (``engine.max_num_seqs: 128``,
+    ``batching.max_batch_size: 8``, ``router: jsq_tokens``), applied over the pool."""
+    max_replicas: Int | None = Field(default=None, ge=1, le=10_000)
+
+    @field_validator("gpus")
+    @classmethod
+    def _known_gpus(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in catalog.gpus():
+                raise ValueError(f"unknown gpu {name!r}; allowed: {', '.join(catalog.gpus())}")
+        return names
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, names: list[str]) -> list[str]:
+        known = [*catalog.models(), *catalog.diffusion_models()]
+        for name in names:
+            if name not in known:
+                raise ValueError(f"unknown model {name!r}; allowed: {', '.join(known)}")
+        return names
+
+
+class PlanLayout(Strict):
+    """One way to lay the classes out on pools. ``merge`` joins pools of the scenario into one
+    shared pool (the first listed gives its knobs); pools not merged stay as they are."""
+
+    name: str = Field(min_length=1)
+    merge: dict[str, list[str]] = {}
+
+
+class PlanConfig(Strict):
+    """The search space and the statistics of ``servesim plan``."""
+
+    gpus: list[str] | None = Field(default=None, min_length=1)
+    """GPU types tried for every pool (default: each pool's own)."""
+    tensor_parallel_size: list[Annotated[Int, Field(ge=1, le=64)]] | None = Field(default=None, min_length=1)
+    """TP degrees tried for every LLM pool (default: each pool's own)."""
+    prices: dict[str, Annotated[Float, Field(gt=0)]] = {}
+    """$ per GPU-hour by GPU type, overriding the catalog's dated prices."""
+    max_replicas: Int = Field(default=64, ge=1, le=10_000)
+    """Most replicas of one pool; a candidate that needs more is rejected."""
+    replications: Int = Field(default=3, ge=2, le=100)
+    """Seeded replications per evaluation (the CI of each percentile comes from them)."""
+    max_replications: Int = Field(default=8, ge=2, le=1000)
+    """When the CI of a check still straddles its target, add replications up to this many."""
+    duration_s: Float | None = Field(default=None, gt=0)
+    """Arrivals per evaluation (default: the scenario's duration_s)."""
+    pools: dict[str, PlanPoolSpace] = {}
+    """Per-pool search space, by pool name (a merged pool: by its new name)."""
+    layouts: list[PlanLayout] | None = Field(default=None, min_length=1)
+    """Pool layouts to compare (e.g. split vs shared); default: the scenario's own."""
+
+    @field_validator("gpus")
+    @classmethod
+    def _known_gpus(cls, names: list[str] | None) -> list[str] | None:
+        return PlanPoolSpace._known_gpus(names) if names else names
+
+    @field_validator("prices")
+    @classmethod
+    def _priced_gpus(cls, prices: dict[str, float]) -> dict[str, float]:
+        PlanPoolSpace._known_gpus(list(prices))
+        return prices
+
+    @model_validator(mode="after")
+    def _reps(self) -> PlanConfig:
+        if self.max_replications < self.replications:
+            raise ValueError(f"max_replications ({self.max_replications}) must be >= replications ({self.replications})")
+        names = [layout.name for layout in self.layouts or ()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layout names must be unique (got {names})")
+        return self
+
+
 class Scenario(Strict):
     """One question about a fleet: pools of replicas, request classes, how long to run."""
 
@@ -559,6 +650,8 @@ class Scenario(Strict):
     classes: list[RequestClass] = Field(min_length=1)
     slo: SLO | None = None
     """Default SLO for classes that give none."""
+    plan: PlanConfig | None = None
+    """What ``servesim plan`` searches over (``run`` ignores it)."""
 
     @model_validator(mode="after")
     def _links(self) -> Scenario:
@@ -602,7 +695,33 @@ class Scenario(Strict):
                     f"class {c.name!r} would generate about {expected:.3g} arrivals (rate x duration_s), more than "
                     f"the {MAX_REQUESTS:,} allowed per class; lower the rate or duration_s, or set num_requests"
                 )
+        if self.plan is not None:
+            self._check_plan(pools)
         return self
+
+    def _check_plan(self, pools: dict[str, PoolConfig]) -> None:
+        names = set(pools)
+        for layout in self.plan.layouts or ():
+            seen: set[str] = set()
+            for new, members in layout.merge.items():
+                where = f"plan.layouts.{layout.name}.merge.{new}"
+                if len(members) < 2:
+                    raise ValueError(f"{where}: merge at least two pools (got {members})")
+                for m in members:
+                    if m not in pools:
+                        raise ValueError(f"{where}: unknown pool {m!r}; pools: {', '.join(pools)}")
+                    if m in seen:
+                        raise ValueError(f"{where}: pool {m!r} is merged twice")
+                    seen.add(m)
+                models = {pools[m].model for m in members}
+                if len(models) > 1:
+                    raise ValueError(f"{where}: merged pools must serve one model (got {', '.join(sorted(models))})")
+                if new in pools and new not in members:
+                    raise ValueError(f"{where}: name {new!r} is already a pool; pick another name")
+                names.add(new)
+        for name in self.plan.pools:
+            if name not in names:
+                raise ValueError(f"plan.pools.{name}: unknown pool; pools: {', '.join(sorted(names))}")
 
     def pool(self, name: str) -> PoolConfig:
         return next(p for p in self.pools if p.name == name)

@@ -352,7 +352,9 @@ Task = tuple[str, "Scenario", str]
 Failure = tuple[str, BaseException]
 
 
-def _run_local(tasks: list[Task], workers: int | None, failures: list[Failure]) -> Iterator[dict]:
+def _run_local(tasks: list[Task], workers: int | None, failures: list[Failure], fn: Callable = run_point) -> Iterator[dict]:
+    """Run ``fn(task)`` for every task on a local process pool; yield results as they finish.
+    A task is a tuple whose first item names it (failures are reported by that name)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -361,12 +363,12 @@ def _run_local(tasks: list[Task], workers: int | None, failures: list[Failure]) 
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["sim.sweep", "sim.run"])
+        ctx.set_forkserver_preload(["sim.sweep", "sim.run", fn.__module__])
     size = max(1, min(workers or _usable_cpus(), len(tasks)))
     pool = ProcessPoolExecutor(max_workers=size, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),))
     complete = False
     try:
-        futures = {pool.submit(run_point, task): task[0] for task in tasks}
+        futures = {pool.submit(fn, task): task[0] for task in tasks}
         for fut in as_completed(futures):
             try:
                 record = fut.result()
@@ -380,7 +382,10 @@ def _run_local(tasks: list[Task], workers: int | None, failures: list[Failure]) 
         pool.shutdown(wait=complete, cancel_futures=True)
 
 
-def _run_ray(tasks: list[Task], workers: int | None, address: str | None, failures: list[Failure]) -> Iterator[dict]:
+def _run_ray(
+    tasks: list[Task], workers: int | None, address: str | None, failures: list[Failure], fn: Callable = run_point
+) -> Iterator[dict]:
+    """As ``_run_local``, on Ray: one task per item, at most ``workers`` in flight."""
     try:
         import ray
     except ImportError:
@@ -397,7 +402,7 @@ def _run_ray(tasks: list[Task], workers: int | None, address: str | None, failur
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {first}") from None
         started = True
-    remote = ray.remote(num_cpus=1)(run_point)
+    remote = ray.remote(num_cpus=1)(fn)
     queue = list(tasks)
     queue.reverse()  # pop() from the end runs them in grid order
     limit = workers or len(tasks)

@@ -218,6 +218,8 @@ def slo_met(stats_: dict, slo: SLO | None, kind: str = "text") -> bool | None:
     over replications; the planner uses the CI to decide close calls)."""
     if slo is None:
         return None
+    if slo.attainment is not None:
+        return bool(stats_["slo_attainment"]["mean"] >= slo.attainment)
     # Rejected requests never meet a target: more of them than the percentile tolerates
     # breaks the SLO whatever the latencies of the rest.
     bad = stats_["rejected_fraction"]["mean"] + stats_.get("failed_fraction", {"mean": 0.0})["mean"]

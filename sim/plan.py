@@ -1,0 +1,1109 @@
+"""``servesim plan``: the cheapest fleet that meets every SLO.
+
+A scenario's ``plan:`` block says what may vary: GPU types, TP degrees, models, knob variants
+per pool, and pool layouts (``merge`` pools into shared ones: shared vs split). The search:
+
+1. **Layouts into pools.** Every class runs on one pool, and pools share nothing, so each
+   pool of each layout is sized on its own (a pool that two layouts have in common is sized
+   once) and a layout costs the sum of its pools.
+2. **Candidates.** For a pool, every (model, GPU, TP, variant) is a candidate. Analytic
+   bounds prune before any simulation: the model must fit the GPU's memory; the floors of
+   the SLO metrics (one request alone on an idle replica: its prefill for TTFT, a batch of
+   one for TPOT, its whole generation for image E2E) must be within target; and
+   utilisation < 1 gives the fewest replicas (offered work per second over the work a
+   replica does per second at its largest batch), the first count simulated.
+3. **Replica counts by simulation.** From that count up (doubling steps) until the SLOs are
+   met, then bisection down to the fewest that meet them. Every evaluation simulates the
+   pool with its own classes on common random numbers: replication r of class c draws
+   from ``SeedSequence(seed, spawn_key=(r, c))``, as ``servesim run`` would, so every
+   candidate sees the same arrivals and ``servesim run fleet.yaml`` reproduces the plan's
+   figures. A percentile's 95 % CI comes from the replications; a close call adds
+   replications (up to ``max_replications``) until the CI is on one side of the target,
+   and is decided by the mean (and flagged) if it never is. Unfinished and rejected
+   requests count as infinitely late.
+4. **Order and pruning.** Each pool's candidate with the cheapest lower bound runs first;
+   the others then run in parallel, capped at the replica count that would still be
+   cheaper than it (so the answer does not depend on which worker finished first).
+
+Outputs (``-o DIR``): ``plan.json`` (answer, every candidate with its status or rejection
+reason and its evaluations, frontier), ``fleet.yaml`` (the answer as a runnable scenario)
+and ``evaluations.jsonl`` (every simulated replication, appended as it finishes: a plan
+run again with the same ``-o`` reuses them, so an interrupted plan resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+from scipy import stats
+
+from sim import __version__, catalog
+from sim.config import (
+    SLO,
+    PlanConfig,
+    PlanLayout,
+    PoolConfig,
+    Scenario,
+    apply_overrides,
+    format_validation_error,
+    load_scenario,
+)
+from sim.costs.base import StepShape
+from sim.errors import ConfigError, ServesimError
+
+EVALUATIONS_FILE = "evaluations.jsonl"
+STABLE_FRACTION = 0.95
+"""A class without an SLO must still be served: completions in the window at least this
+fraction of its arrivals (as the run summary's overload flag)."""
+LATE_S = 1e9
+"""Latency given to a request that never finished (rejected, failed or still running)."""
+
+
+# --------------------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One pool to size: its base config (the layout's pool, replicas ignored) and the
+    classes it serves (indices into the scenario's classes)."""
+
+    name: str
+    pool: PoolConfig
+    classes: tuple[int, ...]
+
+    @property
+    def key(self) -> str:
+        text = self.pool.model_dump_json(exclude={"replicas"}) + json.dumps(self.classes)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Layout:
+    name: str
+    problems: list[Problem]
+
+
+def layouts(scenario: Scenario) -> list[Layout]:
+    """The pool layouts to compare; raises ConfigError for a class that spans pools."""
+    for c in scenario.classes:
+        if c.kind == "pipeline":
+            raise ConfigError(
+                f"classes.{c.name}: plan sizes pools one by one and needs every class on one pool; "
+                f"a pipeline spans {len(c.stages)} stages (size each stage's pool with its own class)"
+            )
+    plan = scenario.plan or PlanConfig()
+    specs = plan.layouts or [PlanLayout(name="as-given")]
+    out = []
+    for spec in specs:
+        into = {m: new for new, members in spec.merge.items() for m in members}
+        problems: dict[str, tuple[PoolConfig, list[int]]] = {}
+        for p in scenario.pools:
+            name = into.get(p.name, p.name)
+            if name not in problems:
+                problems[name] = (p.model_copy(update={"name": name}), [])
+        for i, c in enumerate(scenario.classes):
+            problems[into.get(c.pool, c.pool)][1].append(i)
+        out.append(Layout(spec.name, [Problem(n, pool, tuple(ix)) for n, (pool, ix) in problems.items() if ix]))
+    return out
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+@dataclass
+class Candidate:
+    """One way to build a pool (everything but the replica count) and what it costs."""
+
+    problem: str
+    layout_pools: list[str]
+    pool: PoolConfig | None
+    label: dict[str, Any]
+    usd_per_replica_hour: float = math.nan
+    status: str = "pending"
+    reason: str | None = None
+    bounds: dict[str, Any] = field(default_factory=dict)
+    replicas: int | None = None
+    margin: float | None = None
+    evaluations: list[dict] = field(default_factory=list)
+    max_replicas: int = 64
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(self.pool.model_dump_json(exclude={"replicas"}).encode()).hexdigest()[:16]
+
+    def cost(self, replicas: int | None) -> float | None:
+        return None if replicas is None else replicas * self.usd_per_replica_hour
+
+
+def gpu_price(plan: PlanConfig, pool: PoolConfig, base: PoolConfig) -> float:
+    """$ per GPU-hour: the plan's price for the GPU type, else the pool's own override when the
+    GPU is the pool's own, else the catalog's dated price."""
+    if pool.gpu in plan.prices:
+        return plan.prices[pool.gpu]
+    if pool.gpu == base.gpu and base.price_per_gpu_hour is not None:
+        return base.price_per_gpu_hour
+    return catalog.get_gpu(pool.gpu).price.usd_per_gpu_hour
+
+
+def candidates(scenario: Scenario, problem: Problem) -> list[Candidate]:
+    """Every (model, GPU, TP, variant) for a pool; invalid combinations come back rejected."""
+    plan = scenario.plan or PlanConfig()
+    base = problem.pool
+    space = plan.pools.get(problem.name)
+    models = (space and space.models) or [base.model]
+    gpus = (space and space.gpus) or plan.gpus or [base.gpu]
+    tps = (space and space.tensor_parallel_size) or plan.tensor_parallel_size or [base.tensor_parallel_size]
+    variants = (space and space.variants) or [{}]
+    cap = (space and space.max_replicas) or plan.max_replicas
+    raw = base.model_dump(exclude_unset=True, exclude={"replicas"})
+    out = []
+    for model in models:
+        diffusion = model in catalog.diffusion_models()
+        for gpu in gpus:
+            for tp in [1] if diffusion else tps:
+                for variant in variants:
+                    label = {"model": model, "gpu": gpu, "tensor_parallel_size": tp, "knobs": dict(variant)}
+                    d = {**raw, "model": model, "gpu": gpu}
+                    if not diffusion:
+                        d["tensor_parallel_size"] = tp
+                    if gpu != base.gpu:
+                        d.pop("price_per_gpu_hour", None)
+                    cand = Candidate(problem.name, [], None, label, max_replicas=cap)
+                    try:
+                        d = apply_overrides(d, [f"{k}={json.dumps(v)}" for k, v in variant.items()])
+                        cand.pool = PoolConfig.model_validate(d)
+                    except ValidationError as exc:
+                        cand.status, cand.reason = "rejected", f"invalid pool: {format_validation_error(exc)}"
+                    except ConfigError as exc:
+                        cand.status, cand.reason = "rejected", f"invalid variant: {exc}"
+                    else:
+                        cand.usd_per_replica_hour = cand.pool.tensor_parallel_size * gpu_price(plan, cand.pool, base)
+                    out.append(cand)
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every evaluation shares (part of the cache key)."""
+
+    seed: int
+    replications: int
+    max_replications: int
+    duration_s: float | None
+    warmup_s: float
+    drain_timeout_s: float | None
+
+    @classmethod
+    def of(cls, scenario: Scenario, seed: int | None = None) -> Settings:
+        plan = scenario.plan or PlanConfig()
+        return cls(
+            seed=scenario.seed if seed is None else seed,
+            replications=plan.replications,
+            max_replications=plan.max_replications,
+            duration_s=plan.duration_s or scenario.duration_s,
+            warmup_s=scenario.warmup_s,
+            drain_timeout_s=scenario.drain_timeout_s,
+        )
+
+
+def sub_scenario(scenario: Scenario, pool: PoolConfig, classes: tuple[int, ...], settings: Settings) -> Scenario:
+    """The pool alone with its classes, as the plan simulates it."""
+    picked = [scenario.classes[i].model_copy(update={"pool": pool.name}) for i in classes]
+    return scenario.model_copy(
+        update={
+            "pools": [pool],
+            "classes": picked,
+            "duration_s": settings.duration_s,
+            "seed": settings.seed,
+            "plan": None,
+        }
+    )
+
+
+def replication_seed(seed: int, rep: int, num_classes: int) -> np.random.SeedSequence:
+    """Replication ``rep``'s seed as ``servesim run`` spawns it, its class children taken."""
+    return np.random.SeedSequence(seed, spawn_key=(rep,), n_children_spawned=num_classes)
+
+
+def class_rng(seed: int, rep: int, class_index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(rep, class_index)))
+
+
+def _streams(scenario: Scenario, sub: Scenario, classes: tuple[int, ...], rep: int, base_dir: Path) -> list:
+    from sim.fleet.cluster import _build
+
+    return [_build(sub, cls, class_rng(sub.seed, rep, i), base_dir) for i, cls in zip(classes, sub.classes)]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One SLO target of one class (or the stability of a class with no SLO)."""
+
+    cls: str
+    metric: str  # ttft_s, tpot_s, e2e_s, attainment or stable
+    target: float
+    percentile: float | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in ("attainment", "stable")
+
+    def margin(self, value: float) -> float:
+        """(target - value) / target for a latency, (value - target) / (room) for a fraction:
+        positive means met with room to spare."""
+        if not math.isfinite(value):
+            return -math.inf if not self.higher_is_better else -1.0
+        if self.higher_is_better:
+            room = 1 - self.target if self.metric == "attainment" and self.target < 1 else self.target
+            return (value - self.target) / room
+        return (self.target - value) / self.target
+
+
+def checks_for(scenario: Scenario, classes: tuple[int, ...]) -> list[Check]:
+    out = []
+    for i in classes:
+        cls = scenario.classes[i]
+        slo = scenario.slo_for(cls)
+        targets = _targets(slo, cls.kind)
+        if not targets:
+            out.append(Check(cls.name, "stable", STABLE_FRACTION))
+        elif slo.attainment is not None:
+            out.append(Check(cls.name, "attainment", slo.attainment))
+        else:
+            out += [Check(cls.name, m, t, slo.percentile) for m, t in targets]
+    return out
+
+
+def _targets(slo: SLO | None, kind: str) -> list[tuple[str, float]]:
+    if slo is None:
+        return []
+    pairs = [("ttft_s", slo.ttft_s), ("tpot_s", slo.tpot_s), ("e2e_s", slo.e2e_s)]
+    return [(m, t) for m, t in pairs if t is not None and (kind == "text" or m == "e2e_s")]
+
+
+def measure(checks: list[Check], sub: Scenario, result, window_end: float) -> dict[str, Any]:
+    """One replication's value of every check, and the fraction of its requests rejected,
+    over the window from warm-up to ``window_end`` (the last arrival of the whole scenario, as
+    ``servesim run`` measures it)."""
+    df = result.requests
+    t0, t1 = sub.warmup_s, window_end
+    out: dict[str, Any] = {"values": {}, "rejected": {}}
+    names = [c.name for c in sub.classes]
+    for ck in checks:
+        mine = df[(df["class_id"] == names.index(ck.cls)) & (df["arrival_s"] >= t0) & (df["arrival_s"] <= t1)]
+        status = mine["status"].astype(str)
+        done = (mine["finish_s"] >= 0).to_numpy()
+        out["rejected"][ck.cls] = float((status == "rejected").mean()) if len(mine) else 0.0
+        if ck.metric == "stable":
+            finished_in = ((df["class_id"] == names.index(ck.cls)) & (df["finish_s"] >= t0) & (df["finish_s"] <= t1)).sum()
+            value = float(finished_in / len(mine)) if len(mine) else 1.0
+        elif ck.metric == "attainment":
+            from sim.metrics.summary import meets_slo
+
+            slo = sub.slo_for(sub.classes[names.index(ck.cls)])
+            value = float(meets_slo(mine, slo.model_copy(update={"attainment": None})).mean()) if len(mine) else 1.0
+        else:
+            vals = mine[ck.metric].to_numpy(dtype=float, na_value=np.nan)
+            if ck.metric == "tpot_s":  # one output token: no inter-token time
+                vals = np.where(done & np.isnan(vals), 0.0, vals)
+            vals = np.where(done & ~np.isnan(vals), vals, LATE_S)
+            value = float(np.percentile(vals, ck.percentile)) if len(vals) else 0.0
+        out["values"][f"{ck.cls}/{ck.metric}"] = value
+    return out
+
+
+def decide(checks: list[Check], reps: list[dict]) -> dict[str, Any]:
+    """Mean and 95 % CI of each check over replications. The evaluation meets its SLOs only
+    when every check's CI is on the right side of its target; it is decided when some CI is
+    wholly on the wrong side, or every one on the right side. An undecided evaluation that
+    runs out of replications counts as a miss (not shown to meet at 95 % confidence)."""
+    rows, decided, meets = [], True, True
+    for ck in checks:
+        vals = np.array([r["values"][f"{ck.cls}/{ck.metric}"] for r in reps], dtype=float)
+        mean = float(vals.mean())
+        hw = float(stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else math.inf
+        hw = 0.0 if not math.isfinite(hw) and np.all(vals == vals[0]) else hw
+        lo, hi = mean - hw, mean + hw
+        sure_met = lo >= ck.target if ck.higher_is_better else hi <= ck.target
+        sure_missed = hi < ck.target if ck.higher_is_better else lo > ck.target
+        rows.append(
+            {
+                "class": ck.cls,
+                "metric": ck.metric,
+                "percentile": ck.percentile,
+                "slo": ck.target,
+                "value": mean,
+                "ci95": hw,
+                "met": bool(sure_met),
+                "decided": bool(sure_met or sure_missed),
+                "margin": ck.margin(mean),
+            }
+        )
+        meets &= sure_met
+        if sure_missed:
+            return _verdict(rows, checks, False, True)
+        decided &= sure_met or sure_missed
+    return _verdict(rows, checks, meets, decided)
+
+
+def _verdict(rows: list[dict], checks: list[Check], meets: bool, decided: bool) -> dict[str, Any]:
+    return {"meets": bool(meets), "decided": bool(decided), "margin": min(r["margin"] for r in rows), "checks": rows}
+
+
+class Evaluator:
+    """Simulates a candidate at a replica count, replication by replication, caching each
+    replication's measurements (in memory and, when given, appended to a JSONL file)."""
+
+    def __init__(self, scenario: Scenario, base_dir: Path, settings: Settings, cache: dict, cache_path: Path | None):
+        self.scenario, self.base_dir, self.settings = scenario, base_dir, settings
+        self.cache, self.cache_path = cache, cache_path
+        self.simulated = 0
+        self.new: list[dict] = []
+        self._ends: dict[int, float] = {}
+
+    def window_end(self, rep: int) -> float:
+        """Replication ``rep``'s last arrival over every class of the scenario."""
+        if rep not in self._ends:
+            from sim.fleet.cluster import _build
+
+            s = self.settings
+            full = self.scenario.model_copy(update={"duration_s": s.duration_s, "seed": s.seed, "plan": None})
+            ends = [_build(full, c, class_rng(s.seed, rep, i), self.base_dir).arrival_s for i, c in enumerate(full.classes)]
+            self._ends[rep] = max((float(a[-1]) for a in ends if len(a)), default=0.0)
+        return self._ends[rep]
+
+    def key(self, pool: PoolConfig, classes: tuple[int, ...], rep: int) -> str:
+        text = json.dumps([pool.model_dump(mode="json"), classes, asdict(self.settings) | {"replications": 0, "max_replications": 0}, rep, __version__], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def replication(self, pool: PoolConfig, classes: tuple[int, ...], checks: list[Check], rep: int) -> dict:
+        key = self.key(pool, classes, rep)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        from sim.fleet.cluster import simulate
+
+        sub = sub_scenario(self.scenario, pool, classes, self.settings)
+        streams = _streams(self.scenario, sub, classes, rep, self.base_dir)
+        t0 = time.perf_counter()
+        result = simulate(sub, self.base_dir, replication_seed(sub.seed, rep, len(self.scenario.classes)), streams=streams)
+        record = measure(checks, sub, result, self.window_end(rep)) | {"key": key, "wall_s": round(time.perf_counter() - t0, 4)}
+        self.simulated += 1
+        self.cache[key] = record
+        self.new.append(record)
+        if self.cache_path is not None:
+            _append(self.cache_path, record)
+        return record
+
+    def evaluate(self, pool: PoolConfig, classes: tuple[int, ...], checks: list[Check]) -> dict:
+        """Replications until every check is decided (or max_replications); the verdict.
+        A workload with nothing random (trace replay, no faults) needs one replication."""
+        s = self.settings
+        first = 1 if deterministic(self.scenario, pool, classes) else s.replications
+        reps = [self.replication(pool, classes, checks, r) for r in range(first)]
+        verdict = decide(checks, reps)
+        while first > 1 and not verdict["decided"] and len(reps) < s.max_replications:
+            reps.append(self.replication(pool, classes, checks, len(reps)))
+            verdict = decide(checks, reps)
+        rejected = {c: float(np.mean([r["rejected"][c] for r in reps])) for c in reps[0]["rejected"]}
+        return {"replicas": pool.replicas, "replications": len(reps), **verdict, "rejected": rejected}
+
+
+def deterministic(scenario: Scenario, pool: PoolConfig, classes: tuple[int, ...]) -> bool:
+    """True when every replication would be the same: text classes replaying a trace's own
+    arrivals and lengths, and no replica failures."""
+    picked = [scenario.classes[i] for i in classes]
+    return pool.faults is None and all(c.kind == "text" and c.trace is not None and c.arrival is None for c in picked)
+
+
+def _append(path: Path, record: dict) -> None:
+    line = json.dumps(record, allow_nan=False, default=float) + "\n"
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_cache(path: Path) -> dict[str, dict]:
+    """Finished replications from an earlier run (a cut last line is ignored)."""
+    out: dict[str, dict] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "key" in rec:
+            out[rec["key"]] = rec
+    return out
+
+
+# --------------------------------------------------------------------------- analytic bounds
+
+
+def bounds(scenario: Scenario, cand: Candidate, classes: tuple[int, ...], settings: Settings, base_dir: Path) -> str | None:
+    """Fill ``cand.bounds`` (fewest replicas by utilisation < 1, SLO floors); return why the
+    candidate cannot work at any replica count, or None."""
+    from sim.fleet.cluster import build_cost_model, build_diffusion_cost, check_pool_fits
+
+    pool = cand.pool
+    try:
+        check_pool_fits(pool)
+    except ServesimError as exc:
+        return f"does not fit: {exc}"
+    sub = sub_scenario(scenario, pool, classes, settings)
+    try:
+        streams = _streams(scenario, sub, classes, 0, base_dir)
+        cost = build_diffusion_cost(pool, base_dir) if pool.is_diffusion else build_cost_model(pool, base_dir)
+    except ServesimError as exc:
+        return str(exc)
+    span = max((float(s.arrival_s[-1]) for s in streams if len(s)), default=0.0) or 1.0
+    work = 0.0
+    for cls, stream in zip(sub.classes, streams):
+        if not len(stream):
+            continue
+        slo = sub.slo_for(cls)
+        q = slo.percentile if slo is not None and slo.attainment is None else 50.0
+        if pool.is_diffusion:
+            per_req, floor = _image_bounds(pool, cost, stream)
+            floors = {"e2e_s": float(np.percentile(floor, q))}
+        else:
+            per_req, floors = _text_bounds(pool, cost, stream, q)
+        work += len(stream) / span * per_req
+        cand.bounds[f"{cls.name}/gpu_s_per_request"] = per_req
+        for metric, target in _targets(slo, cls.kind):
+            if metric in floors:
+                cand.bounds[f"{cls.name}/{metric}_floor"] = floors[metric]
+                if floors[metric] > target:
+                    what = f"p{q:g} " if slo.attainment is None else ""
+                    return (
+                        f"{cls.name}: {what}{metric.removesuffix('_s').upper()} is at least {_secs(floors[metric])} even on an idle "
+                        f"replica (SLO {_secs(target)})"
+                    )
+    cand.bounds["offered_load"] = work
+    cand.bounds["min_replicas"] = max(1, math.floor(work) + 1)
+    return None
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _secs(x: float) -> str:
+    return f"{x * 1000:.3g} ms" if x < 1 else f"{x:.3g} s"
+
+
+def _text_bounds(pool: PoolConfig, cost, stream, q: float) -> tuple[float, dict[str, float]]:
+    """GPU-seconds per request at the largest batch the KV cache and max_num_seqs allow
+    (decode per token, prefill as the marginal cost of a chunk riding along), and the floors
+    of TTFT (the prompt's prefill alone; not with prefix caching, which can skip it) and TPOT
+    (a batch of one)."""
+    from sim.fleet.cluster import pool_kv_budget
+
+    e = pool.engine
+    prompt = stream.prompt_tokens.astype(float)
+    output = stream.output_tokens.astype(float)
+    kv_tokens = pool_kv_budget(pool).capacity_tokens
+    batch = int(max(1, min(e.max_num_seqs, kv_tokens // max(1.0, float(np.mean(prompt + output))))))
+    ctx = float(np.mean(prompt + output / 2))
+    dec = StepShape(num_seqs=batch, num_tokens=batch, num_decode=batch, decode_ctx_sum=int(batch * ctx))
+    t_dec = cost.step_s(dec)
+    chunk = max(1, e.max_num_batched_tokens - batch)
+    mixed = StepShape(batch, batch, batch, int(batch * ctx))
+    mixed.add_prefill(chunk, 0)
+    per_prefill_token = max(0.0, cost.step_s(mixed) - t_dec) / chunk
+    # With prefix caching a cached prompt skips its prefill: leave prefill out of the bound.
+    prefill = 0.0 if stream.prefix_hashes is not None and e.enable_prefix_caching else float(np.mean(prompt))
+    per_req = prefill * per_prefill_token + float(np.mean(output)) * t_dec / batch
+    floors: dict[str, float] = {}
+    one = StepShape()
+    one.add_decode(int(np.percentile(prompt + output / 2, q)))
+    floors["tpot_s"] = cost.step_s(one)
+    if stream.prefix_hashes is None:
+        floors["ttft_s"] = _prefill_s(cost, int(np.percentile(prompt, q)), e.max_num_batched_tokens if e.enable_chunked_prefill else None)
+    return per_req, floors
+
+
+def _prefill_s(cost, tokens: int, chunk: int | None) -> float:
+    done, total = 0, 0.0
+    while done < tokens:
+        n = tokens - done if chunk is None else min(chunk, tokens - done)
+        shape = StepShape()
+        shape.add_prefill(n, done)
+        total += cost.step_s(shape)
+        done += n
+    return total
+
+
+def _image_bounds(pool: PoolConfig, cost, stream) -> tuple[float, np.ndarray]:
+    """GPU-seconds per request in full batches of max_batch_size, and each request's time
+    alone (text encoding, every step, VAE decode)."""
+    spec = catalog.get_diffusion_model(pool.model)
+    sh = stream.shape
+    tokens = spec.latent_tokens(sh.width, sh.height, sh.frames)
+    per_row = 2 if sh.cfg else 1
+    alone = {}
+    for steps, images in set(zip(stream.steps.tolist(), stream.images.tolist())):
+        alone[steps, images] = (
+            cost.text_encode_s(per_row) + steps * cost.denoise_step_s(images * per_row, tokens) + cost.vae_decode_s(images, sh.width, sh.height, sh.frames)
+        )
+    floor = np.array([alone[s, i] for s, i in zip(stream.steps.tolist(), stream.images.tolist())])
+    k = pool.diffusion.max_batch_size
+    # Rounded down: the bound prunes candidates by cost, so it must not overstate the work.
+    steps, images = float(np.mean(stream.steps)), max(1, math.floor(float(np.mean(stream.images))))
+    batch = cost.text_encode_s(k * per_row) + steps * cost.denoise_step_s(k * images * per_row, tokens)
+    batch += k * cost.vae_decode_s(images, sh.width, sh.height, sh.frames)
+    return batch / k, floor
+
+
+# --------------------------------------------------------------------------- search
+
+
+def search(task: tuple) -> dict:
+    """Size one candidate (a worker's job): the fewest replicas meeting every check, at most
+    ``cap``. Returns the candidate's fields to update."""
+    _, scenario, base_dir, settings, problem, cand, cap, cache, cache_path = task
+    ev = Evaluator(scenario, Path(base_dir), settings, cache, Path(cache_path) if cache_path else None)
+    checks = checks_for(scenario, problem.classes)
+    results: dict[int, dict] = {}
+    t0 = time.perf_counter()
+
+    def at(n: int) -> dict:
+        if n not in results:
+            results[n] = ev.evaluate(cand.pool.model_copy(update={"replicas": n}), problem.classes, checks)
+        return results[n]
+
+    def out(status: str, replicas: int | None, reason: str | None = None) -> dict:
+        evals = [results[n] for n in sorted(results)]
+        margin = results[replicas]["margin"] if replicas is not None else None
+        return {
+            "status": status,
+            "replicas": replicas,
+            "reason": reason,
+            "margin": margin,
+            "evaluations": evals,
+            "simulated": ev.simulated,
+            "new_records": ev.new if ev.cache_path is None else [],
+            "wall_s": round(time.perf_counter() - t0, 3),
+        }
+
+    lo = min(cand.bounds.get("min_replicas", 1), cap)
+    allowed = {c.cls: 1 - (c.percentile or 100) / 100 for c in checks}
+    first_meet, last_miss = None, 0
+    n, step = lo, 1
+    while True:
+        r = at(n)
+        if r["meets"]:
+            first_meet = n
+            break
+        last_miss = n
+        refused = {c: f for c, f in r["rejected"].items() if f > allowed.get(c, 0.0) + 1e-12}
+        if refused:
+            c, f = next(iter(refused.items()))
+            return out("rejected", None, f"{c}: {f:.1%} of requests are rejected (they cannot fit the KV cache or max_model_len); more replicas do not help")
+        if n >= cap:
+            worst = min(r["checks"], key=lambda x: x["margin"])
+            why = "the cheapest found so far" if cap < cand.max_replicas else f"max_replicas ({cand.max_replicas})"
+            return out("rejected", None, f"misses at {_n(n, 'replica')}, the most allowed by {why}: {_check_text(worst)}")
+        n, step = min(cap, n + step), step * 2
+    if first_meet == lo and lo > 1:
+        # The utilisation bound is only a bound: make sure one fewer misses.
+        if at(lo - 1)["meets"]:
+            first_meet, last_miss = lo - 1, 0
+        else:
+            last_miss = lo - 1
+    while first_meet - last_miss > 1:
+        mid = (first_meet + last_miss) // 2
+        if at(mid)["meets"]:
+            first_meet = mid
+        else:
+            last_miss = mid
+    if first_meet + 1 <= cand.max_replicas:
+        at(first_meet + 1)  # one more replica's headroom: a point on the cost-margin frontier
+    return out("feasible", first_meet)
+
+
+def _check_text(c: dict) -> str:
+    if not c["decided"]:
+        return f"{c['class']} {_metric_name(c)} {_value_text(c)} is not shown within {_target_text(c)} at 95 % confidence"
+    if c["metric"] == "stable":
+        return f"{c['class']} completes only {c['value']:.0%} of its arrivals (overloaded)"
+    if c["metric"] == "attainment":
+        return f"{c['class']} SLO attainment {c['value']:.1%} < {c['slo']:.1%}"
+    name = c["metric"].removesuffix("_s").upper()
+    value = "never (overloaded)" if c["value"] >= LATE_S / 10 else _secs(c["value"])
+    return f"{c['class']} p{c['percentile']:g} {name} {value} > {_secs(c['slo'])}"
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class PlanResult:
+    scenario: Scenario
+    settings: Settings
+    layouts: list[Layout]
+    candidates: dict[str, list[Candidate]]
+    """Per problem key."""
+    answer: dict[str, Any]
+    layout_rows: list[dict]
+    frontier: list[dict]
+    wall_s: float
+    simulated: int
+
+
+def plan_fleet(
+    scenario: Scenario,
+    base_dir: Path,
+    *,
+    out_dir: Path | None = None,
+    workers: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PlanResult:
+    """Search for the cheapest fleet; see the module docstring."""
+    from sim.fleet.cluster import check_cost_models
+    from sim.workload.stream import check_trace_files
+
+    t0 = time.perf_counter()
+    check_trace_files(scenario, base_dir)
+    check_cost_models(scenario, base_dir)
+    settings = Settings.of(scenario)
+    lays = layouts(scenario)
+    problems = {p.key: p for lay in lays for p in lay.problems}
+    cache_path = None
+    cache: dict[str, dict] = {}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cache_path = out_dir / EVALUATIONS_FILE
+        cache = read_cache(cache_path)
+    cands: dict[str, list[Candidate]] = {}
+    for key, prob in problems.items():
+        cs = candidates(scenario, prob)
+        for c in cs:
+            c.layout_pools = [f"{lay.name}/{p.name}" for lay in lays for p in lay.problems if p.key == key]
+            if c.status == "pending":
+                why = bounds(scenario, c, prob.classes, settings, base_dir)
+                if why is None and c.bounds["min_replicas"] > c.max_replicas:
+                    why = (
+                        f"needs at least {_n(c.bounds['min_replicas'], 'replica')} by its throughput bound (offered load "
+                        f"{c.bounds['offered_load']:.3g} replicas' worth); max_replicas is {c.max_replicas}"
+                    )
+                if why is not None:
+                    c.status, c.reason = "rejected", why
+        cands[key] = cs
+    # Phase 1: per pool, the candidate with the cheapest lower bound. Phase 2: the rest, each
+    # capped below the cost phase 1 found (ties allowed; the earlier candidate wins them).
+    firsts: list[tuple[str, Candidate]] = []
+    for key, cs in cands.items():
+        live = [c for c in cs if c.status == "pending"]
+        if live:
+            firsts.append((key, min(live, key=lambda c: c.usd_per_replica_hour * c.bounds["min_replicas"])))
+    simulated = _run_searches(scenario, base_dir, settings, problems, [(k, c, c.max_replicas) for k, c in firsts], cache, cache_path, workers, backend, address, progress)
+    second = []
+    for key, first in firsts:
+        best = first.cost(first.replicas) if first.status == "feasible" else None
+        for c in cands[key]:
+            if c.status != "pending":
+                continue
+            cap = c.max_replicas
+            if best is not None:
+                cap = min(cap, math.floor(best / c.usd_per_replica_hour + 1e-9))
+            if cap < c.bounds["min_replicas"]:
+                c.status = "rejected"
+                least = c.bounds["min_replicas"]
+                what = "one replica" if least == 1 else f"the {least} replicas its throughput bound needs"
+                c.reason = f"{what} (${least * c.usd_per_replica_hour:,.2f}/h) cost more than the ${best:,.2f}/h found"
+                if least == 1:
+                    c.reason = c.reason.replace(" cost more", " costs more")
+                continue
+            second.append((key, c, cap))
+    simulated += _run_searches(scenario, base_dir, settings, problems, second, cache, cache_path, workers, backend, address, progress)
+    answer, layout_rows = _answer(scenario, lays, cands)
+    frontier = _frontier(lays, cands)
+    return PlanResult(scenario, settings, lays, cands, answer, layout_rows, frontier, time.perf_counter() - t0, simulated)
+
+
+def _run_searches(scenario, base_dir, settings, problems, jobs, cache, cache_path, workers, backend, address, progress) -> int:
+    if not jobs:
+        return 0
+    # Local workers append to the evaluations file themselves (a killed plan keeps every
+    # finished replication); Ray workers may be on other hosts: the driver appends for them.
+    shared_file = str(cache_path) if cache_path is not None and backend != "ray" else None
+    tasks = [(str(i), scenario, str(base_dir), settings, problems[key], cand, cap, cache, shared_file) for i, (key, cand, cap) in enumerate(jobs)]
+    by_id = {t[0]: t[5] for t in tasks}
+    failures: list = []
+    simulated = 0
+    for res in _map(tasks, workers, backend, address, failures):
+        cand = by_id[res.pop("id")]
+        simulated += res.pop("simulated")
+        res.pop("wall_s")
+        for record in res.pop("new_records"):
+            cache[record["key"]] = record
+            if cache_path is not None:
+                _append(cache_path, record)
+        for k, v in res.items():
+            setattr(cand, k, v)
+        if progress is not None:
+            progress(_progress_line(cand))
+    if failures:
+        tid, exc = failures[0]
+        raise ConfigError(f"a candidate search failed ({by_id[tid].label}): {type(exc).__name__}: {exc}") from exc
+    return simulated
+
+
+def _search_task(task: tuple) -> dict:
+    return {"id": task[0], **search(task)}
+
+
+def _map(tasks: list, workers: int | None, backend: str, address: str | None, failures: list) -> Iterator[dict]:
+    from sim.sweep import _run_local, _run_ray, _usable_cpus
+
+    if backend == "ray":
+        yield from _run_ray(tasks, workers, address, failures, fn=_search_task)
+    elif len(tasks) == 1 or (workers or _usable_cpus()) == 1:
+        for t in tasks:  # no process pool for one search: the cache stays shared in memory
+            yield _search_task(t)
+    else:
+        yield from _run_local(tasks, workers, failures, fn=_search_task)
+
+
+def _progress_line(c: Candidate) -> str:
+    what = f"{c.problem}: {describe(c.label)}"
+    if c.status == "feasible":
+        return f"{what}: {_n(c.replicas, 'replica')}, ${c.cost(c.replicas):,.2f}/h"
+    return f"{what}: rejected ({c.reason})"
+
+
+def describe(label: dict) -> str:
+    parts = [label["model"], label["gpu"]]
+    if label["tensor_parallel_size"] > 1:
+        parts.append(f"TP{label['tensor_parallel_size']}")
+    parts += [f"{k}={v}" for k, v in label["knobs"].items()]
+    return " ".join(parts)
+
+
+def _best(cs: list[Candidate]) -> Candidate | None:
+    feasible = [c for c in cs if c.status in ("feasible", "chosen")]
+    return min(feasible, key=lambda c: (c.cost(c.replicas), -c.margin)) if feasible else None
+
+
+def _answer(scenario: Scenario, lays: list[Layout], cands: dict[str, list[Candidate]]) -> tuple[dict, list[dict]]:
+    rows, best_layout, best_cost = [], None, math.inf
+    for lay in lays:
+        picks = [(p, _best(cands[p.key])) for p in lay.problems]
+        missing = [p.name for p, c in picks if c is None]
+        cost = sum(c.cost(c.replicas) for _, c in picks if c is not None)
+        row = {"name": lay.name, "feasible": not missing, "cost_per_hour": None if missing else cost, "reason": None}
+        if missing:
+            row["reason"] = f"no candidate meets the SLOs of pool(s) {', '.join(missing)}"
+        elif cost < best_cost - 1e-9:
+            best_layout, best_cost = lay, cost
+        rows.append(row)
+    if best_layout is None:
+        return {"feasible": False, "layout": None, "cost_per_hour": None, "pools": []}, rows
+    pools = []
+    for p in best_layout.problems:
+        c = _best(cands[p.key])
+        c.status = "chosen"
+        fewer = next((e for e in c.evaluations if e["replicas"] == c.replicas - 1), None)
+        chosen = next(e for e in c.evaluations if e["replicas"] == c.replicas)
+        pools.append(
+            {
+                "pool": p.name,
+                **{k: v for k, v in c.label.items()},
+                "replicas": c.replicas,
+                "gpus": c.replicas * c.label["tensor_parallel_size"],
+                "cost_per_hour": c.cost(c.replicas),
+                "usd_per_replica_hour": c.usd_per_replica_hour,
+                "margin": c.margin,
+                "classes": [scenario.classes[i].name for i in p.classes],
+                "checks": chosen["checks"],
+                "replications": chosen["replications"],
+                "one_fewer": None if fewer is None else {"replicas": fewer["replicas"], "margin": fewer["margin"], "meets": fewer["meets"], "checks": fewer["checks"]},
+            }
+        )
+    # The binding pool: where one replica fewer misses by the most (its SLO is what the fleet
+    # size is bought for); pools at one replica have no fewer to try.
+    tried = [p for p in pools if p["one_fewer"] is not None]
+    binding = min(tried, key=lambda p: p["one_fewer"]["margin"])["pool"] if tried else None
+    answer = {
+        "feasible": True,
+        "layout": best_layout.name,
+        "cost_per_hour": best_cost,
+        "gpus": sum(p["gpus"] for p in pools),
+        "binding_pool": binding,
+        "pools": pools,
+    }
+    return answer, rows
+
+
+def _frontier(lays: list[Layout], cands: dict[str, list[Candidate]]) -> list[dict]:
+    """Cheapest fleet for each SLO margin: every evaluation that met its SLOs is an option for
+    its pool; a fleet's margin is its pools' smallest. Pareto points only (more margin costs
+    more)."""
+    points = []
+    for lay in lays:
+        options: dict[str, list[tuple[float, float, dict]]] = {}
+        for p in lay.problems:
+            opts = []
+            for c in cands[p.key]:
+                for e in c.evaluations:
+                    if e["meets"]:
+                        pick = {"pool": p.name, **c.label, "replicas": e["replicas"]}
+                        opts.append((c.cost(e["replicas"]), e["margin"], pick))
+            options[p.name] = opts
+        if not all(options.values()):
+            continue
+        for m in sorted({o[1] for opts in options.values() for o in opts}):
+            chosen = []
+            for opts in options.values():
+                ok = [o for o in opts if o[1] >= m]
+                if not ok:
+                    break
+                chosen.append(min(ok, key=lambda o: (o[0], -o[1])))
+            else:
+                points.append({"cost_per_hour": sum(o[0] for o in chosen), "margin": min(o[1] for o in chosen), "layout": lay.name, "pools": [o[2] for o in chosen]})
+    points.sort(key=lambda p: (p["cost_per_hour"], -p["margin"]))
+    frontier, best_margin = [], -math.inf
+    for pt in points:
+        if pt["margin"] > best_margin + 1e-12:
+            frontier.append(pt)
+            best_margin = pt["margin"]
+    return frontier
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def fleet_scenario(result: PlanResult) -> dict[str, Any]:
+    """The answer as a scenario ``servesim run`` takes (the plan block dropped)."""
+    sc = result.scenario
+    raw = sc.model_dump(mode="json", exclude_unset=True, exclude={"plan"})
+    lay = next(lay for lay in result.layouts if lay.name == result.answer["layout"])
+    picks = {p["pool"]: p for p in result.answer["pools"]}
+    pools, owner = [], {}
+    for prob in lay.problems:
+        c = next(c for c in result.candidates[prob.key] if c.status == "chosen")
+        d = c.pool.model_dump(mode="json", exclude_unset=True)
+        d["replicas"] = picks[prob.name]["replicas"]
+        d["price_per_gpu_hour"] = c.usd_per_replica_hour / c.pool.tensor_parallel_size
+        pools.append(d)
+        for i in prob.classes:
+            owner[sc.classes[i].name] = prob.name
+    raw["pools"] = pools
+    for cls in raw["classes"]:
+        cls["pool"] = owner[cls["name"]]
+    # As many replications as the most any chosen pool needed (a pool decided with fewer sees
+    # the extra ones too: same seeds, so its first replications are the plan's).
+    raw["replications"] = max(p["replications"] for p in result.answer["pools"])
+    if result.settings.duration_s is not None:
+        raw["duration_s"] = result.settings.duration_s
+    raw["description"] = f"Cheapest fleet found by servesim plan for {sc.name} (layout {result.answer['layout']})."
+    raw["name"] = f"{sc.name}-plan"
+    return raw
+
+
+def plan_json(result: PlanResult, scenario_file: str | None = None) -> dict[str, Any]:
+    from sim.run import _jsonable
+
+    cand_rows = []
+    for cs in result.candidates.values():
+        for c in cs:
+            cand_rows.append(
+                {
+                    "layout_pools": c.layout_pools,
+                    "pool": c.problem,
+                    **c.label,
+                    "status": c.status,
+                    "reason": c.reason,
+                    "replicas": c.replicas,
+                    "usd_per_replica_hour": None if math.isnan(c.usd_per_replica_hour) else c.usd_per_replica_hour,
+                    "cost_per_hour": c.cost(c.replicas),
+                    "margin": c.margin,
+                    "bounds": c.bounds,
+                    "evaluations": c.evaluations,
+                }
+            )
+    return _jsonable(
+        {
+            "kind": "plan",
+            "scenario": result.scenario.name,
+            "description": result.scenario.description,
+            "scenario_file": scenario_file,
+            "servesim_version": __version__,
+            "settings": asdict(result.settings),
+            "answer": result.answer,
+            "layouts": result.layout_rows,
+            "candidates": cand_rows,
+            "frontier": result.frontier,
+            "wall_s": result.wall_s,
+            "simulated_replications": result.simulated,
+            "resolved_scenario": result.scenario.model_dump(mode="json", exclude_unset=True),
+        }
+    )
+
+
+def write_plan(result: PlanResult, out_dir: Path, scenario_file: str | None = None) -> list[Path]:
+    from sim.run import check_output_dir
+
+    check_output_dir(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = [out_dir / "plan.json"]
+        paths[0].write_text(json.dumps(plan_json(result, scenario_file), indent=2))
+        if result.answer["feasible"]:
+            p = out_dir / "fleet.yaml"
+            p.write_text(f"# {result.answer['layout']} layout, ${result.answer['cost_per_hour']:,.2f}/h\n" + yaml.safe_dump(fleet_scenario(result), sort_keys=False))
+            paths.append(p)
+    except OSError as exc:
+        raise ConfigError(f"{exc.filename or out_dir}: cannot write output: {exc.strerror or exc}") from None
+    return paths
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``servesim plan`` to the CLI's subparsers."""
+    from sim.cli import _positive_int, _seed
+
+    p = subparsers.add_parser(
+        "plan",
+        help="find the cheapest fleet (GPU type, TP, replicas, knobs per pool) that meets every SLO",
+        description="Search the scenario's plan block (GPU types, TP, models, knob variants, pool layouts) for the "
+        "cheapest fleet meeting every class's SLO: analytic bounds prune, simulation with common random numbers and "
+        "CI-decided percentiles sizes each pool.",
+    )
+    p.add_argument("scenario", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="directory for plan.json, fleet.yaml, evaluations.jsonl (an interrupted plan resumes from it)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    p.add_argument("--seed", type=_seed)
+    p.add_argument("--workers", type=_positive_int, help="parallel candidate searches (default: all usable cores)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--address", help="Ray cluster address (with --backend ray)")
+    return p
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from sim.run import check_output_dir
+
+    if args.address is not None and args.backend != "ray":
+        raise ConfigError("--address needs --backend ray")
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    scenario, base_dir = load_scenario(args.scenario, overrides)
+    if scenario.plan is None:
+        raise ConfigError(f"{args.scenario}: no 'plan' block; add one (see docs/planning.md) to say what the plan may choose")
+    if args.output is not None:
+        check_output_dir(args.output)
+    err = Console(stderr=True)
+    result = plan_fleet(
+        scenario,
+        base_dir,
+        out_dir=args.output,
+        workers=args.workers,
+        backend=args.backend,
+        address=args.address,
+        progress=(lambda line: err.print(f"[dim]{line}[/dim]", highlight=False)) if err.is_terminal else None,
+    )
+    print_plan(result, Console())
+    if args.output is not None:
+        paths = write_plan(result, args.output, str(args.scenario))
+        Console().print(f"wrote {', '.join(p.name for p in paths)} to {args.output}", highlight=False)
+    return 0 if result.answer["feasible"] else 1
+
+
+def print_plan(result: PlanResult, console) -> None:
+    from rich.table import Table
+
+    a = result.answer
+    if a["feasible"]:
+        t = Table(title=f"{result.scenario.name}: cheapest fleet, layout {a['layout']}: ${a['cost_per_hour']:,.2f}/h, {a['gpus']} GPUs")
+        for col in ("pool", "model", "gpu", "TP", "knobs", "replicas", "$/h", "SLO margin", "one fewer"):
+            t.add_column(col, justify="right" if col in ("TP", "replicas", "$/h", "SLO margin") else "left")
+        for p in a["pools"]:
+            knobs = " ".join(f"{k}={v}" for k, v in p["knobs"].items()) or "-"
+            fewer = "-" if p["one_fewer"] is None else f"{_pct(p['one_fewer']['margin'])} ({'meets' if p['one_fewer']['meets'] else 'misses'})"
+            name = p["pool"] + (" (binding)" if p["pool"] == a["binding_pool"] else "")
+            t.add_row(name, p["model"], p["gpu"], str(p["tensor_parallel_size"]), knobs, str(p["replicas"]), f"{p['cost_per_hour']:,.2f}", _pct(p["margin"]), fewer)
+        console.print(t)
+        checks = Table(title="SLO checks at the chosen fleet (mean over replications, 95 % CI)")
+        for col in ("pool", "class", "metric", "value", "SLO", "met"):
+            checks.add_column(col)
+        for p in a["pools"]:
+            for c in p["checks"]:
+                checks.add_row(p["pool"], c["class"], _metric_name(c), _value_text(c), _target_text(c), _met_text(c))
+        console.print(checks)
+    else:
+        console.print(f"[bold red]no fleet meets every SLO[/bold red] within the search space of {result.scenario.name}")
+    if len(result.layout_rows) > 1:
+        lt = Table(title="layouts")
+        for col in ("layout", "$/h", "note"):
+            lt.add_column(col)
+        for row in result.layout_rows:
+            lt.add_row(row["name"], "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:,.2f}", row["reason"] or "")
+        console.print(lt)
+    ct = Table(title="candidates")
+    for col in ("pool", "candidate", "status", "replicas", "$/h", "margin", "why"):
+        ct.add_column(col, overflow="fold")
+    for cs in result.candidates.values():
+        for c in cs:
+            cost = c.cost(c.replicas)
+            ct.add_row(
+                c.problem, describe(c.label), c.status, "-" if c.replicas is None else str(c.replicas),
+                "-" if cost is None else f"{cost:,.2f}", "-" if c.margin is None else _pct(c.margin), c.reason or "",
+            )
+    console.print(ct)
+    console.print(
+        f"{result.simulated} replications simulated in {result.wall_s:.1f} s; frontier: {len(result.frontier)} points",
+        highlight=False,
+    )
+
+
+def _pct(margin: float) -> str:
+    return "< -100%" if margin < -1 else f"{margin:+.0%}"
+
+
+def _met_text(c: dict) -> str:
+    return "yes" if c["met"] else ("NO" if c["decided"] else "unsure (CI straddles the SLO)")
+
+
+def _metric_name(c: dict) -> str:
+    if c["metric"] in ("stable", "attainment"):
+        return c["metric"]
+    return f"p{c['percentile']:g} {c['metric'].removesuffix('_s').upper()}"
+
+
+def _value_text(c: dict) -> str:
+    if c["metric"] in ("stable", "attainment"):
+        return f"{c['value']:.1%} ± {c['ci95']:.1%}"
+    if c["value"] >= LATE_S / 10:
+        return "overloaded"
+    return f"{_secs(c['value'])} ± {_secs(c['ci95'])}"
+
+
+def _target_text(c: dict) -> str:
+    return f">= {c['slo']:.0%}" if c["metric"] in ("stable", "attainment") else f"<= {_secs(c['slo'])}"
