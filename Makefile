@@ -1,5 +1,6 @@
 # Two commands for a fresh machine; each creates the virtualenv it needs.
-#   make demo   install servesim and run the quickstart scenario
+#   make demo   install servesim; plan the cheapest fleet for the shipped mixed chat + image
+#               scenario and write its HTML report
 #   make test   install servesim with its test tools, torch (CPU, pinned) and ray; run the tests
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 $(BIN)/servesim: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e .
 	touch $(BIN)/servesim
 
 # Tests also time real kernels (tests/calibration: torch, pinned in the calibration extra) and
@@ -17,8 +18,12 @@ $(VENV)/.test-deps: $(BIN)/servesim pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,calibration,sweep]"
 	touch $@
 
-.PHONY: demo test bench lint two-shapes calibrate
+.PHONY: demo quickstart test bench lint two-shapes calibrate
 demo: $(BIN)/servesim
+	$(BIN)/servesim plan scenarios/plan_mixed_chat_image.yaml -o results/plan_mixed
+	$(BIN)/servesim report results/plan_mixed
+
+quickstart: $(BIN)/servesim
 	$(BIN)/servesim run scenarios/quickstart.yaml -o results/quickstart
 
 test: $(VENV)/.test-deps
@@ -27,7 +32,7 @@ test: $(VENV)/.test-deps
 bench: $(BIN)/servesim
 	$(BIN)/servesim bench
 
-lint: $(BIN)/servesim
+lint: $(VENV)/.test-deps
 	$(BIN)/ruff check sim calibration tests bench
 
 two-shapes: $(BIN)/servesim

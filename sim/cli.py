@@ -9,6 +9,7 @@
     servesim sweep SCENARIO --grid KEY.PATH=V1,V2,... [--grid-file FILE] -o DIR [--backend local|ray] [--address ADDR] [--workers N] [--set ...] [--extend]
     servesim price SCENARIO [--prices FILE] [--loads X1,X2,...] [--steps S1,S2,...] [-o DIR] [--set ...] [--seed N] [--replications K]
     servesim plan SCENARIO [-o DIR] [--set ...] [--seed N] [--workers N] [--backend local|ray] [--address ADDR]
+    servesim report RESULTS_DIR [-o FILE]
     servesim validate [--model NAME] [--device cpu|cuda] [--quick] [--profile FILE] [-o DIR]
 
 Bad input (scenario fields, traces, flags) prints one line naming the problem and exits with
@@ -107,11 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from sim.plan import add_plan_parser
     from sim.price import add_price_parser
+    from sim.report.html import add_report_parser
     from sim.sweep import add_sweep_parser
 
     add_sweep_parser(sub)
     add_price_parser(sub)
     add_plan_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
@@ -146,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             from sim.plan import cmd_plan
 
             return cmd_plan(args)
+        if args.command == "report":
+            from sim.report.html import cmd_report
+
+            return cmd_report(args)
     except ServesimError as exc:
         sys.stderr.write(f"servesim: error: {exc}\n")
         return EXIT_USAGE

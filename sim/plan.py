@@ -1016,7 +1016,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         overrides.append(f"seed={args.seed}")
     scenario, base_dir = load_scenario(args.scenario, overrides)
     if scenario.plan is None:
-        raise ConfigError(f"{args.scenario}: no 'plan' block; add one (see docs/planning.md) to say what the plan may choose")
+        raise ConfigError(f"{args.scenario}: no 'plan' block; add one to say what the plan may choose (docs/tutorial.md, section 14)")
     if args.output is not None:
         check_output_dir(args.output)
     err = Console(stderr=True)

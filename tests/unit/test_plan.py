@@ -377,3 +377,18 @@ def test_attainment_slo_is_met_by_the_fraction_of_requests():
     assert run.summary["slo_met"]["a"] is bool(att >= 0.5)
     assert 0 < att < 1
     assert np.isfinite(att)
+
+
+def test_ray_backend_gives_the_local_answer(tmp_path):
+    """Candidate searches as Ray tasks; the driver writes the evaluations file for them."""
+    ray = pytest.importorskip("ray")
+    raw = scenario(rate=8.0, gpus=["a100-80gb", "h100-sxm", "h200"])
+    sc = parse_scenario(raw)
+    local = plan_fleet(sc, ROOT, workers=1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = plan_fleet(sc, ROOT, out_dir=tmp_path, backend="ray")
+    finally:
+        ray.shutdown()
+    assert remote.answer == local.answer
+    assert len((tmp_path / EVALUATIONS_FILE).read_text().splitlines()) == remote.simulated > 0

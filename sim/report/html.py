@@ -1,0 +1,1206 @@
+"""The HTML report: one self-contained page for a run, price, sweep or plan output directory.
+
+    servesim report RESULTS_DIR [-o FILE]
+
+    from sim.report.html import write_report
+    write_report("results/quickstart")      # -> results/quickstart/report.html
+
+The page shows what the directory holds (one directory may hold several of these):
+
+* a run (``summary.json``; ``scenario.json``, ``requests.parquet``, ``timeseries.parquet``):
+  per-class and per-pool tables, latency CDFs with the SLO targets, replica state over time,
+  request conservation, the resolved scenario;
+* a price study (``price.json``): the tables ``servesim price`` prints, and margin against load
+  and steps when it holds a sensitivity study;
+* a sweep (``sweep.json``, ``results.jsonl``): the table ``servesim sweep`` prints, and tail
+  latency against achieved throughput with the SLO targets;
+* a plan (``plan.json``, ``fleet.yaml``): the answer and its SLO checks, the cost frontier, the
+  candidates, and each candidate's metrics against its replica count.
+
+The page needs no network: plots are PNGs (matplotlib, Agg) embedded as base64 ``data:`` URIs,
+the stylesheet is inline, and there are no scripts. Only the page itself is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from sim import __version__
+from sim.errors import ConfigError
+
+REPORT_FILE = "report.html"
+DPI = 96
+MAX_STATE_REPLICAS = 4
+"""Replicas per pool in the replica-state plots (the first ones of the first replication)."""
+MAX_CURVES = 8
+"""Candidates per pool in a plan's replicas-vs-metric plot (chosen and feasible ones first)."""
+INPUTS = {
+    "run": ("summary.json", "scenario.json", "requests.parquet", "timeseries.parquet"),
+    "price": ("price.json",),
+    "sweep": ("sweep.json", "results.jsonl"),
+    "plan": ("plan.json", "fleet.yaml", "evaluations.jsonl"),
+}
+"""The files each kind of output directory holds; the first of a kind's files marks it (a
+sweep: either file)."""
+LATENCY = {"ttft_s": ("TTFT", 1e3, "ms"), "tpot_s": ("TPOT", 1e3, "ms"), "e2e_s": ("E2E", 1.0, "s")}
+"""Latency metric -> label, scale and unit in tables."""
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``servesim report`` to the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "report",
+        help="one self-contained HTML page for a run, price, sweep or plan output directory",
+        description="Write a self-contained HTML page (tables, plots embedded as PNG, no network needed) for the "
+        "output directory of servesim run, price, sweep or plan. Nothing in the directory is changed but the page.",
+    )
+    p.add_argument("results_dir", type=Path, metavar="RESULTS_DIR")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help=f"page path (default: RESULTS_DIR/{REPORT_FILE})")
+    return p
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``servesim report``: write the page, print its path."""
+    print(write_report(args.results_dir, args.output))
+    return 0
+
+
+def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write the report page for ``results_dir`` to ``out`` (default ``results_dir/report.html``)
+    and return its path. Bad input (no such directory, no servesim results in it, a file that
+    cannot be read) is a one-line ConfigError naming the file and what was expected."""
+    from sim.run import check_output_dir
+
+    d = Path(results_dir)
+    if not d.exists():
+        raise ConfigError(
+            f"{d}: no such directory; expected the output directory of servesim run, price, sweep or plan"
+        )
+    if not d.is_dir():
+        raise ConfigError(f"{d}: not a directory; expected the output directory of servesim run, price, sweep or plan")
+    kinds = detect(d)
+    if not kinds:
+        raise ConfigError(
+            f"{d}: no servesim results here; expected summary.json (run), price.json (price), "
+            "sweep.json or results.jsonl (sweep) or plan.json (plan)"
+        )
+    path = Path(out) if out is not None else d / REPORT_FILE
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; -o takes the path of the page to write")
+    inputs = {(d / name).resolve() for names in INPUTS.values() for name in names}
+    if path.resolve() in inputs:
+        raise ConfigError(f"{path}: is one of the results files; write the report to another path")
+    check_output_dir(path.parent)
+    page = render_report(d, kinds)  # everything is read before anything is written
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{exc.filename or path}: cannot write the report: {exc.strerror or exc}") from None
+    return path
+
+
+def detect(results_dir: Path) -> list[str]:
+    """The kinds of output ``results_dir`` holds, in page order: run, price, sweep, plan."""
+    found = []
+    for kind, names in INPUTS.items():
+        marks = names if kind == "sweep" else names[:1]
+        if any((results_dir / name).is_file() for name in marks):
+            found.append(kind)
+    return found
+
+
+def render_report(results_dir: Path, kinds: Sequence[str]) -> str:
+    """The page's HTML for the kinds of output ``results_dir`` holds (see ``detect``)."""
+    builders = {"run": _run_section, "price": _price_section, "sweep": _sweep_section, "plan": _plan_section}
+    sections, about = [], _About()
+    for kind in kinds:
+        sections.append(builders[kind](results_dir, about))
+    return _page(results_dir, kinds, about, sections)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path, expected: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); expected {expected}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) file; expected {expected}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}; expected {expected}") from None
+
+
+def _require(data: Any, keys: Iterable[str], path: Path, expected: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: holds a JSON {type(data).__name__}, not an object; expected {expected}")
+    for key in keys:
+        if key not in data:
+            raise ConfigError(f"{path}: no {key!r} key; expected {expected}")
+
+
+def _read_parquet(path: Path, columns: Sequence[str], required: Sequence[str], expected: str) -> pd.DataFrame:
+    """The ``columns`` of a parquet file that it has; ConfigError if it cannot be read or lacks
+    one of ``required``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+        missing = [c for c in required if c not in names]
+        if missing:
+            raise ConfigError(f"{path}: no {missing[0]!r} column; expected {expected}")
+        return pd.read_parquet(path, columns=[c for c in columns if c in names])
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: not a readable parquet file ({first}); expected {expected}") from None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+# --------------------------------------------------------------------------- HTML pieces
+
+
+class _Html(str):
+    """Text that is HTML already: tables put it in a cell as it is."""
+
+
+def _esc(value: Any) -> str:
+    return value if isinstance(value, _Html) else html.escape(str(value))
+
+
+def _status(text: str, good: bool | None) -> _Html:
+    css = "muted" if good is None else ("ok" if good else "bad")
+    return _Html(f'<span class="{css}">{html.escape(text)}</span>')
+
+
+def _met(value: Any) -> _Html | str:
+    return "-" if value is None else _status("met" if value else "missed", bool(value))
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = "", align: str = "") -> str:
+    """A table; ``align`` holds l or r per column (default: the first left, the rest right)."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    cls = ["" if a == "l" else ' class="r"' for a in align]
+    head = "".join(f"<th{c}>{_esc(h)}</th>" for c, h in zip(cls, headers))
+    body = "".join("<tr>" + "".join(f"<td{c}>{_esc(v)}</td>" for c, v in zip(cls, row)) + "</tr>\n" for row in rows)
+    cap = f"<caption>{_esc(caption)}</caption>" if caption else ""
+    return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table></div>\n'
+
+
+def _png(data: bytes, alt: str, caption: str = "") -> str:
+    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
+    return f'<figure><img src="{src}" alt="{_esc(alt)}">{cap}</figure>\n'
+
+
+def _figure(fig: Figure, alt: str, caption: str = "") -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return _png(buf.getvalue(), alt, caption)
+
+
+def _details(summary: str, text: str) -> str:
+    return f"<details><summary>{_esc(summary)}</summary><pre>{_esc(text)}</pre></details>\n"
+
+
+def _note(text: str) -> str:
+    return f'<p class="muted">{_esc(text)}</p>\n'
+
+
+def _section(anchor: str, title: str, body: Iterable[str]) -> str:
+    return f'<section id="{anchor}">\n<h2>{_esc(title)}</h2>\n' + "".join(body) + "</section>\n"
+
+
+def _num(x: Any, scale: float = 1.0) -> str:
+    """A number to 3 significant digits (an integer: all of them; '-' for none), as the CLI prints one."""
+    from sim.cli import _with_ci
+
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        return "-"
+    if isinstance(x, int) and scale == 1.0:
+        return f"{x:,}"  # counts stay exact
+    return _with_ci(x * scale, None)
+
+
+def _est(est: Any, scale: float = 1.0) -> str:
+    """A summary estimate ``{mean, ci95, n}`` as 'mean±ci95'."""
+    from sim.cli import _fmt
+
+    if not isinstance(est, dict) or "mean" not in est:
+        return "-"
+    return _fmt({"mean": est["mean"], "ci95": est.get("ci95")}, scale)
+
+
+def _percent(x: Any) -> str:
+    return _num(x, 100.0)
+
+
+def _knobs(knobs: Any) -> str:
+    if not isinstance(knobs, dict) or not knobs:
+        return "-"
+    return ", ".join(f"{k}={v}" for k, v in knobs.items())
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass
+class _About:
+    """What the header says about the results: filled in by the sections as they read."""
+
+    name: str = ""
+    description: str = ""
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1f2328;
+  margin:0 auto;max-width:1280px;padding:0 24px 48px;background:#fff}
+header{border-bottom:2px solid #d0d7de;padding-bottom:8px}
+h1{font-size:24px;margin:22px 0 4px}
+h2{font-size:19px;margin:34px 0 8px;padding-bottom:4px;border-bottom:1px solid #d0d7de}
+h3{font-size:15px;margin:22px 0 6px}
+nav a{margin-right:16px;color:#0969da;text-decoration:none}
+.meta,.muted,figcaption{color:#59636e}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;margin:6px 0 16px;font-size:13px}
+caption{text-align:left;font-weight:600;padding:4px 0;caption-side:top}
+th,td{padding:3px 10px;border-bottom:1px solid #e6e9ec;vertical-align:top;text-align:left}
+th{background:#f3f5f7;font-weight:600;white-space:nowrap}
+.r{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+th.r{white-space:normal;min-width:4em}
+.ok{color:#1a7f37;font-weight:600}
+.bad{color:#cf222e;font-weight:600}
+figure{margin:10px 0 20px}
+img{max-width:100%;height:auto;border:1px solid #eaeef2}
+figcaption{font-size:12.5px;margin-top:2px}
+details{margin:10px 0}
+summary{cursor:pointer;font-weight:600}
+pre{background:#f6f8fa;padding:10px;overflow-x:auto;font-size:12px;line-height:1.35}
+ul.lines{list-style:none;padding-left:0;margin:4px 0 14px}
+ul.lines li{margin:2px 0}
+"""
+
+
+def _page(results_dir: Path, kinds: Sequence[str], about: _About, sections: list[str]) -> str:
+    name = about.name or results_dir.resolve().name
+    when = datetime.now().astimezone().isoformat(timespec="seconds")
+    nav = "".join(f'<a href="#{k}">{k}</a>' for k in kinds)
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<link rel="icon" href="data:,">\n'  # no favicon request
+        f"<title>servesim report: {_esc(name)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<header>\n"
+        f"<h1>{_esc(name)}</h1>\n"
+        + (f"<p>{_esc(about.description)}</p>\n" if about.description else "")
+        + f'<p class="meta">{_esc(" + ".join(kinds))} results in {_esc(results_dir)}; report generated {when} '
+        f"by servesim {_esc(__version__)}</p>\n<nav>{nav}</nav>\n</header>\n" + "".join(sections) + "</body>\n</html>\n"
+    )
+
+
+# --------------------------------------------------------------------------- a run
+
+RUN_EXPECTED = "the summary.json that servesim run -o writes"
+
+
+def _kind(stats: dict) -> str:
+    if "ttft_s_p50" in stats:
+        return "text"
+    if "images_per_s" in stats:
+        return "image"
+    if any(k.startswith("stage_") for k in stats):
+        return "pipeline"
+    return "mixed"
+
+
+def _slo_text(slo: dict | None) -> str:
+    """'TTFT ≤ 500 ms, TPOT ≤ 50 ms at p99', or '... for ≥ 90 % of requests' (an attainment SLO)."""
+    if not slo:
+        return "-"
+    parts = [
+        f"{label} ≤ {_num(slo[m], scale)} {unit}" for m, (label, scale, unit) in LATENCY.items() if _finite(slo.get(m))
+    ]
+    if not parts:
+        return "-"
+    if _finite(slo.get("attainment")):
+        return ", ".join(parts) + f" for ≥ {_num(slo['attainment'], 100)} % of requests"
+    return ", ".join(parts) + f" at p{slo.get('percentile', 99):g}"
+
+
+def _slo_level(slo: dict) -> float:
+    """The fraction of requests an SLO asks to be within its targets."""
+    return slo["attainment"] if _finite(slo.get("attainment")) else slo.get("percentile", 99.0) / 100
+
+
+def _run_section(d: Path, about: _About) -> str:
+    path = d / "summary.json"
+    summary = _read_json(path, RUN_EXPECTED)
+    _require(summary, ("classes", "pools", "conservation"), path, RUN_EXPECTED)
+    scenario = None
+    if (d / "scenario.json").is_file():
+        scenario = _read_json(d / "scenario.json", "the resolved scenario servesim run -o writes")
+        _require(scenario, ("name",), d / "scenario.json", "the resolved scenario servesim run -o writes")
+        about.name = about.name or str(scenario["name"])
+        about.description = about.description or str(scenario.get("description") or "")
+    about.name = about.name or str(summary.get("scenario", ""))
+    slos = summary.get("slo") or {}
+    body = [
+        _note(
+            f"{summary.get('replications', '?')} replication(s), seed {summary.get('seed', '?')}, "
+            f"warm-up {summary.get('warmup_s', 0):g} s. Latencies: mean over replications ± 95 % confidence "
+            "half-width (none with one replication)."
+        ),
+        "<h3>Classes</h3>\n",
+        _class_table(summary, slos),
+        _latency_table(summary, slos),
+        "<h3>Pools</h3>\n",
+        _pool_table(summary["pools"]),
+    ]
+    body += _run_plots(d, summary, slos)
+    body.append("<h3>Requests</h3>\n")
+    body.append(_conservation_table(summary))
+    if scenario is not None:
+        body.append(_details("resolved scenario (YAML)", yaml.safe_dump(scenario, sort_keys=False, allow_unicode=True)))
+    return _section("run", "Run", body)
+
+
+def _class_table(summary: dict, slos: dict) -> str:
+    classes = {name: st for name, st in summary["classes"].items() if isinstance(st, dict)}
+    headers = [
+        "class",
+        "kind",
+        "arrivals (req/s)",
+        "throughput (req/s)",
+        "goodput (req/s)",
+        "SLO attainment (%)",
+        "rejected (%)",
+        "failed (%)",
+        "SLO",
+        "SLO met",
+    ]
+    rows = []
+    for name, st in classes.items():
+        kind = "all classes" if name == "all" and len(classes) > 1 else _kind(st)
+        rows.append(
+            [
+                name,
+                kind,
+                _est(st.get("arrival_rate")),
+                _est(st.get("throughput_rps")),
+                _est(st.get("goodput_rps")),
+                _est(st.get("slo_attainment"), 100),
+                _est(st.get("rejected_fraction"), 100),
+                _est(st.get("failed_fraction"), 100),
+                _slo_text(slos.get(name)),
+                _met((summary.get("slo_met") or {}).get(name)),
+            ]
+        )
+    return _table(headers, rows, align="llrrrrrrll")
+
+
+def _latency_table(summary: dict, slos: dict) -> str:
+    """p50, p90, p99 (and each SLO's percentile) of TTFT, TPOT and E2E per class."""
+    classes = {name: st for name, st in summary["classes"].items() if isinstance(st, dict)}
+    percentiles = sorted(
+        {50.0, 90.0, 99.0}
+        | {float(s["percentile"]) for s in slos.values() if s and "percentile" in s and not s.get("attainment")}
+    )
+    metrics = [m for m in LATENCY if any(f"{m}_p50" in st for st in classes.values())]
+    headers = ["class"] + [f"{LATENCY[m][0]} p{p:g} ({LATENCY[m][2]})" for m in metrics for p in percentiles]
+    rows = [
+        [name] + [_est(st.get(f"{m}_p{p:g}"), LATENCY[m][1]) for m in metrics for p in percentiles]
+        for name, st in classes.items()
+    ]
+    return _table(headers, rows, "latency percentiles")
+
+
+def _pool_table(pools: dict) -> str:
+    headers = [
+        "pool",
+        "model",
+        "GPU",
+        "TP",
+        "replicas",
+        "$/GPU-hour",
+        "busy (%)",
+        "mean batch",
+        "KV / memory used (%)",
+        "memory per replica",
+        "batching",
+    ]
+    rows = []
+    for name, p in pools.items():
+        if "batching" in p:
+            memory = f"{_num(p.get('memory_budget_gib'))} GiB for latents"
+            used, batching = p.get("mean_memory_util"), f"{p['batching']}, ≤ {p.get('max_batch_size', '?')} images"
+        else:
+            memory = f"{_num(p.get('kv_capacity_tokens'))} KV tokens"
+            used, batching = p.get("mean_kv_util"), str(p.get("scheduler", "-"))
+        rows.append(
+            [
+                name,
+                *_fleet_cells(p),
+                _num(p.get("price_per_gpu_hour")),
+                _percent(p.get("busy_fraction")),
+                _num(p.get("mean_batch")),
+                _percent(used),
+                memory,
+                batching,
+            ]
+        )
+    return _table(headers, rows, align="lll" + "r" * 6 + "rl")
+
+
+def _fleet_cells(pool: dict) -> list[Any]:
+    """Model, GPU, TP and replicas of a pool (a run's summary or a plan's answer)."""
+    return [pool.get(k, "-") for k in ("model", "gpu", "tensor_parallel_size", "replicas")]
+
+
+def _conservation_table(summary: dict) -> str:
+    c, sim = summary["conservation"], summary.get("simulation") or {}
+    keys = ("arrived", "finished", "rejected", "failed", "in_flight")
+    headers = [k.replace("_", " ") for k in keys] + ["simulated (s)", "engine steps", "wall (s)"]
+    row = [_num(c.get(k)) for k in keys] + [
+        _num(sim.get("simulated_s")),
+        _num(sim.get("engine_steps")),
+        _num(sim.get("wall_s")),
+    ]
+    caption = "every arrived request (pipeline stages included) is finished, rejected, failed or still in flight"
+    return _table(headers, [row], caption, align="r" * len(headers))
+
+
+_CDF_PANELS = {"TTFT (s)": "ttft_s", "TPOT (s)": "tpot_s", "E2E latency (s)": "e2e_s"}
+"""The x labels sim.report.plots.latency_cdfs gives its panels -> the SLO metric each shows."""
+
+
+def mark_slos(fig: Figure, slos: dict) -> int:
+    """Draw each class's SLO target on the latency CDFs of ``latency_cdfs``: a dashed vertical
+    line in the class's colour and a dot at the fraction of requests the SLO asks to be within
+    it (its percentile, or its attainment). Returns the targets drawn."""
+    drawn = 0
+    for ax in fig.axes:
+        metric = _CDF_PANELS.get(ax.get_xlabel())
+        colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
+        for cls, slo in slos.items():
+            if metric is None or not slo or not _finite(slo.get(metric)) or cls not in colours:
+                continue
+            target, level = slo[metric], _slo_level(slo)
+            ax.axvline(target, color=colours[cls], ls="--", lw=1.1, gid="slo")
+            ax.plot([target], [level], "o", color=colours[cls], ms=5, gid="slo")
+            drawn += 1
+    return drawn
+
+
+def _run_plots(d: Path, summary: dict, slos: dict) -> list[str]:
+    from sim.report.plots import latency_cdfs, replica_state
+
+    out = ["<h3>Latency</h3>\n"]
+    req_path = d / "requests.parquet"
+    if req_path.is_file():
+        requests = _read_parquet(
+            req_path,
+            ["class", "arrival_s", "parent_id", "ttft_s", "tpot_s", "e2e_s", "queue_s"],
+            ["class", "arrival_s", "e2e_s"],
+            "the requests table servesim run -o writes",
+        )
+        fig = latency_cdfs(requests, float(summary.get("warmup_s") or 0.0))
+        caption = "Empirical CDFs per class (warm-up left out). " + (
+            "Dashed: the class's SLO target; dot: the fraction of requests the SLO asks to be within it."
+            if mark_slos(fig, slos)
+            else ""
+        )
+        out.append(_figure(fig, "latency CDFs per class", caption))
+    elif (d / "latency_cdf.png").is_file():
+        out.append(_png((d / "latency_cdf.png").read_bytes(), "latency CDFs", "latency_cdf.png as the run wrote it"))
+    else:
+        out.append(_note("requests.parquet is not here: no latency plot."))
+    out.append("<h3>Replica state over time</h3>\n")
+    ts_path = d / "timeseries.parquet"
+    if ts_path.is_file():
+        ts = _read_parquet(
+            ts_path,
+            ["pool", "replica", "t_s", "running", "waiting", "kv_util", "state_gib", "replication"],
+            ["pool", "replica", "t_s", "running", "waiting"],
+            "the replica time series servesim run -o writes",
+        )
+        ts["pool"] = ts["pool"].astype(str)
+        for pool in summary["pools"]:
+            rows = ts[ts["pool"] == pool]
+            if rows.empty or ("kv_util" not in rows and "state_gib" not in rows):
+                continue
+            fig = replica_state(rows, MAX_STATE_REPLICAS)
+            fig.suptitle(f"pool {pool}: replica state over time")
+            caption = f"First replication, first {MAX_STATE_REPLICAS} replicas: batch size, waiting queue, memory held."
+            out.append(_figure(fig, f"replica state of pool {pool}", caption))
+    elif (d / "replica_state.png").is_file():
+        out.append(
+            _png((d / "replica_state.png").read_bytes(), "replica state", "replica_state.png as the run wrote it")
+        )
+    else:
+        out.append(_note("timeseries.parquet is not here: no replica-state plot."))
+    return out
+
+
+# --------------------------------------------------------------------------- price
+
+PRICE_EXPECTED = "the price.json that servesim price -o writes"
+
+
+class _Tables:
+    """A stand-in for a rich Console: collects what ``print`` is given, as HTML (tables as
+    tables, text lines as a list), so that the page shows what the CLI prints."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.lines: list[str] = []
+
+    def print(self, obj: Any = "", *args: Any, **kwargs: Any) -> None:
+        from rich.table import Table
+
+        if isinstance(obj, Table):
+            self._flush()
+            self.parts.append(rich_table_html(obj))
+        else:
+            self.lines.append(_plain(obj))
+
+    def _flush(self) -> None:
+        if self.lines:
+            self.parts.append(
+                '<ul class="lines">' + "".join(f"<li>{_esc(t.strip())}</li>" for t in self.lines) + "</ul>\n"
+            )
+            self.lines = []
+
+    def html(self) -> str:
+        self._flush()
+        return "".join(self.parts)
+
+
+def _plain(obj: Any) -> str:
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    if isinstance(obj, Text):
+        return obj.plain
+    try:
+        return Text.from_markup(str(obj)).plain
+    except MarkupError:
+        return str(obj)
+
+
+def rich_table_html(table: Any) -> str:
+    """A rich Table as an HTML table: its title, headers, cells and column alignment."""
+    columns = table.columns
+    headers = [_plain(c.header) for c in columns]
+    rows = zip(*[[_plain(cell) for cell in c.cells] for c in columns])
+    align = "".join("r" if c.justify == "right" else "l" for c in columns)
+    return _table(headers, rows, _plain(table.title or ""), align)
+
+
+def _frame(records: Any, path: Path, key: str) -> pd.DataFrame:
+    """Records from JSON as a DataFrame; a column of numbers and nulls (NaN in JSON) is float."""
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ConfigError(f"{path}: {key!r} is not a list of objects; expected {PRICE_EXPECTED}")
+    df = pd.DataFrame(records)
+    for col in df.columns:
+        values = df[col].tolist()
+        if None in values and all(v is None or isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            df[col] = df[col].astype(float)
+    return df
+
+
+def price_report_from_json(data: dict, path: Path):
+    """The PriceReport a price.json was written from (without its per-request table)."""
+    from sim.price import FIELDS, PriceEntry, PriceList, PriceReport
+
+    _require(data, ("scenario", "prices", "overall", "pools", "classes", "comparison"), path, PRICE_EXPECTED)
+    try:
+        entries = {
+            k: PriceEntry(**{f: x for f, x in v.items() if f in FIELDS}) for k, v in data["prices"]["classes"].items()
+        }
+        prices = PriceList(entries, data["prices"]["source"])
+        overall = {k: math.nan if v is None else v for k, v in data["overall"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path}: unexpected prices or overall ({type(exc).__name__}: {exc}); expected {PRICE_EXPECTED}"
+        ) from None
+    sens = data.get("sensitivity")
+    return PriceReport(
+        scenario=str(data["scenario"]),
+        prices=prices,
+        overall=overall,
+        pools=_frame(data["pools"], path, "pools"),
+        classes=_frame(data["classes"], path, "classes"),
+        comparison=_frame(data["comparison"], path, "comparison"),
+        requests=pd.DataFrame(),
+        sensitivity=_frame(sens, path, "sensitivity") if sens else None,
+        notes=list(data.get("notes") or []),
+        rules=tuple(data.get("rules") or ()),
+    )
+
+
+def _price_section(d: Path, about: _About) -> str:
+    from sim.price import print_report
+
+    path = d / "price.json"
+    report = price_report_from_json(_read_json(path, PRICE_EXPECTED), path)
+    about.name = about.name or report.scenario
+    tables = _Tables()
+    try:
+        print_report(report, tables)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path}: unexpected content ({type(exc).__name__}: {exc}); expected {PRICE_EXPECTED}"
+        ) from None
+    body = [tables.html()]
+    if report.sensitivity is not None and len(report.sensitivity):
+        fig = _sensitivity_figure(report.sensitivity)
+        if fig is not None:
+            body.append(
+                _figure(
+                    fig,
+                    "margin against load and steps",
+                    "Margin at the same prices and fleet, ±95 % CI over replications.",
+                )
+            )
+    return _section("price", "Price", body)
+
+
+def _sensitivity_figure(sens: pd.DataFrame) -> Figure | None:
+    axes_names = [a for a in ("load", "steps") if (sens["axis"] == a).any()]
+    if not axes_names:
+        return None
+    fig = Figure(figsize=(5.5 * len(axes_names), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(axes_names)))
+    for ax, name in zip(axes, axes_names):
+        rows = sens[sens["axis"] == name].sort_values("value")
+        for cls, grp in rows.groupby("class", sort=False):
+            err = grp["margin_ci95"].fillna(0) * 100 if "margin_ci95" in grp else None
+            ax.errorbar(
+                grp["value"],
+                grp["margin"] * 100,
+                yerr=err,
+                marker="o",
+                capsize=3,
+                lw=2 if cls == "all" else 1.2,
+                label=str(cls),
+            )
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set_xlabel("load (x the scenario's arrival rates)" if name == "load" else "denoising steps")
+        ax.set_ylabel("margin (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle("Margin sensitivity")
+    return fig
+
+
+# --------------------------------------------------------------------------- curves (sweep and plan)
+
+
+@dataclass
+class _Panel:
+    """One panel of a curves figure: lines of (x, y ± err), and SLO targets as horizontal lines."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    curves: list[tuple[str, list[float], list[float], list[float] | None, bool]] = field(default_factory=list)
+    """(label, xs, ys, y errors or None, emphasised)"""
+    slos: dict[str, float] = field(default_factory=dict)
+    """label -> target"""
+
+
+def _curves_figure(panels: list[_Panel], title: str) -> Figure:
+    """Panels side by side; a y value of inf (overloaded: never finished) is an x at the top."""
+    fig = Figure(figsize=(max(7.0, 4.6 * len(panels)), 4.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, panel in zip(axes, panels):
+        for label, xs, ys, errs, bold in panel.curves:
+            ok = [i for i, y in enumerate(ys) if math.isfinite(y)]
+            err = [errs[i] for i in ok] if errs else None
+            line = ax.errorbar(
+                [xs[i] for i in ok],
+                [ys[i] for i in ok],
+                yerr=err,
+                marker="o",
+                ms=4,
+                capsize=2,
+                lw=2.4 if bold else 1.2,
+                label=label,
+            )
+            off = [xs[i] for i, y in enumerate(ys) if not math.isfinite(y)]
+            if off:
+                ax.plot(
+                    off,
+                    [0.97] * len(off),
+                    "x",
+                    color=line.lines[0].get_color(),
+                    transform=ax.get_xaxis_transform(),
+                    clip_on=False,
+                )
+        for label, target in panel.slos.items():
+            ax.axhline(target, color="0.15", ls="--", lw=1, gid="slo")
+            ax.annotate(label, (0.01, target), xycoords=("axes fraction", "data"), fontsize="x-small", va="bottom")
+        ys = [y for _, _, v, _, _ in panel.curves for y in v if _finite(y) and y > 0] + [
+            t for t in panel.slos.values() if t > 0
+        ]
+        if ys and max(ys) / min(ys) > 30:
+            ax.set_yscale("log")
+        if all(isinstance(x, int) for _, xs, _, _, _ in panel.curves for x in xs):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(panel.title, fontsize="medium")
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        per_entry_pt = 4.4 * max(len(t) for t in labels) + 30  # x-small text and the marker
+        ncols = max(1, min(len(handles), int(fig.get_figwidth() * 72 // per_entry_pt)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize="x-small")
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- a sweep
+
+SWEEP_EXPECTED = "the sweep.json and results.jsonl that servesim sweep -o writes"
+
+
+def _sweep_section(d: Path, about: _About) -> str:
+    from sim.sweep import RESULTS_FILE, SWEEP_FILE, expand_grid, point_id, read_results, results_frame, sweep_table
+
+    manifest: dict = {}
+    if (d / SWEEP_FILE).is_file():
+        manifest = _read_json(d / SWEEP_FILE, SWEEP_EXPECTED)
+        _require(manifest, ("scenario", "grid"), d / SWEEP_FILE, SWEEP_EXPECTED)
+        if not isinstance(manifest["grid"], dict) or not all(isinstance(v, list) for v in manifest["grid"].values()):
+            raise ConfigError(f"{d / SWEEP_FILE}: 'grid' is not an object of value lists; expected {SWEEP_EXPECTED}")
+    records = read_results(d)
+    results = d / RESULTS_FILE
+    if not records and results.is_file() and (_read_text(results) or "").strip():
+        raise ConfigError(
+            f"{results}: no complete JSON line; expected one JSON object per finished point ({SWEEP_EXPECTED})"
+        )
+    for r in records:
+        if not isinstance(r.get("point"), dict):
+            raise ConfigError(f"{results}: point {r['id']} has no 'point' object; expected {SWEEP_EXPECTED}")
+    grid_keys = list(manifest.get("grid") or {}) or list(dict.fromkeys(k for r in records for k in r["point"]))
+    base, scenario_note = _sweep_base(manifest)
+    if base is not None:
+        about.name = about.name or base.name
+        about.description = about.description or base.description
+    about.name = about.name or Path(str(manifest.get("scenario", "sweep"))).stem
+    body = [_sweep_about(manifest, len(records))]
+    if scenario_note:
+        body.append(_note(scenario_note))
+    if not records:
+        body.append(_note("No point has finished yet."))
+        return _section("sweep", "Sweep", body)
+    order = {point_id(p): i for i, p in enumerate(expand_grid(manifest.get("grid") or {}))}
+    records.sort(key=lambda r: order.get(r["id"], len(order)))  # grid order, not the order points finished
+    df = results_frame(records, grid_keys)
+    if base is not None:
+        body.append(rich_table_html(sweep_table(df, base, grid_keys)))
+    else:
+        body.append(_plain_sweep_table(df, grid_keys))
+    if "error" in df:
+        failed = df[df["error"].notna()]
+        if len(failed):
+            body.append(_note(f"{len(failed)} point(s) failed on their input; the first: {failed['error'].iloc[0]}"))
+    slos = {c.name: base.slo_for(c).model_dump() for c in base.classes if base.slo_for(c)} if base is not None else {}
+    fig = _sweep_figure(df, grid_keys, slos)
+    if fig is not None:
+        body.append(
+            _figure(
+                fig,
+                "tail latency against achieved throughput",
+                "One line per value of the other grid keys, in order of the swept value; dashed: SLO targets.",
+            )
+        )
+    return _section("sweep", "Sweep", body)
+
+
+def _sweep_base(manifest: dict):
+    """The sweep's base scenario (for its SLOs and the CLI's table), if its file still loads."""
+    from sim.config import load_scenario
+    from sim.errors import ServesimError
+
+    path = manifest.get("scenario")
+    if not path:
+        return None, ""
+    try:
+        base, _ = load_scenario(Path(path), list(manifest.get("overrides") or []))
+    except (ServesimError, OSError, TypeError):
+        return None, f"The base scenario ({path}) does not load from here: no SLO lines, a plain table."
+    if manifest.get("scenario_sha256") not in (None, hashlib.sha256(base.model_dump_json().encode()).hexdigest()):
+        return base, f"{path} has changed since the sweep ran: SLO targets are the file's current ones."
+    return base, ""
+
+
+def _sweep_about(manifest: dict, finished: int) -> str:
+    grid = manifest.get("grid") or {}
+    from sim.sweep import _yaml_text
+
+    rows = [[k, ", ".join(_yaml_text(v) for v in values)] for k, values in grid.items()]
+    text = (
+        f"Base scenario {manifest.get('scenario', '?')}"
+        + (f" with --set {' --set '.join(manifest['overrides'])}" if manifest.get("overrides") else "")
+        + f"; {finished} of {manifest.get('points', '?')} points finished"
+        + (f"; created {manifest['created']}" if manifest.get("created") else "")
+        + "."
+    )
+    return _note(text) + (_table(["grid key", "values"], rows, align="ll") if rows else "")
+
+
+def _metric_classes(columns: Iterable[str]) -> list[str]:
+    """Class names in flat-metric columns (``C.throughput_rps``), in order."""
+    return list(
+        dict.fromkeys(
+            c.rpartition(".")[0]
+            for c in columns
+            if c.endswith(".throughput_rps") and not c.startswith(("pool.", "fleet.", "sim."))
+        )
+    )
+
+
+def _plain_sweep_table(df: pd.DataFrame, grid_keys: list[str]) -> str:
+    """Grid values, throughput, p99 latencies, SLO met and $/hour: for a sweep whose base
+    scenario no longer loads (``sweep_table`` needs it)."""
+    from sim.sweep import _number, _yaml_text
+
+    metrics = [
+        c for c in df.columns if c.endswith((".throughput_rps", "_p99", ".slo_met")) or c == "fleet.usd_per_hour"
+    ]
+    rows = [
+        [_yaml_text(_number(r[k])) for k in grid_keys]
+        + [_met(_number(r[m])) if m.endswith(".slo_met") else _num(_number(r[m])) for m in metrics]
+        for r in df.to_dict("records")
+    ]
+    return _table(grid_keys + metrics, rows, align="r" * (len(grid_keys) + len(metrics)))
+
+
+def _sweep_figure(df: pd.DataFrame, grid_keys: list[str], slos: dict) -> Figure | None:
+    """Per latency metric, its percentile (the class's SLO's, else p99) against each class's
+    achieved throughput: a line per value of the grid keys other than the swept one (the first
+    numeric key whose name ends in 'rate', else the first numeric key)."""
+    from sim.sweep import _number, _yaml_text
+
+    if "error" in df:
+        df = df[df["error"].isna()]
+    classes = _metric_classes(df.columns)
+    if len(classes) > 1:
+        classes = [c for c in classes if c != "all"]
+    numeric = [k for k in grid_keys if pd.api.types.is_numeric_dtype(df[k]) and not pd.api.types.is_bool_dtype(df[k])]
+    swept = next((k for k in numeric if k.endswith("rate")), numeric[0] if numeric else None)
+    others = [k for k in grid_keys if k != swept]
+    series = pd.Series(
+        [
+            ", ".join(f"{k.rpartition('.')[2]}={_yaml_text(_number(r[k]))}" for k in others)
+            for r in df.to_dict("records")
+        ],
+        index=df.index,
+    )
+    percentile = {c: f"{(slos.get(c) or {}).get('percentile', 99.0):g}" for c in classes}
+    panels = []
+    for metric, (label, _, _) in LATENCY.items():
+        ps = set(percentile.values())
+        ylabel = f"{label} p{ps.pop()} (s)" if len(ps) == 1 else f"{label} at the class's SLO percentile (s)"
+        panel = _Panel(label, "achieved throughput (req/s)", ylabel)
+        for cls in classes:
+            col, xcol = f"{cls}.{metric}_p{percentile[cls]}", f"{cls}.throughput_rps"
+            if col not in df or df[col].isna().all():
+                continue
+            for name, grp in df.groupby(series, sort=False):
+                grp = grp.sort_values(swept or xcol)
+                curve = " ".join(x for x in (cls if len(classes) > 1 else "", name) if x) or cls
+                panel.curves.append((curve, grp[xcol].tolist(), grp[col].tolist(), None, False))
+            target = (slos.get(cls) or {}).get(metric)
+            if _finite(target):
+                panel.slos[f"{cls} SLO" if len(classes) > 1 else "SLO"] = float(target)
+        if panel.curves:
+            panels.append(panel)
+    if not panels:
+        return None
+    return _curves_figure(panels, "Tail latency against achieved throughput" + (f" (swept: {swept})" if swept else ""))
+
+
+# --------------------------------------------------------------------------- a plan
+
+PLAN_EXPECTED = "the plan.json that servesim plan -o writes"
+STATUS_ORDER = {"chosen": 0, "feasible": 1, "rejected": 2}
+
+
+def _plan_section(d: Path, about: _About) -> str:
+    path = d / "plan.json"
+    plan = _read_json(path, PLAN_EXPECTED)
+    _require(plan, ("answer",), path, PLAN_EXPECTED)
+    answer = plan["answer"]
+    _require(answer, ("pools",), path, PLAN_EXPECTED + " (its 'answer')")
+    if not isinstance(answer["pools"], list) or not all(isinstance(p, dict) for p in answer["pools"]):
+        raise ConfigError(f"{path}: answer.pools is not a list of objects; expected {PLAN_EXPECTED}")
+    about.name = about.name or str(plan.get("scenario") or "")
+    about.description = about.description or str(plan.get("description") or "")
+    if answer.get("feasible"):
+        headline = (
+            f"<p>{_status('feasible', True)}: layout <b>{_esc(answer.get('layout') or '-')}</b>, "
+            f"<b>${_esc(_num(answer.get('cost_per_hour')))}/hour</b> for {_esc(answer.get('gpus', '-'))} GPUs; "
+            f"binding pool {_esc(answer.get('binding_pool') or '-')} (one replica fewer there misses by the most).</p>\n"
+        )
+    else:
+        headline = f"<p>{_status('no feasible fleet', False)}: no fleet in the search space meets every SLO.</p>\n"
+    body = ["<h3>Answer</h3>\n", headline, _fleet_table(answer["pools"]), _checks_table(answer["pools"])]
+    layouts = [x for x in plan.get("layouts") or [] if isinstance(x, dict)]
+    if layouts:
+        rows = [
+            [
+                x.get("name", "-"),
+                _status("yes" if x.get("feasible") else "no", bool(x.get("feasible"))),
+                _num(x.get("cost_per_hour")),
+                x.get("reason") or "",
+            ]
+            for x in layouts
+        ]
+        body.append(_table(["layout", "feasible", "$/hour", "reason"], rows, "layouts", align="llrl"))
+    frontier = sorted(
+        (
+            f
+            for f in plan.get("frontier") or []
+            if isinstance(f, dict) and _finite(f.get("cost_per_hour")) and _finite(f.get("margin"))
+        ),
+        key=lambda f: f["cost_per_hour"],
+    )
+    if frontier:
+        caption = (
+            "The cheapest fleet for each SLO margin (a fleet's margin: its pools' smallest); the answer is starred."
+        )
+        rows = [
+            [i, _num(f["cost_per_hour"]), _percent(f["margin"]), f.get("layout", "-"), _fleet_label(f.get("pools"))]
+            for i, f in enumerate(frontier, 1)
+        ]
+        body += ["<h3>Cost frontier</h3>\n", _figure(_frontier_figure(frontier, answer), "cost frontier", caption)]
+        body.append(_table(["#", "$/hour", "margin (%)", "layout", "fleet"], rows, align="rrrll"))
+    candidates = [c for c in plan.get("candidates") or [] if isinstance(c, dict)]
+    candidates.sort(key=lambda c: STATUS_ORDER.get(c.get("status"), 3))
+    if candidates:
+        body += ["<h3>Candidates</h3>\n", _candidates_table(candidates)]
+        for pool, shown, fig in _evaluation_figures(candidates):
+            caption = f"Pool {pool}, {shown}: each evaluated replica count, ±95 % CI over replications; dashed: the SLO target; x at the top: overloaded (requests never finished)."
+            body.append(_figure(fig, f"candidates of pool {pool}: metrics against replicas", caption))
+    settings = {k: plan[k] for k in ("scenario_file", "settings", "wall_s", "simulated_replications") if k in plan}
+    if settings:
+        body.append(_details("plan settings", yaml.safe_dump(settings, sort_keys=False)))
+    if isinstance(plan.get("resolved_scenario"), dict):
+        body.append(
+            _details(
+                "resolved scenario (YAML)",
+                yaml.safe_dump(plan["resolved_scenario"], sort_keys=False, allow_unicode=True),
+            )
+        )
+    fleet = _read_text(d / "fleet.yaml") if (d / "fleet.yaml").is_file() else None
+    if fleet:
+        body.append(_details("fleet.yaml (the answer as a runnable scenario)", fleet))
+    return _section("plan", "Plan", body)
+
+
+def _candidate_label(c: dict) -> str:
+    """'llama-3-8b h100-sxm TP2 engine.max_num_seqs=64', as sim.plan describes a candidate."""
+    tp = c.get("tensor_parallel_size", 1)
+    parts = (
+        c.get("model"),
+        c.get("gpu"),
+        f"TP{tp}" if tp != 1 else None,
+        _knobs(c.get("knobs")) if c.get("knobs") else None,
+    )
+    return " ".join(str(x) for x in parts if x)
+
+
+def _fleet_table(pools: list[dict]) -> str:
+    headers = ["pool", "model", "GPU", "TP", "replicas", "knobs", "$/hour", "margin (%)", "one replica fewer"]
+    rows = []
+    for p in pools:
+        fewer = p.get("one_fewer")
+        fewer_text = "-"
+        if isinstance(fewer, dict):
+            verdict = "meets" if fewer.get("meets") else "misses"
+            fewer_text = f"{fewer.get('replicas', '?')}: margin {_percent(fewer.get('margin'))} % ({verdict})"
+        rows.append(
+            [
+                p.get("pool", "-"),
+                *_fleet_cells(p),
+                _knobs(p.get("knobs")),
+                _num(p.get("cost_per_hour")),
+                _percent(p.get("margin")),
+                fewer_text,
+            ]
+        )
+    caption = "the fleet (margin: the smallest (SLO − value) / SLO over the pool's checks)"
+    return _table(headers, rows, caption, align="lllrrlrrl")
+
+
+def _check_view(check: dict) -> tuple[str, float, bool]:
+    """How a plan check reads: its metric with unit, the scale of its values, and whether it is
+    a latency (a latency of ``sim.plan.LATE_S`` means requests never finished)."""
+    metric, p = check.get("metric"), check.get("percentile")
+    if metric in LATENCY:
+        return (f"p{p:g} " if _finite(p) else "") + f"{LATENCY[metric][0]} (s)", 1.0, True
+    fractions = {"attainment": "SLO attainment (%)", "stable": "completed in window (%)"}
+    return fractions.get(metric, str(metric)), 100.0 if metric in fractions else 1.0, False
+
+
+def _overloaded(value: Any) -> bool:
+    from sim.plan import LATE_S
+
+    return _finite(value) and value >= LATE_S / 10
+
+
+def _checks_table(pools: list[dict]) -> str:
+    from sim.cli import _with_ci
+
+    rows = []
+    for p in pools:
+        for c in p.get("checks") or []:
+            label, scale, latency = _check_view(c)
+            value, hw = c.get("value"), c.get("ci95")
+            if latency and _overloaded(value):
+                shown = "overloaded"
+            else:
+                shown = _with_ci(value * scale, hw * scale if _finite(hw) else None) if _finite(value) else "-"
+            met = (
+                _met(c.get("met"))
+                if c.get("met") or c.get("decided", True)
+                else _status("unsure (CI straddles the SLO)", None)
+            )
+            rows.append([p.get("pool", "-"), c.get("class", "-"), label, _num(c.get("slo"), scale), shown, met])
+    if not rows:
+        return ""
+    headers = ["pool", "class", "metric (unit)", "SLO", "value", "met"]
+    return _table(headers, rows, "SLO checks of the answer (value: mean over replications ± 95 % CI)", align="lllrrl")
+
+
+def _candidates_table(candidates: list[dict]) -> str:
+    headers = ["pool", "candidate", "layout", "status", "replicas", "$/hour", "margin (%)", "reason"]
+    good = {"chosen": True, "rejected": False}
+    rows = [
+        [
+            c.get("pool", "-"),
+            _candidate_label(c),
+            c.get("layout") or ", ".join(c.get("layout_pools") or []) or "-",
+            _status(str(c.get("status", "?")), good.get(c.get("status"))),
+            _num(c.get("replicas")),
+            _num(c.get("cost_per_hour")),
+            _percent(c.get("margin")),
+            c.get("reason") or "",
+        ]
+        for c in candidates
+    ]
+    return _table(headers, rows, align="llllrrrl")
+
+
+def _fleet_label(pools: Any) -> str:
+    if not isinstance(pools, list):
+        return ""
+    return ", ".join(
+        f"{p.get('pool', '?')}: {p.get('replicas', '?')} × {_candidate_label(p)}" for p in pools if isinstance(p, dict)
+    )
+
+
+def _frontier_figure(points: list[dict], answer: dict) -> Figure:
+    """Cost against margin of the frontier's fleets (numbered as in its table), the answer starred."""
+    margins = [p["margin"] for p in answer["pools"] if _finite(p.get("margin"))]
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.subplots()
+    costs, ys = [f["cost_per_hour"] for f in points], [100 * f["margin"] for f in points]
+    ax.step(costs, ys, "o-", where="post", color="C0", lw=1.2, label="cheapest fleet for a margin")
+    if answer.get("feasible") and _finite(answer.get("cost_per_hour")) and margins:
+        ax.plot(
+            [answer["cost_per_hour"]],
+            [100 * min(margins)],
+            "*",
+            color="C3",
+            ms=16,
+            zorder=3,
+            label="the answer",
+            gid="chosen",
+        )
+    for i, (x, y) in enumerate(zip(costs, ys), 1):
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize="small")
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set_xlabel("fleet cost ($/hour)")
+    ax.set_ylabel("SLO margin (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    fig.suptitle("Cost against SLO margin")
+    return fig
+
+
+def _evaluation_figures(candidates: list[dict]) -> list[tuple[str, str, Figure]]:
+    """Per pool: one panel per SLO check, one line per candidate (its value against replicas;
+    chosen and feasible candidates first, at most MAX_CURVES)."""
+    by_pool: dict[str, list[dict]] = {}
+    for c in candidates:
+        if isinstance(c.get("evaluations"), list) and c["evaluations"]:
+            by_pool.setdefault(str(c.get("pool", "?")), []).append(c)
+    figures = []
+    for pool, cands in by_pool.items():
+        panels: dict[tuple, _Panel] = {}
+        for c in cands[:MAX_CURVES]:
+            lines: dict[tuple, tuple[list, list, list]] = {}
+            evaluations = sorted(
+                (e for e in c["evaluations"] if isinstance(e, dict) and _finite(e.get("replicas"))),
+                key=lambda e: e["replicas"],
+            )
+            for e in evaluations:
+                for check in e.get("checks") or []:
+                    if not isinstance(check, dict) or not _finite(check.get("value")):
+                        continue
+                    key = (check.get("class"), check.get("metric"), check.get("percentile"))
+                    label, scale, latency = _check_view(check)
+                    if key not in panels:
+                        panels[key] = _Panel(f"class {key[0]}", "replicas", label)
+                    if _finite(check.get("slo")):
+                        panels[key].slos["SLO"] = check["slo"] * scale
+                    xs, ys, errs = lines.setdefault(key, ([], [], []))
+                    xs.append(e["replicas"])
+                    ys.append(math.inf if latency and _overloaded(check["value"]) else check["value"] * scale)
+                    errs.append(check["ci95"] * scale if _finite(check.get("ci95")) and not math.isinf(ys[-1]) else 0.0)
+            for key, (xs, ys, errs) in lines.items():
+                panels[key].curves.append((_candidate_label(c), xs, ys, errs, c.get("status") == "chosen"))
+        if panels:
+            shown = (
+                f"the first {MAX_CURVES} of {len(cands)} candidates" if len(cands) > MAX_CURVES else "its candidates"
+            )
+            figures.append(
+                (pool, shown, _curves_figure(list(panels.values()), f"pool {pool}: SLO metrics against replicas"))
+            )
+    return figures
