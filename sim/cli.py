@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--loads", help="comma-separated fractions of measured capacity (default 0.4,0.8 quick; 0.3,0.6,0.8 otherwise)")
     val.add_argument("--repeats", type=_positive_int, default=3, help="real runs per load: their spread is the noise floor")
     val.add_argument("--requests", type=_positive_int, help="requests per run (default 60 quick, 200 otherwise)")
+    val.add_argument(
+        "--grid-composition",
+        action="store_true",
+        help="LLM: keep the calibration grid's step composition (default: refit it on the capacity burst's real steps)",
+    )
     val.add_argument("-o", "--output", type=Path, default=Path("results/validation"), help="report folder")
 
     prof = sub.add_parser("profile", help="inspect a calibration profile")
@@ -332,6 +337,7 @@ def _cmd_validate_real(args) -> int:
                 repeats=args.repeats,
                 requests=args.requests or (60 if args.quick else 200),
                 quick=args.quick,
+                in_loop=not args.grid_composition,
             )
             result = validate_llm(settings, args.output, args.profile, progress=progress)
         else:
@@ -354,7 +360,7 @@ def _cmd_validate_real(args) -> int:
     out = Console()
     out.print(table)
     sr = result["step_replay"]
-    out.print(f"replay of {sr['steps']} real {sr['what']}: median |error| {sr['median_abs_rel_error']:.1%}, p90 {sr['p90_abs_rel_error']:.1%}, bias {sr['bias']:+.1%}")
+    out.print(f"replay of {sr['steps']} real {sr['what']}: median |error| {sr['median_abs_rel_error']:.1%}, p90 {sr['p90_abs_rel_error']:.1%}, bias {sr['bias']:+.1%}, total time {sr.get('total_time_bias', float('nan')):+.1%}")
     out.print(f"report in {args.output} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
