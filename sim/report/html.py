@@ -1053,7 +1053,9 @@ def _fleet_table(pools: list[dict]) -> str:
         fewer_text = "-"
         if isinstance(fewer, dict):
             verdict = "meets" if fewer.get("meets") else "misses"
-            fewer_text = f"{fewer.get('replicas', '?')}: margin {_percent(fewer.get('margin'))} % ({verdict})"
+            m = fewer.get("margin")
+            shown = "below -100 %" if _finite(m) and m < -1 or m == float("-inf") else f"{_percent(m)} %"
+            fewer_text = f"{fewer.get('replicas', '?')}: margin {shown} ({verdict})"
         rows.append(
             [
                 p.get("pool", "-"),
