@@ -13,7 +13,9 @@ with E2E and queue wait as its metrics and each real batch replayed against the 
    models when ``quick``), run ``repeats`` times on the same schedule: the spread between
    repeats is the real system's own noise floor, reported beside each error.
 4. **Simulation.** The same arrival times and lengths (a Vidur-format trace), the same engine
-   knobs and KV capacity (``num_gpu_blocks``), the profile as cost model.
+   knobs and KV capacity (``num_gpu_blocks``), the profile as cost model — with its whole-step
+   composition refitted in-loop for each load on the real steps of the burst and of the other
+   loads' runs (``refit_in_loop``; never on the load's own runs).
 5. **Report.** Per-step replay error (each logged step predicted from its logged batch shape);
    end-to-end errors at p50/p90/p99 of TTFT, TPOT and E2E; throughput; CDF plots of measured
    vs predicted. Written as CSV, Markdown and PNG under the output folder.
@@ -162,7 +164,7 @@ def step_replay(steps: pd.DataFrame, profile: Path) -> pd.DataFrame:
     return out
 
 
-def refit_in_loop(profile: Path, steps: pd.DataFrame, out: Path) -> tuple[Path, dict]:
+def refit_in_loop(profile: Path, steps: pd.DataFrame, out: Path, what: str = "the capacity burst") -> tuple[Path, dict]:
     """The profile with its whole-step composition, ``alpha*sum(ops) + h0 + h1*seqs``, refitted
     on steps the real engine logged (the capacity burst, a workload the validation runs do not
     reuse): how the ops compose inside a running loop — shapes changing every step, the KV of
@@ -187,7 +189,7 @@ def refit_in_loop(profile: Path, steps: pd.DataFrame, out: Path) -> tuple[Path, 
     scale = float(measured.sum() / (A @ np.asarray(fitted["coef"])).sum())
     fitted["coef"] = [c * scale for c in fitted["coef"]]
     fitted["time_scale"] = round(scale, 4)
-    fitted["fitted_on"] = f"{len(steps)} steps of the real engine's capacity burst (in-loop), scaled to their total time"
+    fitted["fitted_on"] = f"{len(steps)} real engine steps of {what} (in-loop), scaled to their total time"
     # Shapes inside either fit are inside the profile's range.
     for feature, (lo, hi) in grid.get("range", {}).items():
         a, b = fitted["range"].get(feature, (lo, hi))
@@ -196,7 +198,7 @@ def refit_in_loop(profile: Path, steps: pd.DataFrame, out: Path) -> tuple[Path, 
     ops["step"] = fitted
     data["source"]["notes"] = [
         *data["source"].get("notes", []),
-        f"step composition refitted in-loop on {len(steps)} real steps (servesim validate): coef "
+        f"step composition refitted in-loop on {len(steps)} real steps of {what} (servesim validate): coef "
         f"{[round(c, 6) for c in fitted['coef']]} (grid: {[round(c, 6) for c in grid['coef']]})",
     ]
     raw = data["source"].get("raw")
@@ -295,48 +297,59 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     burst, burst_steps = real(_workload(s.capacity_requests, None, rng, s.quick), s.seed)
     capacity = _throughput(burst)
     progress(f"capacity {capacity:.3f} req/s")
-    grid_profile, composition = profile, None
-    if s.in_loop:
-        burst_steps.to_csv(out / "burst_steps.csv", index=False)
-        profile, composition = refit_in_loop(grid_profile, burst_steps, out / "profile-in-loop.yaml")
-        fe = composition["in_loop"]["fit_error"]
-        progress(f"step composition refitted on {fe['points']} burst steps: held-out median |error| {fe['median_rel']:.1%}")
+    burst_steps.to_csv(out / "burst_steps.csv", index=False)
 
-    rows, grid_rows, cdfs, replays, grid_replays = [], [], {}, [], []
+    # Every real run first, so that each load can be simulated with a composition fitted on
+    # the burst and the *other* loads' runs (never on its own).
+    plan = []
     for load in s.loads:
         rate = load * capacity
         workload = _workload(s.requests, rate, rng, s.quick)
         folder = out / f"load-{load:.2f}"
         folder.mkdir(exist_ok=True)
-        runs = []
+        runs, steps_k = [], []
         for k in range(s.repeats):
             progress(f"load {load:.0%} ({rate:.3f} req/s): real run {k + 1}/{s.repeats}")
             reqs, steps = real(workload, s.seed + k)
             reqs.to_csv(folder / f"real_requests_{k}.csv", index=False)
             steps.to_csv(folder / f"real_steps_{k}.csv", index=False)
             runs.append(reqs)
-            replays.append(step_replay(steps, profile).assign(load=load, repeat=k))
-            if composition is not None:
-                grid_replays.append(step_replay(steps, grid_profile))
+            steps_k.append(steps)
+        plan.append((load, workload, folder, runs, steps_k))
+
+    rows, grid_rows, cdfs, replays, grid_replays, compositions = [], [], {}, [], [], {}
+    for load, workload, folder, runs, steps_k in plan:
+        used = profile
+        if s.in_loop:
+            others = [st for other, _, _, _, sk in plan if other != load for st in sk]
+            what = "the capacity burst" + (" and the real runs of the other loads" if others else "")
+            used, compositions[load] = refit_in_loop(profile, pd.concat([burst_steps, *others], ignore_index=True), folder / "profile-in-loop.yaml", what)
+            fe = compositions[load]["in_loop"]["fit_error"]
+            progress(f"load {load:.0%}: step composition refitted on {fe['points']} steps of {what}: held-out median |error| {fe['median_rel']:.1%}")
+        for k, steps in enumerate(steps_k):
+            replays.append(step_replay(steps, used).assign(load=load, repeat=k))
+            if s.in_loop:
+                grid_replays.append(step_replay(steps, profile))
         progress(f"load {load:.0%}: simulating")
-        sim = simulate_llm(workload, s, profile, folder)
+        sim = simulate_llm(workload, s, used, folder)
         sim.to_csv(folder / "sim_requests.csv", index=False)
         cdfs[load] = (runs, sim)
         rows += _compare(load, runs, sim, METRICS)
-        if composition is not None:
-            grid_rows += _compare(load, runs, simulate_llm(workload, s, grid_profile, folder), METRICS)
+        if s.in_loop:
+            grid_rows += _compare(load, runs, simulate_llm(workload, s, profile, folder), METRICS)
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "step_replay.csv", index=False)
     summary = _summary(s, dtype, profile, capacity, replay, "steps")
-    if composition is not None:
+    if s.in_loop:
         # The same runs against the grid profile alone: what the in-loop refit changed.
+        summary["in_loop_profiles"] = {f"{load:g}": f"load-{load:.2f}/profile-in-loop.yaml" for load in s.loads}
         grid_table = pd.DataFrame(grid_rows)
         grid_table.to_csv(out / "errors_grid_profile.csv", index=False)
         gr = pd.concat(grid_replays, ignore_index=True)
         err = gr["rel_error"]
         summary["grid_profile"] = {
-            "profile": os.path.relpath(Path(grid_profile).resolve(), out.resolve()),
-            "composition": composition,
+            "profile": os.path.relpath(Path(profile).resolve(), out.resolve()),
+            "composition": {f"{load:g}": c for load, c in compositions.items()},
             "step_replay": {
                 "median_abs_rel_error": float(err.abs().median()),
                 "bias": float(err.median()),
@@ -500,11 +513,14 @@ def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
         lines.append(f"| {r.load:.0%} | {r.metric} | {r.measured:.4g} | {r.predicted:.4g} | {r.error:+.1%} | {r.noise_floor:.1%} |")
     grid = summary.get("grid_profile")
     if grid is not None:
-        c = grid["composition"]
+        fitted = "; ".join(
+            f"{float(load):.0%}: {[round(x, 6) for x in c['in_loop']['coef']]}" for load, c in grid["composition"].items()
+        )
+        first = next(iter(grid["composition"].values()))
         lines += [
             "",
-            f"The step composition (alpha, h0, h1) was refitted on the capacity burst's real steps: "
-            f"{[round(x, 6) for x in c['in_loop']['coef']]} against the grid's {[round(x, 6) for x in c['grid']['coef']]}. "
+            f"The step composition (alpha, h0, h1) was refitted for each load on the real steps of the capacity burst "
+            f"and of the other loads' runs ({fitted}) against the grid's {[round(x, 6) for x in first['grid']['coef']]}. "
             f"With the grid profile alone (`{grid['profile']}`): replay median |error| "
             f"{grid['step_replay']['median_abs_rel_error']:.1%}, median signed {grid['step_replay']['bias']:+.1%}, total time "
             f"{grid['step_replay']['total_time_bias']:+.1%}; E2E errors "
