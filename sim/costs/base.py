@@ -55,27 +55,28 @@ class StepLine:
     affine piece), which makes the time of j steps a closed-form sum.
     """
 
-    __slots__ = ("pieces",)
+    __slots__ = ("pieces", "_affine")
 
     def __init__(self, pieces: list[tuple[float, float]]):
         if not pieces:
             raise ValueError("a StepLine needs at least one (intercept, slope) piece")
         self.pieces = pieces
+        self._affine = pieces[0] if len(pieces) == 1 else None  # the common one-piece case
 
     def step_s(self, ctx: float) -> float:
-        pieces = self.pieces
-        if len(pieces) == 1:
-            return pieces[0][0] + pieces[0][1] * ctx
-        return max(a + s * ctx for a, s in pieces)
+        if self._affine is not None:
+            a, s = self._affine
+            return a + s * ctx
+        return max(a + s * ctx for a, s in self.pieces)
 
     def total_s(self, ctx0: float, dctx: float, num_steps: int) -> float:
         """Seconds for steps j = 0..num_steps-1 at contexts ctx0 + j*dctx."""
         if num_steps <= 0:
             return 0.0
-        pieces = self.pieces
-        if len(pieces) == 1:
-            a, s = pieces[0]
+        if self._affine is not None:
+            a, s = self._affine
             return num_steps * (a + s * ctx0) + s * dctx * num_steps * (num_steps - 1) / 2
+        pieces = self.pieces
         # Per-step time in j is max_p(A_p + B_p*j); walk its upper envelope segment by segment.
         lines = [(a + s * ctx0, s * dctx) for a, s in pieces]
         total = 0.0
@@ -98,21 +99,43 @@ class StepLine:
 
     def steps_within(self, ctx0: float, dctx: float, elapsed_s: float, max_steps: int) -> int:
         """How many whole steps (at most max_steps) have finished ``elapsed_s`` after the start."""
-        if len(self.pieces) == 1:
-            # total(j) = j*a + b*j*(j-1)/2 is increasing: solve the quadratic, then settle the
-            # float rounding by checking the neighbours.
-            a0, s = self.pieces[0]
+        return self._steps_within(ctx0, dctx, elapsed_s, max_steps)[0]
+
+    def step_end_at(self, ctx0: float, dctx: float, elapsed_s: float, max_steps: int) -> tuple[int, float]:
+        """The end of the step running ``elapsed_s`` after the start (at the latest, the end of
+        step max_steps): (steps done by then, seconds from the start)."""
+        j, next_total = self._steps_within(ctx0, dctx, elapsed_s, max_steps)
+        if j < max_steps:
+            return j + 1, next_total
+        return max_steps, self.total_s(ctx0, dctx, max_steps)
+
+    def _steps_within(self, ctx0: float, dctx: float, elapsed_s: float, max_steps: int) -> tuple[int, float]:
+        """(j, total of j+1 steps) where j is ``steps_within``; the total is only meaningful
+        when j < max_steps (it comes for free from the search, and a cut needs it)."""
+        if self._affine is not None:
+            # total(j) = j*a + b*j*(j-1)/2 is increasing: solve the quadratic for an estimate,
+            # then settle the float rounding by checking the neighbours (the answer does not
+            # depend on the estimate).
+            a0, s = self._affine
             a, b = a0 + s * ctx0, s * dctx
             if b > 0:
-                j = int((-(a - b / 2) + math.sqrt((a - b / 2) ** 2 + 2 * b * elapsed_s)) / b)
+                h = a - b / 2
+                j = int((math.sqrt(h * h + 2 * b * elapsed_s) - h) / b)
             else:
                 j = int(elapsed_s / a) if a > 0 else max_steps
-            j = max(0, min(j, max_steps))
+            if j > max_steps:
+                j = max_steps
+            elif j < 0:
+                j = 0
             while j > 0 and self.total_s(ctx0, dctx, j) > elapsed_s:
                 j -= 1
-            while j < max_steps and self.total_s(ctx0, dctx, j + 1) <= elapsed_s:
+            next_total = 0.0
+            while j < max_steps:
+                next_total = self.total_s(ctx0, dctx, j + 1)
+                if next_total > elapsed_s:
+                    break
                 j += 1
-            return j
+            return j, next_total
         lo, hi = 0, max_steps
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -120,7 +143,7 @@ class StepLine:
                 lo = mid
             else:
                 hi = mid - 1
-        return lo
+        return lo, self.total_s(ctx0, dctx, lo + 1) if lo < max_steps else 0.0
 
 
 class CostModel(Protocol):

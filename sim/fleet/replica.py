@@ -1,11 +1,11 @@
 """One LLM replica's engine loop: schedule -> run the step for its cost -> update.
 
 This is vLLM's ``EngineCore.step()`` with ``execute_model`` replaced by a SimPy timeout of the
-cost model's duration. Decode-only stretches run in closed form: the scheduler reports how
-many identical-membership decode steps lie ahead (``decode_span``), the cost model gives their
-total time, and the engine sleeps once for all of them. An arrival that could join the batch
-moves the wake-up to the end of the step in flight; the finished steps are committed, and the
-loop schedules normally again.
+cost model's duration, whose callback applies the step and starts the next. Decode-only
+stretches run in closed form: the scheduler reports how many identical-membership decode steps
+lie ahead (``decode_span``), the cost model gives their total time, and the engine sleeps once
+for all of them. An arrival that could join the batch moves the wake-up to the end of the step
+in flight; the finished steps are committed, and the loop schedules normally again.
 
 Per-request metrics of the scheduler's decode cohort accrue lazily, like its token counters:
 GPU time through a per-row accumulator, the last token time through the cohort's last step,
@@ -14,7 +14,7 @@ since a member joined is the first stack entry after its join clock). A member's
 settled when it leaves the cohort. Work therefore scales with arrivals, completions and
 preemptions, not with generated tokens or the batch size.
 
-A failure (``fail``) interrupts the loop wherever it is: the step or span in flight is lost,
+A failure (``fail``) stops the engine wherever it is: the step or span in flight is lost,
 the scheduler is drained (the KV cache is gone), and every request goes back to the pool,
 which restarts the ones that were running on another replica. A timed-out request is
 cancelled at the next step boundary (``cancel``).
@@ -23,12 +23,25 @@ cancelled at the next step boundary (``cancel``).
 from __future__ import annotations
 
 from bisect import bisect_right
+from operator import itemgetter
 
 import simpy
 
 from sim.costs.base import CostModel
 from sim.llm.request import Request, RequestStatus
 from sim.metrics.recorder import Recorder
+
+
+class _Urgent(simpy.Event):
+    """An event processed now, ahead of ordinary events at the same time, that calls
+    ``callback``: a failure takes effect as a SimPy interrupt of a process would."""
+
+    def __init__(self, env: simpy.Environment, callback):
+        super().__init__(env)
+        self.callbacks.append(callback)
+        self._ok = True
+        self._value = None
+        env.schedule(self, simpy.events.URGENT)
 
 
 class LLMReplica:
@@ -52,17 +65,16 @@ class LLMReplica:
         # Lazily accrued cohort metrics.
         self._row_gpu_s = 0.0  # GPU-seconds one cohort row has accrued since the start
         self._cohort_last_s = 0.0  # end of the latest cohort step
-        self._itl_clock: list[int] = []  # monotonic stack: scheduler clock after a step ...
-        self._itl_dur: list[float] = []  # ... and its duration, durations decreasing
-        self._wake: simpy.Event | None = None
-        # A decode span in flight: the engine sleeps on _span_wake, which the current
-        # _span_timer triggers. An arrival that can join replaces the timer with one at the
-        # end of the step in flight (cheaper than interrupting the process).
+        # Monotonic stack of (scheduler clock after a step, its duration), durations decreasing.
+        self._itl: list[tuple[int, float]] = []
+        self._target: simpy.Event | None = None  # the event the engine waits on
+        self._wake: simpy.Event | None = None  # set while idle: submit() triggers it
+        # A decode span in flight. An arrival that can join replaces its end (the target)
+        # with the end of the step in flight.
         self._in_span = False
-        self._span_wake: simpy.Event | None = None
-        self._span_timer: simpy.Event | None = None
         self._span: tuple = ()  # (span, line, start) of the span in flight
-        self._span_done = 0  # steps it will have run when the engine wakes
+        self._span_state: tuple = ()  # (running, waiting, KV blocks used) at its start
+        self._span_done = 0  # steps it will have run when it ends
         self.up = True
         self.on_lost = None
         """Called with (running, waiting) requests a failure took away (set by the pool)."""
@@ -72,8 +84,9 @@ class LLMReplica:
         """Called with (request, reason) for a request given up on (set by the pool)."""
         self._cancels: list[Request] = []
         self._step_start = 0.0
+        self._step_dur = 0.0
         self._step_out = None
-        self.process = env.process(self._run())
+        self._idle()
 
     # ------------------------------------------------------------------ requests in
 
@@ -97,30 +110,18 @@ class LLMReplica:
         span, line, start = self._span
         k = span.num_steps
         now = self.env.now
-        done = min(line.steps_within(span.ctx_sum, span.ctx_growth, now - start, k) + 1, k)
-        self._span_done = done
-        self._set_span_timer(start + line.total_s(span.ctx_sum, span.ctx_growth, done) - now)
-
-    def _set_span_timer(self, delay: float) -> None:
-        timer = self.env.timeout(delay)
-        timer.callbacks.append(self._span_timer_fired)
-        self._span_timer = timer
-
-    def _span_timer_fired(self, event: simpy.Event) -> None:
-        if event is self._span_timer:  # a replaced timer fires for nothing
-            self._span_wake.succeed()
+        self._span_done, end = line.step_end_at(span.ctx_sum, span.ctx_growth, now - start, k)
+        self._wait(start + end - now, self._span_end)
 
     # ------------------------------------------------------------------ cohort metrics
 
     def _cohort_step(self, clock: int, dur_s: float, end_s: float, row_gpu_s: float) -> None:
         self._row_gpu_s += row_gpu_s
         self._cohort_last_s = end_s
-        clocks, durs = self._itl_clock, self._itl_dur
-        while durs and durs[-1] <= dur_s:
-            durs.pop()
-            clocks.pop()
-        clocks.append(clock)
-        durs.append(dur_s)
+        stack = self._itl
+        while stack and stack[-1][1] <= dur_s:
+            stack.pop()
+        stack.append((clock, dur_s))
 
     def _mark(self, req: Request) -> None:
         req.gpu_mark = self._row_gpu_s
@@ -130,102 +131,118 @@ class LLMReplica:
     def _settle(self, req: Request) -> None:
         """Fold a leaving member's lazily accrued metrics into its record."""
         req.gpu_s += self._row_gpu_s - req.gpu_mark
-        i = bisect_right(self._itl_clock, req.itl_mark)
-        if i < len(self._itl_dur) and self._itl_dur[i] > req.max_itl_s:
-            req.max_itl_s = self._itl_dur[i]
+        stack = self._itl
+        i = bisect_right(stack, req.itl_mark, key=itemgetter(0))
+        if i < len(stack) and stack[i][1] > req.max_itl_s:
+            req.max_itl_s = stack[i][1]
         if self._cohort_last_s > req.last_token_s:
             req.last_token_s = self._cohort_last_s
         req.cohort_marked = False
 
     # ------------------------------------------------------------------ engine loop
+    # The engine is a chain of callbacks rather than a SimPy process: the timeout that ends a
+    # step or a span applies it and starts the next one (a process would add a generator
+    # resume per event, and a span would need a second event to be woken early). ``_target``
+    # is the one event the engine waits on; any other that fires (a span end replaced by a
+    # cut, a step end a failure took away) does nothing.
 
-    def _run(self):
-        env = self.env
+    def _wait(self, delay: float, callback) -> None:
+        timer = self.env.timeout(delay)
+        timer.callbacks.append(callback)
+        self._target = timer
+
+    def _idle(self) -> None:
+        """Wait for ``submit()`` (or ``recover()``) to wake the engine."""
+        wake = self.env.event()
+        wake.callbacks.append(self._woken)
+        self._wake = self._target = wake
+
+    def _woken(self, event: simpy.Event) -> None:
+        if event is self._target:
+            self._next(self.env.now)
+
+    def _next(self, now: float) -> None:
+        """Between steps: start the next decode span or step, or go idle."""
+        if self._cancels:
+            self._apply_cancels()
         sched = self.scheduler
-        rec = self.recorder
-        idx = self.index
-        pool = self.kv.pool
-        gpus = self.num_gpus
-        while True:
-            try:
-                yield from self._loop(env, sched, rec, idx, pool, gpus)
-            except simpy.Interrupt:
-                self._lose_work()
-                self._wake = env.event()
-                yield self._wake  # until recover()
+        if not sched.has_unfinished_requests():
+            self._idle()
+            return
+        span = sched.decode_span() if self.decode_spans else None
+        if span is not None and (span.num_steps >= 2 or span.cohort):
+            line = self.cost.decode_line(span.num_rows)
+            self._span = (span, line, now)
+            # A span's rows are every running request.
+            self._span_state = (span.num_rows, sched.num_waiting, self.kv.pool.num_used)
+            self._span_done = span.num_steps
+            self._in_span = True
+            self._wait(line.total_s(span.ctx_sum, span.ctx_growth, span.num_steps), self._span_end)
+            return
 
-    def _loop(self, env, sched, rec, idx, pool, gpus):
-        while True:
-            if self._cancels:
-                self._apply_cancels()
-            if not sched.has_unfinished_requests():
-                self._wake = env.event()
-                yield self._wake
-                continue
+        out = sched.schedule()
+        if not out.requests and not out.num_cohort:
+            raise RuntimeError(f"replica {self.index}: scheduler made no progress with requests pending")
+        dur = self.cost.step_s(out.shape)
+        self._step_start = now
+        self._step_dur = dur
+        self._step_out = out
+        self.recorder.busy(self.index, now, dur, sched.num_running, sched.num_waiting, self.kv.pool.num_used, 1)
+        for req in out.newly_scheduled:
+            req.first_scheduled_s = now
+        for req in out.preempted:
+            # Its computed tokens must be computed again.
+            self.outstanding_tokens += req.num_tokens
+            if req.cohort_marked:
+                self._settle(req)
+        self._wait(dur, self._step_end)
 
-            span = sched.decode_span() if self.decode_spans else None
-            if span is not None and (span.num_steps >= 2 or span.cohort):
-                line = self.cost.decode_line(span.num_rows)
-                start = env.now
-                state = (sched.num_running, sched.num_waiting, pool.num_used)
-                self._span = (span, line, start)
-                self._span_done = span.num_steps
-                self._span_wake = env.event()
-                self._set_span_timer(line.total_s(span.ctx_sum, span.ctx_growth, span.num_steps))
-                self._in_span = True
-                yield self._span_wake
-                self._in_span = False
-                done = self._span_done
-                self._commit_span(span, line, start, done, env.now - start, state)
-                continue
-
-            out = sched.schedule()
-            if not out.requests and not out.num_cohort:
-                raise RuntimeError(f"replica {idx}: scheduler made no progress with requests pending")
-            start = env.now
-            dur = self.cost.step_s(out.shape)
-            self._step_start = start
-            self._step_out = out
-            rec.busy(idx, start, dur, sched.num_running, sched.num_waiting, pool.num_used, 1)
-            for req in out.newly_scheduled:
-                req.first_scheduled_s = start
-            for req in out.preempted:
-                # Its computed tokens must be computed again.
-                self.outstanding_tokens += req.num_tokens
-                if req.cohort_marked:
-                    self._settle(req)
-            yield env.timeout(dur)
-            self._step_out = None
-            now = env.now
-            emitted, finished, joined = sched.update_from_output(out)
-            # GPU time is shared among the step's rows in proportion to their tokens.
-            gpu_per_token = dur * gpus / out.shape.num_tokens
-            for req, n in zip(out.requests, out.num_scheduled_tokens):
-                req.gpu_s += gpu_per_token * n
-            if out.num_cohort:
-                self._cohort_step(sched.clock, dur, now, gpu_per_token)
-            self.outstanding_tokens -= out.shape.num_tokens
-            cohort_last = self._cohort_last_s
-            for req in emitted:
-                if req.first_token_s < 0:
-                    req.first_token_s = now
-                else:
-                    last = req.last_token_s
-                    if req.cohort_marked and cohort_last > last:
-                        last = cohort_last
-                    if now - last > req.max_itl_s:
-                        req.max_itl_s = now - last
-                req.last_token_s = now
-            for req in joined:
-                if req.cohort_marked:
-                    self._settle(req)
-                self._mark(req)
+    def _step_end(self, event: simpy.Event) -> None:
+        if event is not self._target:
+            return
+        out, self._step_out = self._step_out, None
+        dur = self._step_dur
+        now = self.env.now
+        sched = self.scheduler
+        emitted, finished, joined = sched.update_from_output(out)
+        # GPU time is shared among the step's rows in proportion to their tokens.
+        gpu_per_token = dur * self.num_gpus / out.shape.num_tokens
+        for req, n in zip(out.requests, out.num_scheduled_tokens):
+            req.gpu_s += gpu_per_token * n
+        if out.num_cohort:
+            self._cohort_step(sched.clock, dur, now, gpu_per_token)
+        self.outstanding_tokens -= out.shape.num_tokens
+        cohort_last = self._cohort_last_s
+        for req in emitted:
+            if req.first_token_s < 0:
+                req.first_token_s = now
+            else:
+                last = req.last_token_s
+                if req.cohort_marked and cohort_last > last:
+                    last = cohort_last
+                if now - last > req.max_itl_s:
+                    req.max_itl_s = now - last
+            req.last_token_s = now
+        for req in joined:
+            if req.cohort_marked:
+                self._settle(req)
+            self._mark(req)
+        if finished:
             self._finish(finished, now)
+        self._next(now)
 
-    def _commit_span(self, span, line, start: float, done: int, total: float, state: tuple) -> None:
-        """Apply a finished span; ``state`` is (running, waiting, KV blocks used) at its start."""
+    def _span_end(self, event: simpy.Event) -> None:
+        """Apply the span in flight: its first ``_span_done`` steps."""
+        if event is not self._target:
+            return
+        self._in_span = False
+        span, line, start = self._span
+        done = self._span_done
+        now = self.env.now
+        total = now - start
         sched = self.scheduler
-        self.recorder.busy(self.index, start, total, *state, done)
+        running, waiting, kv_used = self._span_state  # at its start
+        self.recorder.busy(self.index, start, total, running, waiting, kv_used, done)
         # Step times grow with context inside a span: its last step is its longest.
         last_step = line.step_s(span.ctx_sum + (done - 1) * span.ctx_growth)
         end = start + total
@@ -235,7 +252,9 @@ class LLMReplica:
         else:
             finished = self._commit_exact_span(span, line, done, start, total, last_step)
         self.outstanding_tokens -= span.ctx_growth * done
-        self._finish(finished, end)
+        if finished:
+            self._finish(finished, end)
+        self._next(now)
 
     def _commit_exact_span(self, span, line, done: int, start: float, total: float, last_step: float) -> list[Request]:
         """A span of a scheduler without a cohort (static batching): per-request updates."""
@@ -257,6 +276,7 @@ class LLMReplica:
         return finished
 
     def _finish(self, finished: list[Request], now: float) -> None:
+        """Stamp requests that finished at ``now`` (at least one)."""
         for req in finished:
             if req.cohort_marked:
                 self._settle(req)
@@ -264,7 +284,7 @@ class LLMReplica:
             self.num_outstanding -= 1
             if req.on_done is not None:
                 req.on_done(req)
-        if finished and self.num_outstanding == 0:
+        if self.num_outstanding == 0:
             # Recomputation makes the token counter drift; settle it when the replica drains.
             self.outstanding_tokens = 0
             if self.on_idle is not None:
@@ -300,7 +320,12 @@ class LLMReplica:
         if not self.up:
             return
         self.up = False
-        self.process.interrupt("failure")
+        _Urgent(self.env, self._failed)
+
+    def _failed(self, _event: simpy.Event) -> None:
+        self._target = None
+        self._lose_work()
+        self._idle()  # until recover()
 
     def recover(self) -> None:
         self.up = True
@@ -332,7 +357,6 @@ class LLMReplica:
             _, finished, _ = sched.update_from_output(out)
             for req in finished:
                 req.status = RequestStatus.RUNNING
-        self._span_timer = None
         running = list(sched.running) + finished
         for req in running:
             if req.cohort_marked:

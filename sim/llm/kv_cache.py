@@ -40,10 +40,13 @@ class BlockPool:
         """Take n blocks for new content: plain free blocks first, then evict cached ones."""
         if n > self.num_free:
             raise RuntimeError(f"asked for {n} blocks with {self.num_free} free")
-        take = min(n, self.num_free_plain)
-        self.num_free_plain -= take
         self.num_free -= n
-        for _ in range(n - take):
+        plain = self.num_free_plain
+        if n <= plain:
+            self.num_free_plain = plain - n
+            return
+        self.num_free_plain = 0
+        for _ in range(n - plain):
             self.cached_free.popitem(last=False)
 
     def free_plain(self, n: int) -> None:
@@ -125,22 +128,23 @@ class KVCacheManager:
         a request that holds nothing yet). False, changing nothing, if the pool is short."""
         pool = self.pool
         hashes = req.block_hashes
-        if num_hit_blocks:
-            # Hits on free cached blocks take them out of the free pool too.
-            evictable = sum(1 for i in range(num_hit_blocks) if hashes[i] in pool.cached_free)
-        else:
-            evictable = 0
         computed = req.num_computed_tokens + num_hit_blocks * self.block_size
         need = self.blocks_for(computed + num_new_tokens) - req.num_blocks - num_hit_blocks
         if need < 0:
             need = 0
-        if need + evictable > pool.num_free:
+        if num_hit_blocks:
+            # Hits on free cached blocks take them out of the free pool too.
+            evictable = sum(1 for i in range(num_hit_blocks) if hashes[i] in pool.cached_free)
+            if need + evictable > pool.num_free:
+                return False
+            for i in range(num_hit_blocks):
+                pool.touch(hashes[i])
+            req.num_hashed_blocks += num_hit_blocks
+        elif need > pool.num_free:
             return False
-        for i in range(num_hit_blocks):
-            pool.touch(hashes[i])
-        pool.get_new_blocks(need)
+        if need:
+            pool.get_new_blocks(need)
         req.num_blocks += num_hit_blocks + need
-        req.num_hashed_blocks += num_hit_blocks
         if hashes and self.enable_prefix_caching:
             # Register prompt blocks that this step fills completely, in order.
             full = min(len(hashes), (computed + num_new_tokens) // self.block_size)
@@ -153,9 +157,10 @@ class KVCacheManager:
     def free(self, req: Request) -> None:
         """Release every block of a finished or preempted request (tail blocks first)."""
         pool = self.pool
-        hashes = req.block_hashes
-        for i in range(req.num_hashed_blocks - 1, -1, -1):
-            pool.free_hashed(hashes[i])
+        if req.num_hashed_blocks:
+            hashes = req.block_hashes
+            for i in range(req.num_hashed_blocks - 1, -1, -1):
+                pool.free_hashed(hashes[i])
         pool.free_plain(req.num_blocks - req.num_hashed_blocks)
         req.num_blocks = 0
         req.num_hashed_blocks = 0

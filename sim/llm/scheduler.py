@@ -36,6 +36,9 @@ from sim.costs.base import StepShape
 from sim.llm.kv_cache import KVCacheManager
 from sim.llm.request import Request, RequestStatus
 
+# Read in the per-step loops: a module global is cheaper to load than an enum member.
+_RUNNING = RequestStatus.RUNNING
+
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
@@ -47,9 +50,10 @@ class SchedulerConfig:
 
 @dataclass(slots=True)
 class DecodeSpan:
-    """k upcoming pure-decode steps: ``num_rows`` rows per step (the cost-model batch), whose
-    summed context starts at ``ctx_sum`` and grows by ``ctx_growth`` per step. ``cohort``:
-    the rows are the scheduler's decode cohort (members' metrics accrue lazily)."""
+    """k upcoming pure-decode steps: ``num_rows`` rows per step (the cost-model batch: every
+    running request), whose summed context starts at ``ctx_sum`` and grows by ``ctx_growth``
+    per step. ``cohort``: the rows are the scheduler's decode cohort (members' metrics accrue
+    lazily)."""
 
     num_steps: int
     num_rows: int
@@ -112,6 +116,7 @@ class Scheduler:
     def __init__(self, config: SchedulerConfig, kv: KVCacheManager):
         self.config = config
         self.kv = kv
+        self.block_size = kv.block_size
         # Requests up to this many tokens can always be served (reject_reason is '').
         self._fits_tokens = min(
             config.max_model_len,
@@ -139,7 +144,7 @@ class Scheduler:
         return queue_or_reject(req, self.config, self.kv, self.waiting)
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.cohort) or bool(self.others) or bool(self.waiting)
+        return bool(self.cohort or self.others or self.waiting)
 
     @property
     def num_waiting(self) -> int:
@@ -212,7 +217,7 @@ class Scheduler:
             req.num_tokens += d
             req.num_computed_tokens += d
             req.cohort_mark = self.clock
-        req.num_blocks = -(-req.num_computed_tokens // self.kv.block_size)
+        req.num_blocks = -(-req.num_computed_tokens // self.block_size)
 
     def _join(self, req: Request) -> None:
         clock = self.clock
@@ -220,7 +225,7 @@ class Scheduler:
         req.cohort_mark = clock
         req.cohort_base = base
         self._ctx_base += base
-        self._needs_block[base % self.kv.block_size] += 1
+        self._needs_block[base % self.block_size] += 1
         finish = clock + req.max_tokens - req.num_output_tokens
         req.cohort_finish_clock = finish
         heapq.heappush(self._finish_heap, (finish, req.request_id, req))
@@ -230,12 +235,12 @@ class Scheduler:
         self._sync(req)
         del self.cohort[req]
         self._ctx_base -= req.cohort_base
-        self._needs_block[req.cohort_base % self.kv.block_size] -= 1
+        self._needs_block[req.cohort_base % self.block_size] -= 1
 
     def _blocks_needed_at(self, clock: int) -> int:
         """Members that need a new block in the step taken at this clock value: a member
         holding exactly enough blocks for c computed tokens needs one more when c % bs == 0."""
-        return self._needs_block[(-clock) % self.kv.block_size]
+        return self._needs_block[(-clock) % self.block_size]
 
     def _pop_finished(self) -> list[Request]:
         heap, clock, cohort = self._finish_heap, self.clock, self.cohort
@@ -249,10 +254,14 @@ class Scheduler:
         return finished
 
     def _next_finish_clock(self) -> int:
+        """The clock at which the next member finishes (the cohort must not be empty: every
+        member has an entry in the heap)."""
         heap, cohort = self._finish_heap, self.cohort
-        while heap and (heap[0][2] not in cohort or heap[0][2].cohort_finish_clock != heap[0][0]):
+        while True:
+            finish, _, req = heap[0]
+            if req in cohort and req.cohort_finish_clock == finish:
+                return finish
             heapq.heappop(heap)  # stale entry of a request that left the cohort
-        return heap[0][0]
 
     def _dissolve_cohort(self) -> None:
         """Turn every member back into an individually scheduled request (rare: the cohort
@@ -279,8 +288,10 @@ class Scheduler:
             need = self._blocks_needed_at(self.clock)
             if need > kv.pool.num_free or not self.use_cohort:
                 self._dissolve_cohort()
+                n_dec = 0
             else:
-                kv.pool.get_new_blocks(need)
+                if need:
+                    kv.pool.get_new_blocks(need)
                 out.num_cohort = n_dec
                 shape.num_seqs += n_dec
                 shape.num_tokens += n_dec
@@ -311,9 +322,10 @@ class Scheduler:
 
         if not out.preempted:
             waiting = self.waiting
-            while waiting and budget > 0 and self.num_running < cfg.max_num_seqs:
+            # The cohort does not change from here on: only `others` grows.
+            while waiting and budget > 0 and n_dec + len(others) < cfg.max_num_seqs:
                 req = waiting[0]
-                hits = kv.get_computed_blocks(req) if req.num_computed_tokens == 0 else 0
+                hits = kv.get_computed_blocks(req) if req.num_computed_tokens == 0 and req.block_hashes else 0
                 cached = hits * kv.block_size
                 n = req.num_tokens - req.num_computed_tokens - cached
                 if not cfg.enable_chunked_prefill and n > budget:
@@ -331,7 +343,7 @@ class Scheduler:
                 self._add(out, req, n)
                 budget -= n
 
-        if shape.num_tokens > cfg.max_num_batched_tokens or self.num_running > cfg.max_num_seqs:
+        if shape.num_tokens > cfg.max_num_batched_tokens or n_dec + len(others) > cfg.max_num_seqs:
             raise AssertionError("scheduler exceeded its token budget or max_num_seqs")
         return out
 
@@ -364,25 +376,29 @@ class Scheduler:
             finished = self._pop_finished()
         emitted: list[Request] = []
         joined: list[Request] = []
-        changed = False
         for req in out.requests:
-            if req.status != RequestStatus.RUNNING:
+            if req.status != _RUNNING:
                 continue
             if req.num_computed_tokens >= req.num_tokens:
                 req.num_output_tokens += 1
                 req.num_tokens += 1
                 emitted.append(req)
-                changed = True
                 if req.num_output_tokens >= req.max_tokens:
                     self._finish(req)
                     finished.append(req)
                 else:
                     joined.append(req)
-        if changed:
+        if emitted:
             for req in joined:
                 self._join(req)
+            # Those that finished or joined the cohort leave `others` (a loop: the list is
+            # short, and a comprehension costs a function call).
             cohort = self.cohort
-            self.others = [r for r in self.others if r.status == RequestStatus.RUNNING and r not in cohort]
+            others = []
+            for req in self.others:
+                if req.status == _RUNNING and req not in cohort:
+                    others.append(req)
+            self.others = others
         return emitted, finished, joined
 
     def _finish(self, req: Request) -> None:
@@ -404,14 +420,14 @@ class Scheduler:
         if self.waiting and n < self.config.max_num_seqs and self._can_admit_head(n):
             return None
         k = self._next_finish_clock() - self.clock
-        bs = self.kv.block_size
+        bs = self.block_size
         # Each member needs at most ceil(k / bs) new blocks in k steps: when the pool has that
         # many for everyone it cannot run dry and the exact count is not needed.
         if self.kv.pool.num_free < n * (k // bs + 1):
             k = min(k, self._steps_until_blocks_run_out())
         if k <= 0:
             return None
-        return DecodeSpan(k, n, self._ctx_base + n * self.clock, n, cohort=True)
+        return DecodeSpan(k, n, self._ctx_base + n * self.clock, n, True)
 
     def _can_admit_head(self, num_decodes: int) -> bool:
         """Would the next schedule() admit the head of WAITING (ahead of the decodes' own
@@ -442,7 +458,7 @@ class Scheduler:
     def _steps_until_blocks_run_out(self) -> int:
         """Steps the cohort can decode before an allocation would fail. Allocations repeat
         with period block_size (every member needs one block per period)."""
-        bs = self.kv.block_size
+        bs = self.block_size
         q, rem = divmod(self.kv.pool.num_free, len(self.cohort))
         used = 0
         for j in range(bs):
@@ -453,7 +469,7 @@ class Scheduler:
 
     def advance_decode(self, k: int) -> list[Request]:
         """Apply k pure-decode steps of the cohort at once; returns the requests that finished."""
-        bs = self.kv.block_size
+        bs = self.block_size
         periods, rest = divmod(k, bs)
         new_blocks = periods * len(self.cohort)
         if rest:
@@ -461,7 +477,11 @@ class Scheduler:
             needs = self._needs_block
             top = (-self.clock) % bs
             low = top - rest + 1
-            new_blocks += sum(needs[max(low, 0) : top + 1]) + (sum(needs[bs + low :]) if low < 0 else 0)
-        self.kv.pool.get_new_blocks(new_blocks)
+            if low >= 0:
+                new_blocks += sum(needs[low : top + 1])
+            else:
+                new_blocks += sum(needs[: top + 1]) + sum(needs[bs + low :])
+        if new_blocks:
+            self.kv.pool.get_new_blocks(new_blocks)
         self.clock += k
         return self._pop_finished()

@@ -11,7 +11,8 @@ sampled at every step, decode span or batch into compact arrays.
 
 from __future__ import annotations
 
-from array import array
+import struct
+from operator import attrgetter
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,32 @@ from sim.llm.request import Request
 # on arrival), failed (retries spent or timed out, with a reason), or still in flight.
 _STATUS = {0: "waiting", 1: "running", 2: "waiting", 3: "finished", 4: "rejected", 5: "failed"}
 
+# A time-series sample as ``busy()`` stores it: packed (32 bytes), native byte order.
+_SAMPLE = np.dtype(
+    [
+        ("t_s", "=f8"),
+        ("replica", "=i4"),
+        ("running", "=i4"),
+        ("waiting", "=i4"),
+        ("kv_blocks_used", "=i4"),
+        ("duration_s", "=f8"),
+    ]
+)
+_pack_sample = struct.Struct("=diiiid").pack
+
+
+def _column(reqs: list, attr: str, dtype) -> np.ndarray:
+    """One attribute of every request, as an array."""
+    return np.fromiter(map(attrgetter(attr), reqs), dtype, len(reqs))
+
+
+def _names(names: list[str], idx: np.ndarray) -> pd.Categorical:
+    """``pd.Categorical([names[i] for i in idx])`` (categories: the names present, sorted),
+    without a Python loop over ``idx``."""
+    present = sorted({names[i] for i in np.unique(idx)})
+    codes = np.array([present.index(n) if n in present else -1 for n in names], np.int64)
+    return pd.Categorical.from_codes(codes[idx], categories=present)
+
 
 class Recorder:
     def __init__(self, class_names: list[str]):
@@ -29,13 +56,9 @@ class Recorder:
         self.requests: list[Request] = []
         self.image_requests: list = []
         self.pipelines: list = []
-        # Per-replica time series, one sample per engine step or decode span (at its start).
-        self._ts_t = array("d")
-        self._ts_replica = array("i")
-        self._ts_running = array("i")
-        self._ts_waiting = array("i")
-        self._ts_kv_used = array("i")
-        self._ts_dur = array("d")
+        # Per-replica time series, one sample per engine step or decode span (at its start),
+        # packed into bytes: one append per sample in the hot loop.
+        self._samples = bytearray()
         self.replica_pool: list[str] = []
         self.replica_kv_blocks: list[int] = []
         self.replica_busy_s: list[float] = []
@@ -64,12 +87,7 @@ class Recorder:
         self.pipelines.append(req)
 
     def busy(self, replica: int, t: float, dur_s: float, running: int, waiting: int, kv_used: int, steps: int) -> None:
-        self._ts_t.append(t)
-        self._ts_replica.append(replica)
-        self._ts_running.append(running)
-        self._ts_waiting.append(waiting)
-        self._ts_kv_used.append(kv_used)
-        self._ts_dur.append(dur_s)
+        self._samples += _pack_sample(t, replica, running, waiting, kv_used, dur_s)
         self.replica_busy_s[replica] += dur_s
         self.num_steps += steps
 
@@ -98,25 +116,24 @@ class Recorder:
 
     def _common(self, reqs: list, kind: str) -> dict:
         n = len(reqs)
-        pools = self.replica_pool
+        pools = [*self.replica_pool, ""]  # replica -1 (never routed): no pool
         return {
-            "request_id": np.fromiter((r.request_id for r in reqs), np.int64, n),
-            "class_id": np.fromiter((r.class_id for r in reqs), np.int32, n),
+            "request_id": _column(reqs, "request_id", np.int64),
+            "class_id": _column(reqs, "class_id", np.int32),
             "kind": np.full(n, kind, dtype=object),
-            "pool": [pools[r.replica] if r.replica >= 0 else "" for r in reqs] if kind != "pipeline" else [""] * n,
+            "pool": [pools[i] for i in map(attrgetter("replica"), reqs)] if kind != "pipeline" else [""] * n,
             "parent_id": np.fromiter((r.parent.request_id if getattr(r, "parent", None) is not None else -1 for r in reqs), np.int64, n),
-            "stage": np.fromiter((r.stage for r in reqs), np.int32, n) if kind != "pipeline" else np.full(n, -1, np.int32),
-            "arrival_s": np.fromiter((r.arrival_s for r in reqs), np.float64, n),
-            "finish_s": np.fromiter((r.finish_s for r in reqs), np.float64, n),
-            "status": [_STATUS[int(r.status)] for r in reqs],
-            "reject_reason": [r.reject_reason for r in reqs],
-            "fail_reason": [r.fail_reason for r in reqs],
+            "stage": _column(reqs, "stage", np.int32) if kind != "pipeline" else np.full(n, -1, np.int32),
+            "arrival_s": _column(reqs, "arrival_s", np.float64),
+            "finish_s": _column(reqs, "finish_s", np.float64),
+            "status": [_STATUS[s] for s in map(attrgetter("status"), reqs)],
+            "reject_reason": list(map(attrgetter("reject_reason"), reqs)),
+            "fail_reason": list(map(attrgetter("fail_reason"), reqs)),
         }
 
     def _leaf_frame(self, reqs: list, kind: str, columns: dict) -> pd.DataFrame:
         """Rows of requests that run on a replica: the common columns, the engine's marks,
         and ``columns`` (name -> (attribute, dtype)) for their kind."""
-        n = len(reqs)
         cols = self._common(reqs, kind)
         shared = {
             "replica": ("replica", np.int32),
@@ -126,7 +143,7 @@ class Recorder:
             "gpu_s": ("gpu_s", np.float64),
         }
         for name, (attr, dtype) in {**shared, **columns}.items():
-            cols[name] = np.fromiter((getattr(r, attr) for r in reqs), dtype, n)
+            cols[name] = _column(reqs, attr, dtype)
         return pd.DataFrame(cols)
 
     def _text_frame(self) -> pd.DataFrame:
@@ -178,17 +195,9 @@ class Recorder:
         return pd.DataFrame(cols)
 
     def timeseries_frame(self) -> pd.DataFrame:
-        df = pd.DataFrame(
-            {
-                "t_s": np.frombuffer(self._ts_t, np.float64) if len(self._ts_t) else np.empty(0),
-                "replica": np.frombuffer(self._ts_replica, np.int32) if len(self._ts_replica) else np.empty(0, np.int32),
-                "running": np.frombuffer(self._ts_running, np.int32) if len(self._ts_running) else np.empty(0, np.int32),
-                "waiting": np.frombuffer(self._ts_waiting, np.int32) if len(self._ts_waiting) else np.empty(0, np.int32),
-                "kv_blocks_used": np.frombuffer(self._ts_kv_used, np.int32) if len(self._ts_kv_used) else np.empty(0, np.int32),
-                "duration_s": np.frombuffer(self._ts_dur, np.float64) if len(self._ts_dur) else np.empty(0),
-            }
-        )
-        df["pool"] = pd.Categorical([self.replica_pool[i] for i in df["replica"]]) if len(df) else pd.Categorical([])
+        samples = np.frombuffer(self._samples, _SAMPLE)
+        df = pd.DataFrame({name: samples[name].copy() for name in _SAMPLE.names})
+        df["pool"] = _names(self.replica_pool, samples["replica"]) if len(df) else pd.Categorical([])
         kv_total = np.asarray(self.replica_kv_blocks, np.float64)
         unit = np.asarray(self.replica_unit_gib, np.float64)
         idx = df["replica"].to_numpy()

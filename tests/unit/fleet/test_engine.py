@@ -120,3 +120,23 @@ def test_routers():
     eq = [_R(0, 0), _R(0, 0)]
     lo = LeastOutstanding()
     assert [lo.select(eq) for _ in range(4)] == [0, 1, 0, 1]
+
+
+def test_an_arrival_exactly_at_the_end_of_a_decode_span_joins_the_next_step():
+    # Constant arrivals and step times make an arrival land on a span's last step end (the
+    # engine once woke twice from one span there and crashed).
+    raw = scenario().model_dump()
+    raw.pop("num_requests")
+    raw.update(duration_s=20, seed=11)
+    raw["pools"][0].update(model="llama-3.2-1b", gpu="l40s", router="round_robin",
+                           cost_model={"kind": "constant", "step_s": 0.01})
+    raw["pools"][0]["engine"].update(max_num_seqs=48, num_gpu_blocks=1500)
+    raw["classes"][0].update(arrival={"process": "constant", "rate": 20},
+                             prompt_tokens={"dist": "fixed", "value": 256}, output_tokens={"dist": "fixed", "value": 50})
+    res = run_scenario(parse_scenario(raw), Path("."))
+    c = res.summary["conservation"]
+    assert c["finished"] == c["arrived"] == 399
+    # Each request waits at most for the step in flight, then runs 50 steps of 10 ms (one
+    # prefill, 49 decodes).
+    e2e = res.requests["e2e_s"]
+    assert e2e.min() >= 0.5 - 1e-9 and e2e.max() <= 0.51 + 1e-9
