@@ -140,10 +140,6 @@ class Candidate:
     evaluations: list[dict] = field(default_factory=list)
     max_replicas: int = 64
 
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(self.pool.model_dump_json(exclude={"replicas"}).encode()).hexdigest()[:16]
-
     def cost(self, replicas: int | None) -> float | None:
         return None if replicas is None else replicas * self.usd_per_replica_hour
 
@@ -245,7 +241,8 @@ def class_rng(seed: int, rep: int, class_index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(rep, class_index)))
 
 
-def _streams(scenario: Scenario, sub: Scenario, classes: tuple[int, ...], rep: int, base_dir: Path) -> list:
+def _streams(sub: Scenario, classes: tuple[int, ...], rep: int, base_dir: Path) -> list:
+    """The pool's classes' request streams in replication ``rep``, drawn as ``servesim run`` draws them."""
     from sim.fleet.cluster import _build
 
     return [_build(sub, cls, class_rng(sub.seed, rep, i), base_dir) for i, cls in zip(classes, sub.classes)]
@@ -357,12 +354,12 @@ def decide(checks: list[Check], reps: list[dict]) -> dict[str, Any]:
         )
         meets &= sure_met
         if sure_missed:
-            return _verdict(rows, checks, False, True)
+            return _verdict(rows, False, True)
         decided &= sure_met or sure_missed
-    return _verdict(rows, checks, meets, decided)
+    return _verdict(rows, meets, decided)
 
 
-def _verdict(rows: list[dict], checks: list[Check], meets: bool, decided: bool) -> dict[str, Any]:
+def _verdict(rows: list[dict], meets: bool, decided: bool) -> dict[str, Any]:
     return {"meets": bool(meets), "decided": bool(decided), "margin": min(r["margin"] for r in rows), "checks": rows}
 
 
@@ -400,7 +397,7 @@ class Evaluator:
         from sim.fleet.cluster import simulate
 
         sub = sub_scenario(self.scenario, pool, classes, self.settings)
-        streams = _streams(self.scenario, sub, classes, rep, self.base_dir)
+        streams = _streams(sub, classes, rep, self.base_dir)
         t0 = time.perf_counter()
         result = simulate(sub, self.base_dir, replication_seed(sub.seed, rep, len(self.scenario.classes)), streams=streams)
         record = measure(checks, sub, result, self.window_end(rep)) | {"key": key, "wall_s": round(time.perf_counter() - t0, 4)}
@@ -471,7 +468,7 @@ def bounds(scenario: Scenario, cand: Candidate, classes: tuple[int, ...], settin
         return f"does not fit: {exc}"
     sub = sub_scenario(scenario, pool, classes, settings)
     try:
-        streams = _streams(scenario, sub, classes, 0, base_dir)
+        streams = _streams(sub, classes, 0, base_dir)
         cost = build_diffusion_cost(pool, base_dir) if pool.is_diffusion else build_cost_model(pool, base_dir)
     except ServesimError as exc:
         return str(exc)
@@ -1032,7 +1029,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print_plan(result, Console())
     if args.output is not None:
         paths = write_plan(result, args.output, str(args.scenario))
-        Console().print(f"wrote {', '.join(p.name for p in paths)} to {args.output}", highlight=False)
+        names = [p.name for p in paths] + [EVALUATIONS_FILE] * (args.output / EVALUATIONS_FILE).is_file()
+        Console().print(f"wrote {', '.join(names)} to {args.output}", highlight=False)
     return 0 if result.answer["feasible"] else 1
 
 

@@ -26,7 +26,8 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from sim import catalog
-from sim.config import read_yaml
+from sim.config import _short_repr as _short
+from sim.config import _yaml_type, read_yaml
 from sim.costs.base import StepLine, StepShape
 from sim.errors import ConfigError, ServesimError
 
@@ -396,18 +397,6 @@ class _Reader:
         )
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _yaml_type(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    for tp, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string")):
-        if isinstance(value, tp):
-            return name
-    return {list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -121,19 +121,9 @@ def test_a_run_at_the_break_even_utilisation_has_margin_near_zero():
     assert abs(o["margin"]) <= o["margin_ci95"] + 0.01
 
 
-def _trace_missing(path: Path) -> bool:
-    raw = yaml.safe_load(path.read_text())
-    for cls in raw["classes"]:
-        trace = cls.get("trace")
-        if trace and not trace["path"].startswith("builtin:") and not (path.parent / trace["path"]).exists():
-            return True
-    return False
-
-
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_every_shipped_scenario_prices(path):
-    if _trace_missing(path):
-        pytest.skip(f"{path.name} reads a trace that is not here (../shared is absent)")
+def test_every_shipped_scenario_prices(path, skip_without_traces):
+    skip_without_traces(path)
     # Shortened; a trace scenario keeps its own length (its arrivals are the trace's).
     raw = yaml.safe_load(path.read_text())
     traced = any(c.get("trace") for c in raw["classes"])

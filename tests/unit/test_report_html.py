@@ -27,12 +27,6 @@ SHORT = ("duration_s=20", "warmup_s=2", "replications=1")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _trace_missing(path: Path) -> bool:
-    """A class replays a trace from outside the repository (../shared) that is not here."""
-    traces = [c["trace"]["path"] for c in yaml.safe_load(path.read_text())["classes"] if c.get("trace")]
-    return any(not t.startswith("builtin:") and not (path.parent / t).exists() for t in traces)
-
-
 def short_overrides() -> tuple[str, ...]:
     """A few seconds of any scenario: the first requests of each class (synthetic or traced)."""
     return ("num_requests=60", "warmup_s=0", "replications=1")
@@ -396,9 +390,8 @@ def test_bad_paths(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_every_shipped_scenario_runs_prices_and_reports(path, tmp_path):
-    if _trace_missing(path):
-        pytest.skip(f"{path.name} reads a trace that is not here (../shared is absent)")
+def test_every_shipped_scenario_runs_prices_and_reports(path, tmp_path, skip_without_traces):
+    skip_without_traces(path)
     result = run_scenario(path, overrides=short_overrides())
     write_outputs(result, tmp_path, plots=False)
     write_price_outputs(price_scenario(result), tmp_path)

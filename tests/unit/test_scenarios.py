@@ -15,19 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 
 
-def _trace_missing(path: Path) -> bool:
-    raw = yaml.safe_load(path.read_text())
-    for cls in raw["classes"]:
-        trace = cls.get("trace")
-        if trace and not trace["path"].startswith("builtin:") and not (path.parent / trace["path"]).exists():
-            return True
-    return False
-
-
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_shipped_scenario_runs_from_the_cli(path, tmp_path):
-    if _trace_missing(path):
-        pytest.skip(f"{path.name} reads a trace that is not here (../shared is absent)")
+def test_shipped_scenario_runs_from_the_cli(path, tmp_path, skip_without_traces):
+    skip_without_traces(path)
     cmd = [sys.executable, "-m", "sim", "run", str(path), "-o", str(tmp_path), "--replications", "1",
            "--set", "duration_s=240", "--set", "warmup_s=20"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
