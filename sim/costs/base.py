@@ -127,11 +127,12 @@ class StepLine:
                 j = max_steps
             elif j < 0:
                 j = 0
-            while j > 0 and self.total_s(ctx0, dctx, j) > elapsed_s:
+            # total(j) written out as total_s() computes it (the same floats, bit for bit).
+            while j > 0 and j * a + b * j * (j - 1) / 2 > elapsed_s:
                 j -= 1
             next_total = 0.0
             while j < max_steps:
-                next_total = self.total_s(ctx0, dctx, j + 1)
+                next_total = (j + 1) * a + b * (j + 1) * j / 2
                 if next_total > elapsed_s:
                     break
                 j += 1

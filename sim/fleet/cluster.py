@@ -30,6 +30,7 @@ from sim.fleet.diffusion_replica import MIB, DiffusionReplica
 from sim.fleet.pipeline import PipelineRequest, PipelineStream, build_pipeline_stream
 from sim.fleet.replica import LLMReplica
 from sim.fleet.router import make_router
+from sim.fleet.timers import Environment
 from sim.llm.kv_cache import KVCacheManager
 from sim.llm.memory import KVBudget, kv_budget, kv_bytes_per_elem, weight_bytes_per_elem
 from sim.llm.request import Request, RequestStatus
@@ -157,7 +158,7 @@ class Pool:
             self.pending.append(req)
             return
         up[self.router.select(up)].submit(req)
-        if req.status == RequestStatus.REJECTED and req.on_done is not None:
+        if req.on_done is not None and req.status == RequestStatus.REJECTED:
             req.on_done(req)
 
     @property
@@ -307,18 +308,48 @@ class ReplicationResult:
     replicas: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def _feed_text(env, stream: Stream, class_id: int, pool: LLMPool, ids, rec: Recorder, on_arrival, timeout_s):
+class _Feed:
+    """One class's arrivals as a chain of timers: each wake-up lets in every arrival due by now
+    (``arrive(i, t)``) and arms the next one; a SimPy process would add a generator resume per
+    arrival. It starts, and ``finished`` succeeds after the last arrival, exactly when the
+    equivalent process would start and end."""
+
+    def __init__(self, env: Environment, times: list[float], arrive: Callable[[int, float], None]):
+        self.env = env
+        self.times = times
+        self.arrive = arrive
+        self.next = 0
+        self.finished = env.event()
+        env.call_later(0.0, self._wake, urgent=True)
+
+    def _wake(self, _timer: int) -> None:
+        env = self.env
+        times = self.times
+        arrive = self.arrive
+        i = self.next
+        n = len(times)
+        while i < n:
+            t = times[i]
+            if t > env._now:
+                self.next = i
+                env.call_later(t - env._now, self._wake)
+                return
+            arrive(i, t)
+            i += 1
+        self.next = i
+        self.finished.succeed()
+
+
+def _text_arrivals(env, stream: Stream, class_id: int, pool: LLMPool, ids, rec: Recorder, on_arrival, timeout_s):
     block_size = pool.cfg.engine.block_size
     prefix = pool.cfg.engine.enable_prefix_caching and stream.prefix_hashes is not None
-    times = stream.arrival_s.tolist()
     prompts = stream.prompt_tokens.tolist()
     outputs = stream.output_tokens.tolist()
     hashes = stream.prefix_hashes
     record = rec.arrival
     route = pool.route
-    for i, t in enumerate(times):
-        if t > env.now:
-            yield env.timeout(t - env.now)
+
+    def arrive(i: int, t: float) -> None:
         keys = block_keys(hashes[i], prompts[i], block_size, stream.hash_block_tokens) if prefix else None
         req = Request(next(ids), class_id, t, prompts[i], outputs[i], keys)
         record(req)
@@ -328,14 +359,14 @@ def _feed_text(env, stream: Stream, class_id: int, pool: LLMPool, ids, rec: Reco
         if on_arrival is not None:
             on_arrival()
 
+    return arrive
 
-def _feed_images(env, stream: ImageStream, class_id: int, pool: DiffusionPool, ids, rec: Recorder, on_arrival, timeout_s):
-    times = stream.arrival_s.tolist()
+
+def _image_arrivals(env, stream: ImageStream, class_id: int, pool: DiffusionPool, ids, rec: Recorder, on_arrival, timeout_s):
     steps = stream.steps.tolist()
     images = stream.images.tolist()
-    for i, t in enumerate(times):
-        if t > env.now:
-            yield env.timeout(t - env.now)
+
+    def arrive(i: int, t: float) -> None:
         req = pool.make_request(next(ids), class_id, t, stream.shape, steps[i], images[i])
         rec.image_arrival(req)
         pool.route(req)
@@ -344,16 +375,18 @@ def _feed_images(env, stream: ImageStream, class_id: int, pool: DiffusionPool, i
         if on_arrival is not None:
             on_arrival()
 
+    return arrive
 
-def _feed_pipelines(env, stream: PipelineStream, class_id: int, pools: dict, ids, rec: Recorder, on_arrival, timeout_s):
-    for i, t in enumerate(stream.arrival_s.tolist()):
-        if t > env.now:
-            yield env.timeout(t - env.now)
+
+def _pipeline_arrivals(env, stream: PipelineStream, class_id: int, pools: dict, ids, rec: Recorder, on_arrival, timeout_s):
+    def arrive(i: int, t: float) -> None:
         pipe = PipelineRequest(next(ids), class_id, t, stream, i)
         rec.pipeline_arrival(pipe)
         pipe.start(env, pools, ids, rec, timeout_s)
         if on_arrival is not None:
             on_arrival()
+
+    return arrive
 
 
 def _deadline(env, pool: Pool, req, timeout_s: float) -> None:
@@ -399,7 +432,7 @@ def simulate(
     """Run one replication. ``seed`` spawns one generator per request class (and one for
     replica failures)."""
     wall0 = time.perf_counter()
-    env = simpy.Environment()
+    env = Environment()
     recorder = Recorder([c.name for c in scenario.classes])
     retry = {i: c.retry for i, c in enumerate(scenario.classes)}
     pools: dict[str, Pool] = {}
@@ -413,12 +446,12 @@ def simulate(
     for class_id, (cls, stream) in enumerate(zip(scenario.classes, streams)):
         timeout_s = cls.retry.timeout_s
         if cls.kind == "pipeline":
-            gen = _feed_pipelines(env, stream, class_id, pools, ids, recorder, on_arrival, timeout_s)
+            arrive = _pipeline_arrivals(env, stream, class_id, pools, ids, recorder, on_arrival, timeout_s)
         elif cls.kind == "image":
-            gen = _feed_images(env, stream, class_id, pools[cls.pool], ids, recorder, on_arrival, timeout_s)
+            arrive = _image_arrivals(env, stream, class_id, pools[cls.pool], ids, recorder, on_arrival, timeout_s)
         else:
-            gen = _feed_text(env, stream, class_id, pools[cls.pool], ids, recorder, on_arrival, timeout_s)
-        feeders.append(env.process(gen))
+            arrive = _text_arrivals(env, stream, class_id, pools[cls.pool], ids, recorder, on_arrival, timeout_s)
+        feeders.append(_Feed(env, stream.arrival_s.tolist(), arrive).finished)
     last_arrival = max((float(s.arrival_s[-1]) for s in streams if len(s)), default=0.0)
     until = last_arrival + scenario.drain_timeout_s if scenario.drain_timeout_s is not None else None
     faulty = [p for p in pools.values() if p.cfg.faults is not None]

@@ -23,25 +23,13 @@ cancelled at the next step boundary (``cancel``).
 from __future__ import annotations
 
 from bisect import bisect_right
+from heapq import heappush
 from operator import itemgetter
 
-import simpy
-
 from sim.costs.base import CostModel
+from sim.fleet.timers import NORMAL, Environment
 from sim.llm.request import Request, RequestStatus
 from sim.metrics.recorder import Recorder
-
-
-class _Urgent(simpy.Event):
-    """An event processed now, ahead of ordinary events at the same time, that calls
-    ``callback``: a failure takes effect as a SimPy interrupt of a process would."""
-
-    def __init__(self, env: simpy.Environment, callback):
-        super().__init__(env)
-        self.callbacks.append(callback)
-        self._ok = True
-        self._value = None
-        env.schedule(self, simpy.events.URGENT)
 
 
 class LLMReplica:
@@ -50,7 +38,7 @@ class LLMReplica:
     decode_spans = True
     """Advance pure-decode stretches in closed form (tests switch it off to compare)."""
 
-    def __init__(self, env: simpy.Environment, index: int, scheduler, cost: CostModel, recorder: Recorder, num_gpus: int):
+    def __init__(self, env: Environment, index: int, scheduler, cost: CostModel, recorder: Recorder, num_gpus: int):
         self.env = env
         self.index = index
         self.scheduler = scheduler
@@ -67,8 +55,8 @@ class LLMReplica:
         self._cohort_last_s = 0.0  # end of the latest cohort step
         # Monotonic stack of (scheduler clock after a step, its duration), durations decreasing.
         self._itl: list[tuple[int, float]] = []
-        self._target: simpy.Event | None = None  # the event the engine waits on
-        self._wake: simpy.Event | None = None  # set while idle: submit() triggers it
+        self._target = -1  # id of the timer the engine waits on (-1: none)
+        self._idle_now = False  # set while idle: submit() wakes the engine
         # A decode span in flight. An arrival that can join replaces its end (the target)
         # with the end of the step in flight.
         self._in_span = False
@@ -97,9 +85,8 @@ class LLMReplica:
             return  # rejected with its reason (the request's record says which)
         self.num_outstanding += 1
         self.outstanding_tokens += req.num_prompt_tokens + req.max_tokens
-        if self._wake is not None:
-            wake, self._wake = self._wake, None
-            wake.succeed()
+        if self._idle_now:
+            self._wake_up()
         elif self._in_span and self.scheduler.admits_mid_batch:
             # The step in flight completes; the newcomer joins the next one.
             self._cut_span()
@@ -109,7 +96,7 @@ class LLMReplica:
         self._in_span = False
         span, line, start = self._span
         k = span.num_steps
-        now = self.env.now
+        now = self.env._now
         self._span_done, end = line.step_end_at(span.ctx_sum, span.ctx_growth, now - start, k)
         self._wait(start + end - now, self._span_end)
 
@@ -140,26 +127,30 @@ class LLMReplica:
         req.cohort_marked = False
 
     # ------------------------------------------------------------------ engine loop
-    # The engine is a chain of callbacks rather than a SimPy process: the timeout that ends a
-    # step or a span applies it and starts the next one (a process would add a generator
-    # resume per event, and a span would need a second event to be woken early). ``_target``
-    # is the one event the engine waits on; any other that fires (a span end replaced by a
-    # cut, a step end a failure took away) does nothing.
+    # The engine is a chain of bare timers (``Environment.call_later``) rather than a SimPy
+    # process: the timer that ends a step or a span applies it and starts the next one (a
+    # process would add a generator resume per event, and a span would need a second event to
+    # be woken early). ``_target`` is the id of the one timer the engine waits on; any other
+    # that fires (a span end replaced by a cut, a step end a failure took away) does nothing.
 
     def _wait(self, delay: float, callback) -> None:
-        timer = self.env.timeout(delay)
-        timer.callbacks.append(callback)
-        self._target = timer
+        # env.call_later(), inlined: this is the hottest call of the simulator.
+        env = self.env
+        eid = self._target = next(env._eid)
+        heappush(env._queue, (env._now + delay, NORMAL, eid, callback))
 
     def _idle(self) -> None:
         """Wait for ``submit()`` (or ``recover()``) to wake the engine."""
-        wake = self.env.event()
-        wake.callbacks.append(self._woken)
-        self._wake = self._target = wake
+        self._idle_now = True
+        self._target = -1
 
-    def _woken(self, event: simpy.Event) -> None:
-        if event is self._target:
-            self._next(self.env.now)
+    def _wake_up(self) -> None:
+        self._idle_now = False
+        self._wait(0.0, self._woken)
+
+    def _woken(self, timer: int) -> None:
+        if timer == self._target:
+            self._next(self.env._now)
 
     def _next(self, now: float) -> None:
         """Between steps: start the next decode span or step, or go idle."""
@@ -174,10 +165,13 @@ class LLMReplica:
             line = self.cost.decode_line(span.num_rows)
             self._span = (span, line, now)
             # A span's rows are every running request.
-            self._span_state = (span.num_rows, sched.num_waiting, self.kv.pool.num_used)
+            pool = self.kv.pool
+            self._span_state = (span.num_rows, len(sched.waiting), pool.num_blocks - pool.num_free)
             self._span_done = span.num_steps
             self._in_span = True
-            self._wait(line.total_s(span.ctx_sum, span.ctx_growth, span.num_steps), self._span_end)
+            env = self.env  # self._wait(), inlined
+            eid = self._target = next(env._eid)
+            heappush(env._queue, (now + line.total_s(span.ctx_sum, span.ctx_growth, span.num_steps), NORMAL, eid, self._span_end))
             return
 
         out = sched.schedule()
@@ -187,22 +181,27 @@ class LLMReplica:
         self._step_start = now
         self._step_dur = dur
         self._step_out = out
-        self.recorder.busy(self.index, now, dur, sched.num_running, sched.num_waiting, self.kv.pool.num_used, 1)
-        for req in out.newly_scheduled:
-            req.first_scheduled_s = now
-        for req in out.preempted:
-            # Its computed tokens must be computed again.
-            self.outstanding_tokens += req.num_tokens
-            if req.cohort_marked:
-                self._settle(req)
-        self._wait(dur, self._step_end)
+        pool = self.kv.pool
+        self.recorder.busy(self.index, now, dur, sched.num_running, len(sched.waiting), pool.num_blocks - pool.num_free, 1)
+        if out.newly_scheduled:
+            for req in out.newly_scheduled:
+                req.first_scheduled_s = now
+        if out.preempted:
+            for req in out.preempted:
+                # Its computed tokens must be computed again.
+                self.outstanding_tokens += req.num_tokens
+                if req.cohort_marked:
+                    self._settle(req)
+        env = self.env  # self._wait(), inlined
+        eid = self._target = next(env._eid)
+        heappush(env._queue, (now + dur, NORMAL, eid, self._step_end))
 
-    def _step_end(self, event: simpy.Event) -> None:
-        if event is not self._target:
+    def _step_end(self, timer: int) -> None:
+        if timer != self._target:
             return
         out, self._step_out = self._step_out, None
         dur = self._step_dur
-        now = self.env.now
+        now = self.env._now
         sched = self.scheduler
         emitted, finished, joined = sched.update_from_output(out)
         # GPU time is shared among the step's rows in proportion to their tokens.
@@ -231,14 +230,14 @@ class LLMReplica:
             self._finish(finished, now)
         self._next(now)
 
-    def _span_end(self, event: simpy.Event) -> None:
+    def _span_end(self, timer: int) -> None:
         """Apply the span in flight: its first ``_span_done`` steps."""
-        if event is not self._target:
+        if timer != self._target:
             return
         self._in_span = False
         span, line, start = self._span
         done = self._span_done
-        now = self.env.now
+        now = self.env._now
         total = now - start
         sched = self.scheduler
         running, waiting, kv_used = self._span_state  # at its start
@@ -248,7 +247,13 @@ class LLMReplica:
         end = start + total
         if span.cohort:
             finished = sched.advance_decode(done)
-            self._cohort_step(sched.clock, last_step, end, total * self.num_gpus / span.num_rows)
+            # self._cohort_step(sched.clock, last_step, end, ...), inlined (once per span).
+            self._row_gpu_s += total * self.num_gpus / span.num_rows
+            self._cohort_last_s = end
+            stack = self._itl
+            while stack and stack[-1][1] <= last_step:
+                stack.pop()
+            stack.append((sched.clock, last_step))
         else:
             finished = self._commit_exact_span(span, line, done, start, total, last_step)
         self.outstanding_tokens -= span.ctx_growth * done
@@ -320,22 +325,22 @@ class LLMReplica:
         if not self.up:
             return
         self.up = False
-        _Urgent(self.env, self._failed)
+        # At once, ahead of ordinary events now (as a SimPy interrupt of a process would).
+        self.env.call_later(0.0, self._failed, urgent=True)
 
-    def _failed(self, _event: simpy.Event) -> None:
-        self._target = None
+    def _failed(self, _timer: int) -> None:
+        self._target = -1
         self._lose_work()
         self._idle()  # until recover()
 
     def recover(self) -> None:
         self.up = True
-        if self._wake is not None:
-            wake, self._wake = self._wake, None
-            wake.succeed()
+        if self._idle_now:
+            self._wake_up()
 
     def _lose_work(self) -> None:
         """Drop everything: the step or span in flight, the KV cache, the queue."""
-        now = self.env.now
+        now = self.env._now
         sched = self.scheduler
         if self._in_span:
             span, line, start = self._span  # nothing of it is committed: no KV change

@@ -72,9 +72,10 @@ class SchedulerOutput:
     shape: StepShape = field(default_factory=StepShape)
     num_cohort: int = 0
     """Decode-cohort members scheduled in aggregate, one token each."""
-    newly_scheduled: list[Request] = field(default_factory=list)
-    """Requests scheduled for the first time (their queueing delay ends now)."""
-    preempted: list[Request] = field(default_factory=list)
+    newly_scheduled: list[Request] | tuple = ()
+    """Requests scheduled for the first time (their queueing delay ends now; a list when any,
+    like ``preempted``: most steps have none, and an empty list per step is not free)."""
+    preempted: list[Request] | tuple = ()
 
 
 def reject_reason(req: Request, config: SchedulerConfig, kv: KVCacheManager) -> str:
@@ -310,6 +311,8 @@ class Scheduler:
                 # precede every request in `others`).
                 victim = others.pop()
                 self._preempt(victim)
+                if not out.preempted:
+                    out.preempted = []
                 out.preempted.append(victim)
                 if victim is req:
                     scheduled = False
@@ -337,6 +340,8 @@ class Scheduler:
                 req.num_computed_tokens += cached
                 if req.num_cached_tokens < 0:
                     req.num_cached_tokens = cached
+                    if not out.newly_scheduled:
+                        out.newly_scheduled = []
                     out.newly_scheduled.append(req)
                 req.status = RequestStatus.RUNNING
                 others.append(req)
@@ -419,7 +424,11 @@ class Scheduler:
         n = len(self.cohort)
         if self.waiting and n < self.config.max_num_seqs and self._can_admit_head(n):
             return None
-        k = self._next_finish_clock() - self.clock
+        heap = self._finish_heap
+        finish, _, req = heap[0]
+        if req.cohort_finish_clock != finish or req not in self.cohort:
+            finish = self._next_finish_clock()
+        k = finish - self.clock
         bs = self.block_size
         # Each member needs at most ceil(k / bs) new blocks in k steps: when the pool has that
         # many for everyone it cannot run dry and the exact count is not needed.
@@ -484,4 +493,7 @@ class Scheduler:
         if new_blocks:
             self.kv.pool.get_new_blocks(new_blocks)
         self.clock += k
+        heap = self._finish_heap
+        if not heap or heap[0][0] > self.clock:
+            return []
         return self._pop_finished()

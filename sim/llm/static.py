@@ -82,6 +82,8 @@ class StaticBatchScheduler:
             req.num_blocks = need
             req.status = RequestStatus.RUNNING
             req.num_cached_tokens = 0
+            if not out.newly_scheduled:
+                out.newly_scheduled = []
             out.newly_scheduled.append(req)
             self.running.append(req)
 
