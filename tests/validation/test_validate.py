@@ -76,15 +76,15 @@ def test_in_loop_composition_adds_up_to_the_bursts_time(llm_validation):
 
 @pytest.mark.skipif(
     os.environ.get("SERVESIM_VALIDATION_ACCURACY") != "1",
-    reason="accuracy run (~3 min, needs a quiet machine): set SERVESIM_VALIDATION_ACCURACY=1",
+    reason="accuracy run (~4 min, needs a quiet machine): set SERVESIM_VALIDATION_ACCURACY=1",
 )
 def test_llm_e2e_p50_and_p90_within_15_percent(tmp_path):
     """Issue 5's CPU target: simulated E2E p50 and p90 within 15 % of the median of the real
-    runs at about 40 % and 80 % of measured capacity. Opt-in: on this shared 2-core VM the
-    errors measured 4-16 % on quiet runs and up to 39 % while another process loaded the
-    machine (docs/validation.md) — a loaded CPU engine behaves like processor sharing, so the
-    step-time drift between the burst and the runs comes back 3-5x larger in E2E."""
-    s = LLMSettings(requests=50, capacity_requests=40, loads=(0.4, 0.8), repeats=2)
+    runs at about 40 % and 80 % of measured capacity. Opt-in: on this shared 2-core VM it was
+    met in about half the runs (medians within 8 %, p90 swinging by +-20 %: docs/validation.md)
+    — the same burst's step time moves by +-11 % between back-to-back runs, and a loaded CPU
+    engine multiplies such a drift 3-5x in E2E."""
+    s = LLMSettings(requests=60, capacity_requests=40, loads=(0.4, 0.8), repeats=3)
     result = validate_llm(s, tmp_path, PROFILES / "llama-tiny-float32-tp1.yaml", progress=lambda msg: None)
     table = result["table"]
     e2e = table[table["metric"].isin(["e2e_s_p50", "e2e_s_p90"])]
