@@ -9,8 +9,10 @@ request it held and retries them on the replicas still up, under each class's re
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -422,6 +424,22 @@ def _faults(env, pool: Pool, rng: np.random.Generator):
     return procs
 
 
+@contextmanager
+def _cyclic_gc_paused():
+    """Pause Python's cyclic garbage collector for an event loop. The loop leaves no cyclic
+    garbage behind (steps, timers and events are freed by reference counting: a 200,000-request
+    run has none to collect until the whole simulation is dropped), yet the collector keeps
+    walking the ever-growing set of live request objects, about 5 % of a run's time. It is
+    back on afterwards, as it was."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def simulate(
     scenario: Scenario,
     base_dir: Path,
@@ -478,9 +496,11 @@ def simulate(
             f.callbacks.append(lambda _e: check())
         if until is not None:
             env.timeout(until).callbacks.append(lambda _e: stop.triggered or stop.succeed())
-        env.run(until=stop)
+        with _cyclic_gc_paused():
+            env.run(until=stop)
     else:
-        env.run(until=until)
+        with _cyclic_gc_paused():
+            env.run(until=until)
     replicas = pd.DataFrame(
         {
             "replica": range(len(recorder.replica_pool)),
