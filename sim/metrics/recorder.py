@@ -23,7 +23,8 @@ from sim.llm.request import Request
 # on arrival), failed (retries spent or timed out, with a reason), or still in flight.
 _STATUS = {0: "waiting", 1: "running", 2: "waiting", 3: "finished", 4: "rejected", 5: "failed"}
 
-# A time-series sample as ``busy()`` stores it: packed (32 bytes), native byte order.
+# A time-series sample as ``busy()`` stores it: packed (36 bytes), native byte order. ``steps``
+# (engine steps the sample covers) feeds the step count and is not a time-series column.
 _SAMPLE = np.dtype(
     [
         ("t_s", "=f8"),
@@ -32,9 +33,11 @@ _SAMPLE = np.dtype(
         ("waiting", "=i4"),
         ("kv_blocks_used", "=i4"),
         ("duration_s", "=f8"),
+        ("steps", "=i4"),
     ]
 )
-_pack_sample = struct.Struct("=diiiid").pack
+_COLUMNS = _SAMPLE.names[:-1]
+_pack_sample = struct.Struct("=diiiidi").pack
 
 
 def _column(reqs: list, attr: str, dtype) -> np.ndarray:
@@ -61,10 +64,8 @@ class Recorder:
         self._samples = bytearray()
         self.replica_pool: list[str] = []
         self.replica_kv_blocks: list[int] = []
-        self.replica_busy_s: list[float] = []
         self.replica_gpus: list[int] = []
         self.replica_unit_gib: list[float] = []
-        self.num_steps = 0
 
     # -- events
     def add_replica(self, pool: str, num_kv_blocks: int, num_gpus: int, unit_gib: float = 0.0) -> int:
@@ -72,7 +73,6 @@ class Recorder:
         diffusion replica) of ``unit_gib`` GiB each."""
         self.replica_pool.append(pool)
         self.replica_kv_blocks.append(num_kv_blocks)
-        self.replica_busy_s.append(0.0)
         self.replica_gpus.append(num_gpus)
         self.replica_unit_gib.append(unit_gib)
         return len(self.replica_pool) - 1
@@ -87,9 +87,20 @@ class Recorder:
         self.pipelines.append(req)
 
     def busy(self, replica: int, t: float, dur_s: float, running: int, waiting: int, kv_used: int, steps: int) -> None:
-        self._samples += _pack_sample(t, replica, running, waiting, kv_used, dur_s)
-        self.replica_busy_s[replica] += dur_s
-        self.num_steps += steps
+        """A replica computes for ``dur_s`` from ``t`` (``steps`` engine steps) with this
+        state; every figure derived from busy periods is summed from these samples."""
+        self._samples += _pack_sample(t, replica, running, waiting, kv_used, dur_s, steps)
+
+    @property
+    def replica_busy_s(self) -> list[float]:
+        """Seconds each replica computed (summed in sample order, as a running total would)."""
+        samples = np.frombuffer(self._samples, _SAMPLE)
+        return np.bincount(samples["replica"], weights=samples["duration_s"], minlength=len(self.replica_pool)).tolist()
+
+    @property
+    def num_steps(self) -> int:
+        """Engine steps of every replica (a decode span counts its steps)."""
+        return int(np.frombuffer(self._samples, _SAMPLE)["steps"].sum())
 
     # -- tables
     def requests_frame(self) -> pd.DataFrame:
@@ -196,7 +207,7 @@ class Recorder:
 
     def timeseries_frame(self) -> pd.DataFrame:
         samples = np.frombuffer(self._samples, _SAMPLE)
-        df = pd.DataFrame({name: samples[name].copy() for name in _SAMPLE.names})
+        df = pd.DataFrame({name: samples[name].copy() for name in _COLUMNS})
         df["pool"] = _names(self.replica_pool, samples["replica"]) if len(df) else pd.Categorical([])
         kv_total = np.asarray(self.replica_kv_blocks, np.float64)
         unit = np.asarray(self.replica_unit_gib, np.float64)
