@@ -22,6 +22,7 @@ from sim.llm.request import Request
 # Request status -> the word in the tables: a request is finished, rejected (with a reason,
 # on arrival), failed (retries spent or timed out, with a reason), or still in flight.
 _STATUS = {0: "waiting", 1: "running", 2: "waiting", 3: "finished", 4: "rejected", 5: "failed"}
+_STATUS_WORDS = np.array([_STATUS[i] for i in range(len(_STATUS))], dtype=object)
 
 # A time-series sample as ``busy()`` stores it: packed (36 bytes), native byte order. ``steps``
 # (engine steps the sample covers) feeds the step count and is not a time-series column.
@@ -127,17 +128,25 @@ class Recorder:
 
     def _common(self, reqs: list, kind: str) -> dict:
         n = len(reqs)
-        pools = [*self.replica_pool, ""]  # replica -1 (never routed): no pool
+        parent_id = np.full(n, -1, np.int64)
+        if kind == "pipeline":
+            pool = [""] * n
+        else:
+            # Replica -1 (never routed) indexes the last entry: no pool.
+            pool = np.array([*self.replica_pool, ""], dtype=object)[_column(reqs, "replica", np.int64)]
+            parents = list(map(attrgetter("parent"), reqs))
+            if any(p is not None for p in parents):
+                parent_id = np.fromiter((-1 if p is None else p.request_id for p in parents), np.int64, n)
         return {
             "request_id": _column(reqs, "request_id", np.int64),
             "class_id": _column(reqs, "class_id", np.int32),
             "kind": np.full(n, kind, dtype=object),
-            "pool": [pools[i] for i in map(attrgetter("replica"), reqs)] if kind != "pipeline" else [""] * n,
-            "parent_id": np.fromiter((r.parent.request_id if getattr(r, "parent", None) is not None else -1 for r in reqs), np.int64, n),
+            "pool": pool,
+            "parent_id": parent_id,
             "stage": _column(reqs, "stage", np.int32) if kind != "pipeline" else np.full(n, -1, np.int32),
             "arrival_s": _column(reqs, "arrival_s", np.float64),
             "finish_s": _column(reqs, "finish_s", np.float64),
-            "status": [_STATUS[s] for s in map(attrgetter("status"), reqs)],
+            "status": _STATUS_WORDS[_column(reqs, "status", np.int64)],
             "reject_reason": list(map(attrgetter("reject_reason"), reqs)),
             "fail_reason": list(map(attrgetter("fail_reason"), reqs)),
         }
