@@ -1,7 +1,8 @@
 """One LLM replica's engine loop: schedule -> run the step for its cost -> update.
 
-This is vLLM's ``EngineCore.step()`` with ``execute_model`` replaced by a SimPy timeout of the
-cost model's duration, whose callback applies the step and starts the next. Decode-only
+This is vLLM's ``EngineCore.step()`` with ``execute_model`` replaced by a timer of the cost
+model's duration (on SimPy's queue: ``sim/fleet/timers.py``), whose callback applies the step
+and starts the next. Decode-only
 stretches run in closed form: the scheduler reports how many identical-membership decode steps
 lie ahead (``decode_span``), the cost model gives their total time, and the engine sleeps once
 for all of them. An arrival that could join the batch moves the wake-up to the end of the step

@@ -424,11 +424,7 @@ class Scheduler:
         n = len(self.cohort)
         if self.waiting and n < self.config.max_num_seqs and self._can_admit_head(n):
             return None
-        heap = self._finish_heap
-        finish, _, req = heap[0]
-        if req.cohort_finish_clock != finish or req not in self.cohort:
-            finish = self._next_finish_clock()
-        k = finish - self.clock
+        k = self._next_finish_clock() - self.clock
         bs = self.block_size
         # Each member needs at most ceil(k / bs) new blocks in k steps: when the pool has that
         # many for everyone it cannot run dry and the exact count is not needed.
