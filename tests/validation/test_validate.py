@@ -81,7 +81,7 @@ def test_in_loop_composition_adds_up_to_the_bursts_time(llm_validation):
 def test_llm_e2e_p50_and_p90_within_15_percent(tmp_path):
     """Issue 5's CPU target: simulated E2E p50 and p90 within 15 % of the median of the real
     runs at about 40 % and 80 % of measured capacity. Opt-in: on this shared 2-core VM it was
-    met in about half the runs (medians within 8 %, p90 swinging by +-20 %: docs/validation.md)
+    met in 3 of 5 runs (medians within 12 %, p90 swinging by +-20 %: docs/validation.md)
     — the same burst's step time moves by +-11 % between back-to-back runs, and a loaded CPU
     engine multiplies such a drift 3-5x in E2E."""
     s = LLMSettings(requests=60, capacity_requests=40, loads=(0.4, 0.8), repeats=3)
