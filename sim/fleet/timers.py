@@ -35,6 +35,8 @@ class Environment(simpy.Environment):
         """Arm ``method(timer_id)`` to run ``delay`` seconds from now, where and when
         ``env.timeout(delay)`` would fire (ahead of ordinary events at that time when
         ``urgent``). Returns the timer's id. ``method`` must be a bound method."""
+        if method.__class__ is not MethodType:
+            raise TypeError(f"call_later needs a bound method, got {type(method).__name__}")
         eid = next(self._eid)
         heappush(self._queue, (self._now + delay, URGENT if urgent else NORMAL, eid, method))
         return eid

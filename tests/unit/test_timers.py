@@ -103,3 +103,9 @@ def test_step_processes_bare_timers_and_events():
     assert env.now == 2.0 and log[-1] == "event"
     with pytest.raises(simpy.core.EmptySchedule):
         env.step()
+
+
+def test_call_later_takes_bound_methods_only():
+    env = Environment()
+    with pytest.raises(TypeError, match="bound method"):
+        env.call_later(1.0, lambda timer_id: None)
