@@ -170,9 +170,7 @@ class LLMReplica:
             self._span_state = (span.num_rows, len(sched.waiting), pool.num_blocks - pool.num_free)
             self._span_done = span.num_steps
             self._in_span = True
-            env = self.env  # self._wait(), inlined
-            eid = self._target = next(env._eid)
-            heappush(env._queue, (now + line.total_s(span.ctx_sum, span.ctx_growth, span.num_steps), NORMAL, eid, self._span_end))
+            self._wait(line.total_s(span.ctx_sum, span.ctx_growth, span.num_steps), self._span_end)
             return
 
         out = sched.schedule()
@@ -193,9 +191,7 @@ class LLMReplica:
                 self.outstanding_tokens += req.num_tokens
                 if req.cohort_marked:
                     self._settle(req)
-        env = self.env  # self._wait(), inlined
-        eid = self._target = next(env._eid)
-        heappush(env._queue, (now + dur, NORMAL, eid, self._step_end))
+        self._wait(dur, self._step_end)
 
     def _step_end(self, timer: int) -> None:
         if timer != self._target:
@@ -248,13 +244,7 @@ class LLMReplica:
         end = start + total
         if span.cohort:
             finished = sched.advance_decode(done)
-            # self._cohort_step(sched.clock, last_step, end, ...), inlined (once per span).
-            self._row_gpu_s += total * self.num_gpus / span.num_rows
-            self._cohort_last_s = end
-            stack = self._itl
-            while stack and stack[-1][1] <= last_step:
-                stack.pop()
-            stack.append((sched.clock, last_step))
+            self._cohort_step(sched.clock, last_step, end, total * self.num_gpus / span.num_rows)
         else:
             finished = self._commit_exact_span(span, line, done, start, total, last_step)
         self.outstanding_tokens -= span.ctx_growth * done
