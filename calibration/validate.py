@@ -14,8 +14,9 @@ with E2E and queue wait as its metrics and each real batch replayed against the 
    the spread between repeats is the real system's own noise floor, reported beside each error.
 4. **Simulation.** The same arrival times and lengths (a Vidur-format trace), the same engine
    knobs and KV capacity (``num_gpu_blocks``), the profile as cost model — with its whole-step
-   composition refitted in-loop for each load on the real steps of the burst and of the other
-   loads' runs (``refit_in_loop``; never on the load's own runs).
+   composition refitted in-loop (``refit_in_loop``) on the real steps of the capacity burst and
+   of short calibration bursts of other requests run before every real run (never on the
+   validation runs themselves).
 5. **Report.** Per-step replay error (each logged step predicted from its logged batch shape);
    end-to-end errors at p50/p90/p99 of TTFT, TPOT and E2E; throughput; CDF plots of measured
    vs predicted. Written as CSV, Markdown and PNG under the output folder.
@@ -45,15 +46,22 @@ class LLMSettings:
     loads: tuple[float, ...] = (0.4, 0.8)
     repeats: int = 3
     requests: int = 60
-    capacity_requests: int = 40
+    capacity_requests: int | None = None
+    """Requests of the capacity burst (default: ``requests``, so that its length mix, and with
+    it the capacity in requests per second, is the runs' own)."""
+    bracket_requests: int | None = None
+    """Requests of each calibration burst run before every real run (default ``requests // 4``,
+    at least 8; 0: none), whose steps the in-loop composition is fitted on with the capacity
+    burst's."""
     seed: int = 0
     max_num_seqs: int = 16
     max_num_batched_tokens: int = 512
     num_kv_blocks: int = 512
     quick: bool = True
     in_loop: bool = True
-    """Refit the profile's whole-step composition on the capacity burst's real steps
-    (``refit_in_loop``) before simulating; the grid profile's figures are reported beside."""
+    """Refit the profile's whole-step composition on the real steps of the capacity burst and the
+    calibration bursts (``refit_in_loop``) before simulating; the grid profile's figures are
+    reported beside."""
 
 
 def trace_lengths(n: int, rng: np.random.Generator, quick: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -295,25 +303,30 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     def real(workload, seed):
         return run_llm_engine(s.model, workload, cfg, device=s.device, dtype=dtype, seed=seed)
 
-    progress(f"capacity: {s.capacity_requests} requests at once")
-    burst, burst_steps = real(_workload(s.capacity_requests, None, rng, s.quick), s.seed)
+    n_burst = s.capacity_requests or s.requests
+    progress(f"capacity: {n_burst} requests at once")
+    burst, burst_steps = real(_workload(n_burst, None, rng, s.quick), s.seed)
     capacity = _throughput(burst)
     progress(f"capacity {capacity:.3f} req/s")
     burst_steps.to_csv(out / "burst_steps.csv", index=False)
 
-    # Every real run first, so that each load can be simulated with a composition fitted on
-    # the burst and the *other* loads' runs (never on its own). The loads take turns (40 %,
-    # 80 %, 40 %, 80 %, ...) so that a load's runs and the others' share the machine's state:
-    # a shared CPU's speed drifts by several per cent over minutes, and the E2E of a loaded
-    # CPU engine multiplies that drift (see docs/validation.md).
+    # The loads take turns (40 %, 80 %, 40 %, 80 %, ...), and before every real run a short
+    # calibration burst of other requests runs: the machine's speed drifts over a session (by
+    # 10-25 % between minutes on a shared VM, docs/validation.md), so the steps the composition
+    # is fitted on are taken across the whole session, beside every run, never from the runs.
     plan = []
     for load in s.loads:
         rate = load * capacity
         folder = out / f"load-{load:.2f}"
         folder.mkdir(exist_ok=True)
         plan.append((load, _workload(s.requests, rate, rng, s.quick), folder, [], []))
+    cal_steps = [burst_steps]
+    n_bracket = s.bracket_requests if s.bracket_requests is not None else max(8, s.requests // 4)
     for k in range(s.repeats):
         for load, workload, folder, runs, steps_k in plan:
+            if s.in_loop and n_bracket:
+                _, steps = real(_workload(n_bracket, None, rng, s.quick), s.seed + 1000 + len(cal_steps))
+                cal_steps.append(steps)
             progress(f"load {load:.0%} ({load * capacity:.3f} req/s): real run {k + 1}/{s.repeats}")
             reqs, steps = real(workload, s.seed + k)
             reqs.to_csv(folder / f"real_requests_{k}.csv", index=False)
@@ -321,15 +334,18 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
             runs.append(reqs)
             steps_k.append(steps)
 
-    rows, grid_rows, cdfs, replays, grid_replays, compositions = [], [], {}, [], [], {}
+    used = profile
+    composition = None
+    if s.in_loop:
+        cal = pd.concat(cal_steps, ignore_index=True)
+        cal.to_csv(out / "calibration_steps.csv", index=False)
+        what = f"the capacity burst and {len(cal_steps) - 1} calibration bursts of {n_bracket} requests taken beside the runs"
+        used, composition = refit_in_loop(profile, cal, out / "profile-in-loop.yaml", what)
+        fe = composition["in_loop"]["fit_error"]
+        progress(f"step composition refitted on {fe['points']} steps of {what}: held-out median |error| {fe['median_rel']:.1%}")
+
+    rows, grid_rows, cdfs, replays, grid_replays = [], [], {}, [], []
     for load, workload, folder, runs, steps_k in plan:
-        used = profile
-        if s.in_loop:
-            others = [st for other, _, _, _, sk in plan if other != load for st in sk]
-            what = "the capacity burst" + (" and the real runs of the other loads" if others else "")
-            used, compositions[load] = refit_in_loop(profile, pd.concat([burst_steps, *others], ignore_index=True), folder / "profile-in-loop.yaml", what)
-            fe = compositions[load]["in_loop"]["fit_error"]
-            progress(f"load {load:.0%}: step composition refitted on {fe['points']} steps of {what}: held-out median |error| {fe['median_rel']:.1%}")
         for k, steps in enumerate(steps_k):
             replays.append(step_replay(steps, used).assign(load=load, repeat=k))
             if s.in_loop:
@@ -346,14 +362,14 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     summary = _summary(s, dtype, profile, capacity, replay, "steps")
     if s.in_loop:
         # The same runs against the grid profile alone: what the in-loop refit changed.
-        summary["in_loop_profiles"] = {f"{load:g}": f"load-{load:.2f}/profile-in-loop.yaml" for load in s.loads}
+        summary["in_loop_profile"] = "profile-in-loop.yaml"
         grid_table = pd.DataFrame(grid_rows)
         grid_table.to_csv(out / "errors_grid_profile.csv", index=False)
         gr = pd.concat(grid_replays, ignore_index=True)
         err = gr["rel_error"]
         summary["grid_profile"] = {
             "profile": os.path.relpath(Path(profile).resolve(), out.resolve()),
-            "composition": {f"{load:g}": c for load, c in compositions.items()},
+            "composition": composition,
             "step_replay": {
                 "median_abs_rel_error": float(err.abs().median()),
                 "bias": float(err.median()),
@@ -517,14 +533,11 @@ def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
         lines.append(f"| {r.load:.0%} | {r.metric} | {r.measured:.4g} | {r.predicted:.4g} | {r.error:+.1%} | {r.noise_floor:.1%} |")
     grid = summary.get("grid_profile")
     if grid is not None:
-        fitted = "; ".join(
-            f"{float(load):.0%}: {[round(x, 6) for x in c['in_loop']['coef']]}" for load, c in grid["composition"].items()
-        )
-        first = next(iter(grid["composition"].values()))
+        c = grid["composition"]
         lines += [
             "",
-            f"The step composition (alpha, h0, h1) was refitted for each load on the real steps of the capacity burst "
-            f"and of the other loads' runs ({fitted}) against the grid's {[round(x, 6) for x in first['grid']['coef']]}. "
+            f"The step composition (alpha, h0, h1) was refitted on the capacity burst's real steps "
+            f"({[round(x, 6) for x in c['in_loop']['coef']]}) against the grid's {[round(x, 6) for x in c['grid']['coef']]}. "
             f"With the grid profile alone (`{grid['profile']}`): replay median |error| "
             f"{grid['step_replay']['median_abs_rel_error']:.1%}, median signed {grid['step_replay']['bias']:+.1%}, total time "
             f"{grid['step_replay']['total_time_bias']:+.1%}; E2E errors "

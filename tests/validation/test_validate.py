@@ -33,9 +33,9 @@ def _check_table(table: pd.DataFrame, metrics: tuple[str, ...], loads: tuple[flo
 @pytest.fixture(scope="module")
 def llm_validation(tmp_path_factory):
     """A small LLM validation: the committed grid profile of llama-tiny, its step composition
-    refitted on this machine's capacity burst, Poisson arrivals with Azure conversation lengths,
-    two real runs."""
-    s = LLMSettings(requests=12, capacity_requests=12, loads=(0.5,), repeats=2, max_num_seqs=4, num_kv_blocks=128)
+    refitted on this machine's capacity burst and calibration bursts, Poisson arrivals with Azure
+    conversation lengths, two real runs."""
+    s = LLMSettings(requests=12, loads=(0.5,), repeats=2, max_num_seqs=4, num_kv_blocks=128)
     out = tmp_path_factory.mktemp("llm")
     result = validate_llm(s, out, PROFILES / "llama-tiny-float32-tp1.yaml", progress=lambda msg: None)
     return s, out, result
@@ -59,15 +59,17 @@ def test_llm_validation_report(llm_validation):
     assert (out / "cdfs.png").stat().st_size > 10_000 and "| 50% | e2e_s_p50 |" in (out / "report.md").read_text()
 
 
-def test_in_loop_composition_adds_up_to_the_bursts_time(llm_validation):
-    """The refitted step composition predicts the burst's steps with the measured total time,
-    and the grid profile's own figures are reported beside the in-loop ones."""
+def test_in_loop_composition_adds_up_to_the_calibration_bursts_time(llm_validation):
+    """The refitted step composition predicts the calibration steps (the capacity burst and one
+    burst before each real run, none of the runs' own) with their measured total time, and the
+    grid profile's own figures are reported beside the in-loop ones."""
     from calibration.validate import step_replay
 
     _, out, result = llm_validation
+    cal = pd.read_csv(out / "calibration_steps.csv")
     burst = pd.read_csv(out / "burst_steps.csv")
-    # One load: its composition is fitted on the burst alone.
-    replay = step_replay(burst[burst["num_tokens"] > 0], out / "load-0.50" / "profile-in-loop.yaml")
+    assert len(cal) > len(burst)  # the calibration bursts are there beside the capacity burst
+    replay = step_replay(cal[cal["num_tokens"] > 0], out / "profile-in-loop.yaml")
     assert replay["predicted_s"].sum() == pytest.approx(replay["measured_s"].sum(), rel=1e-6)
     grid = result["grid_profile"]
     assert set(grid["e2e_errors"]) == {f"0.5/e2e_s_p{p}" for p in (50, 90, 99)}
@@ -76,15 +78,15 @@ def test_in_loop_composition_adds_up_to_the_bursts_time(llm_validation):
 
 @pytest.mark.skipif(
     os.environ.get("SERVESIM_VALIDATION_ACCURACY") != "1",
-    reason="accuracy run (~4 min, needs a quiet machine): set SERVESIM_VALIDATION_ACCURACY=1",
+    reason="accuracy run (~6 min, needs a quiet machine): set SERVESIM_VALIDATION_ACCURACY=1",
 )
 def test_llm_e2e_p50_and_p90_within_15_percent(tmp_path):
     """Issue 5's CPU target: simulated E2E p50 and p90 within 15 % of the median of the real
     runs at about 40 % and 80 % of measured capacity. Opt-in: on this shared 2-core VM it was
-    met in 3 of 5 runs (medians within 12 %, p90 swinging by +-20 %: docs/validation.md)
-    — the same burst's step time moves by +-11 % between back-to-back runs, and a loaded CPU
-    engine multiplies such a drift 3-5x in E2E."""
-    s = LLMSettings(requests=60, capacity_requests=40, loads=(0.4, 0.8), repeats=3)
+    met in 5 of 9 runs (docs/validation.md) — within 8-12 % when the machine holds still, but
+    its speed moves by 10-30 % from minute to minute, and the real runs of one load then
+    disagree with each other by more than the target (noise floors up to 250 %)."""
+    s = LLMSettings(requests=60, loads=(0.4, 0.8), repeats=3)
     result = validate_llm(s, tmp_path, PROFILES / "llama-tiny-float32-tp1.yaml", progress=lambda msg: None)
     table = result["table"]
     e2e = table[table["metric"].isin(["e2e_s_p50", "e2e_s_p90"])]
