@@ -536,7 +536,7 @@ def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
         c = grid["composition"]
         lines += [
             "",
-            f"The step composition (alpha, h0, h1) was refitted on the capacity burst's real steps "
+            f"The step composition (alpha, h0, h1) was refitted on the real steps of the capacity burst and the calibration bursts "
             f"({[round(x, 6) for x in c['in_loop']['coef']]}) against the grid's {[round(x, 6) for x in c['grid']['coef']]}. "
             f"With the grid profile alone (`{grid['profile']}`): replay median |error| "
             f"{grid['step_replay']['median_abs_rel_error']:.1%}, median signed {grid['step_replay']['bias']:+.1%}, total time "
