@@ -15,8 +15,11 @@ with E2E and queue wait as its metrics and each real batch replayed against the 
 4. **Simulation.** The same arrival times and lengths (a Vidur-format trace), the same engine
    knobs and KV capacity (``num_gpu_blocks``), the profile as cost model — with its whole-step
    composition refitted in-loop (``refit_in_loop``) on the real steps of the capacity burst and
-   of short calibration bursts of other requests run before every real run (never on the
-   validation runs themselves).
+   of short calibration bursts of other requests run before every real run and after the last
+   (never on the validation runs themselves). Each run is simulated at the machine's speed in
+   the bursts on either side of it (``machine_speed``, ``at_speed``): a shared machine's speed
+   wanders by tens of percent between minutes, and near capacity a queue turns a 10 % slower
+   machine into a far longer wait; on a dedicated GPU the factors sit near 1.
 5. **Report.** Per-step replay error (each logged step predicted from its logged batch shape);
    end-to-end errors at p50/p90/p99 of TTFT, TPOT and E2E; throughput; CDF plots of measured
    vs predicted. Written as CSV, Markdown and PNG under the output folder.
@@ -50,9 +53,10 @@ class LLMSettings:
     """Requests of the capacity burst (default: ``requests``, so that its length mix, and with
     it the capacity in requests per second, is the runs' own)."""
     bracket_requests: int | None = None
-    """Requests of each calibration burst run before every real run (default ``requests // 4``,
-    at least 8; 0: none), whose steps the in-loop composition is fitted on with the capacity
-    burst's."""
+    """Requests of each calibration burst, run before every real run and after the last
+    (default ``requests // 4``, at least 8; 0: none): the in-loop composition is fitted on their
+    steps and the capacity burst's, and each run is simulated at the speed of the two bursts
+    beside it."""
     seed: int = 0
     max_num_seqs: int = 16
     max_num_batched_tokens: int = 512
@@ -83,10 +87,21 @@ def trace_lengths(n: int, rng: np.random.Generator, quick: bool) -> tuple[np.nda
     return prompt.astype(int), np.maximum(output, 1).astype(int)
 
 
-def _workload(n: int, rate: float | None, rng: np.random.Generator, quick: bool):
+def _workload(n: int, rate: float | None, rng: np.random.Generator, quick: bool, staircase: bool = False):
+    """``n`` requests with trace lengths, Poisson arrivals at ``rate`` (None: all at once).
+
+    ``staircase`` (calibration bursts): output lengths evenly spaced from 2 tokens to the
+    trace's 90th percentile instead of drawn, so that as the burst drains the engine runs every
+    batch size from full down to one for about as many steps each. With drawn lengths a burst
+    spends nearly all its steps in full batches and a handful at one or two sequences, and a
+    composition fitted on it misses the small batches a lightly loaded engine runs most."""
     from calibration.engine.llm import WorkItem
 
     prompt, output = trace_lengths(n, rng, quick)
+    if staircase:
+        _, sample = trace_lengths(1000, np.random.default_rng(0), quick)
+        output = np.linspace(2, max(2.0, np.percentile(sample, 90)), n).round().astype(int)
+        output = rng.permutation(output)
     arrivals = np.zeros(n) if rate is None else np.cumsum(rng.exponential(1.0 / rate, n))
     return [WorkItem(i, float(t), int(p), int(o)) for i, (t, p, o) in enumerate(zip(arrivals, prompt, output))]
 
@@ -211,11 +226,40 @@ def refit_in_loop(profile: Path, steps: pd.DataFrame, out: Path, what: str = "th
         f"step composition refitted in-loop on {len(steps)} real steps of {what} (servesim validate): coef "
         f"{[round(c, 6) for c in fitted['coef']]} (grid: {[round(c, 6) for c in grid['coef']]})",
     ]
+    _write_profile(data, profile, out)
+    return out, {"grid": {"coef": grid["coef"]}, "in_loop": {"coef": fitted["coef"], "fit_error": fitted["fit_error"]}}
+
+
+def _write_profile(data: dict, source: Path, out: Path) -> None:
+    """Write a profile derived from ``source`` to ``out``, its raw-data path made relative to
+    the new file."""
+    import yaml
+
     raw = data["source"].get("raw")
     if raw:
-        data["source"]["raw"] = os.path.relpath((Path(profile).parent / raw).resolve(), out.parent.resolve())
+        data["source"]["raw"] = os.path.relpath((Path(source).parent / raw).resolve(), out.parent.resolve())
     out.write_text(yaml.safe_dump(data, sort_keys=False, width=120))
-    return out, {"grid": {"coef": grid["coef"]}, "in_loop": {"coef": fitted["coef"], "fit_error": fitted["fit_error"]}}
+
+
+def machine_speed(steps: pd.DataFrame, profile: Path) -> float:
+    """How slow the machine ran ``steps`` against ``profile``: their measured total time over
+    the predicted (1.0: as the profile says; 1.2: 20 % slower)."""
+    replay = step_replay(steps[steps["num_tokens"] > 0], profile)
+    return float(replay["measured_s"].sum() / replay["predicted_s"].sum())
+
+
+def at_speed(profile: Path, speed: float, out: Path, why: str) -> Path:
+    """``profile`` with every step ``speed`` times as long (its whole-step composition scaled)."""
+    import yaml
+
+    data = yaml.safe_load(Path(profile).read_text())
+    step = data["ops"]["step"]
+    speed = float(speed)
+    step["coef"] = [c * speed for c in step["coef"]]
+    step["machine_speed"] = round(speed, 4)
+    data["source"]["notes"] = [*data["source"].get("notes", []), f"steps scaled by {speed:.4f}: {why}"]
+    _write_profile(data, profile, out)
+    return out
 
 
 def _profile_for(model: str, device: str, dtype: str, out: Path, profile: Path | None, progress: Progress) -> Path:
@@ -231,25 +275,31 @@ def _profile_for(model: str, device: str, dtype: str, out: Path, profile: Path |
     return write_profile(build_profile(raw, meta, None), raw, out / "calibration")
 
 
-def _compare(load: float, runs: list[pd.DataFrame], sim: pd.DataFrame, metrics: tuple[str, ...]) -> list[dict]:
-    """Error rows of one load: each percentile of each metric, and throughput. ``measured`` is
-    the median over the real repeats; ``noise_floor`` their (max - min) / median."""
+def _compare(load: float, runs: list[pd.DataFrame], sims: list[pd.DataFrame], metrics: tuple[str, ...]) -> list[dict]:
+    """Error rows of one load: each percentile of each metric, and throughput. ``sims`` holds
+    one simulation per real run (each at the machine speed measured beside its run) or one for
+    them all. ``error`` is the median over the runs of (simulated - measured) / measured, each
+    run against its own simulation; ``measured`` and ``predicted`` are the medians of the real
+    and simulated figures; ``noise_floor`` is the real runs' (max - min) / median."""
+    if len(sims) == 1:
+        sims = sims * len(runs)
 
-    def row(metric: str, vals: np.ndarray, predicted: float) -> dict:
+    def row(metric: str, vals: np.ndarray, predicted: np.ndarray) -> dict:
         med = float(np.median(vals))
         return {
             "load": load,
             "metric": metric,
             "measured": med,
-            "predicted": predicted,
-            "error": (predicted - med) / med if med else float("nan"),
+            "predicted": float(np.median(predicted)),
+            "error": float(np.median((predicted - vals) / vals)) if (vals > 0).all() else float("nan"),
             "noise_floor": float((vals.max() - vals.min()) / med) if med else float("nan"),
         }
 
     real_p = pd.DataFrame([_percentiles(r, metrics) for r in runs])
-    sim_p = _percentiles(sim, metrics)
-    rows = [row(key, real_p[key].to_numpy(), sim_p[key]) for key in real_p.columns]
-    rows.append(row("throughput_req_s", np.array([_throughput(r) for r in runs]), _throughput(sim)))
+    sim_p = pd.DataFrame([_percentiles(r, metrics) for r in sims])
+    rows = [row(key, real_p[key].to_numpy(), sim_p[key].to_numpy()) for key in real_p.columns]
+    tput = [np.array([_throughput(r) for r in frames]) for frames in (runs, sims)]
+    rows.append(row("throughput_req_s", *tput))
     return rows
 
 
@@ -310,10 +360,11 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     progress(f"capacity {capacity:.3f} req/s")
     burst_steps.to_csv(out / "burst_steps.csv", index=False)
 
-    # The loads take turns (40 %, 80 %, 40 %, 80 %, ...), and before every real run a short
-    # calibration burst of other requests runs: the machine's speed drifts over a session (by
-    # 10-25 % between minutes on a shared VM, docs/validation.md), so the steps the composition
-    # is fitted on are taken across the whole session, beside every run, never from the runs.
+    # The loads take turns (40 %, 80 %, 40 %, 80 %, ...), and a short calibration burst of other
+    # requests runs before every real run and once after the last: the machine's speed drifts
+    # over a session (by 10-30 % between minutes on a shared VM, docs/validation.md), so the
+    # steps the composition is fitted on are taken across the whole session, and each run has a
+    # burst on either side of it to tell how fast the machine was then — never from the run.
     plan = []
     for load in s.loads:
         rate = load * capacity
@@ -322,44 +373,79 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
         plan.append((load, _workload(s.requests, rate, rng, s.quick), folder, [], []))
     cal_steps = [burst_steps]
     n_bracket = s.bracket_requests if s.bracket_requests is not None else max(8, s.requests // 4)
+    bracketed = s.in_loop and n_bracket > 0
+
+    def calibration_burst() -> None:
+        _, steps = real(_workload(n_bracket, None, rng, s.quick, staircase=True), s.seed + 1000 + len(cal_steps))
+        cal_steps.append(steps)
+
+    order, run_steps = [], {}  # (load, repeat) in the order they ran; run i sits between bursts i + 1 and i + 2
     for k in range(s.repeats):
         for load, workload, folder, runs, steps_k in plan:
-            if s.in_loop and n_bracket:
-                _, steps = real(_workload(n_bracket, None, rng, s.quick), s.seed + 1000 + len(cal_steps))
-                cal_steps.append(steps)
+            if bracketed:
+                calibration_burst()
             progress(f"load {load:.0%} ({load * capacity:.3f} req/s): real run {k + 1}/{s.repeats}")
             reqs, steps = real(workload, s.seed + k)
             reqs.to_csv(folder / f"real_requests_{k}.csv", index=False)
             steps.to_csv(folder / f"real_steps_{k}.csv", index=False)
             runs.append(reqs)
             steps_k.append(steps)
+            order.append((load, k))
+            run_steps[load, k] = steps
+    if bracketed:
+        calibration_burst()
 
     used = profile
     composition = None
     if s.in_loop:
-        cal = pd.concat(cal_steps, ignore_index=True)
+        cal = pd.concat([c.assign(burst=b) for b, c in enumerate(cal_steps)], ignore_index=True)
         cal.to_csv(out / "calibration_steps.csv", index=False)
         what = f"the capacity burst and {len(cal_steps) - 1} calibration bursts of {n_bracket} requests taken beside the runs"
         used, composition = refit_in_loop(profile, cal, out / "profile-in-loop.yaml", what)
         fe = composition["in_loop"]["fit_error"]
         progress(f"step composition refitted on {fe['points']} steps of {what}: held-out median |error| {fe['median_rel']:.1%}")
 
-    rows, grid_rows, cdfs, replays, grid_replays = [], [], {}, [], []
+    # Each run's profile: the session's composition at the speed the bursts on either side of
+    # the run measured. (How fast the run's own steps went is reported beside, never used.)
+    speeds, run_profile = [], {}
+    for i, (load, k) in enumerate(order):
+        if not bracketed:
+            run_profile[load, k] = used
+            continue
+        folder = out / f"load-{load:.2f}"
+        around = machine_speed(pd.concat(cal_steps[i + 1 : i + 3]), used)
+        why = f"the machine's speed in the calibration bursts before and after real run {k} at load {load:g}"
+        run_profile[load, k] = at_speed(used, around, folder / f"profile-run-{k}.yaml", why)
+        speeds.append({"load": load, "repeat": k, "bursts": around, "run": machine_speed(run_steps[load, k], used)})
+
+    rows, session_rows, grid_rows, cdfs, replays, grid_replays = [], [], [], {}, [], []
     for load, workload, folder, runs, steps_k in plan:
         for k, steps in enumerate(steps_k):
-            replays.append(step_replay(steps, used).assign(load=load, repeat=k))
+            replays.append(step_replay(steps, run_profile[load, k]).assign(load=load, repeat=k))
             if s.in_loop:
                 grid_replays.append(step_replay(steps, profile))
         progress(f"load {load:.0%}: simulating")
-        sim = simulate_llm(workload, s, used, folder)
-        sim.to_csv(folder / "sim_requests.csv", index=False)
-        cdfs[load] = (runs, sim)
-        rows += _compare(load, runs, sim, METRICS)
+        sims = []
+        for k in range(len(runs) if bracketed else 1):
+            sim = simulate_llm(workload, s, run_profile[load, k], folder)
+            sim.to_csv(folder / f"sim_requests_{k}.csv", index=False)
+            sims.append(sim)
+        cdfs[load] = (runs, sims)
+        rows += _compare(load, runs, sims, METRICS)
+        if bracketed:
+            session_rows += _compare(load, runs, [simulate_llm(workload, s, used, folder)], METRICS)
         if s.in_loop:
-            grid_rows += _compare(load, runs, simulate_llm(workload, s, profile, folder), METRICS)
+            grid_rows += _compare(load, runs, [simulate_llm(workload, s, profile, folder)], METRICS)
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "step_replay.csv", index=False)
     summary = _summary(s, dtype, profile, capacity, replay, "steps")
+    if bracketed:
+        session = pd.DataFrame(session_rows)
+        session.to_csv(out / "errors_session_speed.csv", index=False)
+        summary["machine_speed"] = {
+            "runs": speeds,
+            "e2e_errors_at_session_speed": _e2e_errors(session),
+        }
     if s.in_loop:
         # The same runs against the grid profile alone: what the in-loop refit changed.
         summary["in_loop_profile"] = "profile-in-loop.yaml"
@@ -375,9 +461,13 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
                 "bias": float(err.median()),
                 "total_time_bias": float(gr["predicted_s"].sum() / gr["measured_s"].sum() - 1),
             },
-            "e2e_errors": {f"{r.load:g}/{r.metric}": float(r.error) for r in grid_table.itertuples() if r.metric.startswith("e2e_s")},
+            "e2e_errors": _e2e_errors(grid_table),
         }
     return _finish(out, rows, summary, cdfs, METRICS)
+
+
+def _e2e_errors(table: pd.DataFrame) -> dict[str, float]:
+    return {f"{r.load:g}/{r.metric}": float(r.error) for r in table.itertuples() if r.metric.startswith("e2e_s")}
 
 
 @dataclass(frozen=True)
@@ -486,8 +576,8 @@ def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = N
             batches.to_csv(folder / f"real_batches_{k}.csv", index=False)
             runs.append(reqs)
             replays.append(batch_replay(batches, profile, prompts_per_image).assign(load=load, repeat=k))
-        cdfs[load] = (runs, sim)
-        rows += _compare(load, runs, sim, IMAGE_METRICS)
+        cdfs[load] = (runs, [sim])
+        rows += _compare(load, runs, [sim], IMAGE_METRICS)
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "batch_replay.csv", index=False)
     summary = _summary(s, dtype, profile, capacity, replay, "batches")
@@ -501,13 +591,15 @@ def _plot_cdfs(cdfs: dict, path: Path, metrics: tuple[str, ...]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(cdfs), len(metrics), figsize=(4.2 * len(metrics), 3.2 * len(cdfs)), squeeze=False)
-    for row, (load, (runs, sim)) in zip(axes, cdfs.items()):
+    for row, (load, (runs, sims)) in zip(axes, cdfs.items()):
         for ax, m in zip(row, metrics):
             for k, r in enumerate(runs):
                 v = np.sort(r[m].dropna().to_numpy())
                 ax.plot(v, np.linspace(0, 1, len(v)), color="tab:blue", alpha=0.5, label="measured" if k == 0 else None)
-            v = np.sort(sim[m].dropna().to_numpy())
-            ax.plot(v, np.linspace(0, 1, len(v)), color="tab:orange", lw=2, label="simulated")
+            for k, sim in enumerate(sims):
+                v = np.sort(sim[m].dropna().to_numpy())
+                lw, alpha = (2, 1.0) if len(sims) == 1 else (1.2, 0.7)
+                ax.plot(v, np.linspace(0, 1, len(v)), color="tab:orange", lw=lw, alpha=alpha, label="simulated" if k == 0 else None)
             ax.set_title(f"{m.removesuffix('_s').upper()} at {load:.0%} load", fontsize=9)
             ax.set_xlabel("s")
             ax.legend(fontsize=7)
@@ -526,6 +618,10 @@ def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
         f"p90 {sr['p90_abs_rel_error']:.1%}, median signed {sr['bias']:+.1%}; all steps' predicted total time "
         f"{sr['total_time_bias']:+.1%} off the measured.",
         "",
+        "`measured`: the median over the real runs; `predicted`: the median over the simulations; `error`: the median "
+        "over the runs of (simulated - measured) / measured, each run against its own simulation; `noise floor`: the "
+        "real runs' (max - min) / median.",
+        "",
         "| load | metric | measured | predicted | error | noise floor |",
         "|---|---|---|---|---|---|",
     ]
@@ -542,6 +638,19 @@ def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
             f"{grid['step_replay']['median_abs_rel_error']:.1%}, median signed {grid['step_replay']['bias']:+.1%}, total time "
             f"{grid['step_replay']['total_time_bias']:+.1%}; E2E errors "
             + ", ".join(f"{k} {v:+.1%}" for k, v in grid["e2e_errors"].items())
+            + ".",
+        ]
+    speed = summary.get("machine_speed")
+    if speed is not None:
+        bursts = [r["bursts"] for r in speed["runs"]]
+        own = [r["run"] for r in speed["runs"]]
+        lines += [
+            "",
+            f"Each run was simulated at the machine's speed measured in the calibration bursts on either side of it: "
+            f"{min(bursts):.3f}-{max(bursts):.3f} times the session's composition (the runs' own steps, not used: "
+            f"{min(own):.3f}-{max(own):.3f}; each run in summary.json), and `predicted` is the median of those "
+            f"simulations. At the session's speed for every run, E2E errors "
+            + ", ".join(f"{k} {v:+.1%}" for k, v in speed["e2e_errors_at_session_speed"].items())
             + ".",
         ]
     lines += ["", "![measured vs simulated CDFs](cdfs.png)", ""]

@@ -359,6 +359,7 @@ def _cmd_validate_real(args) -> int:
         table.add_row(f"{r.load:.0%}", r.metric, f"{r.measured:.4g}", f"{r.predicted:.4g}", f"{r.error:+.1%}", f"{r.noise_floor:.1%}")
     out = Console()
     out.print(table)
+    out.print("error: the median over the real runs of (simulated - measured) / measured, each run against its own simulation")
     sr = result["step_replay"]
     out.print(f"replay of {sr['steps']} real {sr['what']}: median |error| {sr['median_abs_rel_error']:.1%}, p90 {sr['p90_abs_rel_error']:.1%}, bias {sr['bias']:+.1%}, total time {sr.get('total_time_bias', float('nan')):+.1%}")
     out.print(f"report in {args.output} ({time.perf_counter() - t0:.0f} s)")
