@@ -262,6 +262,61 @@ def at_speed(profile: Path, speed: float, out: Path, why: str) -> Path:
     return out
 
 
+def run_speed_series(steps: pd.DataFrame, profile: Path, window_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """How fast the machine ran a real run, window by window: (edges, speed), the measured over
+    the predicted time of the run's own steps in each ``window_s`` window, 1.0 being what
+    ``profile`` says. A window with less than a fifth of its time in steps takes its
+    neighbours' value. This reads the run itself: a diagnostic, never the prediction."""
+    st = steps[steps["num_tokens"] > 0]
+    replay = step_replay(st, profile)
+    n = int(np.ceil(st["end_s"].max() / window_s)) + 1
+    mid = ((st["start_s"] + st["end_s"]) / 2).to_numpy()
+    idx = np.minimum((mid // window_s).astype(int), n - 1)
+    measured = np.bincount(idx, replay["measured_s"].to_numpy(), n)
+    predicted = np.bincount(idx, replay["predicted_s"].to_numpy(), n)
+    busy = predicted > 0.2 * window_s
+    speed = np.full(n, np.nan)
+    speed[busy] = measured[busy] / predicted[busy]
+    speed = pd.Series(speed).ffill().bfill().fillna(1.0).to_numpy()
+    return np.arange(n + 1) * window_s, speed
+
+
+def simulate_llm_at(workload, s: LLMSettings, profile: Path, folder: Path, edges: np.ndarray, speed: np.ndarray) -> pd.DataFrame:
+    """``simulate_llm`` on a machine whose speed changes over time: ``speed[i]`` times the
+    profile's step times between ``edges[i]`` and ``edges[i + 1]`` (the last value on after).
+
+    A time warp: work done at speed S(t) takes S(t) times as long, so in work time
+    w(t) = integral of dt / S(t) every step takes the profile's time. The arrivals are mapped
+    to work time, simulated there, and every event is mapped back. Exact for an engine whose
+    choices depend on the order of events, not on the clock."""
+    from calibration.engine.llm import WorkItem
+
+    edges = np.append(edges, edges[-1] + 1e7)
+    speed = np.append(speed, speed[-1])
+    work = np.concatenate([[0.0], np.cumsum(np.diff(edges) / speed)])
+
+    def to_work(t):
+        return np.interp(t, edges, work)
+
+    def to_real(w):
+        return np.interp(w, work, edges)
+
+    arrivals = np.array([w.arrival_s for w in workload])
+    warped = [WorkItem(w.request_id, float(a), w.prompt_tokens, w.output_tokens) for w, a in zip(workload, to_work(arrivals))]
+    (folder / "warped").mkdir(exist_ok=True)
+    sim = simulate_llm(warped, s, profile, folder / "warped")
+    w_arrival = to_work(arrivals)
+    w_first, w_finish = w_arrival + sim["ttft_s"].to_numpy(), w_arrival + sim["e2e_s"].to_numpy()
+    first, finish = to_real(w_first), to_real(w_finish)
+    sim["arrival_s"] = arrivals
+    sim["ttft_s"] = first - arrivals
+    sim["e2e_s"] = finish - arrivals
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sim["tpot_s"] = sim["tpot_s"].to_numpy() * (finish - first) / (w_finish - w_first)
+    sim["first_token_s"], sim["finish_s"] = first, finish
+    return sim
+
+
 def _profile_for(model: str, device: str, dtype: str, out: Path, profile: Path | None, progress: Progress) -> Path:
     """The given profile, or one calibrated now on this device (quick grid) under ``out``."""
     if profile is not None:
@@ -418,7 +473,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
         run_profile[load, k] = at_speed(used, around, folder / f"profile-run-{k}.yaml", why)
         speeds.append({"load": load, "repeat": k, "bursts": around, "run": machine_speed(run_steps[load, k], used)})
 
-    rows, session_rows, grid_rows, cdfs, replays, grid_replays = [], [], [], {}, [], []
+    rows, session_rows, grid_rows, given_rows, cdfs, replays, grid_replays = [], [], [], [], {}, [], []
     for load, workload, folder, runs, steps_k in plan:
         for k, steps in enumerate(steps_k):
             replays.append(step_replay(steps, run_profile[load, k]).assign(load=load, repeat=k))
@@ -432,6 +487,9 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
             sims.append(sim)
         cdfs[load] = (runs, sims)
         rows += _compare(load, runs, sims, METRICS)
+        # Diagnostic: each run simulated at the speed its own steps went, second by second.
+        given = [simulate_llm_at(workload, s, used, folder, *run_speed_series(st, used)) for st in steps_k]
+        given_rows += _compare(load, runs, given, METRICS)
         if bracketed:
             session_rows += _compare(load, runs, [simulate_llm(workload, s, used, folder)], METRICS)
         if s.in_loop:
@@ -439,6 +497,9 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "step_replay.csv", index=False)
     summary = _summary(s, dtype, profile, capacity, replay, "steps")
+    given_table = pd.DataFrame(given_rows)
+    given_table.to_csv(out / "errors_given_run_speed.csv", index=False)
+    summary["given_run_speed"] = {"window_s": 1.0, "e2e_errors": _e2e_errors(given_table)}
     if bracketed:
         session = pd.DataFrame(session_rows)
         session.to_csv(out / "errors_session_speed.csv", index=False)
@@ -652,6 +713,14 @@ def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
             f"simulations. At the session's speed for every run, E2E errors "
             + ", ".join(f"{k} {v:+.1%}" for k, v in speed["e2e_errors_at_session_speed"].items())
             + ".",
+        ]
+    given = summary.get("given_run_speed")
+    if given is not None:
+        lines += [
+            "",
+            f"Diagnostic, not a prediction: each run simulated at the speed its own steps went, "
+            f"{given['window_s']:g} s at a time (`errors_given_run_speed.csv`), what remains when the machine's "
+            "speed is known: E2E errors " + ", ".join(f"{k} {v:+.1%}" for k, v in given["e2e_errors"].items()) + ".",
         ]
     lines += ["", "![measured vs simulated CDFs](cdfs.png)", ""]
     path.write_text("\n".join(lines))

@@ -1,6 +1,8 @@
 """servesim validate end to end on the CPU: the real loop runs, the simulator replays the same
-workload, and the report holds every figure the method promises. The accuracy target (E2E p50
-and p90 within 15 % at about 40 % and 80 % load) is an opt-in test: see its docstring."""
+workload, and the report holds every figure the method promises. Given the runs' own speed
+second by second the simulation must match them (the model's own error); the accuracy target
+(E2E p50 and p90 within 15 % at about 40 % and 80 % load, predicted from the calibration
+bursts) is an opt-in test: see its docstring."""
 
 from __future__ import annotations
 
@@ -133,9 +135,10 @@ def test_each_run_is_simulated_at_the_speed_of_the_bursts_beside_it(llm_validati
 def test_llm_e2e_p50_and_p90_within_15_percent(tmp_path):
     """Issue 5's CPU target: simulated E2E p50 and p90 within 15 % of the real runs at about
     40 % and 80 % of measured capacity, the error being the median over three runs of each run
-    against its own simulation. Opt-in: on this shared 2-core VM it was met in 6 of 7 runs of
-    the method (docs/validation.md), but the calibration bursts judge a run's speed only to
-    about +-5 % here, and at 80 % load that is a 10-40 % error in E2E time."""
+    against its own simulation. Opt-in: on this shared 2-core VM it was met in 6 of 8 runs of
+    the method (docs/validation.md). The calibration bursts judge a run's speed only to about
+    +-10 % here, and near capacity that is a 10-40 % error in E2E time; given the runs' own
+    speed the same simulations come within 2.4 %, so what fails is the machine, not the model."""
     s = LLMSettings(requests=60, loads=(0.4, 0.8), repeats=3)
     result = validate_llm(s, tmp_path, PROFILES / "llama-tiny-float32-tp1.yaml", progress=lambda msg: None)
     table = result["table"]
@@ -168,3 +171,48 @@ def test_bad_validate_input_is_one_line(argv, message, capsys, tmp_path, monkeyp
     assert main([*argv, "--profile", str(PROFILES / "llama-tiny-float32-tp1.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def _tiny_workload():
+    from calibration.engine.llm import WorkItem
+
+    return [WorkItem(i, 0.7 * i, 40 + 8 * i, 6 + i) for i in range(8)]
+
+
+def test_a_time_warp_at_one_speed_is_the_profile_at_that_speed(tmp_path):
+    """At a constant speed the warped simulation is the plain one with every step that much
+    slower; where the speed changes, a request served wholly in the slow part takes that
+    factor longer."""
+    from calibration.validate import at_speed, simulate_llm, simulate_llm_at
+
+    s = LLMSettings(max_num_seqs=4, num_kv_blocks=128)
+    profile = PROFILES / "llama-tiny-float32-tp1.yaml"
+    work = _tiny_workload()
+    plain = simulate_llm(work, s, at_speed(profile, 1.3, tmp_path / "p.yaml", "test"), tmp_path)
+    warped = simulate_llm_at(work, s, profile, tmp_path, np.array([0.0, 1.0]), np.array([1.3]))
+    for col in ("e2e_s", "ttft_s", "tpot_s"):
+        assert np.allclose(warped[col], plain[col], rtol=1e-9), col
+    # Speed 1 until t = 100 s, then 2: a request alone long after the switch takes twice as
+    # long, one served before it as long as at speed 1.
+    two = [type(work[0])(0, 0.0, 64, 10), type(work[0])(1, 150.0, 64, 10)]
+    base = simulate_llm(two, s, profile, tmp_path)
+    slow = simulate_llm_at(two, s, profile, tmp_path, np.array([0.0, 100.0, 101.0]), np.array([1.0, 2.0]))
+    assert slow["e2e_s"].iloc[0] == pytest.approx(base["e2e_s"].iloc[0], rel=1e-9)
+    assert slow["e2e_s"].iloc[1] == pytest.approx(2 * base["e2e_s"].iloc[1], rel=1e-9)
+    assert slow["arrival_s"].tolist() == [0.0, 150.0]
+
+
+def test_given_the_runs_own_speed_the_simulation_is_reported_as_a_diagnostic(llm_validation):
+    """The diagnostic that separates the model from the machine: each run re-simulated at the
+    speed its own steps went, second by second. Reported beside the prediction, never in it."""
+    s, out, result = llm_validation
+    given = pd.read_csv(out / "errors_given_run_speed.csv")
+    _check_table(given, ("ttft_s", "tpot_s", "e2e_s"), s.loads)
+    e2e = given[given["metric"].isin(["e2e_s_p50", "e2e_s_p90"])]
+    print("\n" + e2e.to_string(index=False))
+    assert set(result["given_run_speed"]["e2e_errors"]) == {f"{load:g}/e2e_s_p{p}" for load in s.loads for p in (50, 90, 99)}
+    assert "Diagnostic, not a prediction" in (out / "report.md").read_text()
+    # Given the machine's speed, what is left is the model's own dynamics (scheduling, batching,
+    # step composition): 0.4-2.4 % per run in docs/validation.md. A simulator that scheduled,
+    # batched or chunked differently from the engine would be off by far more.
+    assert (e2e["error"].abs() <= 0.08).all(), e2e.to_string(index=False)
