@@ -669,6 +669,10 @@ def _plot_cdfs(cdfs: dict, path: Path, metrics: tuple[str, ...]) -> None:
     plt.close(fig)
 
 
+def _errors_text(errors: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:+.1%}" for k, v in errors.items())
+
+
 def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
     sr = summary["step_replay"]
     lines = [
@@ -698,7 +702,7 @@ def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
             f"With the grid profile alone (`{grid['profile']}`): replay median |error| "
             f"{grid['step_replay']['median_abs_rel_error']:.1%}, median signed {grid['step_replay']['bias']:+.1%}, total time "
             f"{grid['step_replay']['total_time_bias']:+.1%}; E2E errors "
-            + ", ".join(f"{k} {v:+.1%}" for k, v in grid["e2e_errors"].items())
+            + _errors_text(grid["e2e_errors"])
             + ".",
         ]
     speed = summary.get("machine_speed")
@@ -711,7 +715,7 @@ def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
             f"{min(bursts):.3f}-{max(bursts):.3f} times the session's composition (the runs' own steps, not used: "
             f"{min(own):.3f}-{max(own):.3f}; each run in summary.json), and `predicted` is the median of those "
             f"simulations. At the session's speed for every run, E2E errors "
-            + ", ".join(f"{k} {v:+.1%}" for k, v in speed["e2e_errors_at_session_speed"].items())
+            + _errors_text(speed["e2e_errors_at_session_speed"])
             + ".",
         ]
     given = summary.get("given_run_speed")
@@ -720,7 +724,7 @@ def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
             "",
             f"Diagnostic, not a prediction: each run simulated at the speed its own steps went, "
             f"{given['window_s']:g} s at a time (`errors_given_run_speed.csv`), what remains when the machine's "
-            "speed is known: E2E errors " + ", ".join(f"{k} {v:+.1%}" for k, v in given["e2e_errors"].items()) + ".",
+            "speed is known: E2E errors " + _errors_text(given["e2e_errors"]) + ".",
         ]
     lines += ["", "![measured vs simulated CDFs](cdfs.png)", ""]
     path.write_text("\n".join(lines))
