@@ -262,7 +262,11 @@ def at_speed(profile: Path, speed: float, out: Path, why: str) -> Path:
     return out
 
 
-def run_speed_series(steps: pd.DataFrame, profile: Path, window_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+SPEED_WINDOW_S = 1.0
+"""The window of ``run_speed_series`` in the report's given-the-runs'-speed diagnostic."""
+
+
+def run_speed_series(steps: pd.DataFrame, profile: Path, window_s: float = SPEED_WINDOW_S) -> tuple[np.ndarray, np.ndarray]:
     """How fast the machine ran a real run, window by window: (edges, speed), the measured over
     the predicted time of the run's own steps in each ``window_s`` window, 1.0 being what
     ``profile`` says. A window with less than a fifth of its time in steps takes its
@@ -287,8 +291,9 @@ def simulate_llm_at(workload, s: LLMSettings, profile: Path, folder: Path, edges
 
     A time warp: work done at speed S(t) takes S(t) times as long, so in work time
     w(t) = integral of dt / S(t) every step takes the profile's time. The arrivals are mapped
-    to work time, simulated there, and every event is mapped back. Exact for an engine whose
-    choices depend on the order of events, not on the clock."""
+    to work time, simulated there, and every event is mapped back (arrival, queue wait, first
+    token, finish, and TTFT, TPOT, E2E from them). Exact for an engine whose choices depend on
+    the order of events, not on the clock."""
     from calibration.engine.llm import WorkItem
 
     edges = np.append(edges, edges[-1] + 1e7)
@@ -302,13 +307,14 @@ def simulate_llm_at(workload, s: LLMSettings, profile: Path, folder: Path, edges
         return np.interp(w, work, edges)
 
     arrivals = np.array([w.arrival_s for w in workload])
-    warped = [WorkItem(w.request_id, float(a), w.prompt_tokens, w.output_tokens) for w, a in zip(workload, to_work(arrivals))]
+    w_arrival = to_work(arrivals)
+    warped = [WorkItem(w.request_id, float(a), w.prompt_tokens, w.output_tokens) for w, a in zip(workload, w_arrival)]
     (folder / "warped").mkdir(exist_ok=True)
     sim = simulate_llm(warped, s, profile, folder / "warped")
-    w_arrival = to_work(arrivals)
     w_first, w_finish = w_arrival + sim["ttft_s"].to_numpy(), w_arrival + sim["e2e_s"].to_numpy()
     first, finish = to_real(w_first), to_real(w_finish)
     sim["arrival_s"] = arrivals
+    sim["queue_s"] = to_real(w_arrival + sim["queue_s"].to_numpy()) - arrivals
     sim["ttft_s"] = first - arrivals
     sim["e2e_s"] = finish - arrivals
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -499,7 +505,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     summary = _summary(s, dtype, profile, capacity, replay, "steps")
     given_table = pd.DataFrame(given_rows)
     given_table.to_csv(out / "errors_given_run_speed.csv", index=False)
-    summary["given_run_speed"] = {"window_s": 1.0, "e2e_errors": _e2e_errors(given_table)}
+    summary["given_run_speed"] = {"window_s": SPEED_WINDOW_S, "e2e_errors": _e2e_errors(given_table)}
     if bracketed:
         session = pd.DataFrame(session_rows)
         session.to_csv(out / "errors_session_speed.csv", index=False)
