@@ -66,6 +66,12 @@ class LLMSettings:
     """Refit the profile's whole-step composition on the real steps of the capacity burst and the
     calibration bursts (``refit_in_loop``) before simulating; the grid profile's figures are
     reported beside."""
+    speed_reference: bool = True
+    """Meter the machine's speed inside every real run: reference steps of the shapes each load's
+    run is expected to take (``reference_shapes``), interleaved with it and cut out of its clock,
+    and with the calibration bursts; simulate each run at the speed they metered, one window at
+    a time (``reference_speed_series``). The errors at the bursts' speed alone are reported
+    beside. Needs the calibration bursts (``in_loop`` and ``bracket_requests`` > 0)."""
 
 
 def trace_lengths(n: int, rng: np.random.Generator, quick: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -264,6 +270,63 @@ def at_speed(profile: Path, speed: float, out: Path, why: str) -> Path:
 
 SPEED_WINDOW_S = 1.0
 """The window of ``run_speed_series`` in the report's given-the-runs'-speed diagnostic."""
+REFERENCE_EVERY_S = 0.2
+"""How often, on a run's clock, the speed meter runs a reference step."""
+REFERENCE_SHAPES = 8
+"""Reference shapes per load."""
+
+
+def expected_steps(workload, cfg, profile: Path) -> list[tuple]:
+    """The steps a real run of ``workload`` is expected to take, as (shape, predicted seconds):
+    the engine's scheduler on a clock advanced by the profile's step times."""
+    from calibration.engine.llm import schedule_only
+    from sim.costs.base import StepShape
+    from sim.costs.profile import ProfileCostModel, load_profile
+
+    cost = ProfileCostModel(load_profile(profile))
+
+    def step_s(b) -> float:
+        fields = ("num_seqs", "num_tokens", "num_decode", "decode_ctx_sum", "num_prefill_tokens", "prefill_ctx_sum", "prefill_attn_pairs")
+        return cost.step_s(StepShape(**{f: getattr(b, f) for f in fields}))
+
+    return [(out.shape, step_s(out.shape)) for out in schedule_only(workload, cfg, step_s)]
+
+
+def _batch_rows(b) -> tuple[tuple[int, int], ...]:
+    """A step's aggregate shape as one (new tokens, cached tokens) row per sequence: the decode
+    rows share its decode context, the prefill rows its prefill tokens and context."""
+
+    def split(total: int, n: int) -> list[int]:
+        return [total // n + (i < total % n) for i in range(n)]
+
+    rows = [(1, c) for c in split(b.decode_ctx_sum, b.num_decode)] if b.num_decode else []
+    if b.num_prefill_seqs:
+        rows += list(zip(split(b.num_prefill_tokens, b.num_prefill_seqs), split(b.prefill_ctx_sum, b.num_prefill_seqs)))
+    return tuple(rows)
+
+
+def reference_shapes(steps: list[tuple], m: int = REFERENCE_SHAPES) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """``m`` step shapes that stand for where an expected run spends its time: the steps at the
+    midpoints of ``m`` equal shares of its predicted time, cheapest first. On a shared CPU the
+    kinds of step slow down independently (weight-streaming small batches, compute-heavy large
+    ones: docs/validation.md), so the meter has to be made of the steps the run will take."""
+    times = np.array([t for _, t in steps])
+    order = np.argsort(times, kind="stable")
+    cum = np.cumsum(times[order]) / times.sum()
+    picks = np.searchsorted(cum, (np.arange(m) + 0.5) / m)
+    return tuple(_batch_rows(steps[order[min(j, len(order) - 1)]][0]) for j in picks)
+
+
+def _speed_per_window(at_s: np.ndarray, replay: pd.DataFrame, n: int, window_s: float, min_predicted_s: float) -> np.ndarray:
+    """Measured over predicted time of the steps in each window (by ``at_s``); a window whose
+    steps are predicted at less than ``min_predicted_s`` takes its neighbours' value."""
+    idx = np.minimum((at_s // window_s).astype(int), n - 1)
+    measured = np.bincount(idx, replay["measured_s"].to_numpy(), n)
+    predicted = np.bincount(idx, replay["predicted_s"].to_numpy(), n)
+    ok = predicted > min_predicted_s
+    speed = np.full(n, np.nan)
+    speed[ok] = measured[ok] / predicted[ok]
+    return pd.Series(speed).ffill().bfill().fillna(1.0).to_numpy()
 
 
 def run_speed_series(steps: pd.DataFrame, profile: Path, window_s: float = SPEED_WINDOW_S) -> tuple[np.ndarray, np.ndarray]:
@@ -275,14 +338,27 @@ def run_speed_series(steps: pd.DataFrame, profile: Path, window_s: float = SPEED
     replay = step_replay(st, profile)
     n = int(np.ceil(st["end_s"].max() / window_s)) + 1
     mid = ((st["start_s"] + st["end_s"]) / 2).to_numpy()
-    idx = np.minimum((mid // window_s).astype(int), n - 1)
-    measured = np.bincount(idx, replay["measured_s"].to_numpy(), n)
-    predicted = np.bincount(idx, replay["predicted_s"].to_numpy(), n)
-    busy = predicted > 0.2 * window_s
-    speed = np.full(n, np.nan)
-    speed[busy] = measured[busy] / predicted[busy]
-    speed = pd.Series(speed).ffill().bfill().fillna(1.0).to_numpy()
-    return np.arange(n + 1) * window_s, speed
+    return np.arange(n + 1) * window_s, _speed_per_window(mid, replay, n, window_s, 0.2 * window_s)
+
+
+def reference_speed_series(
+    refs: pd.DataFrame, around: pd.DataFrame, profile: Path, edges: np.ndarray, base: float
+) -> np.ndarray:
+    """How fast the machine ran during a real run, window by window (on ``edges``, the run's
+    windows), as metered by the reference steps interleaved with it: their measured over
+    predicted time in each window, over the same for the reference steps of the same shapes in
+    the calibration bursts beside the run (``around``), times ``base`` (the bursts' own steps'
+    speed against ``profile``). Totals, not typical steps, throughout: latency adds steps up,
+    stalls included. The same shapes in the same turn on both sides, so the profile only weighs
+    them against each other, and the run's own shapes are still predicted by the profile alone.
+    A window without a reference step takes its neighbours' value."""
+    from calibration.engine.llm import SHAPE_COLUMNS
+
+    window_s = float(edges[1] - edges[0])
+    then = step_replay(around.merge(refs[SHAPE_COLUMNS].drop_duplicates(), on=SHAPE_COLUMNS), profile)
+    now = step_replay(refs, profile)
+    scale = base / (then["measured_s"].sum() / then["predicted_s"].sum())
+    return scale * _speed_per_window(now["start_s"].to_numpy(), now, len(edges) - 1, window_s, 0.0)
 
 
 def simulate_llm_at(workload, s: LLMSettings, profile: Path, folder: Path, edges: np.ndarray, speed: np.ndarray) -> pd.DataFrame:
@@ -410,13 +486,17 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
         max_num_seqs=s.max_num_seqs, max_num_batched_tokens=s.max_num_batched_tokens, num_kv_blocks=s.num_kv_blocks
     )
     rng = np.random.default_rng(s.seed)
+    n_bracket = s.bracket_requests if s.bracket_requests is not None else max(8, s.requests // 4)
+    bracketed = s.in_loop and n_bracket > 0
+    metering = s.speed_reference and bracketed
 
-    def real(workload, seed):
-        return run_llm_engine(s.model, workload, cfg, device=s.device, dtype=dtype, seed=seed)
+    def real(workload, seed, reference=None):
+        got = run_llm_engine(s.model, workload, cfg, device=s.device, dtype=dtype, seed=seed, reference=reference)
+        return got if reference is not None else (*got, None)
 
     n_burst = s.capacity_requests or s.requests
     progress(f"capacity: {n_burst} requests at once")
-    burst, burst_steps = real(_workload(n_burst, None, rng, s.quick), s.seed)
+    burst, burst_steps, _ = real(_workload(n_burst, None, rng, s.quick), s.seed)
     capacity = _throughput(burst)
     progress(f"capacity {capacity:.3f} req/s")
     burst_steps.to_csv(out / "burst_steps.csv", index=False)
@@ -432,23 +512,38 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
         folder = out / f"load-{load:.2f}"
         folder.mkdir(exist_ok=True)
         plan.append((load, _workload(s.requests, rate, rng, s.quick), folder, [], []))
-    cal_steps = [burst_steps]
-    n_bracket = s.bracket_requests if s.bracket_requests is not None else max(8, s.requests // 4)
-    bracketed = s.in_loop and n_bracket > 0
+    # The speed meter (with the bursts): for each load, reference steps of the shapes its run is
+    # expected to take (the scheduler on the profile's clock), chosen before any run; the bursts
+    # run every load's, so that each shape's time beside a run is known.
+    run_reference, reference = {}, None
+    if metering:
+        from calibration.engine.llm import SpeedReference
+
+        for load, workload, *_ in plan:
+            shapes = reference_shapes(expected_steps(workload, cfg, profile))
+            run_reference[load] = SpeedReference(shapes=shapes, every_s=REFERENCE_EVERY_S)
+        union = tuple(dict.fromkeys(b for r in run_reference.values() for b in r.shapes))
+        reference = SpeedReference(shapes=union, every_s=REFERENCE_EVERY_S)
+    cal_steps, cal_refs = [burst_steps], [None]
 
     def calibration_burst() -> None:
-        _, steps = real(_workload(n_bracket, None, rng, s.quick, staircase=True), s.seed + 1000 + len(cal_steps))
+        _, steps, refs = real(_workload(n_bracket, None, rng, s.quick, staircase=True), s.seed + 1000 + len(cal_steps), reference)
         cal_steps.append(steps)
+        cal_refs.append(refs)
 
-    order, run_steps = [], {}  # (load, repeat) in the order they ran; run i sits between bursts i + 1 and i + 2
+    # (load, repeat) in the order they ran; run i sits between bursts i + 1 and i + 2
+    order, run_steps, run_refs = [], {}, {}
     for k in range(s.repeats):
         for load, workload, folder, runs, steps_k in plan:
             if bracketed:
                 calibration_burst()
             progress(f"load {load:.0%} ({load * capacity:.3f} req/s): real run {k + 1}/{s.repeats}")
-            reqs, steps = real(workload, s.seed + k)
+            reqs, steps, refs = real(workload, s.seed + k, run_reference.get(load))
             reqs.to_csv(folder / f"real_requests_{k}.csv", index=False)
             steps.to_csv(folder / f"real_steps_{k}.csv", index=False)
+            if refs is not None:
+                refs.to_csv(folder / f"reference_steps_{k}.csv", index=False)
+                run_refs[load, k] = refs
             runs.append(reqs)
             steps_k.append(steps)
             order.append((load, k))
@@ -461,14 +556,19 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     if s.in_loop:
         cal = pd.concat([c.assign(burst=b) for b, c in enumerate(cal_steps)], ignore_index=True)
         cal.to_csv(out / "calibration_steps.csv", index=False)
+        if reference is not None:
+            refs = pd.concat([r.assign(burst=b) for b, r in enumerate(cal_refs) if r is not None], ignore_index=True)
+            refs.to_csv(out / "calibration_reference_steps.csv", index=False)
         what = f"the capacity burst and {len(cal_steps) - 1} calibration bursts of {n_bracket} requests taken beside the runs"
         used, composition = refit_in_loop(profile, cal, out / "profile-in-loop.yaml", what)
         fe = composition["in_loop"]["fit_error"]
         progress(f"step composition refitted on {fe['points']} steps of {what}: held-out median |error| {fe['median_rel']:.1%}")
 
     # Each run's profile: the session's composition at the speed the bursts on either side of
-    # the run measured. (How fast the run's own steps went is reported beside, never used.)
-    speeds, run_profile = [], {}
+    # the run measured. With the speed meter, each run is then simulated at that speed times how
+    # much slower or faster its reference steps ran, second by second, than the same shapes in
+    # those bursts. (How fast the run's own steps went is reported beside, never used.)
+    speeds, run_profile, metered = [], {}, {}
     for i, (load, k) in enumerate(order):
         if not bracketed:
             run_profile[load, k] = used
@@ -477,22 +577,37 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
         around = machine_speed(pd.concat(cal_steps[i + 1 : i + 3]), used)
         why = f"the machine's speed in the calibration bursts before and after real run {k} at load {load:g}"
         run_profile[load, k] = at_speed(used, around, folder / f"profile-run-{k}.yaml", why)
-        speeds.append({"load": load, "repeat": k, "bursts": around, "run": machine_speed(run_steps[load, k], used)})
+        row = {"load": load, "repeat": k, "bursts": around, "run": machine_speed(run_steps[load, k], used)}
+        if reference is not None:
+            edges, own = run_speed_series(run_steps[load, k], used)
+            series = reference_speed_series(run_refs[load, k], pd.concat(cal_refs[i + 1 : i + 3]), used, edges, around)
+            metered[load, k] = (edges, series)
+            pd.DataFrame({"start_s": edges[:-1], "reference": series, "own_steps": own}).to_csv(
+                folder / f"speed-run-{k}.csv", index=False
+            )
+            row["reference"] = float(series.mean())
+        speeds.append(row)
 
-    rows, session_rows, grid_rows, given_rows, cdfs, replays, grid_replays = [], [], [], [], {}, [], []
+    rows, session_rows, grid_rows, given_rows, bursts_rows = [], [], [], [], []
+    cdfs, replays, grid_replays = {}, [], []
     for load, workload, folder, runs, steps_k in plan:
         for k, steps in enumerate(steps_k):
             replays.append(step_replay(steps, run_profile[load, k]).assign(load=load, repeat=k))
             if s.in_loop:
                 grid_replays.append(step_replay(steps, profile))
         progress(f"load {load:.0%}: simulating")
-        sims = []
+        sims, at_bursts = [], []
         for k in range(len(runs) if bracketed else 1):
             sim = simulate_llm(workload, s, run_profile[load, k], folder)
+            if reference is not None:
+                at_bursts.append(sim)
+                sim = simulate_llm_at(workload, s, used, folder, *metered[load, k])
             sim.to_csv(folder / f"sim_requests_{k}.csv", index=False)
             sims.append(sim)
         cdfs[load] = (runs, sims)
         rows += _compare(load, runs, sims, METRICS)
+        if reference is not None:
+            bursts_rows += _compare(load, runs, at_bursts, METRICS)
         # Diagnostic: each run simulated at the speed its own steps went, second by second.
         given = [simulate_llm_at(workload, s, used, folder, *run_speed_series(st, used)) for st in steps_k]
         given_rows += _compare(load, runs, given, METRICS)
@@ -513,6 +628,16 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
             "runs": speeds,
             "e2e_errors_at_session_speed": _e2e_errors(session),
         }
+        if reference is not None:
+            at_bursts = pd.DataFrame(bursts_rows)
+            at_bursts.to_csv(out / "errors_bursts_speed.csv", index=False)
+            summary["machine_speed"]["reference"] = {
+                "shapes": {f"{load:g}": [list(map(list, b)) for b in r.shapes] for load, r in run_reference.items()},
+                "every_s": reference.every_s,
+                "window_s": SPEED_WINDOW_S,
+                "reference_steps": int(sum(len(r) for r in run_refs.values())),
+            }
+            summary["machine_speed"]["e2e_errors_at_bursts_speed"] = _e2e_errors(at_bursts)
     if s.in_loop:
         # The same runs against the grid profile alone: what the in-loop refit changed.
         summary["in_loop_profile"] = "profile-in-loop.yaml"
@@ -715,15 +840,32 @@ def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
     if speed is not None:
         bursts = [r["bursts"] for r in speed["runs"]]
         own = [r["run"] for r in speed["runs"]]
-        lines += [
-            "",
-            f"Each run was simulated at the machine's speed measured in the calibration bursts on either side of it: "
-            f"{min(bursts):.3f}-{max(bursts):.3f} times the session's composition (the runs' own steps, not used: "
-            f"{min(own):.3f}-{max(own):.3f}; each run in summary.json), and `predicted` is the median of those "
-            f"simulations. At the session's speed for every run, E2E errors "
-            + _errors_text(speed["e2e_errors_at_session_speed"])
-            + ".",
-        ]
+        ref = speed.get("reference")
+        if ref is None:
+            lines += [
+                "",
+                f"Each run was simulated at the machine's speed measured in the calibration bursts on either side of it: "
+                f"{min(bursts):.3f}-{max(bursts):.3f} times the session's composition (the runs' own steps, not used: "
+                f"{min(own):.3f}-{max(own):.3f}; each run in summary.json), and `predicted` is the median of those "
+                "simulations.",
+            ]
+        else:
+            metered = [r["reference"] for r in speed["runs"]]
+            lines += [
+                "",
+                f"Each run was simulated at the machine's speed metered during it, {ref['window_s']:g} s at a time: "
+                f"{ref['reference_steps']} reference steps interleaved with the runs (every {ref['every_s']:g} s of the "
+                "run's clock, which they did not move), of shapes fixed before the runs (the steps each load was expected "
+                "to take; in summary.json), their speed against the profile per window over the same shapes' in the "
+                "calibration bursts beside the run, times the bursts' own speed (`load-*/speed-run-*.csv`): on average "
+                f"{min(metered):.3f}-{max(metered):.3f} times the session's composition, against "
+                f"{min(bursts):.3f}-{max(bursts):.3f} in the bursts beside the runs and {min(own):.3f}-{max(own):.3f} "
+                "in the runs' own steps (not used). `predicted` is the median of those simulations. At the bursts' "
+                "speed alone (`errors_bursts_speed.csv`), E2E errors "
+                + _errors_text(speed["e2e_errors_at_bursts_speed"])
+                + ".",
+            ]
+        lines[-1] += " At the session's speed for every run, E2E errors " + _errors_text(speed["e2e_errors_at_session_speed"]) + "."
     given = summary.get("given_run_speed")
     if given is not None:
         lines += [

@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="LLM: keep the calibration grid's step composition (default: refit it on the capacity burst's real steps)",
     )
+    val.add_argument(
+        "--no-speed-reference",
+        action="store_true",
+        help="LLM: simulate each run at the calibration bursts' speed only (default: at the speed metered during the "
+        "run by interleaved reference steps of fixed shapes)",
+    )
     val.add_argument("-o", "--output", type=Path, default=Path("results/validation"), help="report folder")
 
     prof = sub.add_parser("profile", help="inspect a calibration profile")
@@ -338,6 +344,7 @@ def _cmd_validate_real(args) -> int:
                 requests=args.requests or (60 if args.quick else 200),
                 quick=args.quick,
                 in_loop=not args.grid_composition,
+                speed_reference=not args.no_speed_reference,
             )
             result = validate_llm(settings, args.output, args.profile, progress=progress)
         else:
