@@ -301,3 +301,19 @@ def test_each_run_is_simulated_at_the_speed_its_reference_steps_metered(llm_vali
     again = simulate_llm_at(work, s, session, tmp_path, edges, series)
     sim = pd.read_csv(folder / f"sim_requests_{k}.csv")
     assert np.allclose(again["e2e_s"], sim["e2e_s"], rtol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize("flags, metered, in_loop", [([], True, True), (["--no-speed-reference"], False, True), (["--grid-composition"], True, False)])
+def test_the_cli_flags_reach_the_validation_settings(flags, metered, in_loop, monkeypatch, tmp_path):
+    import calibration.validate as validate
+
+    seen = {}
+
+    def stop(settings, *args, **kwargs):
+        seen["settings"] = settings
+        raise ValueError("stopped before running")
+
+    monkeypatch.setattr(validate, "validate_llm", stop)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--quick", *flags, "--profile", str(PROFILES / "llama-tiny-float32-tp1.yaml")]) == 2
+    assert (seen["settings"].speed_reference, seen["settings"].in_loop) == (metered, in_loop)
