@@ -592,7 +592,16 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     cdfs, replays, grid_replays = {}, [], []
     for load, workload, folder, runs, steps_k in plan:
         for k, steps in enumerate(steps_k):
-            replays.append(step_replay(steps, run_profile[load, k]).assign(load=load, repeat=k))
+            if (load, k) in metered:
+                # each step at the speed the run is simulated at: the metered one of its window
+                replay = step_replay(steps, used)
+                edges, series = metered[load, k]
+                mid = ((replay["start_s"] + replay["end_s"]) / 2).to_numpy()
+                replay["predicted_s"] *= series[np.minimum((mid // (edges[1] - edges[0])).astype(int), len(series) - 1)]
+                replay["rel_error"] = (replay["predicted_s"] - replay["measured_s"]) / replay["measured_s"]
+            else:
+                replay = step_replay(steps, run_profile[load, k])
+            replays.append(replay.assign(load=load, repeat=k))
             if s.in_loop:
                 grid_replays.append(step_replay(steps, profile))
         progress(f"load {load:.0%}: simulating")

@@ -275,7 +275,7 @@ def test_each_run_is_simulated_at_the_speed_its_reference_steps_metered(llm_vali
     """The main prediction: each run simulated on the speed curve its interleaved reference
     steps metered (written beside it), scaled by how the calibration bursts' steps ran against
     their reference steps; the errors at the bursts' speed alone are reported beside."""
-    from calibration.validate import reference_speed_series, run_speed_series, simulate_llm_at
+    from calibration.validate import reference_speed_series, run_speed_series, simulate_llm_at, step_replay
 
     s, out, result = llm_validation
     ms = result["machine_speed"]
@@ -301,6 +301,12 @@ def test_each_run_is_simulated_at_the_speed_its_reference_steps_metered(llm_vali
     again = simulate_llm_at(work, s, session, tmp_path, edges, series)
     sim = pd.read_csv(folder / f"sim_requests_{k}.csv")
     assert np.allclose(again["e2e_s"], sim["e2e_s"], rtol=1e-9, equal_nan=True)
+    # and the step replay predicts each of its steps at that speed
+    replay = pd.read_csv(out / "step_replay.csv")
+    mine = replay[(replay["load"] == load) & (replay["repeat"] == k)]
+    plain = step_replay(pd.read_csv(folder / f"real_steps_{k}.csv"), session)
+    window = (((plain["start_s"] + plain["end_s"]) / 2) // (edges[1] - edges[0])).astype(int).clip(upper=len(series) - 1)
+    assert mine["predicted_s"].to_numpy() == pytest.approx(plain["predicted_s"].to_numpy() * series[window.to_numpy()])
 
 
 @pytest.mark.parametrize("flags, metered, in_loop", [([], True, True), (["--no-speed-reference"], False, True), (["--grid-composition"], True, False)])
