@@ -131,7 +131,7 @@ def test_each_run_is_simulated_at_the_speed_of_the_bursts_beside_it(llm_validati
 
 @pytest.mark.skipif(
     os.environ.get("SERVESIM_VALIDATION_ACCURACY") != "1",
-    reason="accuracy run (~8 min, needs a quiet machine): set SERVESIM_VALIDATION_ACCURACY=1",
+    reason="accuracy run (~6.5 min, needs a quiet machine): set SERVESIM_VALIDATION_ACCURACY=1",
 )
 def test_llm_e2e_p50_and_p90_within_15_percent(tmp_path):
     """Issue 5's CPU target: simulated E2E p50 and p90 within 15 % of the real runs at about
