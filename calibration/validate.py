@@ -19,7 +19,11 @@ with E2E and queue wait as its metrics and each real batch replayed against the 
    (never on the validation runs themselves). Each run is simulated at the machine's speed in
    the bursts on either side of it (``machine_speed``, ``at_speed``): a shared machine's speed
    wanders by tens of percent between minutes, and near capacity a queue turns a 10 % slower
-   machine into a far longer wait; on a dedicated GPU the factors sit near 1.
+   machine into a far longer wait. The bursts judge that only roughly, so by default a speed
+   meter runs inside every run too (``SpeedReference``: reference steps of the shapes the run
+   is expected to take, interleaved and cut out of its clock), and each run is simulated on the
+   speed it metered second by second (``reference_speed_series``, ``simulate_llm_at``); on a
+   dedicated GPU the factors sit near 1.
 5. **Report.** Per-step replay error (each logged step predicted from its logged batch shape);
    end-to-end errors at p50/p90/p99 of TTFT, TPOT and E2E; throughput; CDF plots of measured
    vs predicted. Written as CSV, Markdown and PNG under the output folder.
@@ -317,10 +321,15 @@ def reference_shapes(steps: list[tuple], m: int = REFERENCE_SHAPES) -> tuple[tup
     return tuple(_batch_rows(steps[order[min(j, len(order) - 1)]][0]) for j in picks)
 
 
+def _window_of(at_s: np.ndarray, window_s: float, n: int) -> np.ndarray:
+    """The window (of ``n``, ``window_s`` long, from 0) each time falls in; the last runs on."""
+    return np.minimum((np.asarray(at_s) // window_s).astype(int), n - 1)
+
+
 def _speed_per_window(at_s: np.ndarray, replay: pd.DataFrame, n: int, window_s: float, min_predicted_s: float) -> np.ndarray:
     """Measured over predicted time of the steps in each window (by ``at_s``); a window whose
     steps are predicted at less than ``min_predicted_s`` takes its neighbours' value."""
-    idx = np.minimum((at_s // window_s).astype(int), n - 1)
+    idx = _window_of(at_s, window_s, n)
     measured = np.bincount(idx, replay["measured_s"].to_numpy(), n)
     predicted = np.bincount(idx, replay["predicted_s"].to_numpy(), n)
     ok = predicted > min_predicted_s
@@ -511,7 +520,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
         rate = load * capacity
         folder = out / f"load-{load:.2f}"
         folder.mkdir(exist_ok=True)
-        plan.append((load, _workload(s.requests, rate, rng, s.quick), folder, [], []))
+        plan.append((load, _workload(s.requests, rate, rng, s.quick), folder, []))
     # The speed meter (with the bursts): for each load, reference steps of the shapes its run is
     # expected to take (the scheduler on the profile's clock), chosen before any run; the bursts
     # run every load's, so that each shape's time beside a run is known.
@@ -534,7 +543,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     # (load, repeat) in the order they ran; run i sits between bursts i + 1 and i + 2
     order, run_steps, run_refs = [], {}, {}
     for k in range(s.repeats):
-        for load, workload, folder, runs, steps_k in plan:
+        for load, workload, folder, runs in plan:
             if bracketed:
                 calibration_burst()
             progress(f"load {load:.0%} ({load * capacity:.3f} req/s): real run {k + 1}/{s.repeats}")
@@ -545,7 +554,6 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
                 refs.to_csv(folder / f"reference_steps_{k}.csv", index=False)
                 run_refs[load, k] = refs
             runs.append(reqs)
-            steps_k.append(steps)
             order.append((load, k))
             run_steps[load, k] = steps
     if bracketed:
@@ -590,14 +598,15 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
 
     rows, session_rows, grid_rows, given_rows, bursts_rows = [], [], [], [], []
     cdfs, replays, grid_replays = {}, [], []
-    for load, workload, folder, runs, steps_k in plan:
-        for k, steps in enumerate(steps_k):
+    for load, workload, folder, runs in plan:
+        for k in range(len(runs)):
+            steps = run_steps[load, k]
             if (load, k) in metered:
                 # each step at the speed the run is simulated at: the metered one of its window
                 replay = step_replay(steps, used)
                 edges, series = metered[load, k]
                 mid = ((replay["start_s"] + replay["end_s"]) / 2).to_numpy()
-                replay["predicted_s"] *= series[np.minimum((mid // (edges[1] - edges[0])).astype(int), len(series) - 1)]
+                replay["predicted_s"] *= series[_window_of(mid, edges[1] - edges[0], len(series))]
                 replay["rel_error"] = (replay["predicted_s"] - replay["measured_s"]) / replay["measured_s"]
             else:
                 replay = step_replay(steps, run_profile[load, k])
@@ -618,7 +627,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
         if reference is not None:
             bursts_rows += _compare(load, runs, at_bursts, METRICS)
         # Diagnostic: each run simulated at the speed its own steps went, second by second.
-        given = [simulate_llm_at(workload, s, used, folder, *run_speed_series(st, used)) for st in steps_k]
+        given = [simulate_llm_at(workload, s, used, folder, *run_speed_series(run_steps[load, k], used)) for k in range(len(runs))]
         given_rows += _compare(load, runs, given, METRICS)
         if bracketed:
             session_rows += _compare(load, runs, [simulate_llm(workload, s, used, folder)], METRICS)
