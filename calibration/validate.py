@@ -485,7 +485,7 @@ def _finish(out: Path, rows: list[dict], summary: dict, cdfs: dict, metrics: tup
 
 def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progress: Progress = print) -> dict:
     """Run the whole LLM validation; write the report under ``out``; return its summary."""
-    from calibration.engine.llm import EngineConfig, run_llm_engine
+    from calibration.engine.llm import EngineConfig, load_replica, run_llm_engine
     from calibration.measure import default_dtype
 
     out.mkdir(parents=True, exist_ok=True)
@@ -499,8 +499,12 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     bracketed = s.in_loop and n_bracket > 0
     metering = s.speed_reference and bracketed
 
+    # one model for the whole session, as a server loads it once: every run and burst serves on
+    # it (building and warming it up would cost each of them ~3 s on a CPU core)
+    replica = load_replica(s.model, cfg, device=s.device, dtype=dtype, seed=s.seed)
+
     def real(workload, seed, reference=None):
-        got = run_llm_engine(s.model, workload, cfg, device=s.device, dtype=dtype, seed=seed, reference=reference)
+        got = run_llm_engine(s.model, workload, cfg, device=s.device, seed=seed, reference=reference, replica=replica)
         return got if reference is not None else (*got, None)
 
     n_burst = s.capacity_requests or s.requests

@@ -43,6 +43,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -446,6 +447,56 @@ def _warm_up(net, cache, cfg: EngineConfig, max_len: int, device: str) -> None:
             cache.free(s.seq_id)
 
 
+@dataclass
+class LoadedReplica:
+    """A random-weight model and its (empty) KV cache, built and warmed up once so that several
+    runs can share them: a serving engine loads its model once, and building and warming
+    llama-tiny takes about 3 s on a CPU core, which a validation session would otherwise pay
+    before each of its runs and bursts."""
+
+    model: str
+    cfg: EngineConfig
+    device: str
+    dtype: Any
+    net: Any
+    cache: Any
+
+
+def load_replica(
+    model: str,
+    cfg: EngineConfig,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    threads: int = 1,
+    seed: int = 0,
+    model_cfg=None,
+) -> LoadedReplica:
+    """Build catalog model ``model`` (or ``model_cfg``) with random weights from ``seed`` on
+    ``device``, with its KV cache, and run the untimed warm-up steps of ``cfg``'s shapes."""
+    import torch
+
+    from calibration.configs import llm_config
+    from calibration.harness import configure_cpu
+    from calibration.models.llama import KVCache, LlamaModel
+
+    torch_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(torch_dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}")
+    if not device.startswith("cuda"):
+        configure_cpu(threads)
+    mcfg = model_cfg if model_cfg is not None else llm_config(model)
+    if cfg.max_model_len > mcfg.max_position_embeddings:
+        raise ValueError(
+            f"max_model_len {cfg.max_model_len} > {mcfg.name}'s max_position_embeddings {mcfg.max_position_embeddings}"
+        )
+    torch.manual_seed(seed)
+    net = LlamaModel(mcfg, dtype=torch_dtype, device=device).eval()
+    cache = KVCache(mcfg, torch_dtype, device)
+    _warm_up(net, cache, cfg, cfg.max_model_len, device)
+    return LoadedReplica(model, cfg, device, torch_dtype, net, cache)
+
+
 def run_llm_engine(
     model: str,
     workload: list[WorkItem],
@@ -458,63 +509,62 @@ def run_llm_engine(
     progress: Callable[[int, int], None] | None = None,
     model_cfg=None,
     reference: SpeedReference | None = None,
+    replica: LoadedReplica | None = None,
 ) -> tuple[pd.DataFrame, ...]:
     """Serve ``workload`` open-loop with the random-weight replica of catalog model ``model`` (or
     ``model_cfg``, a ``LlamaConfig``, when given) on ``device``. Returns (requests, steps): one
     row per request (``REQUEST_COLUMNS``, times in seconds from the run's start, NaN where a
     request never got there) and one per step (``STEP_COLUMNS``). With a ``reference``, a third
     frame: one row per reference step (``STEP_COLUMNS``; ``start_s`` is the run's clock when it
-    ran, which it did not move, and ``end_s - start_s`` its measured time)."""
+    ran, which it did not move, and ``end_s - start_s`` its measured time).
+
+    With a ``replica`` (``load_replica``) the run serves on it instead of building and warming
+    up its own; it must be of the same model and knobs, and ``seed`` then draws the prompts'
+    token ids alone. Every sequence the run put in its cache is freed when it ends, however it
+    ends, so the next run finds the cache empty."""
     import torch
 
-    from calibration.configs import llm_config
-    from calibration.harness import configure_cpu
-    from calibration.models.llama import KVCache, LlamaModel, SeqSlice
+    from calibration.models.llama import SeqSlice
 
-    torch_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-    if not isinstance(torch_dtype, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}")
-    if not device.startswith("cuda"):
-        configure_cpu(threads)
-    mcfg = model_cfg if model_cfg is not None else llm_config(model)
-    if cfg.max_model_len > mcfg.max_position_embeddings:
+    if replica is None:
+        replica = load_replica(model, cfg, device=device, dtype=dtype, threads=threads, seed=seed, model_cfg=model_cfg)
+    elif (replica.model, replica.cfg, replica.device) != (model, cfg, device):
         raise ValueError(
-            f"max_model_len {cfg.max_model_len} > {mcfg.name}'s max_position_embeddings {mcfg.max_position_embeddings}"
+            f"replica of {replica.model} on {replica.device} with {replica.cfg} cannot serve {model} on {device} with {cfg}"
         )
-
-    torch.manual_seed(seed)
-    net = LlamaModel(mcfg, dtype=torch_dtype, device=device).eval()
-    cache = KVCache(mcfg, torch_dtype, device)
+    net, cache = replica.net, replica.cache
+    mcfg = net.cfg
+    if cache.bytes_allocated:
+        raise ValueError("the replica's KV cache still holds sequences of another run")
     reqs = _requests(workload)
     rng = np.random.default_rng(seed)
     for req in reqs:
         req.token_ids = rng.integers(0, mcfg.vocab_size, req.num_prompt_tokens).tolist()
-    _warm_up(net, cache, cfg, cfg.max_model_len, device)
 
-    ref_batches, ref_ids, ref_shapes = [], [], []
-    if reference is not None:
-        ref_shapes = reference.batch_shapes()
-        ref_gen = torch.Generator(device="cpu").manual_seed(seed + 1)
-        seq_id = -1_000_000  # far below the warm-up's ids and never a request's
-        for batch in reference.shapes:
-            seqs = []
-            for n, c in batch:
-                cache.allocate(seq_id, n + c)
-                cache.fill_random(seq_id, c)
-                seqs.append(SeqSlice(seq_id, n, c))
-                seq_id -= 1
-            ref_batches.append(seqs)
-            ids = torch.randint(0, mcfg.vocab_size, (sum(n for n, _ in batch),), generator=ref_gen)
-            ref_ids.append(ids.to(device))
-            net.step(ref_ids[-1], seqs, cache).tolist()  # untimed: first-call costs of its shape
-    next_ref, ref_i, ref_rows = 0.0 if reference is not None else float("inf"), 0, []
-
-    sched = Scheduler(cfg)
     step_rows: list[tuple] = []
-    total, done, next_i = len(reqs), 0, 0
-    gc.collect()
-    gc.disable()  # a collection pause would land on whichever step is running
     try:
+        ref_batches, ref_ids, ref_shapes = [], [], []
+        if reference is not None:
+            ref_shapes = reference.batch_shapes()
+            ref_gen = torch.Generator(device="cpu").manual_seed(seed + 1)
+            seq_id = -1_000_000  # far below the warm-up's ids and never a request's
+            for batch in reference.shapes:
+                seqs = []
+                for n, c in batch:
+                    cache.allocate(seq_id, n + c)
+                    cache.fill_random(seq_id, c)
+                    seqs.append(SeqSlice(seq_id, n, c))
+                    seq_id -= 1
+                ref_batches.append(seqs)
+                ids = torch.randint(0, mcfg.vocab_size, (sum(n for n, _ in batch),), generator=ref_gen)
+                ref_ids.append(ids.to(device))
+                net.step(ref_ids[-1], seqs, cache).tolist()  # untimed: first-call costs of its shape
+        next_ref, ref_i, ref_rows = 0.0 if reference is not None else float("inf"), 0, []
+
+        sched = Scheduler(cfg)
+        total, done, next_i = len(reqs), 0, 0
+        gc.collect()
+        gc.disable()  # a collection pause would land on whichever step is running
         t0 = time.perf_counter()
         while done < total:
             now = time.perf_counter() - t0
@@ -579,9 +629,7 @@ def run_llm_engine(
             step_rows.append((start, end, *_shape_row(out.shape), out.kv_blocks_used, len(out.preempted)))
     finally:
         gc.enable()
-        for seqs in ref_batches:
-            for sl in seqs:
-                cache.free(sl.seq_id)
+        cache.clear()  # this run's sequences and its reference steps'
     frames = (_request_frame(reqs), pd.DataFrame(step_rows, columns=STEP_COLUMNS))
     if reference is None:
         return frames

@@ -62,6 +62,11 @@ class KVCache:
         self._check(seq_id)
         del self._k[seq_id], self._v[seq_id]
 
+    def clear(self) -> None:
+        """Free every sequence."""
+        self._k.clear()
+        self._v.clear()
+
     def has(self, seq_id: int) -> bool:
         return seq_id in self._k
 

@@ -18,6 +18,7 @@ from calibration.engine.llm import (  # noqa: E402
     EngineConfig,
     SpeedReference,
     WorkItem,
+    load_replica,
     run_llm_engine,
     schedule_only,
 )
@@ -374,3 +375,32 @@ def test_bad_reference_shapes_are_refused():
             SpeedReference(shapes=shapes)
     with pytest.raises(ValueError, match="every_s"):
         SpeedReference(shapes=(((1, 5),),), every_s=0)
+
+
+def test_runs_share_one_loaded_replica_and_leave_its_cache_empty():
+    """A session loads the model once: runs on one replica are the scheduler's plan each, with
+    their own token ids, and each leaves the KV cache empty, reference sequences included, even
+    when it stops half-way; a replica of other knobs or another model is refused."""
+    cfg = CONFIGS[1]
+    replica = load_replica("engine-test", cfg, model_cfg=SMALL)
+    for seed in (0, 1):
+        items = workload(10, seed=seed, prompt=(1, 90), output=(1, 30))
+        reqs, steps, _ = run(items, cfg, seed=seed, reference=REFERENCE, replica=replica)
+        assert [{c: getattr(r, c) for c in SHAPE_COLUMNS} for r in steps.itertuples()] == [
+            {c: getattr(out.shape, c) for c in SHAPE_COLUMNS} for out in schedule_only(items, cfg)
+        ]
+        assert replica.cache.bytes_allocated == 0
+
+    def stop(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(workload(10, seed=2), cfg, reference=REFERENCE, replica=replica, progress=stop)
+    assert replica.cache.bytes_allocated == 0
+    reqs, _ = run(workload(4, seed=3), cfg, replica=replica)
+    assert reqs["finish_s"].notna().all()
+    with pytest.raises(ValueError, match="cannot serve"):
+        run(workload(2), CONFIGS[0], replica=replica)
+    with pytest.raises(ValueError, match="cannot serve"):
+        run_llm_engine("llama-tiny", workload(2), cfg, replica=replica)

@@ -1,8 +1,8 @@
 """servesim validate end to end on the CPU: the real loop runs, metered by reference steps, the
 simulator replays the same workload, and the report holds every figure the method promises.
-Given the runs' own speed second by second the simulation must match them (the model's own
-error); the accuracy target (E2E p50 and p90 within 15 % at about 40 % and 80 % load) is an
-opt-in test: see its docstring."""
+Issue 5's target is asserted on it: simulated E2E p50 and p90 within 15 % of the real runs at
+about 40 % and 80 % of measured capacity. Given the runs' own speed second by second the
+simulation must match them far closer (the model's own error)."""
 
 from __future__ import annotations
 
@@ -51,10 +51,13 @@ def _check_errors(table: pd.DataFrame, out: Path, metric: str, loads: tuple[floa
 
 @pytest.fixture(scope="module")
 def llm_validation(tmp_path_factory):
-    """A small LLM validation: the committed grid profile of llama-tiny, its step composition
-    refitted on this machine's capacity burst and calibration bursts, Poisson arrivals with Azure
-    conversation lengths, two loads, two real runs each, metered by reference steps."""
-    s = LLMSettings(requests=12, loads=(0.3, 0.6), repeats=2, max_num_seqs=4, num_kv_blocks=128)
+    """The quick validation at CI size: ``servesim validate --quick``'s settings (llama-tiny,
+    its committed grid profile with the step composition refitted on this machine's capacity
+    burst and calibration bursts, Poisson arrivals with Azure conversation lengths, about 40 %
+    and 80 % of measured capacity, three real runs each, metered by reference steps) with 40
+    requests a run instead of 60 (about 3.5 min here; ``SERVESIM_VALIDATION_REQUESTS`` sets it)."""
+    requests = int(os.environ.get("SERVESIM_VALIDATION_REQUESTS", "40"))
+    s = LLMSettings(requests=requests, loads=(0.4, 0.8), repeats=3)
     out = tmp_path_factory.mktemp("llm")
     result = validate_llm(s, out, PROFILES / "llama-tiny-float32-tp1.yaml", progress=lambda msg: None)
     return s, out, result
@@ -129,24 +132,18 @@ def test_each_run_is_simulated_at_the_speed_of_the_bursts_beside_it(llm_validati
     assert len(result["machine_speed"]["e2e_errors_at_session_speed"]) == 3 * len(s.loads)
 
 
-@pytest.mark.skipif(
-    os.environ.get("SERVESIM_VALIDATION_ACCURACY") != "1",
-    reason="accuracy run (~6.5 min, needs a quiet machine): set SERVESIM_VALIDATION_ACCURACY=1",
-)
-def test_llm_e2e_p50_and_p90_within_15_percent(tmp_path):
-    """Issue 5's CPU target: simulated E2E p50 and p90 within 15 % of the real runs at about
-    40 % and 80 % of measured capacity, the error being the median over three runs of each run
-    against its own simulation, each run simulated at the machine's speed metered during it by
-    reference steps (docs/validation.md). Opt-in: this shared 2-core VM's speed wanders by
-    10-30 % within a minute, and in its worst minutes (steps stalled 10-20 times their length,
-    whole runs at half speed) no meter outside the run's own steps kept up: given the runs' own
-    speed the same simulations come within 2-4 %, so what fails then is the machine."""
-    s = LLMSettings(requests=60, loads=(0.4, 0.8), repeats=3)
-    result = validate_llm(s, tmp_path, PROFILES / "llama-tiny-float32-tp1.yaml", progress=lambda msg: None)
+def test_llm_e2e_p50_and_p90_within_15_percent(llm_validation):
+    """Issue 5's CPU target: simulated E2E p50 and p90 within 15 % of the real runs at about 40 %
+    and 80 % of measured capacity, the error being the median over three runs of each run
+    against its own simulation, each run simulated from the profile at the machine's speed
+    metered during it by reference steps (docs/validation.md: -4 % to +11 % at this size, +-7 %
+    at 60 requests; on this shared 2-core VM's worst minutes, steps stalled 10-20 times their
+    length, an earlier meter missed)."""
+    s, out, result = llm_validation
     table = result["table"]
     e2e = table[table["metric"].isin(["e2e_s_p50", "e2e_s_p90"])]
     print("\n" + e2e.to_string(index=False))
-    assert len(e2e) == 4
+    assert len(e2e) == 2 * len(s.loads)
     assert (e2e["error"].abs() <= 0.15).all(), e2e.to_string(index=False)
 
 
