@@ -45,6 +45,13 @@ METRICS = ("ttft_s", "tpot_s", "e2e_s")
 PERCENTILES = (50, 90, 99)
 
 
+QUICK_REQUESTS = 40
+"""Requests per real run of the quick LLM validation (``servesim validate --quick``, and the CI
+test at its settings): on this 2-core VM three runs of 40 per load kept E2E p50 and p90
+within 15 % in the runs docs/validation.md lists, where 60 took up to 9.5 min with a fresh
+calibration in a slow hour."""
+
+
 @dataclass(frozen=True)
 class LLMSettings:
     model: str = "llama-tiny"
@@ -52,7 +59,7 @@ class LLMSettings:
     dtype: str | None = None
     loads: tuple[float, ...] = (0.4, 0.8)
     repeats: int = 3
-    requests: int = 60
+    requests: int = QUICK_REQUESTS
     capacity_requests: int | None = None
     """Requests of the capacity burst (default: ``requests``, so that its length mix, and with
     it the capacity in requests per second, is the runs' own)."""

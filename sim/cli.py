@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--profile", type=Path, help="profile to validate (default: calibrate one now, quick grid)")
     val.add_argument("--loads", help="comma-separated fractions of measured capacity (default 0.4,0.8 quick; 0.3,0.6,0.8 otherwise)")
     val.add_argument("--repeats", type=_positive_int, default=3, help="real runs per load: their spread is the noise floor")
-    val.add_argument("--requests", type=_positive_int, help="requests per run (default 60 quick, 200 otherwise)")
+    val.add_argument("--requests", type=_positive_int, help="requests per run (LLM: default 40 quick, 200 otherwise; diffusion: 40 quick, 120 otherwise)")
     val.add_argument(
         "--grid-composition",
         action="store_true",
@@ -314,7 +314,13 @@ def _cmd_validate_real(args) -> int:
 
     try:
         from calibration.measure import model_kind
-        from calibration.validate import DiffusionSettings, LLMSettings, validate_diffusion, validate_llm
+        from calibration.validate import (
+            QUICK_REQUESTS,
+            DiffusionSettings,
+            LLMSettings,
+            validate_diffusion,
+            validate_llm,
+        )
     except ImportError as exc:
         raise ConfigError(f"validate needs {exc.name}: pip install -e '.[calibration]' (torch is pinned there)") from None
     if args.profile is not None:
@@ -341,7 +347,7 @@ def _cmd_validate_real(args) -> int:
                 dtype=args.dtype,
                 loads=loads,
                 repeats=args.repeats,
-                requests=args.requests or (60 if args.quick else 200),
+                requests=args.requests or (QUICK_REQUESTS if args.quick else 200),
                 quick=args.quick,
                 in_loop=not args.grid_composition,
                 speed_reference=not args.no_speed_reference,

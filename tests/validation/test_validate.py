@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from calibration.validate import DiffusionSettings, LLMSettings, validate_diffusion, validate_llm  # noqa: E402
+from calibration.validate import QUICK_REQUESTS, DiffusionSettings, LLMSettings, validate_diffusion, validate_llm  # noqa: E402
 from sim.cli import main  # noqa: E402
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles" / "cpu"
@@ -51,12 +51,12 @@ def _check_errors(table: pd.DataFrame, out: Path, metric: str, loads: tuple[floa
 
 @pytest.fixture(scope="module")
 def llm_validation(tmp_path_factory):
-    """The quick validation at CI size: ``servesim validate --quick``'s settings (llama-tiny,
-    its committed grid profile with the step composition refitted on this machine's capacity
-    burst and calibration bursts, Poisson arrivals with Azure conversation lengths, about 40 %
-    and 80 % of measured capacity, three real runs each, metered by reference steps) with 40
-    requests a run instead of 60 (about 3.5 min here; ``SERVESIM_VALIDATION_REQUESTS`` sets it)."""
-    requests = int(os.environ.get("SERVESIM_VALIDATION_REQUESTS", "40"))
+    """``servesim validate --quick``'s settings (llama-tiny, its committed grid profile with the
+    step composition refitted on this machine's capacity burst and calibration bursts, Poisson
+    arrivals with Azure conversation lengths, about 40 % and 80 % of measured capacity, three
+    real runs of 40 requests each, metered by reference steps): about 3.5 min here.
+    ``SERVESIM_VALIDATION_REQUESTS`` sets the requests per run."""
+    requests = int(os.environ.get("SERVESIM_VALIDATION_REQUESTS", QUICK_REQUESTS))
     s = LLMSettings(requests=requests, loads=(0.4, 0.8), repeats=3)
     out = tmp_path_factory.mktemp("llm")
     result = validate_llm(s, out, PROFILES / "llama-tiny-float32-tp1.yaml", progress=lambda msg: None)
