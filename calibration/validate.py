@@ -511,7 +511,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     replica = load_replica(s.model, cfg, device=s.device, dtype=dtype, seed=s.seed)
 
     def real(workload, seed, reference=None):
-        got = run_llm_engine(s.model, workload, cfg, device=s.device, seed=seed, reference=reference, replica=replica)
+        got = run_llm_engine(s.model, workload, cfg, device=s.device, dtype=dtype, seed=seed, reference=reference, replica=replica)
         return got if reference is not None else (*got, None)
 
     n_burst = s.capacity_requests or s.requests

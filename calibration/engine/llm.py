@@ -519,7 +519,7 @@ def run_llm_engine(
     ran, which it did not move, and ``end_s - start_s`` its measured time).
 
     With a ``replica`` (``load_replica``) the run serves on it instead of building and warming
-    up its own; it must be of the same model and knobs, and ``seed`` then draws the prompts'
+    up its own; it must be of the same model, knobs, device and dtype, and ``seed`` then draws the prompts'
     token ids alone. Every sequence the run put in its cache is freed when it ends, however it
     ends, so the next run finds the cache empty."""
     import torch
@@ -528,10 +528,13 @@ def run_llm_engine(
 
     if replica is None:
         replica = load_replica(model, cfg, device=device, dtype=dtype, threads=threads, seed=seed, model_cfg=model_cfg)
-    elif (replica.model, replica.cfg, replica.device) != (model, cfg, device):
-        raise ValueError(
-            f"replica of {replica.model} on {replica.device} with {replica.cfg} cannot serve {model} on {device} with {cfg}"
-        )
+    else:
+        want = (model, cfg, device, getattr(torch, dtype, None) if isinstance(dtype, str) else dtype)
+        if (replica.model, replica.cfg, replica.device, replica.dtype) != want:
+            raise ValueError(
+                f"replica of {replica.model} ({replica.dtype}) on {replica.device} with {replica.cfg} "
+                f"cannot serve {model} ({dtype}) on {device} with {cfg}"
+            )
     net, cache = replica.net, replica.cache
     mcfg = net.cfg
     if cache.bytes_allocated:

@@ -380,7 +380,7 @@ def test_bad_reference_shapes_are_refused():
 def test_runs_share_one_loaded_replica_and_leave_its_cache_empty():
     """A session loads the model once: runs on one replica are the scheduler's plan each, with
     their own token ids, and each leaves the KV cache empty, reference sequences included, even
-    when it stops half-way; a replica of other knobs or another model is refused."""
+    when it stops half-way; a replica of other knobs, another model or dtype is refused."""
     cfg = CONFIGS[1]
     replica = load_replica("engine-test", cfg, model_cfg=SMALL)
     for seed in (0, 1):
@@ -404,3 +404,5 @@ def test_runs_share_one_loaded_replica_and_leave_its_cache_empty():
         run(workload(2), CONFIGS[0], replica=replica)
     with pytest.raises(ValueError, match="cannot serve"):
         run_llm_engine("llama-tiny", workload(2), cfg, replica=replica)
+    with pytest.raises(ValueError, match="cannot serve"):
+        run(workload(2), cfg, dtype="bfloat16", replica=replica)
