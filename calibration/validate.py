@@ -1,32 +1,27 @@
 """``servesim validate``: run a real serving loop, simulate the same workload, compare.
 
-For an LLM (``validate_llm``; ``validate_diffusion`` does the same for static image batches,
-with E2E and queue wait as its metrics and each real batch replayed against the profile):
+The protocol is **calibrate -> freeze -> predict**: nothing measured during or after a scored
+run enters its prediction. For an LLM (``validate_llm``; ``validate_diffusion`` does the same
+for static image batches, with E2E and queue wait as its metrics):
 
-1. **Profile.** Use the given profile, or calibrate one now on this device (quick grid). The
-   calibration grid is synthetic; the validation workload below is not, so the two are
-   disjoint (calibration notes, "Validating the simulator honestly").
-2. **Capacity.** A burst of requests, all arriving at once, through the real engine: completed
-   requests per second at saturation. Load levels are fractions of it.
-3. **Real runs.** At each load, Poisson arrivals at ``load x capacity`` with prompt and output
-   lengths sampled from the Azure LLM 2023 conversation trace (scaled down for CPU-sized
-   models when ``quick``), run ``repeats`` times on the same schedule, the loads taking turns:
-   the spread between repeats is the real system's own noise floor, reported beside each error.
-4. **Simulation.** The same arrival times and lengths (a Vidur-format trace), the same engine
-   knobs and KV capacity (``num_gpu_blocks``), the profile as cost model — with its whole-step
-   composition refitted in-loop (``refit_in_loop``) on the real steps of the capacity burst and
-   of short calibration bursts of other requests run before every real run and after the last
-   (never on the validation runs themselves). Each run is simulated at the machine's speed in
-   the bursts on either side of it (``machine_speed``, ``at_speed``): a shared machine's speed
-   wanders by tens of percent between minutes, and near capacity a queue turns a 10 % slower
-   machine into a far longer wait. The bursts judge that only roughly, so by default a speed
-   meter runs inside every run too (``SpeedReference``: reference steps of the shapes the run
-   is expected to take, interleaved and cut out of its clock), and each run is simulated on the
-   speed it metered second by second (``reference_speed_series``, ``simulate_llm_at``); on a
-   dedicated GPU the factors sit near 1.
-5. **Report.** Per-step replay error (each logged step predicted from its logged batch shape);
-   end-to-end errors at p50/p90/p99 of TTFT, TPOT and E2E; throughput; CDF plots of measured
-   vs predicted. Written as CSV, Markdown and PNG under the output folder.
+1. **Calibrate.** The given profile, or one calibrated now on this device (quick grid, synthetic
+   shapes). Then, on the real engine, a capacity burst (requests all at once: completed requests
+   per second at saturation, which sets the loads) and a short staircase burst of other
+   requests; the profile's whole-step composition is refitted on their steps
+   (``refit_in_loop``; ``in_loop=False`` keeps the grid's).
+2. **Freeze.** That profile is written (``frozen-profile.yaml``) and hashed.
+3. **Predict.** For each load, Poisson arrivals at ``load x capacity`` with prompt and output
+   lengths drawn from the Azure LLM 2023 conversation trace (scaled down for CPU-sized models
+   when ``quick``; ``seed`` chooses them), simulated with the frozen profile, the same engine
+   knobs and KV capacity; the predictions are written before any scored run starts.
+4. **Scored runs.** The real engine serves each load's workload ``repeats`` times, the loads
+   taking turns; the spread between repeats is the real system's own noise floor.
+5. **Report.** For p50/p90/p99 of TTFT, TPOT and E2E, and throughput: every run's error, their
+   median and the worst run, beside the noise floor; the step replay (each logged step
+   predicted from its shape by the frozen profile). Diagnostics, labelled as such because they
+   read the scored runs: how fast each run's own steps went against the profile, and each run
+   re-simulated at that speed second by second (``simulate_llm_at``), which separates the
+   model's error from the machine's drift.
 """
 
 from __future__ import annotations
@@ -63,26 +58,19 @@ class LLMSettings:
     capacity_requests: int | None = None
     """Requests of the capacity burst (default: ``requests``, so that its length mix, and with
     it the capacity in requests per second, is the runs' own)."""
-    bracket_requests: int | None = None
-    """Requests of each calibration burst, run before every real run and after the last
-    (default ``requests // 4``, at least 8; 0: none): the in-loop composition is fitted on their
-    steps and the capacity burst's, and each run is simulated at the speed of the two bursts
-    beside it."""
+    calibration_requests: int | None = None
+    """Requests of the staircase calibration burst the step composition is refitted on, run
+    before the first scored run (default ``requests // 4``, at least 8; 0: none)."""
     seed: int = 0
+    """Chooses the workload (arrival times, lengths) and the calibration bursts' requests."""
     max_num_seqs: int = 16
     max_num_batched_tokens: int = 512
     num_kv_blocks: int = 512
     quick: bool = True
     in_loop: bool = True
     """Refit the profile's whole-step composition on the real steps of the capacity burst and the
-    calibration bursts (``refit_in_loop``) before simulating; the grid profile's figures are
-    reported beside."""
-    speed_reference: bool = True
-    """Meter the machine's speed inside every real run: reference steps of the shapes each load's
-    run is expected to take (``reference_shapes``), interleaved with it and cut out of its clock,
-    and with the calibration bursts; simulate each run at the speed they metered, one window at
-    a time (``reference_speed_series``). The errors at the bursts' speed alone are reported
-    beside. Needs the calibration bursts (``in_loop`` and ``bracket_requests`` > 0)."""
+    calibration burst (``refit_in_loop``), both run before any scored run, and freeze it; the
+    grid profile's figures are reported beside."""
 
 
 def trace_lengths(n: int, rng: np.random.Generator, quick: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -265,78 +253,14 @@ def machine_speed(steps: pd.DataFrame, profile: Path) -> float:
     return float(replay["measured_s"].sum() / replay["predicted_s"].sum())
 
 
-def at_speed(profile: Path, speed: float, out: Path, why: str) -> Path:
-    """``profile`` with every step ``speed`` times as long (its whole-step composition scaled)."""
-    import yaml
-
-    data = yaml.safe_load(Path(profile).read_text())
-    step = data["ops"]["step"]
-    speed = float(speed)
-    step["coef"] = [c * speed for c in step["coef"]]
-    step["machine_speed"] = round(speed, 4)
-    data["source"]["notes"] = [*data["source"].get("notes", []), f"steps scaled by {speed:.4f}: {why}"]
-    _write_profile(data, profile, out)
-    return out
-
-
 SPEED_WINDOW_S = 1.0
 """The window of ``run_speed_series`` in the report's given-the-runs'-speed diagnostic."""
-REFERENCE_EVERY_S = 0.2
-"""How often, on a run's clock, the speed meter runs a reference step."""
-REFERENCE_SHAPES = 8
-"""Reference shapes per load."""
-
-
-def expected_steps(workload, cfg, profile: Path) -> list[tuple]:
-    """The steps a real run of ``workload`` is expected to take, as (shape, predicted seconds):
-    the engine's scheduler on a clock advanced by the profile's step times."""
-    from calibration.engine.llm import schedule_only
-    from sim.costs.base import StepShape
-    from sim.costs.profile import ProfileCostModel, load_profile
-
-    cost = ProfileCostModel(load_profile(profile))
-
-    def step_s(b) -> float:
-        fields = ("num_seqs", "num_tokens", "num_decode", "decode_ctx_sum", "num_prefill_tokens", "prefill_ctx_sum", "prefill_attn_pairs")
-        return cost.step_s(StepShape(**{f: getattr(b, f) for f in fields}))
-
-    return [(out.shape, step_s(out.shape)) for out in schedule_only(workload, cfg, step_s)]
-
-
-def _batch_rows(b) -> tuple[tuple[int, int], ...]:
-    """A step's aggregate shape as one (new tokens, cached tokens) row per sequence: the decode
-    rows share its decode context, the prefill rows its prefill tokens and context."""
-
-    def split(total: int, n: int) -> list[int]:
-        return [total // n + (i < total % n) for i in range(n)]
-
-    rows = [(1, c) for c in split(b.decode_ctx_sum, b.num_decode)] if b.num_decode else []
-    if b.num_prefill_seqs:
-        rows += list(zip(split(b.num_prefill_tokens, b.num_prefill_seqs), split(b.prefill_ctx_sum, b.num_prefill_seqs)))
-    return tuple(rows)
-
-
-def reference_shapes(steps: list[tuple], m: int = REFERENCE_SHAPES) -> tuple[tuple[tuple[int, int], ...], ...]:
-    """``m`` step shapes that stand for where an expected run spends its time: the steps at the
-    midpoints of ``m`` equal shares of its predicted time, cheapest first. On a shared CPU the
-    kinds of step slow down independently (weight-streaming small batches, compute-heavy large
-    ones: docs/validation.md), so the meter has to be made of the steps the run will take."""
-    times = np.array([t for _, t in steps])
-    order = np.argsort(times, kind="stable")
-    cum = np.cumsum(times[order]) / times.sum()
-    picks = np.searchsorted(cum, (np.arange(m) + 0.5) / m)
-    return tuple(_batch_rows(steps[order[min(j, len(order) - 1)]][0]) for j in picks)
-
-
-def _window_of(at_s: np.ndarray, window_s: float, n: int) -> np.ndarray:
-    """The window (of ``n``, ``window_s`` long, from 0) each time falls in; the last runs on."""
-    return np.minimum((np.asarray(at_s) // window_s).astype(int), n - 1)
 
 
 def _speed_per_window(at_s: np.ndarray, replay: pd.DataFrame, n: int, window_s: float, min_predicted_s: float) -> np.ndarray:
     """Measured over predicted time of the steps in each window (by ``at_s``); a window whose
     steps are predicted at less than ``min_predicted_s`` takes its neighbours' value."""
-    idx = _window_of(at_s, window_s, n)
+    idx = np.minimum((np.asarray(at_s) // window_s).astype(int), n - 1)
     measured = np.bincount(idx, replay["measured_s"].to_numpy(), n)
     predicted = np.bincount(idx, replay["predicted_s"].to_numpy(), n)
     ok = predicted > min_predicted_s
@@ -355,26 +279,6 @@ def run_speed_series(steps: pd.DataFrame, profile: Path, window_s: float = SPEED
     n = int(np.ceil(st["end_s"].max() / window_s)) + 1
     mid = ((st["start_s"] + st["end_s"]) / 2).to_numpy()
     return np.arange(n + 1) * window_s, _speed_per_window(mid, replay, n, window_s, 0.2 * window_s)
-
-
-def reference_speed_series(
-    refs: pd.DataFrame, around: pd.DataFrame, profile: Path, edges: np.ndarray, base: float
-) -> np.ndarray:
-    """How fast the machine ran during a real run, window by window (on ``edges``, the run's
-    windows), as metered by the reference steps interleaved with it: their measured over
-    predicted time in each window, over the same for the reference steps of the same shapes in
-    the calibration bursts beside the run (``around``), times ``base`` (the bursts' own steps'
-    speed against ``profile``). Totals, not typical steps, throughout: latency adds steps up,
-    stalls included. The same shapes in the same turn on both sides, so the profile only weighs
-    them against each other, and the run's own shapes are still predicted by the profile alone.
-    A window without a reference step takes its neighbours' value."""
-    from calibration.engine.llm import SHAPE_COLUMNS
-
-    window_s = float(edges[1] - edges[0])
-    then = step_replay(around.merge(refs[SHAPE_COLUMNS].drop_duplicates(), on=SHAPE_COLUMNS), profile)
-    now = step_replay(refs, profile)
-    scale = base / (then["measured_s"].sum() / then["predicted_s"].sum())
-    return scale * _speed_per_window(now["start_s"].to_numpy(), now, len(edges) - 1, window_s, 0.0)
 
 
 def simulate_llm_at(workload, s: LLMSettings, profile: Path, folder: Path, edges: np.ndarray, speed: np.ndarray) -> pd.DataFrame:
@@ -428,32 +332,42 @@ def _profile_for(model: str, device: str, dtype: str, out: Path, profile: Path |
     return write_profile(build_profile(raw, meta, None), raw, out / "calibration")
 
 
-def _compare(load: float, runs: list[pd.DataFrame], sims: list[pd.DataFrame], metrics: tuple[str, ...]) -> list[dict]:
-    """Error rows of one load: each percentile of each metric, and throughput. ``sims`` holds
-    one simulation per real run (each at the machine speed measured beside its run) or one for
-    them all. ``error`` is the median over the runs of (simulated - measured) / measured, each
-    run against its own simulation; ``measured`` and ``predicted`` are the medians of the real
-    and simulated figures; ``noise_floor`` is the real runs' (max - min) / median."""
+def _compare(case: dict, runs: list[pd.DataFrame], sims: list[pd.DataFrame], metrics: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """Error rows of one case (its load, and what else sets it apart: ``case``), each percentile of each metric and throughput: a summary row per
+    figure and one per real run. ``sims`` holds the one prediction all runs are scored against,
+    or one simulation per run (a diagnostic). A run's error is (simulated - measured) /
+    measured; the summary gives their median (``error``), the run furthest off (``worst``,
+    signed), the medians of the real and simulated figures (``measured``, ``predicted``) and the
+    real runs' spread, (max - min) / median (``noise_floor``)."""
     if len(sims) == 1:
         sims = sims * len(runs)
-
-    def row(metric: str, vals: np.ndarray, predicted: np.ndarray) -> dict:
-        med = float(np.median(vals))
-        return {
-            "load": load,
-            "metric": metric,
-            "measured": med,
-            "predicted": float(np.median(predicted)),
-            "error": float(np.median((predicted - vals) / vals)) if (vals > 0).all() else float("nan"),
-            "noise_floor": float((vals.max() - vals.min()) / med) if med else float("nan"),
-        }
-
     real_p = pd.DataFrame([_percentiles(r, metrics) for r in runs])
     sim_p = pd.DataFrame([_percentiles(r, metrics) for r in sims])
-    rows = [row(key, real_p[key].to_numpy(), sim_p[key].to_numpy()) for key in real_p.columns]
-    tput = [np.array([_throughput(r) for r in frames]) for frames in (runs, sims)]
-    rows.append(row("throughput_req_s", *tput))
-    return rows
+    real_p["throughput_req_s"] = [_throughput(r) for r in runs]
+    sim_p["throughput_req_s"] = [_throughput(r) for r in sims]
+    rows, per_run = [], []
+    for metric in real_p.columns:
+        vals, predicted = real_p[metric].to_numpy(), sim_p[metric].to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            errors = np.where(vals > 0, (predicted - vals) / vals, np.nan)
+        med = float(np.median(vals))
+        worst = float(errors[np.nanargmax(np.abs(errors))]) if np.isfinite(errors).any() else float("nan")
+        rows.append(
+            {
+                **case,
+                "metric": metric,
+                "measured": med,
+                "predicted": float(np.median(predicted)),
+                "error": float(np.median(errors)),
+                "worst": worst,
+                "noise_floor": float((vals.max() - vals.min()) / med) if med else float("nan"),
+            }
+        )
+        per_run += [
+            {**case, "metric": metric, "run": k, "measured": float(v), "predicted": float(p), "error": float(e)}
+            for k, (v, p, e) in enumerate(zip(vals, predicted, errors))
+        ]
+    return rows, per_run
 
 
 def _summary(s, dtype: str, profile: Path, capacity: float, replay: pd.DataFrame, what: str) -> dict:
@@ -479,19 +393,44 @@ def _summary(s, dtype: str, profile: Path, capacity: float, replay: pd.DataFrame
     }
 
 
-def _finish(out: Path, rows: list[dict], summary: dict, cdfs: dict, metrics: tuple[str, ...]) -> dict:
+def _headline(table: pd.DataFrame) -> dict:
+    """The figures a reader looks at first: per metric family, the largest |median error| and
+    the largest |error| of any single run, over every load and percentile."""
+    out = {}
+    for family in sorted({m.rsplit("_p", 1)[0] for m in table["metric"]}):
+        rows = table[table["metric"].str.rsplit("_p", n=1).str[0] == family]
+        out[family] = {
+            "max_abs_median_error": float(rows["error"].abs().max()),
+            "max_abs_run_error": float(rows["worst"].abs().max()),
+            "max_noise_floor": float(rows["noise_floor"].max()),
+        }
+    return out
+
+
+def _finish(out: Path, rows: list[dict], per_run: list[dict], summary: dict, cdfs: dict, metrics: tuple[str, ...]) -> dict:
     # Paths relative to the report, so a report moved or committed names no machine's folders.
     summary["profile"] = os.path.relpath(Path(summary["profile"]).resolve(), out.resolve())
     table = pd.DataFrame(rows)
     table.to_csv(out / "errors.csv", index=False)
+    pd.DataFrame(per_run).to_csv(out / "errors_per_run.csv", index=False)
+    summary["headline"] = _headline(table)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _plot_cdfs(cdfs, out / "cdfs.png", metrics)
-    _write_markdown(table, summary, out / "report.md")
-    return {"table": table, **summary}
+    _write_markdown(table, pd.DataFrame(per_run), summary, out / "report.md")
+    return {"table": table, "per_run": pd.DataFrame(per_run), **summary}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progress: Progress = print) -> dict:
-    """Run the whole LLM validation; write the report under ``out``; return its summary."""
+    """Run the whole LLM validation (calibrate, freeze, predict, then the scored runs); write the
+    report under ``out``; return its summary."""
+    import shutil
+
     from calibration.engine.llm import EngineConfig, load_replica, run_llm_engine
     from calibration.measure import default_dtype
 
@@ -501,194 +440,116 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     cfg = EngineConfig(
         max_num_seqs=s.max_num_seqs, max_num_batched_tokens=s.max_num_batched_tokens, num_kv_blocks=s.num_kv_blocks
     )
-    rng = np.random.default_rng(s.seed)
-    n_bracket = s.bracket_requests if s.bracket_requests is not None else max(8, s.requests // 4)
-    bracketed = s.in_loop and n_bracket > 0
-    metering = s.speed_reference and bracketed
+    # the calibration bursts' requests and the scored workload from separate streams of one seed
+    cal_rng, work_rng = (np.random.default_rng(x) for x in np.random.SeedSequence(s.seed).spawn(2))
+    n_cal = s.calibration_requests if s.calibration_requests is not None else max(8, s.requests // 4)
 
-    # one model for the whole session, as a server loads it once: every run and burst serves on
+    # one model for the whole session, as a server loads it once: every burst and run serves on
     # it (building and warming it up would cost each of them ~3 s on a CPU core)
     replica = load_replica(s.model, cfg, device=s.device, dtype=dtype, seed=s.seed)
 
-    def real(workload, seed, reference=None):
-        got = run_llm_engine(s.model, workload, cfg, device=s.device, dtype=dtype, seed=seed, reference=reference, replica=replica)
-        return got if reference is not None else (*got, None)
+    def real(workload, seed):
+        return run_llm_engine(s.model, workload, cfg, device=s.device, dtype=dtype, seed=seed, replica=replica)
 
+    # 1. Calibrate: everything measured on the engine before the first scored run.
     n_burst = s.capacity_requests or s.requests
-    progress(f"capacity: {n_burst} requests at once")
-    burst, burst_steps, _ = real(_workload(n_burst, None, rng, s.quick), s.seed)
+    progress(f"calibrate: capacity burst of {n_burst} requests at once")
+    burst, burst_steps = real(_workload(n_burst, None, cal_rng, s.quick), s.seed)
     capacity = _throughput(burst)
     progress(f"capacity {capacity:.3f} req/s")
-    burst_steps.to_csv(out / "burst_steps.csv", index=False)
+    cal_steps = [burst_steps.assign(burst=0)]
+    if s.in_loop and n_cal > 0:
+        progress(f"calibrate: staircase burst of {n_cal} requests")
+        _, steps = real(_workload(n_cal, None, cal_rng, s.quick, staircase=True), s.seed + 1)
+        cal_steps.append(steps.assign(burst=1))
+    cal = pd.concat(cal_steps, ignore_index=True)
+    cal.to_csv(out / "calibration_steps.csv", index=False)
 
-    # The loads take turns (40 %, 80 %, 40 %, 80 %, ...), and a short calibration burst of other
-    # requests runs before every real run and once after the last: the machine's speed drifts
-    # over a session (by 10-30 % between minutes on a shared VM, docs/validation.md), so the
-    # steps the composition is fitted on are taken across the whole session, and each run has a
-    # burst on either side of it to tell how fast the machine was then — never from the run.
-    plan = []
-    for load in s.loads:
-        rate = load * capacity
-        folder = out / f"load-{load:.2f}"
-        folder.mkdir(exist_ok=True)
-        plan.append((load, _workload(s.requests, rate, rng, s.quick), folder, []))
-    # The speed meter (with the bursts): for each load, reference steps of the shapes its run is
-    # expected to take (the scheduler on the profile's clock), chosen before any run; the bursts
-    # run every load's, so that each shape's time beside a run is known.
-    run_reference, reference = {}, None
-    if metering:
-        from calibration.engine.llm import SpeedReference
-
-        for load, workload, *_ in plan:
-            shapes = reference_shapes(expected_steps(workload, cfg, profile))
-            run_reference[load] = SpeedReference(shapes=shapes, every_s=REFERENCE_EVERY_S)
-        union = tuple(dict.fromkeys(b for r in run_reference.values() for b in r.shapes))
-        reference = SpeedReference(shapes=union, every_s=REFERENCE_EVERY_S)
-    cal_steps, cal_refs = [burst_steps], [None]
-
-    def calibration_burst() -> None:
-        _, steps, refs = real(_workload(n_bracket, None, rng, s.quick, staircase=True), s.seed + 1000 + len(cal_steps), reference)
-        cal_steps.append(steps)
-        cal_refs.append(refs)
-
-    # (load, repeat) in the order they ran; run i sits between bursts i + 1 and i + 2
-    order, run_steps, run_refs = [], {}, {}
-    for k in range(s.repeats):
-        for load, workload, folder, runs in plan:
-            if bracketed:
-                calibration_burst()
-            progress(f"load {load:.0%} ({load * capacity:.3f} req/s): real run {k + 1}/{s.repeats}")
-            reqs, steps, refs = real(workload, s.seed + k, run_reference.get(load))
-            reqs.to_csv(folder / f"real_requests_{k}.csv", index=False)
-            steps.to_csv(folder / f"real_steps_{k}.csv", index=False)
-            if refs is not None:
-                refs.to_csv(folder / f"reference_steps_{k}.csv", index=False)
-                run_refs[load, k] = refs
-            runs.append(reqs)
-            order.append((load, k))
-            run_steps[load, k] = steps
-    if bracketed:
-        calibration_burst()
-
-    used = profile
+    # 2. Freeze: the profile every prediction below uses, hashed before any scored run.
+    frozen = out / "frozen-profile.yaml"
     composition = None
     if s.in_loop:
-        cal = pd.concat([c.assign(burst=b) for b, c in enumerate(cal_steps)], ignore_index=True)
-        cal.to_csv(out / "calibration_steps.csv", index=False)
-        if reference is not None:
-            refs = pd.concat([r.assign(burst=b) for b, r in enumerate(cal_refs) if r is not None], ignore_index=True)
-            refs.to_csv(out / "calibration_reference_steps.csv", index=False)
-        what = f"the capacity burst and {len(cal_steps) - 1} calibration bursts of {n_bracket} requests taken beside the runs"
-        used, composition = refit_in_loop(profile, cal, out / "profile-in-loop.yaml", what)
+        what = "the capacity burst" + (" and a staircase calibration burst" if n_cal > 0 else "") + ", before any scored run"
+        _, composition = refit_in_loop(profile, cal, frozen, what)
         fe = composition["in_loop"]["fit_error"]
-        progress(f"step composition refitted on {fe['points']} steps of {what}: held-out median |error| {fe['median_rel']:.1%}")
+        progress(f"step composition refitted on {fe['points']} calibration steps: held-out median |error| {fe['median_rel']:.1%}")
+    else:
+        import yaml
 
-    # Each run's profile: the session's composition at the speed the bursts on either side of
-    # the run measured. With the speed meter, each run is then simulated at that speed times how
-    # much slower or faster its reference steps ran, second by second, than the same shapes in
-    # those bursts. (How fast the run's own steps went is reported beside, never used.)
-    speeds, run_profile, metered = [], {}, {}
-    for i, (load, k) in enumerate(order):
-        if not bracketed:
-            run_profile[load, k] = used
-            continue
+        _write_profile(yaml.safe_load(Path(profile).read_text()), profile, frozen)
+    frozen_sha = _sha256(frozen)
+
+    # 3. Predict every load's workload with the frozen profile, and write it, before running it.
+    plan = []
+    for load in s.loads:
         folder = out / f"load-{load:.2f}"
-        around = machine_speed(pd.concat(cal_steps[i + 1 : i + 3]), used)
-        why = f"the machine's speed in the calibration bursts before and after real run {k} at load {load:g}"
-        run_profile[load, k] = at_speed(used, around, folder / f"profile-run-{k}.yaml", why)
-        row = {"load": load, "repeat": k, "bursts": around, "run": machine_speed(run_steps[load, k], used)}
-        if reference is not None:
-            edges, own = run_speed_series(run_steps[load, k], used)
-            series = reference_speed_series(run_refs[load, k], pd.concat(cal_refs[i + 1 : i + 3]), used, edges, around)
-            metered[load, k] = (edges, series)
-            pd.DataFrame({"start_s": edges[:-1], "reference": series, "own_steps": own}).to_csv(
-                folder / f"speed-run-{k}.csv", index=False
-            )
-            row["reference"] = float(series.mean())
-        speeds.append(row)
+        folder.mkdir(exist_ok=True)
+        workload = _workload(s.requests, load * capacity, work_rng, s.quick)
+        predicted = simulate_llm(workload, s, frozen, folder)
+        predicted.to_csv(folder / "predicted_requests.csv", index=False)
+        plan.append((load, workload, folder, predicted, []))
+    progress(f"predictions written for {len(plan)} loads (frozen profile sha256 {frozen_sha[:12]})")
 
-    rows, session_rows, grid_rows, given_rows, bursts_rows = [], [], [], [], []
-    cdfs, replays, grid_replays = {}, [], []
-    for load, workload, folder, runs in plan:
+    # 4. The scored runs, the loads taking turns so that a slow spell of the machine does not
+    # land on one load alone. Nothing they measure reaches the predictions above.
+    run_steps = {}
+    for k in range(s.repeats):
+        for load, workload, folder, _, runs in plan:
+            progress(f"load {load:.0%} ({load * capacity:.3f} req/s): scored run {k + 1}/{s.repeats}")
+            reqs, steps = real(workload, s.seed + 100 + k)
+            reqs.to_csv(folder / f"real_requests_{k}.csv", index=False)
+            steps.to_csv(folder / f"real_steps_{k}.csv", index=False)
+            runs.append(reqs)
+            run_steps[load, k] = steps
+    if _sha256(frozen) != frozen_sha:
+        raise RuntimeError("the frozen profile changed during the scored runs")
+
+    # 5. Compare, and the diagnostics (each labelled: they read the scored runs).
+    rows, per_run, cdfs, replays = [], [], {}, []
+    given_rows, grid_rows, speeds = [], [], []
+    for load, workload, folder, predicted, runs in plan:
+        cdfs[_case_label({"load": load})] = (runs, [predicted])
+        got, each = _compare({"load": load}, runs, [predicted], METRICS)
+        rows += got
+        per_run += each
+        given = []
         for k in range(len(runs)):
             steps = run_steps[load, k]
-            if (load, k) in metered:
-                # each step at the speed the run is simulated at: the metered one of its window
-                replay = step_replay(steps, used)
-                edges, series = metered[load, k]
-                mid = ((replay["start_s"] + replay["end_s"]) / 2).to_numpy()
-                replay["predicted_s"] *= series[_window_of(mid, edges[1] - edges[0], len(series))]
-                replay["rel_error"] = (replay["predicted_s"] - replay["measured_s"]) / replay["measured_s"]
-            else:
-                replay = step_replay(steps, run_profile[load, k])
-            replays.append(replay.assign(load=load, repeat=k))
-            if s.in_loop:
-                grid_replays.append(step_replay(steps, profile))
-        progress(f"load {load:.0%}: simulating")
-        sims, at_bursts = [], []
-        for k in range(len(runs) if bracketed else 1):
-            sim = simulate_llm(workload, s, run_profile[load, k], folder)
-            if reference is not None:
-                at_bursts.append(sim)
-                sim = simulate_llm_at(workload, s, used, folder, *metered[load, k])
-            sim.to_csv(folder / f"sim_requests_{k}.csv", index=False)
-            sims.append(sim)
-        cdfs[load] = (runs, sims)
-        rows += _compare(load, runs, sims, METRICS)
-        if reference is not None:
-            bursts_rows += _compare(load, runs, at_bursts, METRICS)
-        # Diagnostic: each run simulated at the speed its own steps went, second by second.
-        given = [simulate_llm_at(workload, s, used, folder, *run_speed_series(run_steps[load, k], used)) for k in range(len(runs))]
-        given_rows += _compare(load, runs, given, METRICS)
-        if bracketed:
-            session_rows += _compare(load, runs, [simulate_llm(workload, s, used, folder)], METRICS)
+            replays.append(step_replay(steps, frozen).assign(load=load, repeat=k))
+            speeds.append({"load": load, "repeat": k, "speed": machine_speed(steps, frozen)})
+            given.append(simulate_llm_at(workload, s, frozen, folder, *run_speed_series(steps, frozen)))
+        given_rows += _compare({"load": load}, runs, given, METRICS)[0]
         if s.in_loop:
-            grid_rows += _compare(load, runs, [simulate_llm(workload, s, profile, folder)], METRICS)
+            grid_rows += _compare({"load": load}, runs, [simulate_llm(workload, s, profile, folder)], METRICS)[0]
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "step_replay.csv", index=False)
     summary = _summary(s, dtype, profile, capacity, replay, "steps")
+    summary["protocol"] = {
+        "frozen_profile": frozen.name,
+        "frozen_profile_sha256": frozen_sha,
+        "calibration": f"capacity burst of {n_burst} requests"
+        + (f" and a staircase burst of {n_cal} requests" if s.in_loop and n_cal > 0 else "")
+        + ", before the first scored run",
+        "predictions": "load-*/predicted_requests.csv, written before the first scored run",
+        "workload_seed": s.seed,
+    }
     given_table = pd.DataFrame(given_rows)
     given_table.to_csv(out / "errors_given_run_speed.csv", index=False)
-    summary["given_run_speed"] = {"window_s": SPEED_WINDOW_S, "e2e_errors": _e2e_errors(given_table)}
-    if bracketed:
-        session = pd.DataFrame(session_rows)
-        session.to_csv(out / "errors_session_speed.csv", index=False)
-        summary["machine_speed"] = {
-            "runs": speeds,
-            "e2e_errors_at_session_speed": _e2e_errors(session),
-        }
-        if reference is not None:
-            at_bursts = pd.DataFrame(bursts_rows)
-            at_bursts.to_csv(out / "errors_bursts_speed.csv", index=False)
-            summary["machine_speed"]["reference"] = {
-                "shapes": {f"{load:g}": [list(map(list, b)) for b in r.shapes] for load, r in run_reference.items()},
-                "every_s": reference.every_s,
-                "window_s": SPEED_WINDOW_S,
-                "reference_steps": int(sum(len(r) for r in run_refs.values())),
-            }
-            summary["machine_speed"]["e2e_errors_at_bursts_speed"] = _e2e_errors(at_bursts)
+    summary["diagnostics"] = {
+        "run_speed": speeds,
+        "given_run_speed": {"window_s": SPEED_WINDOW_S, "headline": _headline(given_table)},
+    }
     if s.in_loop:
-        # The same runs against the grid profile alone: what the in-loop refit changed.
-        summary["in_loop_profile"] = "profile-in-loop.yaml"
-        grid_table = pd.DataFrame(grid_rows)
-        grid_table.to_csv(out / "errors_grid_profile.csv", index=False)
-        gr = pd.concat(grid_replays, ignore_index=True)
-        err = gr["rel_error"]
         summary["grid_profile"] = {
             "profile": os.path.relpath(Path(profile).resolve(), out.resolve()),
             "composition": composition,
-            "step_replay": {
-                "median_abs_rel_error": float(err.abs().median()),
-                "bias": float(err.median()),
-                "total_time_bias": float(gr["predicted_s"].sum() / gr["measured_s"].sum() - 1),
-            },
-            "e2e_errors": _e2e_errors(grid_table),
         }
-    return _finish(out, rows, summary, cdfs, METRICS)
-
-
-def _e2e_errors(table: pd.DataFrame) -> dict[str, float]:
-    return {f"{r.load:g}/{r.metric}": float(r.error) for r in table.itertuples() if r.metric.startswith("e2e_s")}
+        grid_table = pd.DataFrame(grid_rows)
+        grid_table.to_csv(out / "errors_grid_profile.csv", index=False)
+        summary["grid_profile"]["headline"] = _headline(grid_table)
+    for *_, folder, _, _ in plan:
+        shutil.rmtree(folder / "warped", ignore_errors=True)  # the given-speed diagnostic's scratch
+    return _finish(out, rows, per_run, summary, cdfs, METRICS)
 
 
 @dataclass(frozen=True)
@@ -698,51 +559,58 @@ class DiffusionSettings:
     dtype: str | None = None
     loads: tuple[float, ...] = (0.4, 0.8)
     repeats: int = 3
-    requests: int = 40
+    requests: int = 24
     capacity_requests: int = 16
     seed: int = 0
-    width: int = 256
-    height: int = 256
+    """Chooses the workload (arrival times and each request's shape)."""
+    shapes: tuple[tuple[int, int], ...] = ((256, 256), (192, 320))
+    """Image sizes (width, height): a Poisson stream of ``requests / len(shapes)`` requests each,
+    sharing the load's rate; batches hold one shape."""
     steps: int = 10
     max_batch_size: int = 4
-    max_wait_s: float = 0.5
+    max_waits: tuple[float, ...] = (0.0, 0.5)
+    """``max_wait_s`` settings, each run at every load: 0 dispatches whatever is waiting, more
+    holds a batch that is not full until its oldest request has waited that long."""
 
 
 IMAGE_METRICS = ("e2e_s", "queue_s")
 
 
-def simulate_diffusion(s: DiffusionSettings, rate: float, profile: Path, seed: int) -> pd.DataFrame:
-    """The simulator's run of a Poisson image workload; its arrival times are then served by
-    the real loop, so both see the same schedule."""
+def simulate_diffusion(s: DiffusionSettings, rate: float, max_wait_s: float, profile: Path, seed: int) -> pd.DataFrame:
+    """The simulator's run of a Poisson image workload, one class per shape sharing ``rate``;
+    its arrival times and shapes are then served by the real loop, so both see the same
+    schedule."""
     from sim.config import parse_scenario
     from sim.run import run_scenario
 
+    share = rate / len(s.shapes)
     scenario = {
         "name": f"validate-{s.model}",
         "seed": seed,
         "replications": 1,
         "warmup_s": 0,
-        "num_requests": s.requests,
+        "num_requests": -(-s.requests // len(s.shapes)),  # per class
         "pools": [
             {
                 "name": "images",
                 "model": s.model,
                 "gpu": "l4",  # sets only memory and price here
-                "batching": {"policy": "static", "max_batch_size": s.max_batch_size, "max_wait_s": s.max_wait_s, "shapes": "bucket"},
+                "batching": {"policy": "static", "max_batch_size": s.max_batch_size, "max_wait_s": max_wait_s, "shapes": "bucket"},
                 "cost_model": {"kind": "profile", "path": str(profile.resolve())},
             }
         ],
         "classes": [
             {
-                "name": "load",
+                "name": f"{w}x{h}",
                 "pool": "images",
-                "arrival": {"process": "poisson", "rate": rate},
-                "image": {"width": s.width, "height": s.height, "steps": s.steps},
+                "arrival": {"process": "poisson", "rate": share},
+                "image": {"width": w, "height": h, "steps": s.steps},
             }
+            for w, h in s.shapes
         ],
     }
     result = run_scenario(parse_scenario(scenario))
-    return result.requests.sort_values("arrival_s").reset_index(drop=True)
+    return result.requests.sort_values("arrival_s", kind="stable").reset_index(drop=True)
 
 
 def batch_replay(batches: pd.DataFrame, profile: Path, text_prompts_per_image: int) -> pd.DataFrame:
@@ -763,7 +631,8 @@ def batch_replay(batches: pd.DataFrame, profile: Path, text_prompts_per_image: i
 
 
 def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = None, progress: Progress = print) -> dict:
-    """The diffusion validation: static batches of a real pipeline against the simulator."""
+    """The diffusion validation: static batches of a real pipeline against the simulator, at
+    every load and ``max_wait_s`` setting, on a mix of image shapes."""
     from calibration.diffusion_configs import diffusion_config
     from calibration.engine.diffusion import DiffusionEngineConfig, ImageWorkItem, run_diffusion_engine
     from calibration.measure import default_dtype
@@ -771,38 +640,77 @@ def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = N
     out.mkdir(parents=True, exist_ok=True)
     dtype = s.dtype or default_dtype(s.device)
     profile = _profile_for(s.model, s.device, dtype, out, profile, progress)
-    cfg = DiffusionEngineConfig(max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_s)
     prompts_per_image = 2 if diffusion_config(s.model).cfg else 1  # negative prompts are encoded too
+    frozen_sha = _sha256(profile)
 
-    def real(arrivals, seed):
-        work = [ImageWorkItem(i, float(t), s.width, s.height, s.steps) for i, t in enumerate(arrivals)]
+    def real(frame: pd.DataFrame, max_wait_s: float, seed: int):
+        cfg = DiffusionEngineConfig(max_batch_size=s.max_batch_size, max_wait_s=max_wait_s)
+        work = [ImageWorkItem(i, float(r.arrival_s), int(r.width), int(r.height), s.steps) for i, r in enumerate(frame.itertuples())]
         return run_diffusion_engine(s.model, work, cfg, device=s.device, dtype=dtype, seed=seed)
 
-    progress(f"capacity: {s.capacity_requests} requests at once")
-    burst, _ = real(np.zeros(s.capacity_requests), s.seed)
-    capacity = _throughput(burst)
+    # Calibrate: the capacity burst, on the shape mix of the runs, before any scored run.
+    shape_rng = np.random.default_rng(np.random.SeedSequence(s.seed).spawn(1)[0])
+    sizes = [s.shapes[i] for i in shape_rng.integers(0, len(s.shapes), s.capacity_requests)]
+    burst = pd.DataFrame({"arrival_s": 0.0, "width": [w for w, _ in sizes], "height": [h for _, h in sizes]})
+    progress(f"calibrate: capacity burst of {s.capacity_requests} requests at once")
+    done, _ = real(burst, 0.0, s.seed)
+    capacity = _throughput(done)
     progress(f"capacity {capacity:.3f} req/s")
-    rows, cdfs, replays = [], {}, []
-    for load in s.loads:
-        rate = load * capacity
-        folder = out / f"load-{load:.2f}"
-        folder.mkdir(exist_ok=True)
-        sim = simulate_diffusion(s, rate, profile, s.seed)
-        sim.to_csv(folder / "sim_requests.csv", index=False)
-        runs = []
-        for k in range(s.repeats):
-            progress(f"load {load:.0%} ({rate:.3f} req/s): real run {k + 1}/{s.repeats}")
-            reqs, batches = real(sim["arrival_s"].to_numpy(), s.seed + k)
+
+    # Predict every case with the frozen profile first and write it; the real runs then serve
+    # the very arrival times and shapes the simulator drew, the cases taking turns.
+    plan = []
+    for wait in s.max_waits:
+        for load in s.loads:
+            folder = out / f"load-{load:.2f}-wait-{wait:g}"
+            folder.mkdir(exist_ok=True)
+            sim = simulate_diffusion(s, load * capacity, wait, profile, s.seed)
+            sim.to_csv(folder / "predicted_requests.csv", index=False)
+            plan.append(({"load": load, "max_wait_s": wait}, folder, sim, []))
+    replays = []
+    for k in range(s.repeats):
+        for case, folder, sim, runs in plan:
+            progress(f"load {case['load']:.0%}, max_wait_s {case['max_wait_s']:g}: scored run {k + 1}/{s.repeats}")
+            reqs, batches = real(sim, case["max_wait_s"], s.seed + 100 + k)
             reqs.to_csv(folder / f"real_requests_{k}.csv", index=False)
             batches.to_csv(folder / f"real_batches_{k}.csv", index=False)
             runs.append(reqs)
-            replays.append(batch_replay(batches, profile, prompts_per_image).assign(load=load, repeat=k))
-        cdfs[load] = (runs, [sim])
-        rows += _compare(load, runs, [sim], IMAGE_METRICS)
+            replays.append(batch_replay(batches, profile, prompts_per_image).assign(**case, repeat=k))
+    if _sha256(profile) != frozen_sha:
+        raise RuntimeError("the profile changed during the scored runs")
+    rows, per_run, cdfs = [], [], {}
+    for case, _, sim, runs in plan:
+        cdfs[_case_label(case)] = (runs, [sim])
+        got, each = _compare(case, runs, [sim], IMAGE_METRICS)
+        rows += got
+        per_run += each
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "batch_replay.csv", index=False)
     summary = _summary(s, dtype, profile, capacity, replay, "batches")
-    return _finish(out, rows, summary, cdfs, IMAGE_METRICS)
+    summary["protocol"] = {
+        "frozen_profile": os.path.relpath(Path(profile).resolve(), out.resolve()),
+        "frozen_profile_sha256": frozen_sha,
+        "calibration": f"the profile and a capacity burst of {s.capacity_requests} requests",
+        "predictions": "*/predicted_requests.csv, written before the first scored run",
+        "workload_seed": s.seed,
+    }
+    return _finish(out, rows, per_run, summary, cdfs, IMAGE_METRICS)
+
+
+def run_errors(table: pd.DataFrame, per_run: pd.DataFrame) -> list[list[float]]:
+    """For each row of ``table``, its runs' errors in run order (from ``per_run``)."""
+    keys = [*_case_columns(table), "metric"]
+    groups = {k: g.sort_values("run")["error"].tolist() for k, g in per_run.groupby(keys, sort=False)}
+    return [groups[tuple(getattr(r, c) for c in keys)] for r in table.itertuples()]
+
+
+def _case_label(case: dict) -> str:
+    label = f"{case['load']:.0%} load"
+    return label + (f", max_wait_s {case['max_wait_s']:g}" if "max_wait_s" in case else "")
+
+
+def _case_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in ("load", "max_wait_s") if c in table.columns]
 
 
 def _plot_cdfs(cdfs: dict, path: Path, metrics: tuple[str, ...]) -> None:
@@ -812,7 +720,7 @@ def _plot_cdfs(cdfs: dict, path: Path, metrics: tuple[str, ...]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(cdfs), len(metrics), figsize=(4.2 * len(metrics), 3.2 * len(cdfs)), squeeze=False)
-    for row, (load, (runs, sims)) in zip(axes, cdfs.items()):
+    for row, (label, (runs, sims)) in zip(axes, cdfs.items()):
         for ax, m in zip(row, metrics):
             for k, r in enumerate(runs):
                 v = np.sort(r[m].dropna().to_numpy())
@@ -821,7 +729,7 @@ def _plot_cdfs(cdfs: dict, path: Path, metrics: tuple[str, ...]) -> None:
                 v = np.sort(sim[m].dropna().to_numpy())
                 lw, alpha = (2, 1.0) if len(sims) == 1 else (1.2, 0.7)
                 ax.plot(v, np.linspace(0, 1, len(v)), color="tab:orange", lw=lw, alpha=alpha, label="simulated" if k == 0 else None)
-            ax.set_title(f"{m.removesuffix('_s').upper()} at {load:.0%} load", fontsize=9)
+            ax.set_title(f"{m.removesuffix('_s').upper()} at {label}", fontsize=9)
             ax.set_xlabel("s")
             ax.legend(fontsize=7)
     fig.tight_layout()
@@ -829,79 +737,76 @@ def _plot_cdfs(cdfs: dict, path: Path, metrics: tuple[str, ...]) -> None:
     plt.close(fig)
 
 
-def _errors_text(errors: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:+.1%}" for k, v in errors.items())
-
-
-def _write_markdown(table: pd.DataFrame, summary: dict, path: Path) -> None:
+def _write_markdown(table: pd.DataFrame, per_run: pd.DataFrame, summary: dict, path: Path) -> None:
     sr = summary["step_replay"]
     lines = [
         f"# Validation: {summary['model']} on {summary['device']} ({summary['dtype']})",
         "",
         f"Profile: `{summary['profile']}`. Capacity (burst): {summary['capacity_req_s']:.3f} req/s.",
-        f"Replay of {sr['steps']} real {sr['what']}: median |error| {sr['median_abs_rel_error']:.1%}, "
-        f"p90 {sr['p90_abs_rel_error']:.1%}, median signed {sr['bias']:+.1%}; all steps' predicted total time "
-        f"{sr['total_time_bias']:+.1%} off the measured.",
-        "",
-        "`measured`: the median over the real runs; `predicted`: the median over the simulations; `error`: the median "
-        "over the runs of (simulated - measured) / measured, each run against its own simulation; `noise floor`: the "
-        "real runs' (max - min) / median.",
-        "",
-        "| load | metric | measured | predicted | error | noise floor |",
-        "|---|---|---|---|---|---|",
     ]
-    for r in table.itertuples():
-        lines.append(f"| {r.load:.0%} | {r.metric} | {r.measured:.4g} | {r.predicted:.4g} | {r.error:+.1%} | {r.noise_floor:.1%} |")
+    protocol = summary.get("protocol")
+    if protocol is not None:
+        lines += [
+            "",
+            f"**Calibrate, freeze, predict.** Calibration: the profile and the {protocol['calibration']}. The frozen "
+            f"profile (`{protocol['frozen_profile']}`, sha256 `{protocol['frozen_profile_sha256'][:16]}`) predicted every "
+            f"load ({protocol['predictions']}); nothing measured in a scored run enters a prediction. Workload seed "
+            f"{protocol['workload_seed']}.",
+        ]
+    lines += [
+        "",
+        "`measured`: the median over the real runs; `predicted`: the prediction's figure; `error`: the median over the "
+        "runs of (predicted - measured) / measured; `worst`: the run furthest off; `noise floor`: the real runs' "
+        "(max - min) / median. Every run's error is in `errors_per_run.csv`.",
+        "",
+        "| case | metric | measured | predicted | error | worst run | runs | noise floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r, each in zip(table.itertuples(), run_errors(table, per_run)):
+        case = _case_label({c: getattr(r, c) for c in _case_columns(table)})
+        lines.append(
+            f"| {case} | {r.metric} | {r.measured:.4g} | {r.predicted:.4g} | {r.error:+.1%} | {r.worst:+.1%} | "
+            + " ".join(f"{e:+.1%}" for e in each)
+            + f" | {r.noise_floor:.1%} |"
+        )
+    lines += ["", "Largest errors over every load and percentile:", ""]
+    for family, h in summary["headline"].items():
+        lines.append(
+            f"- {family}: median over runs {h['max_abs_median_error']:.1%}, worst single run {h['max_abs_run_error']:.1%} "
+            f"(noise floor up to {h['max_noise_floor']:.1%})"
+        )
+    lines += [
+        "",
+        f"Replay of {sr['steps']} real {sr['what']} (each predicted from its logged shape by the same profile: the cost "
+        f"model alone, without queueing): median |error| {sr['median_abs_rel_error']:.1%}, p90 {sr['p90_abs_rel_error']:.1%}, "
+        f"median signed {sr['bias']:+.1%}; total time {sr['total_time_bias']:+.1%}.",
+    ]
+    diag = summary.get("diagnostics")
+    if diag is not None:
+        speeds = [r["speed"] for r in diag["run_speed"]]
+        given = diag["given_run_speed"]["headline"].get("e2e_s", {})
+        lines += [
+            "",
+            "## Diagnostics (they read the scored runs: never the prediction)",
+            "",
+            "- How fast each scored run's own steps went against the frozen profile: "
+            + ", ".join(f"{r['load']:.0%}/{r['repeat']} {r['speed']:.3f}" for r in diag["run_speed"])
+            + f" (spread {min(speeds):.3f}-{max(speeds):.3f}; 1.0 = as calibrated). On a shared CPU this drift, not the "
+            "model, is most of the error above.",
+            f"- Each run re-simulated at the speed its own steps went, {diag['given_run_speed']['window_s']:g} s at a "
+            f"time (`errors_given_run_speed.csv`): E2E median error up to {given.get('max_abs_median_error', float('nan')):.1%}, "
+            f"worst run {given.get('max_abs_run_error', float('nan')):.1%}. What is left is the model's own "
+            "(scheduling, batching, step composition).",
+        ]
     grid = summary.get("grid_profile")
     if grid is not None:
         c = grid["composition"]
+        e2e = grid["headline"].get("e2e_s", {})
         lines += [
-            "",
-            f"The step composition (alpha, h0, h1) was refitted on the real steps of the capacity burst and the calibration bursts "
-            f"({[round(x, 6) for x in c['in_loop']['coef']]}) against the grid's {[round(x, 6) for x in c['grid']['coef']]}. "
-            f"With the grid profile alone (`{grid['profile']}`): replay median |error| "
-            f"{grid['step_replay']['median_abs_rel_error']:.1%}, median signed {grid['step_replay']['bias']:+.1%}, total time "
-            f"{grid['step_replay']['total_time_bias']:+.1%}; E2E errors "
-            + _errors_text(grid["e2e_errors"])
-            + ".",
-        ]
-    speed = summary.get("machine_speed")
-    if speed is not None:
-        bursts = [r["bursts"] for r in speed["runs"]]
-        own = [r["run"] for r in speed["runs"]]
-        ref = speed.get("reference")
-        if ref is None:
-            lines += [
-                "",
-                f"Each run was simulated at the machine's speed measured in the calibration bursts on either side of it: "
-                f"{min(bursts):.3f}-{max(bursts):.3f} times the session's composition (the runs' own steps, not used: "
-                f"{min(own):.3f}-{max(own):.3f}; each run in summary.json), and `predicted` is the median of those "
-                "simulations.",
-            ]
-        else:
-            metered = [r["reference"] for r in speed["runs"]]
-            lines += [
-                "",
-                f"Each run was simulated at the machine's speed metered during it, {ref['window_s']:g} s at a time: "
-                f"{ref['reference_steps']} reference steps interleaved with the runs (every {ref['every_s']:g} s of the "
-                "run's clock, which they did not move), of shapes fixed before the runs (the steps each load was expected "
-                "to take; in summary.json), their speed against the profile per window over the same shapes' in the "
-                "calibration bursts beside the run, times the bursts' own speed (`load-*/speed-run-*.csv`): on average "
-                f"{min(metered):.3f}-{max(metered):.3f} times the session's composition, against "
-                f"{min(bursts):.3f}-{max(bursts):.3f} in the bursts beside the runs and {min(own):.3f}-{max(own):.3f} "
-                "in the runs' own steps (not used). `predicted` is the median of those simulations. At the bursts' "
-                "speed alone (`errors_bursts_speed.csv`), E2E errors "
-                + _errors_text(speed["e2e_errors_at_bursts_speed"])
-                + ".",
-            ]
-        lines[-1] += " At the session's speed for every run, E2E errors " + _errors_text(speed["e2e_errors_at_session_speed"]) + "."
-    given = summary.get("given_run_speed")
-    if given is not None:
-        lines += [
-            "",
-            f"Diagnostic, not a prediction: each run simulated at the speed its own steps went, "
-            f"{given['window_s']:g} s at a time (`errors_given_run_speed.csv`), what remains when the machine's "
-            "speed is known: E2E errors " + _errors_text(given["e2e_errors"]) + ".",
+            f"- The grid profile alone (`{grid['profile']}`, no in-loop composition; also frozen): E2E median error up to "
+            f"{e2e.get('max_abs_median_error', float('nan')):.1%}, worst run {e2e.get('max_abs_run_error', float('nan')):.1%} "
+            f"(`errors_grid_profile.csv`). Composition (alpha, h0, h1): in-loop {[round(x, 6) for x in c['in_loop']['coef']]}, "
+            f"grid {[round(x, 6) for x in c['grid']['coef']]}.",
         ]
     lines += ["", "![measured vs simulated CDFs](cdfs.png)", ""]
     path.write_text("\n".join(lines))

@@ -103,39 +103,6 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class SpeedReference:
-    """Fixed-shape steps interleaved with a real run, to meter how fast the machine is going
-    while the run goes on (a shared CPU's speed wanders by 10-30 % within a minute; a GPU's
-    should not). Every ``every_s`` of the run's clock the loop stops between two steps and runs
-    the next of ``shapes`` in turn, on throwaway sequences whose KV caches are filled once before
-    the run; the run's clock stands still meanwhile, so to the run it is as if the reference step
-    never happened (arrivals wait for the clock, not the wall). Each shape is a batch, one
-    ``(num_new, num_cached)`` per sequence: ``(1, c)`` a decode over ``c`` cached tokens,
-    ``(p, c)`` a prefill chunk of ``p`` tokens. The shapes are fixed before the run, so timing
-    them says how fast the machine is, not how well the profile predicts the run's own shapes."""
-
-    shapes: tuple[tuple[tuple[int, int], ...], ...]
-    every_s: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not self.shapes or any(not batch for batch in self.shapes):
-            raise ValueError("a speed reference needs at least one non-empty batch shape")
-        if any(n < 1 or c < 0 for batch in self.shapes for n, c in batch):
-            raise ValueError("reference rows need num_new >= 1 and num_cached >= 0")
-        if not self.every_s > 0:
-            raise ValueError(f"every_s must be positive, got {self.every_s}")
-
-    def batch_shapes(self) -> list[BatchShape]:
-        out = []
-        for batch in self.shapes:
-            shape = BatchShape()
-            for n, c in batch:
-                shape.add(n, c, n + c)
-            out.append(shape)
-        return out
-
-
-@dataclass(frozen=True)
 class WorkItem:
     """One request of a workload."""
 
@@ -508,15 +475,12 @@ def run_llm_engine(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     model_cfg=None,
-    reference: SpeedReference | None = None,
     replica: LoadedReplica | None = None,
-) -> tuple[pd.DataFrame, ...]:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Serve ``workload`` open-loop with the random-weight replica of catalog model ``model`` (or
     ``model_cfg``, a ``LlamaConfig``, when given) on ``device``. Returns (requests, steps): one
     row per request (``REQUEST_COLUMNS``, times in seconds from the run's start, NaN where a
-    request never got there) and one per step (``STEP_COLUMNS``). With a ``reference``, a third
-    frame: one row per reference step (``STEP_COLUMNS``; ``start_s`` is the run's clock when it
-    ran, which it did not move, and ``end_s - start_s`` its measured time).
+    request never got there) and one per step (``STEP_COLUMNS``).
 
     With a ``replica`` (``load_replica``) the run serves on it instead of building and warming
     up its own; it must be of the same model, knobs, device and dtype, and ``seed`` then draws the prompts'
@@ -546,24 +510,6 @@ def run_llm_engine(
 
     step_rows: list[tuple] = []
     try:
-        ref_batches, ref_ids, ref_shapes = [], [], []
-        if reference is not None:
-            ref_shapes = reference.batch_shapes()
-            ref_gen = torch.Generator(device="cpu").manual_seed(seed + 1)
-            seq_id = -1_000_000  # far below the warm-up's ids and never a request's
-            for batch in reference.shapes:
-                seqs = []
-                for n, c in batch:
-                    cache.allocate(seq_id, n + c)
-                    cache.fill_random(seq_id, c)
-                    seqs.append(SeqSlice(seq_id, n, c))
-                    seq_id -= 1
-                ref_batches.append(seqs)
-                ids = torch.randint(0, mcfg.vocab_size, (sum(n for n, _ in batch),), generator=ref_gen)
-                ref_ids.append(ids.to(device))
-                net.step(ref_ids[-1], seqs, cache).tolist()  # untimed: first-call costs of its shape
-        next_ref, ref_i, ref_rows = 0.0 if reference is not None else float("inf"), 0, []
-
         sched = Scheduler(cfg)
         total, done, next_i = len(reqs), 0, 0
         gc.collect()
@@ -571,17 +517,6 @@ def run_llm_engine(
         t0 = time.perf_counter()
         while done < total:
             now = time.perf_counter() - t0
-            if now >= next_ref:
-                # A reference step between two steps, cut out of the run's clock.
-                j = ref_i % len(ref_batches)
-                a = time.perf_counter()
-                net.step(ref_ids[j], ref_batches[j], cache).tolist()
-                b = time.perf_counter()
-                ref_rows.append((now, now + (b - a), *_shape_row(ref_shapes[j]), 0, 0))
-                t0 += time.perf_counter() - a
-                ref_i += 1
-                next_ref = max(next_ref + reference.every_s, now)
-                continue
             while next_i < total and reqs[next_i].arrival_s <= now:
                 if not sched.add_request(reqs[next_i]):
                     done += 1
@@ -590,8 +525,7 @@ def run_llm_engine(
                 next_i += 1
             if not sched.has_unfinished_requests():
                 if next_i < total:
-                    wake = min(reqs[next_i].arrival_s, next_ref)
-                    time.sleep(max(0.0, wake - (time.perf_counter() - t0)))
+                    time.sleep(max(0.0, reqs[next_i].arrival_s - (time.perf_counter() - t0)))
                 continue
 
             start = time.perf_counter() - t0
@@ -632,11 +566,8 @@ def run_llm_engine(
             step_rows.append((start, end, *_shape_row(out.shape), out.kv_blocks_used, len(out.preempted)))
     finally:
         gc.enable()
-        cache.clear()  # this run's sequences and its reference steps'
-    frames = (_request_frame(reqs), pd.DataFrame(step_rows, columns=STEP_COLUMNS))
-    if reference is None:
-        return frames
-    return (*frames, pd.DataFrame(ref_rows, columns=STEP_COLUMNS))
+        cache.clear()  # this run's sequences, however it ended
+    return _request_frame(reqs), pd.DataFrame(step_rows, columns=STEP_COLUMNS)
 
 
 def _shape_row(s: BatchShape) -> tuple:

@@ -139,7 +139,7 @@ class DiffusionReplica:
         rows = sum(r.rows for r in batch)
         t_text = cost.text_encode_s(sum(2 if r.cfg else 1 for r in batch))
         t_step = cost.denoise_step_s(rows, tokens)
-        t_vae = sum(cost.vae_decode_s(r.images, r.width, r.height, r.frames) for r in batch)
+        t_vae = _vae_s(cost, batch)
         k = cfg.preview_every
         n_prev = (steps - 1) // k if k else 0
         total = t_text + steps * t_step + n_prev * t_vae + t_vae
@@ -183,16 +183,14 @@ class DiffusionReplica:
         rows = sum(r.rows for r in members)
         t_text = cost.text_encode_s(sum(2 if r.cfg else 1 for r in joiners)) if joiners else 0.0
         t_step = cost.denoise_step_s(rows, tokens)
-        t_extra = 0.0
         previews, done = [], []
         for req in members:
             n = req.steps_done + 1
             if n >= req.steps:
                 done.append(req)
-                t_extra += cost.vae_decode_s(req.images, req.width, req.height, req.frames)
             elif k and n % k == 0:
                 previews.append(req)
-                t_extra += cost.vae_decode_s(req.images, req.width, req.height, req.frames)
+        t_extra = _vae_s(cost, done) + _vae_s(cost, previews)
         total = t_text + t_step + t_extra
         start = self.env.now
         self._batch_start = start
@@ -292,3 +290,13 @@ class DiffusionReplica:
             if k and j % k == 0 and j < steps:
                 t += t_vae
         return steps
+
+
+def _vae_s(cost, reqs: list[ImageRequest]) -> float:
+    """VAE decode time of ``reqs``' images, decoded together as a pipeline decodes a batch's
+    latents: one call per shape (a VAE call takes one latent size), not one per request."""
+    groups: dict[tuple[int, int, int], int] = {}
+    for r in reqs:
+        key = (r.width, r.height, r.frames)
+        groups[key] = groups.get(key, 0) + r.images
+    return sum(cost.vae_decode_s(n, w, h, f) for (w, h, f), n in groups.items())

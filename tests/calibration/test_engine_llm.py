@@ -16,7 +16,6 @@ from calibration.engine.llm import (  # noqa: E402
     SHAPE_COLUMNS,
     STEP_COLUMNS,
     EngineConfig,
-    SpeedReference,
     WorkItem,
     load_replica,
     run_llm_engine,
@@ -330,62 +329,14 @@ def test_the_real_loop_runs_the_schedulers_steps():
     assert steps["num_preempted"].sum() > 0
 
 
-REFERENCE = SpeedReference(shapes=(((1, 20),), ((1, 30),) * 3, ((16, 0),)), every_s=0.002)
-
-
-def test_reference_steps_meter_the_machine_without_changing_the_run():
-    """Reference steps run between the run's steps, in turn, with the shapes given; the run's
-    clock stands still while they run, so its steps are the scheduler's plan, back to back as
-    without them, and every reference step's time lies outside the run's."""
-    cfg = CONFIGS[1]
-    items = workload(10, seed=4, prompt=(1, 90), output=(1, 30))
-    reqs, steps, refs = run(items, cfg, reference=REFERENCE)
-    plan = schedule_only(items, cfg)
-    assert [{c: getattr(r, c) for c in SHAPE_COLUMNS} for r in steps.itertuples()] == [
-        {c: getattr(out.shape, c) for c in SHAPE_COLUMNS} for out in plan
-    ]
-    assert (reqs["finish_s"].notna() | reqs["rejected"]).all()
-    assert list(refs.columns) == STEP_COLUMNS and len(refs) >= 3
-    want = [(1, 1, 1, 20, 0), (3, 3, 3, 90, 0), (1, 16, 0, 0, 16)]
-    got = [(r.num_seqs, r.num_tokens, r.num_decode, r.decode_ctx_sum, r.num_prefill_tokens) for r in refs.itertuples()]
-    assert got == [want[i % 3] for i in range(len(refs))]
-    measured = (refs["end_s"] - refs["start_s"]).to_numpy()
-    assert (measured > 0).all()
-    # the run's clock: every reference step sits between two of the run's steps (or before the
-    # first), and the gaps between the run's steps are far shorter than the reference steps in them
-    starts, ends = steps["start_s"].to_numpy(), steps["end_s"].to_numpy()
-    at = np.searchsorted(ends, refs["start_s"].to_numpy(), side="right")
-    inside = at < len(steps)
-    assert (refs["start_s"].to_numpy()[inside] <= starts[at[inside]]).all()
-    gaps = starts[1:] - ends[:-1]
-    stepped_over = np.bincount(at[inside], measured[inside], len(steps))[1:]
-    assert (gaps[stepped_over > 0] < stepped_over[stepped_over > 0]).all()
-
-
-def test_reference_steps_go_on_while_the_engine_waits():
-    items = [WorkItem(0, 0.0, 8, 2), WorkItem(1, 0.15, 8, 2)]
-    reqs, steps, refs = run(items, reference=SpeedReference(shapes=(((1, 8),),), every_s=0.01))
-    assert len(steps) == 4 and (refs["start_s"].between(0.02, 0.14)).sum() >= 8
-    assert reqs.iloc[1]["first_scheduled_s"] - 0.15 < 0.05
-
-
-def test_bad_reference_shapes_are_refused():
-    for shapes in [(), ((),), (((0, 5),),), (((1, -1),),)]:
-        with pytest.raises(ValueError, match="reference"):
-            SpeedReference(shapes=shapes)
-    with pytest.raises(ValueError, match="every_s"):
-        SpeedReference(shapes=(((1, 5),),), every_s=0)
-
-
 def test_runs_share_one_loaded_replica_and_leave_its_cache_empty():
     """A session loads the model once: runs on one replica are the scheduler's plan each, with
-    their own token ids, and each leaves the KV cache empty, reference sequences included, even
-    when it stops half-way; a replica of other knobs, another model or dtype is refused."""
+    their own token ids, and each leaves the KV cache empty, even when it stops half-way; a replica of other knobs, another model or dtype is refused."""
     cfg = CONFIGS[1]
     replica = load_replica("engine-test", cfg, model_cfg=SMALL)
     for seed in (0, 1):
         items = workload(10, seed=seed, prompt=(1, 90), output=(1, 30))
-        reqs, steps, _ = run(items, cfg, seed=seed, reference=REFERENCE, replica=replica)
+        reqs, steps = run(items, cfg, seed=seed, replica=replica)
         assert [{c: getattr(r, c) for c in SHAPE_COLUMNS} for r in steps.itertuples()] == [
             {c: getattr(out.shape, c) for c in SHAPE_COLUMNS} for out in schedule_only(items, cfg)
         ]
@@ -396,7 +347,7 @@ def test_runs_share_one_loaded_replica_and_leave_its_cache_empty():
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(workload(10, seed=2), cfg, reference=REFERENCE, replica=replica, progress=stop)
+        run(workload(10, seed=2), cfg, replica=replica, progress=stop)
     assert replica.cache.bytes_allocated == 0
     reqs, _ = run(workload(4, seed=3), cfg, replica=replica)
     assert reqs["finish_s"].notna().all()

@@ -171,3 +171,21 @@ def test_frames_on_an_image_model_is_a_config_error():
 
     with pytest.raises(ConfigError, match="frames"):
         run_scenario(scenario(image=dict(frames=9)), Path("."))
+
+
+def test_a_static_batch_decodes_its_latents_in_one_vae_call_per_shape():
+    """A pipeline decodes a batch's latents together: the batch pays the VAE's fixed cost and
+    weight traffic once per shape, not once per request (calibration/engine/diffusion.py runs
+    it that way too)."""
+    from sim import catalog
+    from sim.diffusion.cost import DiffusionRooflineCost
+
+    sc = scenario(dict(max_batch_size=4, max_wait_s=10.0), dict(steps=10, width=1024, height=1024), rate=50.0, n=4,
+                  pools=[dict(name="p", model="sdxl", gpu="h100-sxm", batching=dict(max_batch_size=4, max_wait_s=10.0))])  # fmt: skip
+    df = run_scenario(sc, Path(".")).requests
+    cost = DiffusionRooflineCost(catalog.get_diffusion_model("sdxl"), catalog.get_gpu("h100-sxm"))
+    tokens = catalog.get_diffusion_model("sdxl").latent_tokens(1024, 1024)
+    service = cost.text_encode_s(8) + 10 * cost.denoise_step_s(8, tokens) + cost.vae_decode_s(4, 1024, 1024, 1)
+    assert df["finish_s"].nunique() == 1
+    assert df["finish_s"].iloc[0] - df["first_scheduled_s"].iloc[0] == pytest.approx(service, rel=1e-12)
+    assert cost.vae_decode_s(4, 1024, 1024, 1) < 4 * cost.vae_decode_s(1, 1024, 1024, 1)
