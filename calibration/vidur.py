@@ -239,9 +239,13 @@ def import_profile(
         }
     }
 
-    # Roofline terms, per layer and per TP rank, exactly as sim/costs/roofline.py.
-    flops_per_s = g["bf16_tflops"] * 1e12 * g["efficiency"]["compute"]
-    bytes_per_s = g["hbm_tb_s"] * 1e12 * g["efficiency"]["bandwidth"]
+    # Roofline terms, per layer and per TP rank, exactly as sim/costs/roofline.py: attention at
+    # its own efficiencies, the LM head at the GEMMs'.
+    eff = g["efficiency"]
+    flops_per_s = g["bf16_tflops"] * 1e12 * eff.get("attention_compute", eff["compute"])
+    bytes_per_s = g["hbm_tb_s"] * 1e12 * eff.get("attention_bandwidth", eff["bandwidth"])
+    gemm_flops_per_s = g["bf16_tflops"] * 1e12 * eff["compute"]
+    gemm_bytes_per_s = g["hbm_tb_s"] * 1e12 * eff["bandwidth"]
     kv_heads = max(1, -(-nkv // tp))
     kv_s_per_token = 2 * kv_heads * h * DTYPE_BYTES / bytes_per_s
     flop_s_per_pair = 4 * nq * h / tp / flops_per_s
@@ -287,7 +291,7 @@ def import_profile(
 
     ops["lm_head"] = _linear(
         ["const", "num_seqs"],
-        [d * V * DTYPE_BYTES / tp / bytes_per_s, 2 * d * V / tp / flops_per_s],
+        [d * V * DTYPE_BYTES / tp / gemm_bytes_per_s + eff.get("gemm_kernel_s", 0.0), 2 * d * V / tp / gemm_flops_per_s],
         {"num_seqs": (1, x_max)},
         "roofline",
     )
@@ -332,16 +336,16 @@ def import_profile(
         )
     notes += [
         "attn_decode, attn_prefill (roofline; Vidur's attention profiles are not in the copied data): as "
-        "sim/costs/roofline.py, KV bytes read at the catalog HBM bandwidth x bandwidth efficiency and attention "
-        "FLOPs at the catalog bf16 peak x compute efficiency. Decode pays max(FLOPs, KV read) per (query, key) "
+        "sim/costs/roofline.py, KV bytes read at the catalog HBM bandwidth x attention_bandwidth and attention "
+        "FLOPs at the catalog bf16 peak x attention_compute. Decode pays max(FLOPs, KV read) per (query, key) "
         "pair; prefill pays its causal pairs' FLOPs plus the KV bytes of reading its cached prefix "
         "(prefill_ctx_sum) and writing its own tokens' K/V (num_prefill_tokens), as the roofline charges them "
         "(a sum of the compute and KV terms where the roofline takes their max).",
-        "lm_head (roofline; Vidur does not time it): streaming the LM head's weights once per step plus its FLOPs "
-        "per scheduled sequence (a sum where the roofline takes the max).",
+        "lm_head (roofline; Vidur does not time it): streaming the LM head's weights once per step and one GEMM "
+        "kernel's least time, plus its FLOPs per scheduled sequence, at the GEMM efficiencies (a sum: overlap 1).",
         "step (catalog): per-step overhead step_s + per_layer_s x layers and per-sequence overhead per_seq_s from "
-        f"sim/catalog/data/gpus.yaml ({node.gpu}), as sim/costs/roofline.py; Vidur's per-op CUDA-event timings may "
-        "already hold part of the per-layer launch cost.",
+        f"sim/catalog/data/gpus.yaml ({node.gpu}), as sim/costs/roofline.py (per_layer_s is 0 there: the kernels' "
+        "least durations are in Vidur's per-op timings, and in the roofline's fitted kernel terms).",
         "Ranges of roofline ops are bounds, not measurements: tokens and sequences up to the lin_layer table's "
         "last point, contexts up to the KV cache that fits in GPU memory, prefill pairs up to tokens x "
         "max_position_embeddings; step's ops_sum range is ops_sum with every op at the top of its range.",

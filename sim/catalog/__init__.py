@@ -70,8 +70,27 @@ class ModelSpec(_Spec):
 
 
 class Efficiency(_Spec):
+    """What fraction of a GPU's peaks the roofline assumes each kind of kernel reaches
+    (gpus.yaml explains each term and where it comes from)."""
+
     compute: float = Field(gt=0, le=1)
+    """GEMMs: fraction of the dense bf16 (or fp8) peak."""
     bandwidth: float = Field(gt=0, le=1)
+    """GEMMs: fraction of HBM bandwidth while streaming weights."""
+    overlap: float = Field(default=1000.0, ge=1)
+    """p of the GEMM time (C^p + M^p)^(1/p): 1 = compute and weight streaming add up, large = max."""
+    gemm_kernel_s: float = Field(default=0.0, ge=0)
+    """Least time of one GEMM kernel."""
+    elementwise_bandwidth: float | None = Field(default=None, gt=0, le=1)
+    """Elementwise kernels (norms, RoPE, activation, residual add): fraction of HBM bandwidth;
+    None leaves them out."""
+    elementwise_kernel_s: float = Field(default=0.0, ge=0)
+    attention_compute: float | None = Field(default=None, gt=0, le=1)
+    """Prefill attention: fraction of the bf16 peak (default: ``compute``)."""
+    attention_bandwidth: float | None = Field(default=None, gt=0, le=1)
+    """Decode attention's KV-cache read: fraction of HBM bandwidth (default: ``bandwidth``)."""
+    fitted: bool = False
+    """True where the GEMM and elementwise terms were fitted on measurements of this GPU."""
     source: str
 
 

@@ -16,27 +16,53 @@ def shape(decodes=(), prefills=()):
 
 
 def overheads(gpu, model, seqs):
-    o = gpu.overheads
-    return o.step_s + o.per_layer_s * model.num_layers + o.per_seq_s * seqs
+    """Host overheads plus every kernel's least duration (4 GEMMs and 5 elementwise kernels a
+    layer, and the LM head)."""
+    o, e = gpu.overheads, gpu.efficiency
+    kernels = model.num_layers * (4 * e.gemm_kernel_s + 5 * e.elementwise_kernel_s) + e.gemm_kernel_s
+    return o.step_s + o.per_layer_s * model.num_layers + o.per_seq_s * seqs + kernels
+
+
+def elementwise(gpu, model, tokens):
+    d, f, qk = model.hidden_size, model.intermediate_size, (model.num_attention_heads + model.num_key_value_heads) * model.head_dim
+    per_token = 2 * (7 * d + 2 * qk + 3 * f)  # bytes a token moves through a layer's elementwise kernels
+    return model.num_layers * per_token * tokens / (gpu.hbm_tb_s * 1e12 * gpu.efficiency.elementwise_bandwidth)
 
 
 def test_single_decode_is_weight_streaming_bound():
+    """One decode: the weights stream once (its compute, 2 FLOPs a weight, overlaps them only
+    partly), then the KV cache is read."""
     m, g = catalog.get_model("llama-3-8b"), catalog.get_gpu("h100-sxm")
     cm = RooflineCostModel(m, g)
-    bw = g.hbm_tb_s * 1e12 * g.efficiency.bandwidth
-    weights = 2 * m.params_active / bw
-    kv = m.kv_bytes_per_token(2) * 1025 / bw
-    assert cm.step_s(shape([1024])) == pytest.approx(overheads(g, m, 1) + weights + kv, rel=1e-9)
+    e = g.efficiency
+    weights = 2 * m.params_active / (g.hbm_tb_s * 1e12 * e.bandwidth)
+    compute = 2 * (m.num_layers * m.params_per_layer + m.hidden_size * m.vocab_size) / (g.bf16_tflops * 1e12 * e.compute)
+    gemms = (weights**e.overlap + compute**e.overlap) ** (1 / e.overlap)
+    assert weights < gemms < 1.01 * weights
+    kv = m.kv_bytes_per_token(2) * 1025 / (g.hbm_tb_s * 1e12 * e.attention_bandwidth)
+    assert cm.step_s(shape([1024])) == pytest.approx(overheads(g, m, 1) + gemms + elementwise(g, m, 1) + kv, rel=1e-9)
 
 
 def test_long_prefill_is_compute_bound():
     m, g = catalog.get_model("llama-3-8b"), catalog.get_gpu("h100-sxm")
     cm = RooflineCostModel(m, g)
-    flops = g.bf16_tflops * 1e12 * g.efficiency.compute
+    e = g.efficiency
     p = 4096
-    linear = (2 * p * m.num_layers * m.params_per_layer + 2 * m.hidden_size * m.vocab_size) / flops
-    attn = 4 * m.num_layers * m.num_attention_heads * m.head_dim * (p * (p + 1) / 2) / flops
-    assert cm.step_s(shape(prefills=[(p, 0)])) == pytest.approx(overheads(g, m, 1) + linear + attn, rel=1e-9)
+    compute = (2 * p * m.num_layers * m.params_per_layer + 2 * m.hidden_size * m.vocab_size) / (g.bf16_tflops * 1e12 * e.compute)
+    weights = 2 * m.params_active / (g.hbm_tb_s * 1e12 * e.bandwidth)
+    gemms = (weights**e.overlap + compute**e.overlap) ** (1 / e.overlap)
+    assert compute < gemms < 1.05 * compute
+    attn = 4 * m.num_layers * m.num_attention_heads * m.head_dim * (p * (p + 1) / 2) / (g.bf16_tflops * 1e12 * e.attention_compute)
+    assert cm.step_s(shape(prefills=[(p, 0)])) == pytest.approx(overheads(g, m, 1) + gemms + elementwise(g, m, p) + attn, rel=1e-9)
+
+
+def test_overlap_is_the_sum_at_one_and_the_max_when_large():
+    from sim.costs.roofline import overlapped
+
+    assert overlapped(2.0, 3.0, 1.0) == pytest.approx(5.0)
+    assert overlapped(2.0, 3.0, 1000.0) == pytest.approx(3.0, rel=1e-3)
+    assert overlapped(3.0, 3.0, 2.0) == pytest.approx(3.0 * 2**0.5)
+    assert overlapped(0.0, 0.0, 1.3) == 0.0 and overlapped(1e-300, 1e-300, 1000.0) > 0
 
 
 def test_decode_line_agrees_with_step_s_and_costs_grow():
