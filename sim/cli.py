@@ -553,6 +553,10 @@ def print_summary(result, console) -> None:
     console.print(f"[bold]{s['scenario']}[/bold]: {s['replications']} replication(s), seed {s['seed']}, warm-up {s['warmup_s']:g} s")
     for name, pool in s["pools"].items():
         console.print(_pool_line(name, pool))
+    from sim.catalog import assumed_efficiency_note
+
+    for gpu in dict.fromkeys(pool["gpu"] for pool in s["pools"].values() if pool.get("efficiency_assumed")):
+        console.print(f"  [yellow]note:[/yellow] {assumed_efficiency_note(gpu)}", highlight=False)
     for cls, st in s["classes"].items():
         kind = kinds[cls]
         table = Table(title=f"class {cls} ({kind})" + ("  [red](overloaded: completions < 95 % of admitted arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")

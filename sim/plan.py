@@ -1055,6 +1055,13 @@ def print_plan(result: PlanResult, console) -> None:
             for c in p["checks"]:
                 checks.add_row(p["pool"], c["class"], _metric_name(c), _value_text(c), _target_text(c), _met_text(c))
         console.print(checks)
+        from sim.catalog import assumed_efficiency_note
+
+        kinds = {p.name: p.cost_model.kind for p in result.scenario.pools}
+        for gpu in dict.fromkeys(p["gpu"] for p in a["pools"] if kinds.get(p["pool"], "roofline") == "roofline"):
+            note = assumed_efficiency_note(gpu)
+            if note:
+                console.print(f"[yellow]note:[/yellow] the answer rests on {note}", highlight=False)
     else:
         console.print(f"[bold red]no fleet meets every SLO[/bold red] within the search space of {result.scenario.name}")
     if len(result.layout_rows) > 1:

@@ -154,6 +154,8 @@ def _pool_stats(p, replicas_df: pd.DataFrame, series: list[pd.DataFrame], reps, 
     stats_ = {
         "model": p.model,
         "gpu": p.gpu,
+        "cost_model": p.cost_model.kind,
+        "efficiency_assumed": p.cost_model.kind == "roofline" and not catalog.get_gpu(p.gpu).efficiency.fitted,
         "replicas": p.replicas,
         "tensor_parallel_size": p.tensor_parallel_size,
         "price_per_gpu_hour": price,

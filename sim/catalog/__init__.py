@@ -394,3 +394,15 @@ def get_diffusion_model(name: str) -> DiffusionModelSpec:
         return diffusion_models()[name]
     except KeyError:
         raise ConfigError(f"unknown diffusion model {name!r}; allowed: {', '.join(diffusion_models())}") from None
+
+
+def assumed_efficiency_note(gpu: str) -> str | None:
+    """A one-line caveat when ``gpu``'s roofline efficiencies are assumed rather than fitted on
+    measurements of that GPU (``efficiency.fitted`` in gpus.yaml); None when they are fitted."""
+    g = get_gpu(gpu)
+    if g.efficiency.fitted:
+        return None
+    return (
+        f"{gpu}'s roofline efficiencies are assumed, not fitted on measurements of that GPU "
+        f"({g.efficiency.source}); latencies and capacity on it are estimates: calibrate a profile to rely on them"
+    )

@@ -36,3 +36,34 @@ def test_unknown_names_list_the_allowed_ones():
         catalog.get_model("gpt-9")
     with pytest.raises(ConfigError, match="allowed: .*h100-sxm"):
         catalog.get_gpu("tpu")
+
+
+def test_gpus_say_whether_their_efficiencies_are_fitted_and_runs_say_so():
+    from pathlib import Path
+
+    from sim.config import parse_scenario
+    from sim.run import run_scenario
+
+    assert catalog.assumed_efficiency_note("h100-sxm") is None and catalog.assumed_efficiency_note("a100-80gb") is None
+    for gpu in ("h200", "b200", "l40s", "l4", "mi300x"):
+        note = catalog.assumed_efficiency_note(gpu)
+        assert note.startswith(f"{gpu}'s roofline efficiencies are assumed")
+    raw = dict(
+        name="t", num_requests=5,
+        pools=[dict(name="a", model="llama-3.2-1b", gpu="mi300x"), dict(name="b", model="llama-3.2-1b", gpu="h100-sxm")],
+        classes=[dict(name="c", pool="a", arrival=dict(process="poisson", rate=1), prompt_tokens=dict(dist="fixed", value=10),
+                      output_tokens=dict(dist="fixed", value=5))],
+    )  # fmt: skip
+    pools = run_scenario(parse_scenario(raw), Path(".")).summary["pools"]
+    assert pools["a"]["efficiency_assumed"] and not pools["b"]["efficiency_assumed"]
+
+
+def test_run_prints_the_note_for_an_assumed_gpu(capsys):
+    from pathlib import Path
+
+    from sim.cli import main
+
+    quickstart = str(Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yaml")
+    assert main(["run", quickstart, "--set", "pools.chat.gpu=mi300x", "--replications", "1", "--no-plots", "--quiet",
+                 "--set", "duration_s=40", "--set", "warmup_s=5"]) == 0  # fmt: skip
+    assert "mi300x's roofline efficiencies are assumed" in capsys.readouterr().out.replace("\n", " ")
