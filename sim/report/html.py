@@ -387,6 +387,7 @@ def _run_section(d: Path, about: _About) -> str:
         _latency_table(summary, slos),
         "<h3>Pools</h3>\n",
         _pool_table(summary["pools"]),
+        *_assumed_efficiency_notes(summary["pools"]),
     ]
     body += _run_plots(d, summary, slos)
     body.append("<h3>Requests</h3>\n")
@@ -444,6 +445,21 @@ def _latency_table(summary: dict, slos: dict) -> str:
         for name, st in classes.items()
     ]
     return _table(headers, rows, "latency percentiles")
+
+
+def _assumed_efficiency_notes(pools: dict) -> list[str]:
+    """The note servesim run prints under its pool lines, for every GPU whose roofline
+    efficiencies are assumed (the run's summary says which pools)."""
+    from sim.catalog import assumed_efficiency_note
+
+    gpus = dict.fromkeys(str(p.get("gpu")) for p in pools.values() if isinstance(p, dict) and p.get("efficiency_assumed"))
+    return [_note(f"Note: {assumed_efficiency_note(g)}") for g in gpus if g in _known_gpus()]
+
+
+def _known_gpus() -> set[str]:
+    from sim import catalog
+
+    return set(catalog.gpus())
 
 
 def _pool_table(pools: dict) -> str:

@@ -8,6 +8,7 @@ reports.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 from argparse import Namespace
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 
 from sim.errors import ConfigError
 from sim.price import price_scenario, write_price_outputs
@@ -260,6 +262,22 @@ def test_an_attainment_slo(tmp_path):
     write_outputs(result, tmp_path, plots=False)
     page = write_report(tmp_path).read_text()
     assert "TTFT ≤ 500 ms, TPOT ≤ 50.0 ms for ≥ 95.0 % of requests" in page
+
+
+def test_the_report_says_what_the_terminal_says_of_an_assumed_gpu(tmp_path, capsys):
+    """servesim run's note on a GPU whose roofline efficiencies are assumed is in the report too;
+    a fitted GPU gets none."""
+    from sim.cli import print_summary
+
+    for gpu, noted in (("mi300x", True), ("h100-sxm", False)):
+        result = run_scenario(ROOT / "scenarios/quickstart.yaml", overrides=(*SHORT, f"pools.chat.gpu={gpu}"))
+        out = tmp_path / gpu
+        write_outputs(result, out, plots=False)
+        page = html.unescape(write_report(out).read_text())
+        print_summary(result, Console(width=400))
+        said = capsys.readouterr().out
+        note = f"{gpu}'s roofline efficiencies are assumed"
+        assert (note in page) == (note in said) == noted
 
 
 def test_price_with_a_sensitivity_study(tmp_path):
