@@ -429,13 +429,15 @@ def _cmd_fidelity(args) -> int:
     table.to_csv(args.output / "fidelity.csv", index=False)
     summary.to_csv(args.output / "summary.csv", index=False)
     out = Console(width=None if sys.stdout.isatty() else 400)
-    t = Table(title="servesim against published measurements (error = (predicted - measured) / measured)", title_justify="left")
+    out.print("servesim against published measurements (error = (predicted - measured) / measured)", highlight=False)
+    t = Table()
     for col in ("id", "split", "model", "gpu", "tp", "precision", "metric", "measured", "predicted", "error"):
         t.add_column(col, justify="right" if col in ("tp", "measured", "predicted", "error") else "left", no_wrap=True)
     for r in table[table["status"] == "ok"].itertuples():
         t.add_row(r.id, r.split, str(r.model), str(r.gpu), str(r.tp), r.precision, r.metric, f"{r.measured:.4g}", f"{r.predicted:.4g}", f"{r.error:+.1%}")
     out.print(t)
-    s = Table(title="summary (|error| of the scored points)", title_justify="left")
+    out.print("summary (|error| of the scored points)", highlight=False)
+    s = Table()
     for col in ("split", "points", "n", "median |error|", "worst |error|", "median signed", "worst point"):
         s.add_column(col, no_wrap=True)
     for r in summary.itertuples():
