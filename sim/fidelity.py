@@ -26,7 +26,7 @@ from sim.errors import ConfigError
 
 DEFAULT_POINTS = Path(__file__).resolve().parents[1] / "fidelity" / "points.yaml"
 SPLITS = ("calibrate", "held_out")
-RUNS = ("llm_single", "llm_burst", "llm_static_batch", "llm_poisson", "image_single", "image_step")
+RUNS = ("llm_single", "llm_burst", "llm_static_batch", "llm_poisson", "image_single", "image_batch", "image_step")
 BURST_RATE = 1e6
 """Arrivals per second of a burst: every request there within a millisecond."""
 POISSON_REPLICATIONS = 5
@@ -226,6 +226,26 @@ def _image_single(point: dict, spec: dict) -> float:
     raise ValueError(f"metric {point['metric']!r} is not one a single image can be scored on")
 
 
+def _image_batch(point: dict, spec: dict) -> float:
+    """One static batch of ``batch_size`` images (requests arriving together): images per
+    second over the batch, or its latency."""
+    n = int(point["conditions"]["batch_size"])
+    raw = {
+        "name": f"fidelity-{point['id']}",
+        "seed": 0,
+        "num_requests": n,
+        "pools": [{"name": "p", "model": point["model"], "gpu": point["gpu"], "batching": {"max_batch_size": n, "max_wait_s": 1.0}}],
+        "classes": [{"name": "c", "pool": "p", "arrival": {"process": "constant", "rate": BURST_RATE}, "image": _image(point, spec)}],
+    }
+    done = _finished(_run(raw), n)
+    span = float(done["finish_s"].max() - done["arrival_s"].min())
+    if point["metric"] in ("images_per_s", "samples_per_s"):
+        return n / span
+    if point["metric"] in ("e2e_s", "video_s"):
+        return span
+    raise ValueError(f"metric {point['metric']!r} is not one an image batch can be scored on")
+
+
 def _image_step(point: dict, spec: dict) -> float:
     """One denoising step of the request's shape, from the pool's cost model directly."""
     from sim import catalog
@@ -246,6 +266,7 @@ _RUNNERS: dict[str, Callable[[dict, dict], float]] = {
     "llm_static_batch": _llm_static_batch,
     "llm_poisson": _llm_poisson,
     "image_single": _image_single,
+    "image_batch": _image_batch,
     "image_step": _image_step,
 }
 

@@ -111,6 +111,20 @@ def test_images_single_and_step():
     assert predict(step) == pytest.approx(cost.denoise_step_s(2, tokens), rel=1e-12)
 
 
+def test_an_image_batch_is_one_static_batch():
+    from sim.diffusion.cost import DiffusionRooflineCost
+
+    model = catalog.get_diffusion_model("sdxl")
+    batch = _point(shape="diffusion", kind="throughput", model="sdxl", metric="images_per_s",
+                   conditions={"width": 1024, "height": 1024, "steps": 20, "cfg": True, "batch_size": 4},
+                   servesim={"expressible": True, "run": "image_batch"})  # fmt: skip
+    cost = DiffusionRooflineCost(model, catalog.get_gpu("h100-sxm"))
+    tokens = model.latent_tokens(1024, 1024)
+    span = cost.text_encode_s(8) + 20 * cost.denoise_step_s(8, tokens) + cost.vae_decode_s(4, 1024, 1024, 1)
+    assert predict(batch) == pytest.approx(4 / span, rel=1e-5)  # the four arrive within microseconds
+    assert predict({**batch, "metric": "e2e_s"}) == pytest.approx(span, rel=1e-5)
+
+
 def test_the_table_and_summary_of_a_small_file():
     good = _point(id="a", split="calibrate")
     off = _point(id="b", value=0.5)
