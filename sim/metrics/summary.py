@@ -106,7 +106,9 @@ def _replication_stats(
         out["output_tokens_per_s"] = out_tokens / span
         out["input_tokens_per_s"] = float(done_in["prompt_tokens"].sum()) / span
         out["preemptions_per_request"] = float(arrived["preemptions"].mean()) if n else math.nan
-        out["prefix_hit_rate"] = float(arrived["cached_tokens"].sum() / max(1, arrived["prompt_tokens"].sum()))
+        # over the prompts that were admitted: a rejected request never reached the cache
+        admitted = arrived[status != "rejected"]
+        out["prefix_hit_rate"] = float(admitted["cached_tokens"].sum() / max(1, admitted["prompt_tokens"].sum()))
         out["cost_per_1m_output_tokens_usd"] = fleet_cost_usd / out_tokens * 1e6 if out_tokens else math.nan
         in_tokens = float(done_in["prompt_tokens"].sum())
         out["cost_per_1m_input_tokens_usd"] = fleet_cost_usd / in_tokens * 1e6 if in_tokens else math.nan

@@ -45,3 +45,21 @@ def test_slo_verdict_uses_its_percentile_and_counts_rejections():
     assert slo_met(stats_row(0.1, 0.02), slo) is False
     assert slo_met(stats_row(0.4, 0.0), SLO(ttft_s=0.5, percentile=97.5)) is True
     assert slo_met(stats_row(0.4, 0.0), None) is None
+
+
+def test_prefix_hit_rate_is_over_the_admitted_prompts():
+    """Rejected requests never reach the prefix cache, so their prompts are not in the hit
+    rate's denominator (the shipped Mooncake sample has prompts beyond Qwen2.5-7B's context)."""
+    from pathlib import Path
+
+    from sim.run import run_scenario
+
+    root = Path(__file__).resolve().parents[3]
+    result = run_scenario(root / "scenarios" / "mooncake_prefix_cache.yaml", overrides=("num_requests=300", "replications=1"))
+    df = result.requests
+    window = df[df["arrival_s"] >= result.summary["warmup_s"]]
+    admitted = window[window["status"] != "rejected"]
+    assert (window["status"] == "rejected").any() and admitted["cached_tokens"].sum() > 0
+    want = admitted["cached_tokens"].sum() / admitted["prompt_tokens"].sum()
+    assert result.summary["classes"]["conv"]["prefix_hit_rate"]["mean"] == pytest.approx(want)
+    assert want > window["cached_tokens"].sum() / window["prompt_tokens"].sum()
