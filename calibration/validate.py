@@ -699,7 +699,7 @@ def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = N
 
 def run_errors(table: pd.DataFrame, per_run: pd.DataFrame) -> list[list[float]]:
     """For each row of ``table``, its runs' errors in run order (from ``per_run``)."""
-    keys = [*_case_columns(table), "metric"]
+    keys = [*case_columns(table), "metric"]
     groups = {k: g.sort_values("run")["error"].tolist() for k, g in per_run.groupby(keys, sort=False)}
     return [groups[tuple(getattr(r, c) for c in keys)] for r in table.itertuples()]
 
@@ -709,7 +709,8 @@ def _case_label(case: dict) -> str:
     return label + (f", max_wait_s {case['max_wait_s']:g}" if "max_wait_s" in case else "")
 
 
-def _case_columns(table: pd.DataFrame) -> list[str]:
+def case_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of an error table that name its cases (``load``, and ``max_wait_s`` for diffusion)."""
     return [c for c in ("load", "max_wait_s") if c in table.columns]
 
 
@@ -763,7 +764,7 @@ def _write_markdown(table: pd.DataFrame, per_run: pd.DataFrame, summary: dict, p
         "|---|---|---|---|---|---|---|---|",
     ]
     for r, each in zip(table.itertuples(), run_errors(table, per_run)):
-        case = _case_label({c: getattr(r, c) for c in _case_columns(table)})
+        case = _case_label({c: getattr(r, c) for c in case_columns(table)})
         lines.append(
             f"| {case} | {r.metric} | {r.measured:.4g} | {r.predicted:.4g} | {r.error:+.1%} | {r.worst:+.1%} | "
             + " ".join(f"{e:+.1%}" for e in each)

@@ -369,14 +369,14 @@ def _cmd_validate_real(args) -> int:
             result = validate_diffusion(settings, args.output, args.profile, progress=progress)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    from calibration.validate import _case_columns, run_errors
+    from calibration.validate import case_columns, run_errors
 
     table = Table(
         title=f"{args.model} on {args.device}: predicted by the frozen profile vs measured (calibrate -> freeze -> predict)",
         title_justify="left",
     )
     frame = result["table"]
-    cases = _case_columns(frame)
+    cases = case_columns(frame)
     for col in (*cases, "metric", "measured", "predicted", "error", "worst run", "every run", "noise floor"):
         table.add_column(col, justify="left" if col in ("metric", "every run") else "right")
     for r, each in zip(frame.itertuples(), run_errors(frame, result["per_run"])):
