@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -418,8 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (CPU only)")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
+    from calibration.telemetry import Telemetry
+
     try:
-        measure(args.model, args.device, args.output, quick=args.quick, dtype=args.dtype, threads=args.threads)
+        # the device's clocks, power and temperature beside the timings (appended per run)
+        with Telemetry(args.output / f"telemetry-{time.strftime('%Y%m%dT%H%M%S')}.csv", args.device):
+            measure(args.model, args.device, args.output, quick=args.quick, dtype=args.dtype, threads=args.threads)
     except (ValueError, FileNotFoundError) as exc:
         print(f"calibration.measure: error: {exc}", file=sys.stderr)
         return 2

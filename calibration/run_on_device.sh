@@ -14,8 +14,8 @@ models=("$@")
 [[ ${#models[@]} -gt 0 ]] || models=(llama-3-8b sdxl)
 mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu --format=csv || true; } > "$OUT/nvidia-smi.csv"
-python -c "import torch, numpy, pandas, yaml; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" | tee "$OUT/env.txt"
+python3 -c "import torch, numpy, pandas, yaml; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" | tee "$OUT/env.txt"
 for m in "${models[@]}"; do
   echo "== $m"
-  python -m calibration.measure --model "$m" --device cuda "${quick[@]}" -o "$OUT/$m" 2>&1 | tee -a "$OUT/$m.log"
+  python3 -m calibration.measure --model "$m" --device cuda "${quick[@]}" -o "$OUT/$m" 2>&1 | tee -a "$OUT/$m.log"
 done

@@ -317,6 +317,7 @@ def _cmd_validate_real(args) -> int:
 
     try:
         from calibration.measure import model_kind
+        from calibration.telemetry import Telemetry
         from calibration.validate import (
             QUICK_REQUESTS,
             DiffusionSettings,
@@ -355,7 +356,8 @@ def _cmd_validate_real(args) -> int:
                 in_loop=not args.grid_composition,
                 seed=args.seed,
             )
-            result = validate_llm(settings, args.output, args.profile, progress=progress)
+            with Telemetry(args.output / "telemetry.csv", args.device):
+                result = validate_llm(settings, args.output, args.profile, progress=progress)
         else:
             settings = DiffusionSettings(
                 model=args.model,
@@ -366,7 +368,8 @@ def _cmd_validate_real(args) -> int:
                 requests=args.requests or (24 if args.quick else 120),
                 seed=args.seed,
             )
-            result = validate_diffusion(settings, args.output, args.profile, progress=progress)
+            with Telemetry(args.output / "telemetry.csv", args.device):
+                result = validate_diffusion(settings, args.output, args.profile, progress=progress)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     from calibration.validate import case_columns, run_errors
