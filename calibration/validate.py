@@ -41,10 +41,9 @@ PERCENTILES = (50, 90, 99)
 
 
 QUICK_REQUESTS = 40
-"""Requests per real run of the quick LLM validation (``servesim validate --quick``, and the CI
-test at its settings): on this 2-core VM three runs of 40 per load kept E2E p50 and p90
-within 15 % in the runs docs/validation.md lists, where 60 took up to 9.5 min with a fresh
-calibration in a slow hour."""
+"""Requests per real run of the quick LLM validation (``servesim validate --quick``): with three
+runs per load at 40 % and 80 % of capacity and a fresh quick calibration, about 4 minutes on a
+2-core CPU."""
 
 
 @dataclass(frozen=True)

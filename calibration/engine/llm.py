@@ -353,33 +353,19 @@ def _requests(workload: Iterable[WorkItem]) -> list[EngineRequest]:
     return [EngineRequest(w.request_id, float(w.arrival_s), w.prompt_tokens, w.output_tokens) for w in items]
 
 
-def schedule_only(
-    workload: Iterable[WorkItem], cfg: EngineConfig, step_s: Callable[[BatchShape], float] | None = None
-) -> list[SchedulerOutput]:
+def schedule_only(workload: Iterable[WorkItem], cfg: EngineConfig) -> list[SchedulerOutput]:
     """The scheduler's steps for ``workload`` and no model: the decisions alone, for checking
-    against the simulator. Without ``step_s`` every request has arrived before the first step
-    (in arrival order); with it, requests arrive on their times on a clock that each step
-    advances by ``step_s(its shape)`` (an idle engine jumps to the next arrival): the steps a
-    run is expected to take when its steps cost what ``step_s`` says."""
+    against the simulator. Every request has arrived before the first step (in arrival order)."""
     sched = Scheduler(cfg)
-    reqs = _requests(workload)
-    i, now = 0, (0.0 if step_s is not None else float("inf"))
+    for req in _requests(workload):
+        sched.add_request(req)
     steps = []
-    while i < len(reqs) or sched.has_unfinished_requests():
-        while i < len(reqs) and reqs[i].arrival_s <= now:
-            sched.add_request(reqs[i])
-            i += 1
-        if not sched.has_unfinished_requests():
-            if i < len(reqs):
-                now = reqs[i].arrival_s
-            continue
+    while sched.has_unfinished_requests():
         out = sched.schedule()
         if not out.requests:
             raise RuntimeError("scheduler made no progress with requests pending")
         sched.update_from_output(out)
         steps.append(out)
-        if step_s is not None:
-            now += step_s(out.shape)
     return steps
 
 
