@@ -23,7 +23,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,11 @@ from calibration.harness import Timing, configure_cpu, run_metadata, sync, time_
 Progress = Callable[[str, int, int], None]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RAW, META = "raw.jsonl", "meta.json"
+OP_WEIGHTS = {
+    "llm": {"lin_layer": 0.2, "attn_decode": 0.15, "attn_prefill": 0.15, "lm_head": 0.05, "step": 0.45},
+    "diffusion": {"text_encode": 0.1, "denoise_step": 0.6, "vae_decode": 0.3},
+}
+"""How a measurement with a deadline shares its time among the ops, in the order they run."""
 
 
 def _print_progress(label: str, done: int, total: int) -> None:
@@ -105,27 +110,94 @@ class Point:
     """FLOPs of one call where counting cannot see them (None: count with FlopCounterMode)."""
 
 
-def _sweep(op: str, builders: list[Callable[[], Point]], device: str, quick: bool, rec: _Recorder, progress: Progress) -> None:
+def spread_order(n: int) -> list[int]:
+    """Indices 0..n-1 ordered so that every prefix spans the whole range: the ends first, then
+    midpoints of the widest gaps. A sweep cut off by its deadline has then measured points across
+    the grid rather than only its start."""
+    if n <= 2:
+        return list(range(n))
+    order, seen = [0, n - 1], {0, n - 1}
+    gaps = [(0, n - 1)]
+    while gaps:
+        nxt = []
+        for lo, hi in gaps:
+            if hi - lo < 2:
+                continue
+            mid = (lo + hi) // 2
+            if mid not in seen:
+                order.append(mid)
+                seen.add(mid)
+            nxt += [(lo, mid), (mid, hi)]
+        gaps = nxt
+    return order + [i for i in range(n) if i not in seen]
+
+
+@dataclass
+class Deadlines:
+    """When each op's sweep must stop (``time.perf_counter`` seconds): a measurement given a
+    budget splits what is left among the ops still to run, in proportion to ``weights``."""
+
+    end: float
+    weights: dict[str, float]
+    min_points: int = 3
+    """Points an op measures even past its deadline (a fit needs a few)."""
+    cut: dict[str, list[int]] = field(default_factory=dict)
+    """op -> [points measured, points in its grid], for the ops that stopped early."""
+
+    def for_op(self, op: str) -> float:
+        ops = list(self.weights)
+        rest = ops[ops.index(op) :] if op in ops else [op]
+        share = self.weights.get(op, 1.0) / sum(self.weights.get(o, 1.0) for o in rest)
+        return time.perf_counter() + max(0.0, self.end - time.perf_counter()) * share
+
+
+def _sweep(
+    op: str,
+    builders: list[Callable[[], Point]],
+    device: str,
+    quick: bool,
+    rec: _Recorder,
+    progress: Progress,
+    deadlines: Deadlines | None = None,
+    timing: dict | None = None,
+) -> None:
     """Measure every point of one op and append its rows.
 
     On a GPU points are built and timed one at a time (a point's KV cache can be gigabytes); on
-    a CPU all are built first and timed in interleaved rounds (``time_interleaved``)."""
+    a CPU they are built and timed in interleaved rounds (``time_interleaved``), a few at a time
+    when there is a deadline. With ``deadlines`` the points go in ``spread_order`` and the sweep
+    stops at the op's deadline once it has ``min_points``."""
     if op in rec.done:
         return
-    tk = _timing_kwargs(device, quick)
+    tk = timing or _timing_kwargs(device, quick)
+    stop = deadlines.for_op(op) if deadlines is not None else float("inf")
+    order = spread_order(len(builders)) if deadlines is not None else list(range(len(builders)))
+    least = deadlines.min_points if deadlines is not None else len(builders)
     rows = []
     if device.startswith("cuda"):
-        for j, build in enumerate(builders):
-            point = build()
+        for j in order:
+            if len(rows) >= least and time.perf_counter() > stop:
+                break
+            point = builders[j]()
             flops = point.flops if point.flops is not None else count_flops(lambda p=point: p.fn(0))
             rows.append(_row(time_fn(point.fn, device, **tk), point, flops))
             del point  # free its tensors before the next point is built
-            progress(op, j + 1, len(builders))
+            progress(op, len(rows), len(builders))
     else:
-        points = [build() for build in builders]
-        flops = [p.flops if p.flops is not None else count_flops(lambda p=p: p.fn(0)) for p in points]
-        timings = time_interleaved([p.fn for p in points], **tk, on_done=lambda k: progress(op, k, len(points)))
-        rows = [_row(t, p, f) for t, p, f in zip(timings, points, flops)]
+        chunk = len(order) if deadlines is None else max(1, least)
+        for c in range(0, len(order), chunk):
+            if rows and len(rows) >= least and time.perf_counter() > stop:
+                break
+            points = [builders[j]() for j in order[c : c + chunk]]
+            flops = [p.flops if p.flops is not None else count_flops(lambda p=p: p.fn(0)) for p in points]
+            done = len(rows)
+            timings = time_interleaved(
+                [p.fn for p in points], **tk, on_done=lambda k, done=done: progress(op, done + k, len(builders))
+            )
+            rows += [_row(t, p, f) for t, p, f in zip(timings, points, flops)]
+            del points
+    if len(rows) < len(builders) and deadlines is not None:
+        deadlines.cut[op] = [len(rows), len(builders)]
     rec.record(op, rows)
 
 
@@ -147,10 +219,19 @@ def _row(t: Timing, point: Point, flops: float) -> dict:
 
 
 def measure_llm(
-    name: str, device: str, dtype: torch.dtype, quick: bool, rec: _Recorder, progress: Progress, grid: LLMGrid | None = None
+    name: str,
+    device: str,
+    dtype: torch.dtype,
+    quick: bool,
+    rec: _Recorder,
+    progress: Progress,
+    grid: LLMGrid | None = None,
+    deadlines: Deadlines | None = None,
+    timing: dict | None = None,
 ) -> dict:
     from calibration.configs import llm_config
-    from calibration.models.llama import KVCache, LlamaModel, SeqSlice, attend
+    from calibration.models.llama import KVCache, LlamaModel, SeqSlice, attend, attend_varlen, varlen_plan
+    from calibration.models.runner import ModelRunner
 
     cfg = llm_config(name)
     model = LlamaModel(cfg, dtype=dtype, device=device).eval()
@@ -169,17 +250,36 @@ def measure_llm(
         start = (i % groups) * stack
         return model.layers[start : start + stack]
 
-    def filled_cache(chunks, num_layers: int):
-        """A KV cache for ``num_layers`` layers holding random K/V for each (new, cached)
-        sequence's cached part, with room for its new tokens; and the step's SeqSlices."""
-        cache = KVCache(cfg, dtype, device, num_layers=num_layers)
+    cuda = device.startswith("cuda")
+
+    def fill(cache, chunks):
+        """Random K/V for each (new, cached) sequence's cached part, with room for its new
+        tokens; the step's SeqSlices."""
         seqs = []
         for sid, (p, k) in enumerate(chunks):
             cache.allocate(sid, k + p)
             if k:
                 cache.fill_random(sid, k)
             seqs.append(SeqSlice(sid, p, k))
-        return cache, seqs
+        return seqs
+
+    def filled_cache(chunks, num_layers: int):
+        cache = KVCache(cfg, dtype, device, num_layers=num_layers, num_slots=len(chunks), max_len=max(p + k for p, k in chunks))
+        return cache, fill(cache, chunks)
+
+    # Whole steps run through the engine's own ModelRunner. On CUDA one runner (piecewise CUDA
+    # graphs, varlen attention, checked against the reference first) over a cache sized for the
+    # grid's largest step, points built one at a time; on a CPU each point has its own (its
+    # points are built together and timed in turns).
+    runner = None
+    if cuda and grid.steps:
+        step_cache = KVCache(
+            cfg, dtype, device, num_slots=max(4, *(len(spec) for spec in grid.steps)),
+            max_len=max(48, *(p + k for spec in grid.steps for p, k in spec)),
+        )  # fmt: skip
+        runner = ModelRunner(model, step_cache, max_tokens=max(sum(p for p, _ in spec) for spec in grid.steps))
+        runner.capture()
+        runner.check()
 
     def lin_point(n: int) -> Callable[[], Point]:
         def build() -> Point:
@@ -207,11 +307,16 @@ def measure_llm(
             q = torch.randn(n, nq, h, device=device, dtype=dtype)
             kk = torch.randn(n, nkv, h, device=device, dtype=dtype)
             vv = torch.randn(n, nkv, h, device=device, dtype=dtype)
+            # the attention the engine runs: one varlen kernel on CUDA, per sequence elsewhere
+            plan = varlen_plan(seqs, cache) if runner is not None and runner.attention == "varlen" else None
 
             def fn(i: int) -> None:
                 with torch.inference_mode():
                     for layer in range(stack):
-                        attend(q, kk, vv, seqs, cache, layer)
+                        if plan is None:
+                            attend(q, kk, vv, seqs, cache, layer)
+                        else:
+                            attend_varlen(q, kk, vv, plan, cache, layer)
 
             cached = sum(k for _, k in chunks)
             feats = {
@@ -242,12 +347,19 @@ def measure_llm(
 
     def step_point(spec: tuple[tuple[int, int], ...]) -> Callable[[], Point]:
         def build() -> Point:
-            cache, seqs = filled_cache(spec, L)
             n = sum(p for p, _ in spec)
-            ids = torch.randint(0, cfg.vocab_size, (n,), device=device)
+            if runner is not None:
+                point_runner = runner
+                point_runner.cache.clear()  # the previous point's sequences
+                seqs = fill(point_runner.cache, spec)
+            else:
+                cache, seqs = filled_cache(spec, L)
+                point_runner = ModelRunner(model, cache, max_tokens=n)
+            step_cache = point_runner.cache
+            ids = torch.randint(0, cfg.vocab_size, (n,)).tolist()
 
             def fn(i: int) -> None:
-                model.step(ids, seqs, cache).tolist()  # the engine's per-step host sync
+                point_runner.step(ids, seqs)  # ends with the engine's per-step host sync
 
             decodes = [k for p, k in spec if p == 1 and k > 0]
             prefills = [(p, k) for p, k in spec if not (p == 1 and k > 0)]
@@ -262,22 +374,27 @@ def measure_llm(
                 "num_prefill_seqs": len(prefills),
             }
             nbytes = L * layer_bytes + cfg.vocab_size * d * elem + L * kv_layer_tok * (sum(k for _, k in spec) + n)
-            return Point(fn, feats, nbytes)
+            # FLOPs of the same step through the model's plain forward (graph replays hide them)
+            flops = count_flops(lambda: model.step(torch.tensor(ids, device=device), seqs, step_cache))
+            return Point(fn, feats, nbytes, flops=flops)
 
         return build
 
-    _sweep("lin_layer", [lin_point(n) for n in grid.lin_tokens], device, quick, rec, progress)
-    _sweep("attn_decode", [attention_point([(1, c) for c in ctxs]) for ctxs in grid.decode], device, quick, rec, progress)
-    _sweep("attn_prefill", [attention_point(list(chunks)) for chunks in grid.prefill], device, quick, rec, progress)
-    _sweep("lm_head", [head_point(r) for r in grid.head_rows], device, quick, rec, progress)
-    _sweep("step", [step_point(spec) for spec in grid.steps], device, quick, rec, progress)
+    _sweep("lin_layer", [lin_point(n) for n in grid.lin_tokens], device, quick, rec, progress, deadlines, timing)
+    _sweep("attn_decode", [attention_point([(1, c) for c in ctxs]) for ctxs in grid.decode], device, quick, rec, progress, deadlines, timing)
+    _sweep("attn_prefill", [attention_point(list(chunks)) for chunks in grid.prefill], device, quick, rec, progress, deadlines, timing)
+    _sweep("lm_head", [head_point(r) for r in grid.head_rows], device, quick, rec, progress, deadlines, timing)
+    _sweep("step", [step_point(spec) for spec in grid.steps], device, quick, rec, progress, deadlines, timing)
     sync(device)
+    if runner is not None:
+        runner.cache.clear()
     return {
         "kind": "llm",
         "layers": L,
         "stack": stack,
         "params_per_layer": cfg.params_per_layer(),
         "kv_bytes_per_token": cfg.kv_bytes_per_token(elem),
+        "step_path": None if runner is None else {"attention": runner.attention, "cuda_graphs": bool(runner._graphs), "notes": runner.notes},
     }
 
 
@@ -292,6 +409,8 @@ def measure_diffusion(
     rec: _Recorder,
     progress: Progress,
     grid: DiffusionGrid | None = None,
+    deadlines: Deadlines | None = None,
+    timing: dict | None = None,
 ) -> dict:
     from calibration.diffusion_configs import diffusion_config
     from calibration.models.diffusion import DiffusionPipeline
@@ -328,9 +447,9 @@ def measure_diffusion(
 
         return build
 
-    _sweep("text_encode", [text_point(b) for b in grid.text_prompts], device, quick, rec, progress)
-    _sweep("denoise_step", [denoise_point(*shape) for shape in grid.denoise], device, quick, rec, progress)
-    _sweep("vae_decode", [vae_point(*shape) for shape in grid.vae], device, quick, rec, progress)
+    _sweep("text_encode", [text_point(b) for b in grid.text_prompts], device, quick, rec, progress, deadlines, timing)
+    _sweep("denoise_step", [denoise_point(*shape) for shape in grid.denoise], device, quick, rec, progress, deadlines, timing)
+    _sweep("vae_decode", [vae_point(*shape) for shape in grid.vae], device, quick, rec, progress, deadlines, timing)
     sync(device)
     return {"kind": "diffusion", "text_tokens": cfg.text_tokens, "cfg": cfg.cfg}
 
@@ -364,10 +483,15 @@ def measure(
     threads: int = 1,
     progress: Progress = _print_progress,
     grid: LLMGrid | DiffusionGrid | None = None,
+    deadline: float | None = None,
+    timing: dict | None = None,
 ) -> Path:
     """Measure ``model`` on ``device`` into ``out`` (raw.jsonl + meta.json); returns ``out``.
 
-    ``grid`` replaces the default grid (tests use small ones)."""
+    ``grid`` replaces the default grid (tests and the device kit use their own). With a
+    ``deadline`` (a ``time.perf_counter`` time) each op gets a share of what is left and stops
+    there (``Deadlines``); meta.json says which ops stopped early. ``timing`` replaces the
+    repeat counts (``time_fn``'s keywords)."""
     kind = model_kind(model)
     dtype = dtype or default_dtype(device)
     if dtype not in DTYPES:
@@ -393,7 +517,13 @@ def measure(
         meta_path.write_text(json.dumps(meta, indent=2))
     rec = _Recorder(out)
     fn = measure_llm if kind == "llm" else measure_diffusion
-    meta["model_facts"] = fn(model, device, DTYPES[dtype], quick, rec, progress, grid)
+    deadlines = None
+    if deadline is not None:
+        weights = OP_WEIGHTS["llm" if kind == "llm" else "diffusion"]
+        deadlines = Deadlines(deadline, weights)
+    meta["model_facts"] = fn(model, device, DTYPES[dtype], quick, rec, progress, grid, deadlines, timing)
+    if deadlines is not None:
+        meta["cut_short"] = deadlines.cut
     meta["complete"] = True
     meta_path.write_text(json.dumps(meta, indent=2))
     return out

@@ -240,14 +240,20 @@ class PipelineExecutor:
         self.pipe = pipe
         self.cfg = pipe.cfg.cfg
         self.device = str(pipe.device)
+        self.warmed: set[tuple] = set()
+        """(shape key, images per prompt) of the batches already warmed up."""
 
     def latent_tokens(self, width: int, height: int, frames: int) -> int:
         return self.pipe.latent_tokens(width, height, frames)
 
     def warmup(self, batches: Iterable[list[ImageWorkItem]]) -> None:
+        """Run each batch once untimed, unless one of its shape and image counts already ran."""
         clock = WallClock()
         for batch in batches:
-            self.run(batch, clock)
+            key = (batch[0].shape_key, tuple(item.images for item in batch))
+            if key not in self.warmed:
+                self.run(batch, clock)
+                self.warmed.add(key)
 
     @torch.inference_mode()
     def run(self, batch: list[ImageWorkItem], clock: Clock) -> StageTimes:
@@ -290,8 +296,10 @@ def serve(
     executor: Executor,
     clock: Clock,
     progress: Progress | None = None,
+    stop_after_s: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Serve ``workload`` open-loop on one replica: a request joins the queue at its scheduled
+    """Serve ``workload`` open-loop on one replica (until ``stop_after_s`` on ``clock``, if given:
+    requests not served by then are left out of the tables): a request joins the queue at its scheduled
     ``arrival_s`` (however late the loop notices it), a free replica asks the batcher for a batch
     and otherwise sleeps until the next arrival or batch deadline. Requests arriving at the same
     time queue in workload order. Returns (requests, batches) tables, rows by request id and
@@ -305,15 +313,18 @@ def serve(
     req_rows: list[dict] = []
     batch_rows: list[dict] = []
     total, arrived, done = len(pending), 0, 0
+    stop = math.inf if stop_after_s is None else stop_after_s
     while done < total:
         now = clock.now()
+        if now > stop:
+            break
         while arrived < total and pending[arrived].arrival_s <= now:
             batcher.waiting.append(pending[arrived])
             arrived += 1
         batch, wait_until = batcher.form(now)
         if not batch:
             next_arrival = pending[arrived].arrival_s if arrived < total else math.inf
-            clock.sleep_until(min(next_arrival, math.inf if wait_until is None else wait_until))
+            clock.sleep_until(min(next_arrival, stop, math.inf if wait_until is None else wait_until))
             continue
         times = executor.run(batch, clock)
         end = clock.now()
@@ -397,9 +408,12 @@ def run_diffusion_engine(
     threads: int = 1,
     seed: int = 0,
     progress: Progress | None = None,
+    executor: PipelineExecutor | None = None,
+    stop_after_s: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Serve ``workload`` on a random-weight replica of catalog diffusion model ``model`` in real
-    time. Every shape is warmed up first (untimed); the clock starts after. Returns
+    time (on ``executor``'s pipeline when given, as a server loads its model once; it must be
+    ``model``'s, on ``device`` in ``dtype``). Every shape is warmed up first (untimed); the clock starts after. Returns
     (requests, batches):
 
     * requests: request_id, arrival_s, start_s (its batch's start), finish_s, queue_s, e2e_s,
@@ -418,13 +432,13 @@ def run_diffusion_engine(
     if on_cpu:
         configure_cpu(threads)
     try:
-        torch.manual_seed(seed)
-        pipe = DiffusionPipeline(model_cfg, dtype=DTYPES[dtype], device=device)
+        if executor is None:
+            torch.manual_seed(seed)
+            executor = PipelineExecutor(DiffusionPipeline(model_cfg, dtype=DTYPES[dtype], device=device))
         for item in workload:  # an invalid shape fails now, not in the middle of the run
-            pipe.latent_shape(item.width, item.height, item.frames)
-        executor = PipelineExecutor(pipe)
+            executor.pipe.latent_shape(item.width, item.height, item.frames)
         executor.warmup(warmup_batches(workload, cfg))
-        return serve(workload, cfg, executor, WallClock(), progress)
+        return serve(workload, cfg, executor, WallClock(), progress, stop_after_s)
     finally:
         if on_cpu:
             torch.set_num_threads(old_threads)

@@ -73,7 +73,10 @@ SHAPE_COLUMNS = [
     "prefill_attn_pairs",
     "num_prefill_seqs",
 ]
-STEP_COLUMNS = ["start_s", "end_s", *SHAPE_COLUMNS, "kv_blocks_used", "num_preempted"]
+TIME_COLUMNS = ["schedule_s", "prepare_s", "launch_s", "sync_s", "device_s", "bucket"]
+"""Host seconds of a step's parts (``ModelRunner.step``; schedule_s is the scheduler's), the
+device's own time (CUDA events; NaN on a CPU), and the padded token rows it ran at (0: eager)."""
+STEP_COLUMNS = ["start_s", "end_s", *SHAPE_COLUMNS, "kv_blocks_used", "num_preempted", *TIME_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -372,15 +375,15 @@ def schedule_only(workload: Iterable[WorkItem], cfg: EngineConfig) -> list[Sched
 # ---------------------------------------------------------------------- the serving loop
 
 
-def _warm_up(net, cache, cfg: EngineConfig, max_len: int, device: str) -> None:
+def _warm_up(runner, cfg: EngineConfig, max_len: int) -> None:
     """A few untimed steps of a long prefill, a full decode batch and a mixed batch, so the timed
     run does not pay for first-call allocations and kernel selection."""
     import torch
 
     from calibration.models.llama import SeqSlice
 
-    vocab = net.cfg.vocab_size
-    rows = cfg.max_num_seqs
+    cache, vocab = runner.cache, runner.net.cfg.vocab_size
+    rows = min(cfg.max_num_seqs, cache.num_slots)
     ctx = max(1, min(64, max_len - 1))
     chunk = max(1, min(cfg.max_num_batched_tokens - (rows - 1), max_len - ctx))
     shapes = [
@@ -394,8 +397,7 @@ def _warm_up(net, cache, cfg: EngineConfig, max_len: int, device: str) -> None:
             cache.fill_random(s.seq_id, s.num_cached)
         n = sum(s.num_new for s in seqs)
         for _ in range(2):
-            ids = torch.randint(0, vocab, (n,), device=device)
-            net.step(ids, seqs, cache).tolist()
+            runner.step(torch.randint(0, vocab, (n,)).tolist(), seqs)
         for s in seqs:
             cache.free(s.seq_id)
 
@@ -413,6 +415,10 @@ class LoadedReplica:
     dtype: Any
     net: Any
     cache: Any
+    runner: Any = None
+    """The ``ModelRunner`` steps go through (piecewise CUDA graphs and varlen attention on CUDA)."""
+    check: dict | None = None
+    """What ``ModelRunner.check`` compared on the device, and what it turned off."""
 
 
 def load_replica(
@@ -424,14 +430,19 @@ def load_replica(
     threads: int = 1,
     seed: int = 0,
     model_cfg=None,
+    attention: str = "auto",
+    cuda_graphs: bool | None = None,
 ) -> LoadedReplica:
     """Build catalog model ``model`` (or ``model_cfg``) with random weights from ``seed`` on
-    ``device``, with its KV cache, and run the untimed warm-up steps of ``cfg``'s shapes."""
+    ``device``, with its KV cache (one slot of ``max_model_len`` tokens per sequence), check the
+    serving paths against the reference, capture CUDA graphs (on CUDA) and run the untimed
+    warm-up steps of ``cfg``'s shapes."""
     import torch
 
     from calibration.configs import llm_config
     from calibration.harness import configure_cpu
     from calibration.models.llama import KVCache, LlamaModel
+    from calibration.models.runner import ModelRunner
 
     torch_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
     if not isinstance(torch_dtype, torch.dtype):
@@ -445,9 +456,12 @@ def load_replica(
         )
     torch.manual_seed(seed)
     net = LlamaModel(mcfg, dtype=torch_dtype, device=device).eval()
-    cache = KVCache(mcfg, torch_dtype, device)
-    _warm_up(net, cache, cfg, cfg.max_model_len, device)
-    return LoadedReplica(model, cfg, device, torch_dtype, net, cache)
+    cache = KVCache(mcfg, torch_dtype, device, num_slots=max(cfg.max_num_seqs, 4), max_len=max(cfg.max_model_len, 64))
+    runner = ModelRunner(net, cache, attention=attention, cuda_graphs=cuda_graphs, max_tokens=cfg.max_num_batched_tokens)
+    runner.capture()
+    check = runner.check()
+    _warm_up(runner, cfg, cfg.max_model_len)
+    return LoadedReplica(model, cfg, device, torch_dtype, net, cache, runner, check)
 
 
 def run_llm_engine(
@@ -462,6 +476,7 @@ def run_llm_engine(
     progress: Callable[[int, int], None] | None = None,
     model_cfg=None,
     replica: LoadedReplica | None = None,
+    stop_after_s: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Serve ``workload`` open-loop with the random-weight replica of catalog model ``model`` (or
     ``model_cfg``, a ``LlamaConfig``, when given) on ``device``. Returns (requests, steps): one
@@ -471,7 +486,10 @@ def run_llm_engine(
     With a ``replica`` (``load_replica``) the run serves on it instead of building and warming
     up its own; it must be of the same model, knobs, device and dtype, and ``seed`` then draws the prompts'
     token ids alone. Every sequence the run put in its cache is freed when it ends, however it
-    ends, so the next run finds the cache empty."""
+    ends, so the next run finds the cache empty.
+
+    ``stop_after_s`` ends the run that many seconds after its start, finished or not (a budgeted
+    run on a borrowed machine): requests not finished by then keep NaN times."""
     import torch
 
     from calibration.models.llama import SeqSlice
@@ -485,7 +503,7 @@ def run_llm_engine(
                 f"replica of {replica.model} ({replica.dtype}) on {replica.device} with {replica.cfg} "
                 f"cannot serve {model} ({dtype}) on {device} with {cfg}"
             )
-    net, cache = replica.net, replica.cache
+    net, cache, runner = replica.net, replica.cache, replica.runner
     mcfg = net.cfg
     if cache.bytes_allocated:
         raise ValueError("the replica's KV cache still holds sequences of another run")
@@ -501,8 +519,11 @@ def run_llm_engine(
         gc.collect()
         gc.disable()  # a collection pause would land on whichever step is running
         t0 = time.perf_counter()
+        stop = float("inf") if stop_after_s is None else stop_after_s
         while done < total:
             now = time.perf_counter() - t0
+            if now > stop:
+                break
             while next_i < total and reqs[next_i].arrival_s <= now:
                 if not sched.add_request(reqs[next_i]):
                     done += 1
@@ -511,11 +532,12 @@ def run_llm_engine(
                 next_i += 1
             if not sched.has_unfinished_requests():
                 if next_i < total:
-                    time.sleep(max(0.0, reqs[next_i].arrival_s - (time.perf_counter() - t0)))
+                    time.sleep(max(0.0, min(stop, reqs[next_i].arrival_s) - (time.perf_counter() - t0)))
                 continue
 
             start = time.perf_counter() - t0
             out = sched.schedule()
+            scheduled = time.perf_counter() - t0
             if not out.requests:
                 raise RuntimeError("scheduler made no progress with requests pending")
             for req in out.preempted:
@@ -530,8 +552,7 @@ def run_llm_engine(
                     cache.allocate(req.request_id, req.num_prompt_tokens + req.max_tokens)
                 ids.extend(req.token_ids[cached : cached + n])
                 seqs.append(SeqSlice(req.request_id, n, cached))
-            token_ids = torch.tensor(ids, dtype=torch.long, device=device)
-            sampled = net.step(token_ids, seqs, cache).tolist()  # the host sync
+            sampled, times = runner.step(ids, seqs)  # ends with the host sync
             end = time.perf_counter() - t0
 
             emitted, finished = sched.update_from_output(out, sampled)
@@ -549,7 +570,10 @@ def run_llm_engine(
                 done += 1
                 if progress is not None:
                     progress(done, total)
-            step_rows.append((start, end, *_shape_row(out.shape), out.kv_blocks_used, len(out.preempted)))
+            step_rows.append(
+                (start, end, *_shape_row(out.shape), out.kv_blocks_used, len(out.preempted), scheduled - start,
+                 times.prepare_s, times.launch_s, times.sync_s, times.device_s, times.bucket)
+            )  # fmt: skip
     finally:
         gc.enable()
         cache.clear()  # this run's sequences, however it ended
