@@ -232,7 +232,16 @@ def build_profile(raw: pd.DataFrame, meta: dict, raw_name: str | None) -> dict:
         f"roofline efficiency is stated against {against}: {flops / 1e12:.3g} TFLOP/s, {bw / 1e9:.4g} GB/s",
     ]
     if kind == "llm":
-        notes.append("attention is a per-sequence SDPA loop (cost ~ summed context, not batch x max context)")
+        path = meta["model_facts"].get("step_path") or {}
+        if path.get("attention") == "varlen":
+            notes.append("attention is one FlashAttention varlen kernel per layer per step (cost ~ summed context)")
+        else:
+            notes.append("attention is a per-sequence SDPA loop (cost ~ summed context, not batch x max context)")
+        if path.get("cuda_graphs"):
+            notes.append("whole steps ran through piecewise CUDA graphs (attention eager), as the engine serves")
+        cut = meta.get("cut_short") or {}
+        if cut:
+            notes.append("stopped at the budget's deadline: " + ", ".join(f"{op} {a}/{b} points" for op, (a, b) in cut.items()))
     profile = {
         "format": FORMAT,
         "kind": kind,

@@ -163,8 +163,22 @@ def simulate_llm(workload, s: LLMSettings, profile: Path, folder: Path) -> pd.Da
     }
     result = run_scenario(parse_scenario(scenario))
     sim = result.requests.sort_values("request_id").reset_index(drop=True)
-    # The trace reader starts time at the first arrival; put it back on the workload's clock.
+    sim = on_workload_clock(sim, min(w.arrival_s for w in workload))
     sim["arrival_s"] = [w.arrival_s for w in workload]
+    return sim
+
+
+ABSOLUTE_TIME_COLUMNS = ("arrival_s", "finish_s", "first_scheduled_s", "first_token_s", "first_preview_s")
+
+
+def on_workload_clock(sim: pd.DataFrame, first_arrival_s: float) -> pd.DataFrame:
+    """A trace-driven simulation's requests with their times put back on the workload's clock:
+    the trace reader starts time at the first arrival, so every time of day (not the
+    durations) moves by the workload's first arrival (-1, "never", stays)."""
+    sim = sim.copy()
+    for col in ABSOLUTE_TIME_COLUMNS:
+        if col in sim:
+            sim[col] = sim[col].where(sim[col] < 0, sim[col] + first_arrival_s)
     return sim
 
 
