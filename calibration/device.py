@@ -57,7 +57,7 @@ import pandas as pd
 WORKLOADS = Path(__file__).resolve().parent / "workloads"
 KIT_FORMAT = "servesim-device-kit/1"
 PHASES = ("llm-grid", "llm-serve", "diffusion-grid", "diffusion-serve")
-PHASE_SHARES = {"llm-grid": 0.17, "llm-serve": 0.33, "diffusion-grid": 0.2, "diffusion-serve": 0.3}
+PHASE_SHARES = {"llm-grid": 0.12, "llm-serve": 0.4, "diffusion-grid": 0.12, "diffusion-serve": 0.36}
 RESERVE = 0.05
 """Share of the budget kept back for packing and slack."""
 LOADS = (0.4, 0.7, 0.9)
@@ -86,6 +86,8 @@ class Target:
     """(width, height, steps) of every image request."""
     timing: dict = field(default_factory=dict)
     """Repeat counts of the calibration sweeps (``harness.time_fn`` keywords)."""
+    quick_grid: bool = True
+    """The quick LLM grid (``grids.llm_grid``), or the full one."""
 
     def workload(self, shape: str) -> Path:
         return WORKLOADS / f"{self.name}-{shape}.csv"
@@ -99,7 +101,7 @@ TARGETS = {
         "gpu", "cuda", "llama-3-8b", "sdxl", "bfloat16",
         max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=4096, num_kv_blocks=64 * 4096 // 16,
         max_batch_size=4, max_wait_s=0.5, image=(1024, 1024, 30),
-        timing={"warmup": 2, "reps": 5, "min_total_s": 0.03, "max_reps": 40},
+        timing={"warmup": 2, "reps": 5, "min_total_s": 0.03, "max_reps": 40}, quick_grid=False,
     ),
     # The CPU rehearsal (CI): the catalog's tiny models, the same code paths.
     "tiny": Target(
@@ -246,17 +248,27 @@ def phase_grid(kind: str, t: Target, box: Outbox, budget: Budget) -> dict:
     measure(model, t.device, folder, dtype=t.dtype, grid=grid, deadline=deadline, timing=t.timing, progress=progress, quick=True)
     meta = json.loads((folder / "meta.json").read_text())
     box.pack(phase)
+    _free_memory(t)
     return {"model": model, "cut_short": meta.get("cut_short", {}), "step_path": meta["model_facts"].get("step_path")}
 
 
+def _free_memory(t: Target) -> None:
+    """Give the phase's model, caches and graphs back before the next phase builds its own."""
+    gc.collect()
+    if t.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def llm_kit_grid(t: Target):
-    """The LLM grid the kit measures: the quick grid, its whole steps kept to what the engine
+    """The LLM grid the kit measures: the target's grid, its whole steps kept to what the engine
     runs (its step budget and sequence limit) and its contexts to its model length."""
     from calibration.configs import llm_config
     from calibration.grids import LLMGrid, llm_grid
 
     cfg = llm_config(t.llm)
-    g = llm_grid(t.device, True, max_context=min(cfg.max_position_embeddings, t.max_model_len))
+    g = llm_grid(t.device, t.quick_grid, max_context=min(cfg.max_position_embeddings, t.max_model_len))
     steps = tuple(
         s for s in g.steps
         if sum(p for p, _ in s) <= t.max_num_batched_tokens and len(s) <= t.max_num_seqs
@@ -287,7 +299,6 @@ def diffusion_kit_grid(t: Target):
 
 def phase_llm_serve(t: Target, box: Outbox, budget: Budget, seed: int) -> dict:
     """Capacity and staircase bursts, then the scored runs, loads taking turns."""
-    import torch
 
     from calibration.engine.llm import EngineConfig, WorkItem, load_replica, run_llm_engine
 
@@ -353,9 +364,7 @@ def phase_llm_serve(t: Target, box: Outbox, budget: Budget, seed: int) -> dict:
     (folder / "replica.json").write_text(json.dumps(info, indent=2, default=str))
     box.pack(phase)
     replica = None  # free the model and its KV pool before the next phase
-    gc.collect()
-    if t.device.startswith("cuda"):
-        torch.cuda.empty_cache()
+    _free_memory(t)
     return info
 
 
@@ -422,9 +431,7 @@ def phase_diffusion_serve(t: Target, box: Outbox, budget: Budget, seed: int) -> 
     (folder / "replica.json").write_text(json.dumps(info, indent=2, default=str))
     box.pack(phase)
     executor = None
-    gc.collect()
-    if t.device.startswith("cuda"):
-        torch.cuda.empty_cache()
+    _free_memory(t)
     return info
 
 
