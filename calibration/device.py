@@ -56,7 +56,9 @@ import pandas as pd
 
 WORKLOADS = Path(__file__).resolve().parent / "workloads"
 KIT_FORMAT = "servesim-device-kit/1"
-PHASES = ("llm-grid", "llm-serve", "diffusion-grid", "diffusion-serve")
+PHASES = ("llm-grid", "llm-serve", "diffusion-grid", "extra-grid", "diffusion-serve")
+EXTRA_SHARE = 0.1
+"""The share of the ``extra-grid`` phase when ``--extra`` names models (0 otherwise)."""
 PHASE_SHARES = {"llm-grid": 0.12, "llm-serve": 0.4, "diffusion-grid": 0.12, "diffusion-serve": 0.36}
 RESERVE = 0.05
 """Share of the budget kept back for packing and slack."""
@@ -227,29 +229,40 @@ def llm_capacity(reqs: pd.DataFrame, steps: pd.DataFrame, mean_output_tokens: fl
 # ------------------------------------------------------------------------------ phases
 
 
-def phase_grid(kind: str, t: Target, box: Outbox, budget: Budget) -> dict:
-    """Calibrate one model on its kit grid until the phase's deadline."""
-    from calibration.measure import measure
+def phase_grid(kind: str, t: Target, box: Outbox, budget: Budget, models: tuple[str, ...] | None = None) -> dict:
+    """Calibrate one model (or, for ``extra``, each of ``models`` in turn, sharing the phase) on
+    its kit grid until the phase's deadline."""
+    from calibration.measure import measure, model_kind
 
     phase = f"{kind}-grid"
     deadline = budget.deadline(phase)
-    model = t.llm if kind == "llm" else t.diffusion
-    folder = box.folder(phase) / model
-    grid = llm_kit_grid(t) if kind == "llm" else diffusion_kit_grid(t)
-    box.log(f"{phase}: {model} on {t.device} until +{deadline - budget.t0:.0f} s")
+    names = models if models is not None else ((t.llm,) if kind == "llm" else (t.diffusion,))
+    box.log(f"{phase}: {', '.join(names)} on {t.device} until +{deadline - budget.t0:.0f} s")
+    result = {}
+    for k, model in enumerate(names):
+        folder = box.folder(phase) / model
+        own = model_kind(model)
+        grid = llm_kit_grid(t, model) if own == "llm" else diffusion_kit_grid(t, model)
+        until = time.perf_counter() + (deadline - time.perf_counter()) / (len(names) - k)
+        shown: set[tuple[str, int]] = set()
 
-    shown: set[tuple[str, int]] = set()
+        def progress(op: str, j: int, n: int, shown=shown) -> None:
+            if (j == n or j % max(1, n // 4) == 0) and (op, j) not in shown:
+                shown.add((op, j))
+                box.log(f"  {op}: {j}/{n}")
 
-    def progress(op: str, k: int, n: int) -> None:
-        if (k == n or k % max(1, n // 4) == 0) and (op, k) not in shown:
-            shown.add((op, k))
-            box.log(f"  {op}: {k}/{n}")
-
-    measure(model, t.device, folder, dtype=t.dtype, grid=grid, deadline=deadline, timing=t.timing, progress=progress, quick=True)
-    meta = json.loads((folder / "meta.json").read_text())
-    box.pack(phase)
-    _free_memory(t)
-    return {"model": model, "cut_short": meta.get("cut_short", {}), "step_path": meta["model_facts"].get("step_path")}
+        try:
+            measure(model, t.device, folder, dtype=t.dtype, grid=grid, deadline=until, timing=t.timing, progress=progress, quick=True)
+            meta = json.loads((folder / "meta.json").read_text())
+            result[model] = {"cut_short": meta.get("cut_short", {}), "step_path": meta["model_facts"].get("step_path")}
+        except Exception as exc:  # noqa: BLE001 - an extra model that fails (memory, say) must not sink the phase
+            if models is None:
+                raise
+            result[model] = {"error": f"{type(exc).__name__}: {exc}"}
+            box.log(f"  {model} failed: {result[model]['error']}")
+        box.pack(phase)
+        _free_memory(t)
+    return {"models": result}
 
 
 def _free_memory(t: Target) -> None:
@@ -261,13 +274,13 @@ def _free_memory(t: Target) -> None:
         torch.cuda.empty_cache()
 
 
-def llm_kit_grid(t: Target):
+def llm_kit_grid(t: Target, model: str | None = None):
     """The LLM grid the kit measures: the target's grid, its whole steps kept to what the engine
     runs (its step budget and sequence limit) and its contexts to its model length."""
     from calibration.configs import llm_config
     from calibration.grids import LLMGrid, llm_grid
 
-    cfg = llm_config(t.llm)
+    cfg = llm_config(model or t.llm)
     g = llm_grid(t.device, t.quick_grid, max_context=min(cfg.max_position_embeddings, t.max_model_len))
     steps = tuple(
         s for s in g.steps
@@ -278,15 +291,15 @@ def llm_kit_grid(t: Target):
     return LLMGrid(lin, g.decode, g.prefill, g.head_rows, steps)
 
 
-def diffusion_kit_grid(t: Target):
+def diffusion_kit_grid(t: Target, model: str | None = None):
     """The diffusion grid the kit measures: the served size and one smaller (so the denoiser's
     token terms are not collinear), every row count a batch of the served size runs, VAE of 1
     to ``max_batch_size`` images, text encoders over the prompts a batch encodes."""
     from calibration.diffusion_configs import diffusion_config
     from calibration.grids import DiffusionGrid
 
-    cfg = diffusion_config(t.diffusion)
-    w, h, _ = t.image
+    cfg = diffusion_config(model or t.diffusion)
+    w, h, _ = t.image if model is None else (cfg.default_width, cfg.default_height, cfg.default_steps)
     m = cfg.vae_spatial_factor * cfg.patch_size
     small = (max(m, int(w * 0.75) // m * m), max(m, int(h * 0.75) // m * m))
     g = 2 if cfg.cfg else 1
@@ -462,8 +475,18 @@ def device_record(t: Target) -> dict:
     return info
 
 
-def run_kit(target: str, budget_s: float, out: Path, work: Path | None = None, seed: int = 20261207, phases: tuple[str, ...] = PHASES) -> dict:
-    """Run the kit; returns the summary also written to ``out/device.json``."""
+def run_kit(
+    target: str,
+    budget_s: float,
+    out: Path,
+    work: Path | None = None,
+    seed: int = 20261207,
+    phases: tuple[str, ...] = PHASES,
+    extra: tuple[str, ...] = (),
+) -> dict:
+    """Run the kit; returns the summary also written to ``out/device.json``. ``extra`` names
+    more catalog models to calibrate (grid only) in the ``extra-grid`` phase, time permitting:
+    it then takes ``EXTRA_SHARE`` of the budget."""
     from calibration.harness import configure_cpu
     from calibration.telemetry import Telemetry
 
@@ -477,9 +500,14 @@ def run_kit(target: str, budget_s: float, out: Path, work: Path | None = None, s
         configure_cpu(1)
     for shape in ("llm", "diffusion"):
         read_workload(t.workload(shape))  # a missing file fails now, not minutes in
-    budget = Budget(budget_s)
+    from calibration.measure import model_kind
+
+    for model in extra:
+        model_kind(model)  # an unknown name fails now
+    shares = {**PHASE_SHARES, "extra-grid": EXTRA_SHARE if extra else 0.0}
+    budget = Budget(budget_s, {p: shares[p] for p in PHASES})
     box = Outbox(out, work or Path(tempfile.mkdtemp(prefix="servesim-kit-")))
-    summary: dict = {"format": KIT_FORMAT, "target": target, "budget_s": budget_s, "seed": seed, "phases": {}}
+    summary: dict = {"format": KIT_FORMAT, "target": target, "budget_s": budget_s, "seed": seed, "extra": list(extra), "phases": {}}
     with Telemetry(out / "telemetry.csv", t.device):
         box.log(f"servesim device kit: target {target}, budget {budget_s:.0f} s, out {out}")
         summary["device"] = device_record(t)
@@ -488,11 +516,14 @@ def run_kit(target: str, budget_s: float, out: Path, work: Path | None = None, s
             "llm-grid": lambda: phase_grid("llm", t, box, budget),
             "llm-serve": lambda: phase_llm_serve(t, box, budget, seed),
             "diffusion-grid": lambda: phase_grid("diffusion", t, box, budget),
+            "extra-grid": lambda: phase_grid("extra", t, box, budget, extra),
             "diffusion-serve": lambda: phase_diffusion_serve(t, box, budget, seed),
         }
+        skipped = [p for p in PHASES if p not in phases or (p == "extra-grid" and not extra)]
+        for phase in skipped:  # their shares go to the phases that run
+            budget.done(phase, 0.0)
         for phase in PHASES:
-            if phase not in phases:
-                budget.done(phase, 0.0)
+            if phase in skipped:
                 continue
             t0 = time.perf_counter()
             try:
@@ -519,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--seed", type=int, default=20261207, help="random weights and prompt token ids (workloads are files)")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument("--extra", default="", help="comma-separated catalog models to calibrate too, time permitting (e.g. flux.1-dev)")
     args = parser.parse_args(argv)
     phases = tuple(p for p in args.phases.split(",") if p)
     bad = [p for p in phases if p not in PHASES]
@@ -526,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"calibration.device: error: --phases takes {', '.join(PHASES)}; --budget-s > 0 (got {bad or args.budget_s})", file=sys.stderr)
         return 2
     try:
-        run_kit(args.target, args.budget_s, args.out, args.work, args.seed, phases)
+        run_kit(args.target, args.budget_s, args.out, args.work, args.seed, phases, tuple(m for m in args.extra.split(",") if m))
     except (ValueError, FileNotFoundError) as exc:
         print(f"calibration.device: error: {exc}", file=sys.stderr)
         return 2

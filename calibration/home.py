@@ -297,6 +297,17 @@ def analyse(fetched: Path, out: Path, profiles: Path | None = None) -> dict:
         result["llm"] = analyse_llm(raw, t, out / "llm", seed, profiles)
     if phases.get("diffusion-grid", {}).get("status") == "done" and (raw / "diffusion-serve" / "plan.json").is_file():
         result["diffusion"] = analyse_diffusion(raw, t, out / "diffusion", seed, profiles)
+    extra = {}
+    for folder in sorted((raw / "extra-grid").glob("*")) if (raw / "extra-grid").is_dir() else []:
+        from calibration.fit import fit_folder
+
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            path = fit_folder(folder, (profiles or out / "profiles") / f"{folder.name}-{meta['dtype']}-tp1.yaml")
+            extra[folder.name] = {"profile": str(path), "cut_short": meta.get("cut_short", {})}
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            extra[folder.name] = {"error": f"{type(exc).__name__}: {exc}"}
+    result["extra"] = extra
     write_report(result, out / "report.md")
     brief = {k: v if k == "device" or v is None else {x: y for x, y in v.items() if x not in ("table", "per_run")} for k, v in result.items()}
     (out / "summary.json").write_text(json.dumps(brief, indent=2, default=str))
@@ -340,6 +351,8 @@ def write_report(result: dict, path: Path) -> None:
                 f"small decode steps {h['small_decode_host_s_median'] * 1e3:.2f} ms; graph steps {h['graph_steps_share']:.0%}"
             )
         lines.append("")
+    for model, e in (result.get("extra") or {}).items():
+        lines.append(f"- extra model {model}: " + (f"profile `{Path(e['profile']).name}`" if "profile" in e else e["error"]))
     path.write_text("\n".join(lines) + "\n")
 
 
