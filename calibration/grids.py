@@ -102,12 +102,14 @@ def llm_grid(device: str, quick: bool, max_context: int) -> LLMGrid:
             cached += [1024]
             n_steps = 45
     ctxs = [c for c in ctxs if c < max_context]
-    cached = [k for k in cached if k + max(chunks) <= max_context] or [0]
+    chunks = [p for p in chunks if p <= max_context]
+    cached = [k for k in cached if k + min(chunks) <= max_context]
     ctx_hi = max(ctxs)
     decode = [tuple([c] * b) for b in sizes for c in ctxs]
     decode += _mixes(rng, sizes[1:], 16, ctx_hi, n_mix)
-    prefill: list[tuple[tuple[int, int], ...]] = [((p, k),) for p in chunks for k in cached]
-    prefill += [((p, 0), (p // 2, k)) for p in chunks[1:] for k in cached[-1:]]
+    # every (chunk, cached) pair a sequence of max_context tokens can hold
+    prefill: list[tuple[tuple[int, int], ...]] = [((p, k),) for p in chunks for k in cached if p + k <= max_context]
+    prefill += [((p, 0), (p // 2, k)) for p in chunks[1:] for k in cached[-1:] if p // 2 + k <= max_context]
     # Several new prompts admitted in one step (a burst): many short chunks.
     prefill += [tuple((p, 0) for _ in range(m)) for m in (4, 8) for p in chunks[:2]]
     steps = _steps(rng, n_steps, max_decode, ctx_hi, min(chunk_hi, max(chunks)), budget)
