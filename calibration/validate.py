@@ -373,7 +373,8 @@ def _compare(case: dict, runs: list[pd.DataFrame], sims: list[pd.DataFrame], met
                 "predicted": float(np.median(predicted)),
                 "error": float(np.median(errors)),
                 "worst": worst,
-                "noise_floor": float((vals.max() - vals.min()) / med) if med else float("nan"),
+                # one run has no spread to show (not a spread of zero)
+                "noise_floor": float((vals.max() - vals.min()) / med) if med and len(vals) > 1 else float("nan"),
             }
         )
         per_run += [
@@ -781,13 +782,13 @@ def _write_markdown(table: pd.DataFrame, per_run: pd.DataFrame, summary: dict, p
         lines.append(
             f"| {case} | {r.metric} | {r.measured:.4g} | {r.predicted:.4g} | {r.error:+.1%} | {r.worst:+.1%} | "
             + " ".join(f"{e:+.1%}" for e in each)
-            + f" | {r.noise_floor:.1%} |"
+            + (f" | {r.noise_floor:.1%} |" if np.isfinite(r.noise_floor) else " | – (one run) |")
         )
     lines += ["", "Largest errors over every load and percentile:", ""]
     for family, h in summary["headline"].items():
+        floor = f"noise floor up to {h['max_noise_floor']:.1%}" if np.isfinite(h["max_noise_floor"]) else "one run per load: no noise floor"
         lines.append(
-            f"- {family}: median over runs {h['max_abs_median_error']:.1%}, worst single run {h['max_abs_run_error']:.1%} "
-            f"(noise floor up to {h['max_noise_floor']:.1%})"
+            f"- {family}: median over runs {h['max_abs_median_error']:.1%}, worst single run {h['max_abs_run_error']:.1%} ({floor})"
         )
     lines += [
         "",
