@@ -389,6 +389,12 @@ class EngineConfig(Strict):
     model and max_num_batched_tokens."""
     dtype: Literal["bfloat16", "fp8"] = "bfloat16"
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    capacity_scheduler_policy: Literal["max_utilization", "guaranteed_no_evict"] = "max_utilization"
+    """Admission against the KV cache (continuous scheduler). max_utilization: vLLM's, admit
+    while the blocks a step needs are free, preempt (recompute) the newest request when they
+    run out. guaranteed_no_evict: TensorRT-LLM's default capacity scheduler, admit a request
+    only when its whole prompt + output fits beside every running request's whole prompt +
+    output; nothing is ever preempted."""
 
     @model_validator(mode="after")
     def _budget(self) -> EngineConfig:

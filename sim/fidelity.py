@@ -85,8 +85,16 @@ def is_batch1_latency(point: dict) -> bool:
 # --------------------------------------------------------------------------- scenarios
 
 
+TRTLLM_CAPACITY_POLICY = "guaranteed_no_evict"
+"""TensorRT-LLM's default capacity scheduler policy ("GUARANTEED_NO_EVICT (default)", TensorRT-LLM
+docs, performance tuning guide, "Useful Runtime Options"; ``SchedulerConfig.capacity_scheduler_policy``
+in the LLM API reference): a point measured on TensorRT-LLM runs with it unless it says otherwise."""
+
+
 def _llm_pool(point: dict, spec: dict) -> dict:
     engine = {"enable_prefix_caching": False, **spec.get("engine", {})}
+    if str(point.get("engine", "")).startswith("TensorRT-LLM"):
+        engine.setdefault("capacity_scheduler_policy", TRTLLM_CAPACITY_POLICY)
     return {
         "name": "p",
         "model": point["model"],

@@ -116,6 +116,7 @@ def scheduler_config(pool: PoolConfig) -> SchedulerConfig:
         max_num_batched_tokens=e.max_num_batched_tokens,
         max_model_len=e.max_model_len or catalog.get_model(pool.model).max_position_embeddings,
         enable_chunked_prefill=e.enable_chunked_prefill,
+        guaranteed_no_evict=e.capacity_scheduler_policy == "guaranteed_no_evict",
     )
 
 

@@ -44,6 +44,8 @@ class Request:
     num_hashed_blocks: int = 0
     """Of those, the leading prompt blocks registered under their hash."""
     num_preemptions: int = 0
+    reserved_blocks: int = 0
+    """KV blocks reserved for its whole prompt + output while running (guaranteed_no_evict)."""
     num_retries: int = 0
     """Times the engine resubmitted it after an abort or a drain (reset_for_retry keeps it)."""
     num_cached_tokens: int = -1

@@ -46,6 +46,11 @@ class SchedulerConfig:
     max_num_batched_tokens: int
     max_model_len: int
     enable_chunked_prefill: bool = True
+    guaranteed_no_evict: bool = False
+    """TensorRT-LLM's GUARANTEED_NO_EVICT capacity policy: admit a request only if the blocks
+    of its whole prompt + output fit beside those reserved by every running request, so that
+    no allocation can fail and nobody is preempted. Off: vLLM's (admit on the blocks free now,
+    preempt when they run out)."""
 
 
 @dataclass(slots=True)
@@ -134,6 +139,8 @@ class Scheduler:
         self._ctx_base = 0  # sum over members of (computed tokens - clock) at any clock
         self._needs_block = [0] * kv.block_size  # members by (computed - clock) mod block_size
         self._finish_heap: list[tuple[int, int, Request]] = []
+        self._reserved = 0
+        """Blocks reserved by running requests (guaranteed_no_evict; 0 otherwise)."""
 
     # ------------------------------------------------------------------ requests in
 
@@ -183,6 +190,7 @@ class Scheduler:
             else:
                 self.others.remove(req)
             self.kv.free(req)
+            self._release(req)
         else:
             self.waiting.remove(req)  # near the head when the oldest time out first
         req.status = RequestStatus.ABORTED
@@ -196,6 +204,8 @@ class Scheduler:
         running = self.running
         for req in running:
             kv.free(req)
+            req.reserved_blocks = 0
+        self._reserved = 0
         out = running + list(self.waiting)
         for req in out:
             req.status = RequestStatus.ABORTED
@@ -334,8 +344,15 @@ class Scheduler:
                 if not cfg.enable_chunked_prefill and n > budget:
                     break
                 n = min(n, budget)
+                if cfg.guaranteed_no_evict:
+                    reserve = kv.blocks_for(req.num_prompt_tokens + req.max_tokens)
+                    if self._reserved + reserve > kv.pool.num_blocks:
+                        break
                 if not kv.allocate_slots(req, n, hits):
                     break
+                if cfg.guaranteed_no_evict:
+                    req.reserved_blocks = reserve
+                    self._reserved += reserve
                 waiting.popleft()
                 req.num_computed_tokens += cached
                 if req.num_cached_tokens < 0:
@@ -363,6 +380,8 @@ class Scheduler:
         req.num_computed_tokens = computed + n
 
     def _preempt(self, req: Request) -> None:
+        if self.config.guaranteed_no_evict:
+            raise AssertionError("guaranteed_no_evict admitted more than the KV cache holds")
         self.kv.free(req)
         req.num_computed_tokens = 0
         req.status = RequestStatus.PREEMPTED
@@ -409,6 +428,11 @@ class Scheduler:
     def _finish(self, req: Request) -> None:
         req.status = RequestStatus.FINISHED
         self.kv.free(req)
+        self._release(req)
+
+    def _release(self, req: Request) -> None:
+        self._reserved -= req.reserved_blocks
+        req.reserved_blocks = 0
 
     # ------------------------------------------------------------------ decode spans
 
@@ -458,6 +482,8 @@ class Scheduler:
         if not self.config.enable_chunked_prefill and n > budget:
             return False
         n = min(n, budget)
+        if self.config.guaranteed_no_evict and self._reserved + kv.blocks_for(req.num_prompt_tokens + req.max_tokens) > kv.pool.num_blocks:
+            return False
         return kv.blocks_for(computed + n) - req.num_blocks - hits <= kv.pool.num_free
 
     def _steps_until_blocks_run_out(self) -> int:

@@ -78,10 +78,12 @@ request_lists = st.lists(
     chunked=st.booleans(),
     static=st.booleans(),
     spans=st.booleans(),
+    no_evict=st.booleans(),
 )
-def test_scheduler_invariants_and_conservation(specs, blocks, block_size, max_num_seqs, extra_budget, chunked, static, spans):
+def test_scheduler_invariants_and_conservation(specs, blocks, block_size, max_num_seqs, extra_budget, chunked, static, spans, no_evict):
     budget = max_num_seqs + extra_budget
-    cfg = SchedulerConfig(max_num_seqs, budget, 10_000, chunked)
+    no_evict = no_evict and not static
+    cfg = SchedulerConfig(max_num_seqs, budget, 10_000, chunked, guaranteed_no_evict=no_evict)
     kv = KVCacheManager(blocks, block_size, enable_prefix_caching=not static)
     sched = (StaticBatchScheduler if static else Scheduler)(cfg, kv)
     reqs = []
@@ -110,6 +112,8 @@ def test_scheduler_invariants_and_conservation(specs, blocks, block_size, max_nu
             sched.update_from_output(out)
         pool = kv.pool
         assert 0 <= pool.num_free <= pool.num_blocks
+        if no_evict:  # what runs holds at most what it reserved, and that fits the cache
+            assert pool.num_used <= sched._reserved <= pool.num_blocks
         if static or not any(r.block_hashes for r in reqs):
             assert pool.num_used == sum(r.num_blocks for r in sched.running)
     else:
@@ -121,6 +125,8 @@ def test_scheduler_invariants_and_conservation(specs, blocks, block_size, max_nu
         else:
             assert r.reject_reason
     assert kv.pool.num_free == blocks  # nothing leaked
+    if no_evict:
+        assert sched._reserved == 0 and not any(r.num_preemptions for r in reqs)
 
 
 def test_free_counter_matches_its_parts_after_random_use():

@@ -175,3 +175,29 @@ def test_static_batch_runs_until_longest_member_and_nobody_joins():
     assert steps == 6 and set(finished) == {a, b}
     out, _, _ = step(s)
     assert out.requests == [c]
+
+
+def test_guaranteed_no_evict_admits_only_what_fits_to_the_end():
+    """Two requests whose prompts fit together but whose outputs do not: vLLM's policy admits
+    both and preempts the newer when the blocks run out; TensorRT-LLM's GUARANTEED_NO_EVICT
+    admits the second only once the first has finished, and preempts nobody."""
+    from sim.llm.request import Request
+    from sim.llm.scheduler import Scheduler, SchedulerConfig
+
+    def run(no_evict: bool) -> tuple[int, list[int]]:
+        kv = KVCacheManager(6, 4, enable_prefix_caching=False)  # 24 tokens
+        sched = Scheduler(SchedulerConfig(8, 64, 1000, guaranteed_no_evict=no_evict), kv)
+        reqs = [Request(i, 0, 0.0, 4, 12) for i in range(2)]  # 16 tokens (4 blocks) each at the end
+        for r in reqs:
+            sched.add_request(r)
+        running_counts = []
+        while sched.has_unfinished_requests():
+            out = sched.schedule()
+            running_counts.append(sched.num_running)
+            sched.update_from_output(out)
+        return sum(r.num_preemptions for r in reqs), running_counts
+
+    preempted, counts = run(False)
+    assert preempted >= 1 and max(counts) == 2
+    preempted, counts = run(True)
+    assert preempted == 0 and max(counts) == 1
