@@ -90,6 +90,8 @@ class Target:
     """Repeat counts of the calibration sweeps (``harness.time_fn`` keywords)."""
     quick_grid: bool = True
     """The quick LLM grid (``grids.llm_grid``), or the full one."""
+    shares: dict = field(default_factory=lambda: dict(PHASE_SHARES))
+    """Each phase's share of the budget (``Budget``)."""
 
     def workload(self, shape: str) -> Path:
         return WORKLOADS / f"{self.name}-{shape}.csv"
@@ -109,8 +111,11 @@ TARGETS = {
     "tiny": Target(
         "tiny", "cpu", "llama-tiny", "sd-tiny", "float32",
         max_num_seqs=16, max_num_batched_tokens=512, max_model_len=256, num_kv_blocks=512,
-        max_batch_size=4, max_wait_s=0.2, image=(256, 256, 10),
+        max_batch_size=4, max_wait_s=0.2, image=(256, 256, 4),
         timing={"warmup": 1, "reps": 3, "min_total_s": 0.0, "max_reps": 3},
+        # on one CPU core each grid op's three points overrun a small share, and a diffusion
+        # batch takes about a second: the serving phases are given the rest
+        shares={"llm-grid": 0.1, "llm-serve": 0.3, "diffusion-grid": 0.1, "diffusion-serve": 0.5},
     ),
 }  # fmt: skip
 
@@ -504,7 +509,7 @@ def run_kit(
 
     for model in extra:
         model_kind(model)  # an unknown name fails now
-    shares = {**PHASE_SHARES, "extra-grid": EXTRA_SHARE if extra else 0.0}
+    shares = {**t.shares, "extra-grid": EXTRA_SHARE if extra else 0.0}
     budget = Budget(budget_s, {p: shares[p] for p in PHASES})
     box = Outbox(out, work or Path(tempfile.mkdtemp(prefix="servesim-kit-")))
     summary: dict = {"format": KIT_FORMAT, "target": target, "budget_s": budget_s, "seed": seed, "extra": list(extra), "phases": {}}

@@ -457,6 +457,11 @@ class RooflineCost(Strict):
     compute_efficiency: Float | None = Field(default=None, gt=0, le=1)
     bandwidth_efficiency: Float | None = Field(default=None, gt=0, le=1)
     """Override the GPU catalog's efficiency factors."""
+    execution: Literal["compiled", "eager"] = "compiled"
+    """Diffusion pools: how the denoiser runs. compiled (torch.compile, TensorRT, CUDA
+    graphs): elementwise ops fused, the host hidden. eager (plain PyTorch, as a diffusers
+    pipeline runs by default): every op a kernel dispatched from Python and every elementwise
+    op's tensors through HBM; a step takes max(GPU + elementwise traffic, host dispatch)."""
 
 
 class ConstantCost(Strict):

@@ -98,6 +98,8 @@ class Overheads(_Spec):
     step_s: float = Field(ge=0)
     per_seq_s: float = Field(ge=0)
     per_layer_s: float = Field(ge=0)
+    eager_op_s: float = Field(default=0.0, ge=0)
+    """Host time to dispatch one op of an eager PyTorch model (diffusion denoisers run eagerly)."""
     source: str
 
 
@@ -256,6 +258,19 @@ class UNetFlopFit(_Spec):
     source: str
 
 
+class EagerCounts(_Spec):
+    """What one denoiser forward of one row launches when PyTorch runs it eagerly (counted by
+    ``python -m calibration.eager_counts`` on the replica in ``calibration/models``)."""
+
+    ops_per_forward: int = Field(ge=1)
+    """Ops that launch work (each a kernel and a Python dispatch)."""
+    elementwise_bytes_per_row: float = Field(ge=0)
+    elementwise_bytes_per_row_token: float = Field(ge=0)
+    """Bytes the elementwise ops (everything but GEMMs, convolutions and attention) read and
+    write: ``per_row + per_row_token x latent tokens`` per row; a compiler fuses them away."""
+    source: str
+
+
 class DiffusionModelSpec(_Spec):
     """A text-to-image or text-to-video diffusion pipeline: denoiser, text encoders and VAE."""
 
@@ -296,6 +311,8 @@ class DiffusionModelSpec(_Spec):
     vae: VAESpec
     efficiency: ComponentEfficiency
     """The denoiser's."""
+    eager: EagerCounts | None = None
+    """Counts for an eager (uncompiled) denoiser; None: the model cannot be run eagerly here."""
     source: str
 
     @model_validator(mode="after")

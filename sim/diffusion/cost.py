@@ -63,9 +63,27 @@ class DiffusionRooflineCost:
         gpu: GPUSpec,
         compute_efficiency: float | None = None,
         bandwidth_efficiency: float | None = None,
+        execution: str = "compiled",
     ):
         self.spec, self.gpu = spec, gpu
         self._denoiser = _Stage(spec.efficiency, gpu, compute_efficiency, bandwidth_efficiency)
+        # Eager execution (PyTorch without a compiler): every op is its own kernel dispatched
+        # from Python, and the elementwise ops stream their tensors through HBM unfused. The
+        # step then takes max(GPU, host): the GPU's time plus the elementwise bytes at the
+        # GPU's fitted elementwise bandwidth, against the host's dispatch of every op.
+        if execution not in ("compiled", "eager"):
+            raise ConfigError(f"execution must be 'compiled' or 'eager', got {execution!r}")
+        self._eager = None
+        if execution == "eager":
+            if spec.eager is None:
+                raise ConfigError(f"{spec.name} has no eager op counts in the diffusion catalog: run it compiled")
+            eff = gpu.efficiency.elementwise_bandwidth or gpu.efficiency.bandwidth
+            s_per_byte = 1.0 / (gpu.hbm_tb_s * 1e12 * eff)
+            self._eager = (
+                spec.eager.elementwise_bytes_per_row * s_per_byte,
+                spec.eager.elementwise_bytes_per_row_token * s_per_byte,
+                spec.eager.ops_per_forward * gpu.overheads.eager_op_s,
+            )
         self._denoiser_weight_bytes = WEIGHT_BYTES * spec.denoiser_params
         self._text = [
             (_Stage(e.efficiency, gpu), e.flops_per_prompt, WEIGHT_BYTES * e.params) for e in spec.text_encoders
@@ -87,7 +105,11 @@ class DiffusionRooflineCost:
             spec = self.spec
             per_row = self._per_row[tokens] = (spec.denoiser_flops(tokens), spec.denoiser_act_io_bytes(tokens))
         flops, act_bytes = per_row
-        return self._denoiser.time_s(rows * flops, self._denoiser_weight_bytes + rows * act_bytes)
+        gpu_s = self._denoiser.time_s(rows * flops, self._denoiser_weight_bytes + rows * act_bytes)
+        if self._eager is None:
+            return gpu_s
+        per_row_s, per_token_s, host_s = self._eager
+        return max(gpu_s + rows * (per_row_s + per_token_s * tokens), host_s)
 
     def vae_decode_s(self, num_images: int, width: int, height: int, frames: int) -> float:
         if num_images <= 0:

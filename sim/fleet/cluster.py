@@ -71,6 +71,7 @@ def build_diffusion_cost(pool: PoolConfig, base_dir: Path | None = None):
         catalog.get_gpu(pool.gpu),
         compute_efficiency=cm.compute_efficiency,
         bandwidth_efficiency=cm.bandwidth_efficiency,
+        execution=cm.execution,
     )
 
 

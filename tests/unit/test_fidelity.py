@@ -179,3 +179,26 @@ def test_every_expressible_shipped_point_runs():
     assert failed.empty, failed[["id", "why"]].to_string()
     assert (table["status"] == "ok").sum() == sum(p["servesim"]["expressible"] for p in POINTS)
     assert (table.loc[table["status"] == "ok", "predicted"] > 0).all()
+
+
+def test_static_batch_points_score_one_batch_of_their_size(monkeypatch):
+    """A static engine starts its first batch with the first request alone; the runner scores
+    the next batch, the published batch size all together, timed from its start."""
+    import sim.fidelity as fidelity
+
+    point = next(p for p in fidelity.load_points() if p["id"] == "trtllm061-llama2-7b-fp16-a100-bs60-isl128-osl2048")
+    seen = {}
+    run = fidelity._run
+
+    def spy(raw):
+        seen["requests"] = out = run(raw)
+        return out
+
+    monkeypatch.setattr(fidelity, "_run", spy)
+    value = fidelity.predict(point)
+    reqs = seen["requests"]
+    starts = reqs["first_scheduled_s"]
+    scored = reqs[starts == starts.max()]
+    assert len(reqs) == 61 and len(scored) == 60
+    span = scored["finish_s"].max() - scored["first_scheduled_s"].min()
+    assert value == pytest.approx(scored["generated_tokens"].sum() / span)
