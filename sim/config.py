@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -744,21 +745,139 @@ class Scenario(Strict):
 # --------------------------------------------------------------------------- loading
 
 
-def read_yaml(path: Path, what: str, shown: Path | None = None) -> Any:
-    """Parse a YAML file; a syntax error, a binary file or an unreadable one is a one-line
-    ConfigError naming ``shown`` (default ``path``) and, for syntax, the line and column."""
-    shown = shown or path
+MAX_YAML_BYTES = 16 * 2**20
+"""Largest YAML input read (a scenario is a few kB; a plan grid or price list, tens)."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and lists (scenarios need about 6)."""
+MAX_YAML_VALUES = 200_000
+"""Most values a document may expand to once its aliases are followed (an alias bomb of a few
+hundred bytes expands to billions)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with limits and YAML 1.2 readings of scalars.
+
+    * duplicate keys in a mapping are an error (PyYAML keeps the last silently);
+    * integers are decimal, ``0x`` hex or ``0o`` octal, floats have no ``:`` sexagesimal form,
+      and booleans are ``true``/``false`` only, as YAML 1.2's core schema reads them: YAML 1.1
+      turns ``replicas: 010`` into 8, ``duration_s: 1:30`` into 90 and ``on`` into true;
+    * nesting deeper than ``MAX_YAML_DEPTH`` is an error at the line it happens.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base constructor reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (each key may appear once in a mapping)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.yaml_implicit_resolvers = {k: [r for r in v if r[0] not in (
+    "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}  # fmt: skip
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9_]+|0x[0-9a-fA-F_]+|0o[0-7_]+)$"), list("-+0123456789")
+)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def _construct_int(loader: _StrictLoader, node) -> int:
+    text = loader.construct_scalar(node).replace("_", "")
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    return int(text, 16) if text.startswith("0x") else int(text, 10)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _expanded_size(value: Any, limit: int) -> int:
+    """How many values ``value`` holds once every shared (aliased) part is counted each time it
+    is referenced; stops counting past ``limit``. Linear in the distinct objects."""
+    memo: dict[int, int] = {}
+
+    def size(v: Any) -> int:
+        if not isinstance(v, dict | list):
+            return 1
+        key = id(v)
+        if key not in memo:
+            memo[key] = limit + 1  # a cycle counts as too big
+            items = list(v.keys()) + list(v.values()) if isinstance(v, dict) else v
+            total = 1
+            for item in items:
+                total += size(item)
+                if total > limit:
+                    break
+            memo[key] = total
+        return memo[key]
+
+    return size(value)
+
+
+def parse_yaml_text(text: str, shown: str) -> Any:
+    """Parse YAML ``text`` with ``_StrictLoader`` and the size limits; problems are a one-line
+    ConfigError naming ``shown`` and, where the parser knows it, the line and column."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
+        raise ConfigError(f"{shown}: larger than {MAX_YAML_BYTES // 2**20} MiB; YAML inputs are expected to be small")
     try:
-        return yaml.safe_load(path.read_text())
+        value = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else str(shown)
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{shown}: nested too deeply (at most {MAX_YAML_DEPTH} levels)") from None
+    if _expanded_size(value, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise ConfigError(
+            f"{shown}: expands to more than {MAX_YAML_VALUES:,} values once its aliases (*name) are followed; "
+            "write the values out or use fewer aliases"
+        )
+    return value
+
+
+def read_yaml(path: Path, what: str, shown: Path | None = None) -> Any:
+    """Parse a YAML file; a syntax error, a binary file or an unreadable one is a one-line
+    ConfigError naming ``shown`` (default ``path``) and, for syntax, the line and column. Read
+    with ``_StrictLoader`` (no duplicate keys, YAML 1.2 scalars, bounded depth) and bounded
+    size and alias expansion."""
+    shown = shown or path
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{shown}: larger than {MAX_YAML_BYTES // 2**20} MiB; YAML inputs are expected to be small")
+        text = path.read_text()
     except UnicodeDecodeError:
         raise ConfigError(f"{shown}: not a text (UTF-8) file") from None
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read {what}: {exc.strerror or exc}") from None
+    return parse_yaml_text(text, str(shown))
 
 
 def load_scenario(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Scenario, Path]:
@@ -794,9 +913,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE")
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
+            value = parse_yaml_text(text, f"--set {key}")
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
         parts = key.split(".")
         node: Any = raw
         for i, part in enumerate(parts):

@@ -78,10 +78,10 @@ def parse_grid(specs: Sequence[str] = (), grid_file: str | os.PathLike | None = 
     two mappings; a value that holds a comma is quoted or bracketed. A grid file is a mapping
     ``KEY.PATH: [values]`` (a single value needs no list). A key given twice, an empty value
     list or a repeated value is a one-line ConfigError."""
+    from sim.config import parse_yaml_text, read_yaml
+
     grid: Grid = {}
     if grid_file is not None:
-        from sim.config import read_yaml
-
         path = Path(grid_file)
         raw = read_yaml(path, "grid file")
         if not isinstance(raw, dict) or not raw:
@@ -94,8 +94,8 @@ def parse_grid(specs: Sequence[str] = (), grid_file: str | os.PathLike | None = 
         if not sep or not key:
             raise ConfigError(f"--grid {spec!r}: expected KEY.PATH=V1,V2,...")
         try:
-            values = yaml.safe_load(f"[{text}]")
-        except yaml.YAMLError:
+            values = parse_yaml_text(f"[{text}]", f"--grid {key}")
+        except ConfigError:
             raise ConfigError(f"--grid {key}: values are not valid YAML: {text!r} (write V1,V2,...; quote a value that holds a comma)") from None
         _add_axis(grid, key, values, f"--grid {key}")
     return grid
