@@ -526,7 +526,9 @@ def _with_ci(mean: float, hw: float | None, digits: int = 3) -> str:
 
 
 def _pool_line(name: str, pool: dict) -> str:
-    head = f"  pool {name}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
+    from sim.textsafe import term
+
+    head = f"  pool {term(name)}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
     tail = f"busy {pool['busy_fraction']:.0%}, mean batch {pool['mean_batch']:.1f}, "
     if "batching" in pool:
         return (
@@ -551,11 +553,13 @@ ROWS = {
 def print_summary(result, console) -> None:
     from rich.table import Table
 
+    from sim.textsafe import term
+
     s = result.summary
     kinds = {c.name: c.kind for c in result.scenario.classes}
     uniform = set(kinds.values())
     kinds["all"] = uniform.pop() if len(uniform) == 1 else "mixed"
-    console.print(f"[bold]{s['scenario']}[/bold]: {s['replications']} replication(s), seed {s['seed']}, warm-up {s['warmup_s']:g} s")
+    console.print(f"[bold]{term(s['scenario'])}[/bold]: {s['replications']} replication(s), seed {s['seed']}, warm-up {s['warmup_s']:g} s")
     for name, pool in s["pools"].items():
         console.print(_pool_line(name, pool))
     from sim.catalog import assumed_efficiency_note
@@ -564,7 +568,7 @@ def print_summary(result, console) -> None:
         console.print(f"  [yellow]note:[/yellow] {assumed_efficiency_note(gpu)}", highlight=False)
     for cls, st in s["classes"].items():
         kind = kinds[cls]
-        table = Table(title=f"class {cls} ({kind})" + ("  [red](overloaded: completions < 95 % of admitted arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
+        table = Table(title=f"class {term(cls)} ({kind})" + ("  [red](overloaded: completions < 95 % of admitted arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
         table.add_column("metric")
         for p in ("p50", "p90", "p99", "p99.9", "mean"):
             table.add_column(p, justify="right")
@@ -607,7 +611,7 @@ def print_summary(result, console) -> None:
         elif kind == "pipeline":
             stages = [k.removeprefix("stage_").removesuffix("_latency_share") for k in st if k.endswith("_latency_share")]
             shares = ", ".join(
-                f"{name} {_fmt(st[f'stage_{name}_e2e_s_mean'])} s ({_fmt(st[f'stage_{name}_latency_share'], 100, 2)} % of time, "
+                f"{term(name)} {_fmt(st[f'stage_{name}_e2e_s_mean'])} s ({_fmt(st[f'stage_{name}_latency_share'], 100, 2)} % of time, "
                 f"{_fmt(st[f'stage_{name}_cost_share'], 100, 2)} % of cost)"
                 for name in stages
             )

@@ -1037,23 +1037,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def print_plan(result: PlanResult, console) -> None:
     from rich.table import Table
 
+    from sim.textsafe import term
+
     a = result.answer
     if a["feasible"]:
-        t = Table(title=f"{result.scenario.name}: cheapest fleet, layout {a['layout']}: ${a['cost_per_hour']:,.2f}/h, {a['gpus']} GPUs")
+        t = Table(title=f"{term(result.scenario.name)}: cheapest fleet, layout {a['layout']}: ${a['cost_per_hour']:,.2f}/h, {a['gpus']} GPUs")
         for col in ("pool", "model", "gpu", "TP", "knobs", "replicas", "$/h", "SLO margin", "one fewer"):
             t.add_column(col, justify="right" if col in ("TP", "replicas", "$/h", "SLO margin") else "left")
         for p in a["pools"]:
             knobs = " ".join(f"{k}={v}" for k, v in p["knobs"].items()) or "-"
             fewer = "-" if p["one_fewer"] is None else f"{_pct(p['one_fewer']['margin'])} ({'meets' if p['one_fewer']['meets'] else 'misses'})"
             name = p["pool"] + (" (binding)" if p["pool"] == a["binding_pool"] else "")
-            t.add_row(name, p["model"], p["gpu"], str(p["tensor_parallel_size"]), knobs, str(p["replicas"]), f"{p['cost_per_hour']:,.2f}", _pct(p["margin"]), fewer)
+            t.add_row(term(name), p["model"], p["gpu"], str(p["tensor_parallel_size"]), knobs, str(p["replicas"]), f"{p['cost_per_hour']:,.2f}", _pct(p["margin"]), fewer)
         console.print(t)
         checks = Table(title="SLO checks at the chosen fleet (mean over replications, 95 % CI)")
         for col in ("pool", "class", "metric", "value", "SLO", "met"):
             checks.add_column(col)
         for p in a["pools"]:
             for c in p["checks"]:
-                checks.add_row(p["pool"], c["class"], _metric_name(c), _value_text(c), _target_text(c), _met_text(c))
+                checks.add_row(term(p["pool"]), term(c["class"]), _metric_name(c), _value_text(c), _target_text(c), _met_text(c))
         console.print(checks)
         from sim.catalog import assumed_efficiency_note
 
@@ -1063,13 +1065,13 @@ def print_plan(result: PlanResult, console) -> None:
             if note:
                 console.print(f"[yellow]note:[/yellow] the answer rests on {note}", highlight=False)
     else:
-        console.print(f"[bold red]no fleet meets every SLO[/bold red] within the search space of {result.scenario.name}")
+        console.print(f"[bold red]no fleet meets every SLO[/bold red] within the search space of {term(result.scenario.name)}")
     if len(result.layout_rows) > 1:
         lt = Table(title="layouts")
         for col in ("layout", "$/h", "note"):
             lt.add_column(col)
         for row in result.layout_rows:
-            lt.add_row(row["name"], "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:,.2f}", row["reason"] or "")
+            lt.add_row(term(row["name"]), "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:,.2f}", row["reason"] or "")
         console.print(lt)
     ct = Table(title="candidates")
     for col in ("pool", "candidate", "status", "replicas", "$/h", "margin", "why"):

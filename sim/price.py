@@ -726,18 +726,20 @@ def _pm(x: float, hw: float, scale: float = 100.0) -> str:
 def print_report(report: PriceReport, console) -> None:
     from rich.table import Table
 
+    from sim.textsafe import term
+
     o = report.overall
     console.print(
-        f"[bold]{report.scenario}[/bold]: priced at {report.prices.source}; {o['replications']} replication(s), costs over the whole simulated time"
+        f"[bold]{term(report.scenario)}[/bold]: priced at {term(report.prices.source)}; {o['replications']} replication(s), costs over the whole simulated time"
     )
     for c, e in report.prices.classes.items():
-        console.print(f"  {c}: {e.describe()}", highlight=False)
+        console.print(f"  {term(c)}: {term(e.describe())}", highlight=False)
     t = Table(title="pools (bill = simulated time x GPUs x $/GPU-h)", title_justify="left")
     for col in ("pool", "GPUs", "$/GPU-h", "bill", "attributed", "idle", "utilisation", "busy", "loaded factor"):
         t.add_column(col, justify="left" if col == "pool" else "right")
     for r in report.pools.itertuples():
         t.add_row(
-            r.pool,
+            term(r.pool),
             str(r.gpus),
             f"{r.price_per_gpu_hour:.2f}",
             _usd(r.bill_usd),
@@ -767,7 +769,7 @@ def print_report(report: PriceReport, console) -> None:
         t.add_column(col, justify="left" if col == "class" else "right")
     for r in report.classes.to_dict("records"):
         t.add_row(
-            r["class"],
+            term(r["class"]),
             *(f"{_usd(r[f'attributed_p{q}_usd'])} -> {_usd(r[f'loaded_p{q}_usd'])}" for q in (50, 90, 99)),
             f"{_usd(r['attributed_mean_usd'])} -> {_usd(r['loaded_mean_usd'])}",
             *(
@@ -800,7 +802,7 @@ def print_report(report: PriceReport, console) -> None:
             t.add_column(col, justify="left" if col in ("class", "list price") else "right")
         for r in report.comparison.itertuples():
             t.add_row(
-                r._1,
+                term(r._1),
                 r.list_price,
                 _usd(r.flat_per_request_usd),
                 f"{r.below_cost_list:.0%}",

@@ -858,7 +858,9 @@ def sweep_table(df: pd.DataFrame, base: Scenario, grid_keys: list[str]):
             cols.append((f"{cls.name}.cost_per_image_usd", "$/1k images", num(1e3)))
     cols += [("fleet.num_gpus", "GPUs", num()), ("fleet.usd_per_hour", "$/hour", num())]
     cols = [c for c in cols if c[0] in df.columns]
-    table = Table(title=f"sweep of {base.name}: {len(df)} points over {' x '.join(grid_keys)}", title_justify="left")
+    from sim.textsafe import term
+
+    table = Table(title=f"sweep of {term(base.name)}: {len(df)} points over {' x '.join(grid_keys)}", title_justify="left")
     rows = [dict(zip(df.columns, row)) for row in df.head(MAX_TABLE_ROWS).itertuples(index=False)]
     cells = [[_yaml_text(_number(r[k])) for k in grid_keys] + [fmt(r[key]) for key, _, fmt in cols] for r in rows]
     for header in _short_keys(grid_keys) + [label for _, label, _ in cols]:  # fold, never cut a value
