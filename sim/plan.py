@@ -438,6 +438,17 @@ def _append(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def drop_cut_tail(path: Path) -> None:
+    """Cut a journal back to its last complete line: a line a kill left half-written would
+    otherwise glue itself to the next record appended."""
+    if not path.is_file() or path.is_symlink():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def read_cache(path: Path) -> dict[str, dict]:
     """Finished replications from an earlier run (a cut last line is ignored)."""
     out: dict[str, dict] = {}
@@ -692,7 +703,10 @@ def plan_fleet(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         cache_path = out_dir / EVALUATIONS_FILE
+        if cache_path.is_symlink():
+            raise ConfigError(f"{cache_path}: is a symbolic link; servesim appends to its own journal, never through a link")
         cache = read_cache(cache_path)
+        drop_cut_tail(cache_path)  # a killed plan's half-written line, before anything is appended
     cands: dict[str, list[Candidate]] = {}
     for key, prob in problems.items():
         cs = candidates(scenario, prob)
@@ -961,17 +975,17 @@ def plan_json(result: PlanResult, scenario_file: str | None = None) -> dict[str,
 
 
 def write_plan(result: PlanResult, out_dir: Path, scenario_file: str | None = None) -> list[Path]:
+    from sim.outputs import clear_stale, write_text_atomic
     from sim.run import check_output_dir
 
     check_output_dir(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = [out_dir / "plan.json"]
-        paths[0].write_text(json.dumps(plan_json(result, scenario_file), indent=2))
+        paths = [write_text_atomic(out_dir / "plan.json", json.dumps(plan_json(result, scenario_file), indent=2))]
         if result.answer["feasible"]:
-            p = out_dir / "fleet.yaml"
-            p.write_text(f"# {result.answer['layout']} layout, ${result.answer['cost_per_hour']:,.2f}/h\n" + yaml.safe_dump(fleet_scenario(result), sort_keys=False))
-            paths.append(p)
+            text = f"# {result.answer['layout']} layout, ${result.answer['cost_per_hour']:,.2f}/h\n" + yaml.safe_dump(fleet_scenario(result), sort_keys=False)
+            paths.append(write_text_atomic(out_dir / "fleet.yaml", text))
+        clear_stale(out_dir, ("plan.json", "fleet.yaml", "report.html"), paths)
     except OSError as exc:
         raise ConfigError(f"{exc.filename or out_dir}: cannot write output: {exc.strerror or exc}") from None
     return paths

@@ -610,13 +610,13 @@ def report_json(report: PriceReport) -> dict[str, Any]:
 def write_price_outputs(report: PriceReport, out_dir: Path) -> list[Path]:
     """price.json, classes.csv, pools.csv, comparison.csv, requests_cost.csv and, with a
     sensitivity study, sensitivity.csv."""
+    from sim.outputs import clear_stale, write_atomic, write_text_atomic
     from sim.run import check_output_dir
 
     check_output_dir(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = [out_dir / "price.json"]
-        paths[0].write_text(json.dumps(report_json(report), indent=2))
+        paths = [write_text_atomic(out_dir / "price.json", json.dumps(report_json(report), indent=2))]
         frames = {
             "classes": report.classes,
             "pools": report.pools,
@@ -626,9 +626,9 @@ def write_price_outputs(report: PriceReport, out_dir: Path) -> list[Path]:
         if report.sensitivity is not None:
             frames["sensitivity"] = report.sensitivity
         for name, df in frames.items():
-            p = out_dir / f"{name}.csv"
-            df.to_csv(p, index=False)
-            paths.append(p)
+            paths.append(write_atomic(out_dir / f"{name}.csv", lambda p, df=df: df.to_csv(p, index=False)))
+        names = ("price.json", "classes.csv", "pools.csv", "comparison.csv", "requests_cost.csv", "sensitivity.csv", "report.html")
+        clear_stale(out_dir, names, paths)
     except OSError as exc:
         raise ConfigError(f"{exc.filename or out_dir}: cannot write output: {exc.strerror or exc}") from None
     return paths

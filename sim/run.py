@@ -255,25 +255,25 @@ def check_output_dir(out_dir: Path) -> None:
         raise ConfigError(f"{out_dir}: cannot create or write the output directory: {parent} is not writable")
 
 
+RUN_FILES = ("summary.json", "scenario.json", "requests.parquet", "timeseries.parquet", "latency_cdf.png", "replica_state.png", "report.html")
+"""Every file ``run -o`` writes or renders there: what this run does not write is removed."""
+
+
 def _write_outputs(result: RunResult, out_dir: Path, plots: bool) -> list[Path]:
+    from sim.outputs import clear_stale, write_atomic, write_text_atomic
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    p = out_dir / "summary.json"
-    p.write_text(json.dumps(_jsonable(result.summary), indent=2))
-    written.append(p)
-    p = out_dir / "scenario.json"
-    p.write_text(result.scenario.model_dump_json(indent=2))
-    written.append(p)
-    p = out_dir / "requests.parquet"
-    result.requests.to_parquet(p, index=False)
-    written.append(p)
-    p = out_dir / "timeseries.parquet"
-    result.timeseries.to_parquet(p, index=False)
-    written.append(p)
+    written = [
+        write_text_atomic(out_dir / "summary.json", json.dumps(_jsonable(result.summary), indent=2)),
+        write_text_atomic(out_dir / "scenario.json", result.scenario.model_dump_json(indent=2)),
+        write_atomic(out_dir / "requests.parquet", lambda p: result.requests.to_parquet(p, index=False)),
+        write_atomic(out_dir / "timeseries.parquet", lambda p: result.timeseries.to_parquet(p, index=False)),
+    ]
     if plots:
         from sim.report.plots import save_run_plots
 
         written += save_run_plots(result, out_dir)
+    clear_stale(out_dir, RUN_FILES, written)
     return written
 
 

@@ -490,6 +490,8 @@ class _ResultsWriter:
     """Appends one line per point; each is flushed and fsynced before the next is taken."""
 
     def __init__(self, path: Path):
+        if path.is_symlink():
+            raise ConfigError(f"{path}: is a symbolic link; servesim appends to its own journal, never through a link")
         new = not path.exists()
         self._file = path.open("ab")
         if new:
@@ -545,6 +547,9 @@ def _manifest(plan: SweepPlan) -> dict[str, Any]:
 def _check_manifest(out_dir: Path, plan: SweepPlan, extend: bool) -> None:
     """Write sweep.json for a new sweep; for a re-run, check that it is the same sweep."""
     path = out_dir / SWEEP_FILE
+    for name in (SWEEP_FILE, RESULTS_FILE):
+        if (out_dir / name).is_symlink():
+            raise ConfigError(f"{out_dir / name}: is a symbolic link; servesim writes its own files, never through a link")
     if not path.exists():
         if (out_dir / RESULTS_FILE).exists():
             raise ConfigError(f"{out_dir}: holds {RESULTS_FILE} but no {SWEEP_FILE}; use another output directory")

@@ -62,7 +62,8 @@ def replica_state(timeseries: pd.DataFrame, max_replicas: int = 4) -> Figure:
 def save_run_plots(result, out_dir: Path) -> list[Path]:
     paths = []
     for name, fig in (("latency_cdf.png", latency_cdfs(result.requests, result.scenario.warmup_s)), ("replica_state.png", replica_state(result.timeseries))):
-        path = out_dir / name
-        fig.savefig(path, dpi=110)
+        from sim.outputs import write_atomic
+
+        path = write_atomic(out_dir / name, lambda p, fig=fig: fig.savefig(p, dpi=110))
         paths.append(path)
     return paths
