@@ -115,7 +115,7 @@ def main(requests: list[int] | None = None, skip_trace: bool = False, repeat: in
         try:
             runs = [_run_case(case, n) for _ in range(repeat)]
         except RuntimeError as exc:
-            console.print(f"[red]{exc}[/red]")
+            sys.stderr.write(f"servesim: error: {exc}\n")
             return 1
         r = runs[0]
         rates = [x["req_per_wall_s"] for x in runs]

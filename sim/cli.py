@@ -20,6 +20,7 @@ code 2; no traceback reaches the user.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +54,16 @@ def _int_at_least(minimum: int, what: str):
 
 _positive_int = _int_at_least(1, "positive")
 _seed = _int_at_least(0, "non-negative")
+BENCH_MAX_REQUESTS = 10_000_000
+"""Most requests a bench case may simulate (about 10 GB of per-request state; a 1e12 run
+would fail minutes in, out of memory)."""
+
+
+def _bench_requests(text: str) -> int:
+    value = _positive_int(text)
+    if value > BENCH_MAX_REQUESTS:
+        raise argparse.ArgumentTypeError(f"at most {BENCH_MAX_REQUESTS:,} requests per case (this machine's memory), got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     cat.add_argument("what", nargs="?", choices=["models", "gpus"], default=None)
 
     bench = sub.add_parser("bench", help="simulator speed: simulated requests per wall-second")
-    bench.add_argument("--requests", type=_positive_int, action="append", help="request counts (default 20000 and 200000)")
+    bench.add_argument("--requests", type=_bench_requests, action="append", help=f"request counts (default 20000 and 200000; at most {BENCH_MAX_REQUESTS:,})")
     bench.add_argument("--skip-trace", action="store_true", help="skip the Azure conv trace case")
     bench.add_argument("--repeat", type=_positive_int, default=3, help="runs per case (median and range are shown)")
 
@@ -173,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("servesim: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # the reader went away (`| head -1`): stop quietly, as a Unix tool does, and keep the
+        # interpreter's final flush from raising again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -1,0 +1,36 @@
+"""Small CLI edges (issue 19, item 11): a closed pipe ends quietly, and bench refuses a
+request count no machine could simulate before it starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """``servesim validate-scenario ... | head -1``: stdout's reader is gone before the output is
+    written; the command stops without a BrokenPipeError traceback."""
+    code = (
+        "import os, sys\n"
+        "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"
+        "from sim.cli import main\n"
+        "sys.exit(main(['validate-scenario', 'scenarios/quickstart.yaml']))\n"
+    )
+    got = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in got.stderr and "BrokenPipe" not in got.stderr, got.stderr
+    assert got.returncode == 0
+
+
+def test_bench_refuses_an_impossible_request_count(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--requests", "1000000000000"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "--requests" in err and "10,000,000" in err
