@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("scenario", type=Path)
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
 
-    cat = sub.add_parser("catalog", help="list the models and GPUs servesim knows")
-    cat.add_argument("what", nargs="?", choices=["models", "gpus"], default=None)
+    cat = sub.add_parser("catalog", help="list the LLMs, diffusion pipelines and GPUs servesim knows")
+    cat.add_argument("what", nargs="?", choices=["models", "diffusion", "gpus"], default=None)
 
     bench = sub.add_parser("bench", help="simulator speed: simulated requests per wall-second")
     bench.add_argument("--requests", type=_bench_requests, action="append", help=f"request counts (default 20000 and 200000; at most {BENCH_MAX_REQUESTS:,})")
@@ -504,6 +504,14 @@ def _cmd_catalog(args) -> int:
             t.add_column(col)
         for m in catalog.models().values():
             t.add_row(m.name, f"{m.num_parameters / 1e9:.2f}", str(m.num_layers), str(m.hidden_size), f"{m.num_attention_heads}/{m.num_key_value_heads}", f"{m.kv_bytes_per_token(2) / 1024:g}", str(m.max_position_embeddings))
+        console.print(t)
+    if args.what in (None, "diffusion"):
+        t = Table(title="Diffusion pipelines")
+        for col in ("name", "kind", "denoiser", "params (B)", "default size", "steps", "CFG", "eager counts"):
+            t.add_column(col)
+        for d in catalog.diffusion_models().values():
+            size = f"{d.default_width}x{d.default_height}" + (f"x{d.default_frames}" if d.default_frames > 1 else "")
+            t.add_row(d.name, d.kind, d.architecture, f"{d.params_total / 1e9:.2f}", size, str(d.default_steps), "yes" if d.cfg else "no", "yes" if d.eager else "-")
         console.print(t)
     if args.what in (None, "gpus"):
         t = Table(title="GPUs")

@@ -34,3 +34,14 @@ def test_bench_refuses_an_impossible_request_count(capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
     assert "--requests" in err and "10,000,000" in err
+
+
+def test_catalog_lists_the_diffusion_pipelines(capsys, monkeypatch):
+    from sim import catalog
+
+    monkeypatch.setenv("COLUMNS", "200")  # piped output is 80 columns wide (issue 20, item 1)
+    assert main(["catalog", "diffusion"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in catalog.diffusion_models())
+    assert main(["catalog"]) == 0
+    assert "Diffusion pipelines" in capsys.readouterr().out
