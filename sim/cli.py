@@ -556,8 +556,11 @@ def _pool_line(name: str, pool: dict) -> str:
     head = f"  pool {term(name)}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
     tail = f"busy {pool['busy_fraction']:.0%}, mean batch {pool['mean_batch']:.1f}, "
     if "batching" in pool:
+        from sim import catalog
+
+        unit = "videos" if catalog.get_diffusion_model(pool["model"]).kind == "video" else "images"
         return (
-            head + f"({pool['batching']} batches of <= {pool['max_batch_size']} images), "
+            head + f"({pool['batching']} batches of <= {pool['max_batch_size']} {unit}), "
             f"{pool['memory_budget_gib']:.0f} GiB for latents/replica, " + tail
             + f"mean memory use {pool['mean_memory_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
         )
@@ -591,9 +594,18 @@ def print_summary(result, console) -> None:
 
     for gpu in dict.fromkeys(pool["gpu"] for pool in s["pools"].values() if pool.get("efficiency_assumed")):
         console.print(f"  [yellow]note:[/yellow] {assumed_efficiency_note(gpu)}", highlight=False)
+    # a diffusion class on a video model makes videos: say so in its labels
+    from sim import catalog
+
+    videos = set()
+    for c in result.scenario.classes:
+        pool = result.scenario.pool(c.pool) if c.pool else None
+        if c.kind == "image" and pool is not None and catalog.get_diffusion_model(pool.model).kind == "video":
+            videos.add(c.name)
     for cls, st in s["classes"].items():
         kind = kinds[cls]
-        table = Table(title=f"class {term(cls)} ({kind})" + ("  [red](overloaded: completions < 95 % of admitted arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
+        unit = "video" if cls in videos else "image"
+        table = Table(title=f"class {term(cls)} ({'video' if cls in videos else kind})" + ("  [red](overloaded: completions < 95 % of admitted arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
         table.add_column("metric")
         for p in ("p50", "p90", "p99", "p99.9", "mean"):
             table.add_column(p, justify="right")
@@ -603,7 +615,7 @@ def print_summary(result, console) -> None:
         console.print(table)
         slo = s["slo_met"].get(cls)
         if kind == "image":
-            rate = f"{_fmt(st['images_per_s'])} images/s" + (f", {_fmt(st['video_seconds_per_s'])} video-s/s" if "video_seconds_per_s" in st else "")
+            rate = f"{_fmt(st['images_per_s'])} {unit}s/s" + (f", {_fmt(st['video_seconds_per_s'])} video-s/s" if "video_seconds_per_s" in st else "")
         elif kind == "text":
             rate = f"{_fmt(st['output_tokens_per_s'])} output tok/s"
         else:
@@ -628,10 +640,10 @@ def print_summary(result, console) -> None:
             )
         elif kind == "image":
             console.print(
-                f"  cost ${_fmt(st['cost_per_image_usd'], 1e3)} per 1k images (fleet GPU-hours x price)"
+                f"  cost ${_fmt(st['cost_per_image_usd'], 1e3)} per 1k {unit}s (fleet GPU-hours x price)"
                 + (f", ${_fmt(st['cost_per_video_second_usd'])} per video second" if "cost_per_video_second_usd" in st else "")
                 + f"; ${_fmt(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
-                f"denoising steps computed per image {_fmt(st['steps_computed_per_image'])}"
+                f"denoising steps computed per {unit} {_fmt(st['steps_computed_per_image'])}"
             )
         elif kind == "pipeline":
             stages = [k.removeprefix("stage_").removesuffix("_latency_share") for k in st if k.endswith("_latency_share")]

@@ -45,3 +45,20 @@ def test_catalog_lists_the_diffusion_pipelines(capsys, monkeypatch):
     assert all(name in out for name in catalog.diffusion_models())
     assert main(["catalog"]) == 0
     assert "Diffusion pipelines" in capsys.readouterr().out
+
+
+def test_a_video_class_is_labelled_and_priced_as_video(capsys, monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("COLUMNS", "250")
+    raw = yaml.safe_load((ROOT / "scenarios" / "video_service.yaml").read_text())
+    raw["duration_s"], raw["warmup_s"], raw["replications"] = 400, 0, 1
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "v.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        assert main(["run", str(path)]) in (0, None)
+    out = capsys.readouterr().out
+    assert "(video)" in out and "per 1k videos" in out and "videos/s" in out and "batches of <= 2 videos" in out
+    assert "images" not in out
