@@ -94,6 +94,11 @@ def run_scenario(
 
 
 def check_warmup(scenario: Scenario, last_arrival_s: float) -> None:
+    if scenario.warmup_s == 0 and last_arrival_s <= 0:
+        raise ConfigError(
+            "every request arrived at time 0, so there is no measurement window; lengthen the run "
+            "(duration_s, num_requests) or spread the arrivals (a trace with distinct times, an arrival rate)"
+        )
     if scenario.warmup_s >= last_arrival_s:
         raise ConfigError(
             f"warmup_s ({scenario.warmup_s:g} s) is at or after the last arrival ({last_arrival_s!r} s): nothing "

@@ -62,3 +62,21 @@ def test_a_video_class_is_labelled_and_priced_as_video(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "(video)" in out and "per 1k videos" in out and "videos/s" in out and "batches of <= 2 videos" in out
     assert "images" not in out
+
+
+def test_no_window_with_warmup_zero_does_not_ask_to_lower_warmup(tmp_path, capsys):
+    import yaml
+
+    (tmp_path / "t.csv").write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n")
+    raw = yaml.safe_load((ROOT / "scenarios" / "quickstart.yaml").read_text())
+    raw["warmup_s"], raw["replications"] = 0, 1
+    raw.pop("duration_s", None)
+    cls = raw["classes"][0]
+    for key in ("arrival", "prompt_tokens", "output_tokens"):
+        cls.pop(key, None)
+    cls["trace"] = {"path": "t.csv", "format": "vidur"}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "arrived at time 0" in err and "lower warmup_s" not in err
