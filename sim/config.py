@@ -10,6 +10,7 @@ scenario reads like a launch command.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import typing
@@ -734,6 +735,26 @@ class Scenario(Strict):
         for name in self.plan.pools:
             if name not in names:
                 raise ValueError(f"plan.pools.{name}: unknown pool; pools: {', '.join(sorted(names))}")
+        # A variant naming a field no pool has is a typo, not a fleet that fails its SLOs.
+        for name, space in self.plan.pools.items():
+            base = pools.get(name)
+            if base is None or not space.variants:
+                continue
+            raw = base.model_dump(exclude_unset=True)
+            for i, variant in enumerate(space.variants):
+                try:
+                    PoolConfig.model_validate(apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in variant.items()]))
+                except ConfigError as exc:
+                    raise ValueError(f"plan.pools.{name}.variants.{i}: {exc}") from None
+                except ValidationError as exc:
+                    unknown = [e for e in exc.errors() if e["type"] == "extra_forbidden"]
+                    if unknown:
+                        field = ".".join(str(x) for x in unknown[0]["loc"])
+                        allowed = _allowed_fields(("pools", 0, *unknown[0]["loc"][:-1]))
+                        raise ValueError(
+                            f"plan.pools.{name}.variants.{i}: {field} is not a pool field"
+                            + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+                        ) from None
 
     def pool(self, name: str) -> PoolConfig:
         return next(p for p in self.pools if p.name == name)

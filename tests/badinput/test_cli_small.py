@@ -80,3 +80,11 @@ def test_no_window_with_warmup_zero_does_not_ask_to_lower_warmup(tmp_path, capsy
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert "arrived at time 0" in err and "lower warmup_s" not in err
+
+
+def test_a_plan_variant_with_a_typo_is_an_input_error_not_an_infeasible_plan(capsys):
+    argv = ["plan", str(ROOT / "scenarios" / "plan_chat_azure.yaml"), "--set", "plan.pools.chat.variants=[{engine.max_seqs: 8}]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "plan.pools.chat.variants.0" in err and "engine.max_seqs" in err and "max_num_seqs" in err
