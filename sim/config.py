@@ -1026,6 +1026,10 @@ def _walk(loc: tuple[Any, ...]) -> tuple[list[str], Any]:
         if isinstance(part, int):
             shown.append(str(part))
             continue
+        if typing.get_origin(model) is dict:  # a mapping of user-named entries (plan.pools.<name>)
+            shown.append(str(part))
+            model = _unwrap(typing.get_args(model)[1])
+            continue
         fields = getattr(model, "model_fields", None)
         if isinstance(fields, dict) and part in fields:
             model = _unwrap(fields[part].annotation)

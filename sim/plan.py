@@ -39,6 +39,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -1031,15 +1032,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_output_dir(args.output)
     err = Console(stderr=True)
-    result = plan_fleet(
-        scenario,
-        base_dir,
-        out_dir=args.output,
-        workers=args.workers,
-        backend=args.backend,
-        address=args.address,
-        progress=(lambda line: err.print(f"[dim]{line}[/dim]", highlight=False)) if err.is_terminal else None,
-    )
+    try:
+        result = plan_fleet(
+            scenario,
+            base_dir,
+            out_dir=args.output,
+            workers=args.workers,
+            backend=args.backend,
+            address=args.address,
+            progress=(lambda line: err.print(f"[dim]{line}[/dim]", highlight=False)) if err.is_terminal else None,
+        )
+    except KeyboardInterrupt:
+        if args.output is None:
+            sys.stderr.write("servesim: interrupted (nothing was kept: without -o a plan does not save its evaluations)\n")
+        else:
+            journal = args.output / EVALUATIONS_FILE
+            kept = sum(1 for _ in journal.open()) if journal.is_file() else 0
+            sys.stderr.write(
+                f"servesim: interrupted: {kept} simulated replication(s) are saved in {journal}; "
+                "run the same command again to resume\n"
+            )
+        return 130
     print_plan(result, Console())
     if args.output is not None:
         paths = write_plan(result, args.output, str(args.scenario))

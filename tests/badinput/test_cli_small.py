@@ -88,3 +88,24 @@ def test_a_plan_variant_with_a_typo_is_an_input_error_not_an_infeasible_plan(cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "plan.pools.chat.variants.0" in err and "engine.max_seqs" in err and "max_num_seqs" in err
+
+
+def test_an_unknown_key_under_plan_pools_lists_the_allowed_ones(capsys):
+    argv = ["validate-scenario", str(ROOT / "scenarios" / "plan_chat_azure.yaml"), "--set", "plan.pools.chat.gpuz=[h100-sxm]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "plan.pools.chat.gpuz: unknown field; allowed: gpus, tensor_parallel_size" in err
+
+
+def test_an_interrupted_plan_says_what_it_kept_and_that_it_resumes(tmp_path, capsys, monkeypatch):
+    import sim.plan as plan
+
+    def interrupted(*args, out_dir=None, **kwargs):
+        plan._append(out_dir / plan.EVALUATIONS_FILE, {"key": "k", "x": 1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan, "plan_fleet", interrupted)
+    code = main(["plan", str(ROOT / "scenarios" / "plan_chat_azure.yaml"), "-o", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "1 simulated replication(s) are saved" in err and "run the same command again to resume" in err
