@@ -101,6 +101,7 @@ def test_an_interrupted_plan_says_what_it_kept_and_that_it_resumes(tmp_path, cap
     import sim.plan as plan
 
     def interrupted(*args, out_dir=None, **kwargs):
+        out_dir.mkdir(parents=True, exist_ok=True)
         plan._append(out_dir / plan.EVALUATIONS_FILE, {"key": "k", "x": 1})
         raise KeyboardInterrupt
 
