@@ -206,12 +206,11 @@ def _cmd_validate(args) -> int:
     from sim import catalog
     from sim.config import load_scenario
     from sim.diffusion.cost import diffusion_memory_budget
-    from sim.fleet.cluster import check_cost_models, pool_kv_budget
-    from sim.workload.stream import check_trace_files
+    from sim.fleet.cluster import pool_kv_budget
+    from sim.run import preflight
 
     scenario, base_dir = load_scenario(args.scenario, _overrides(args))
-    check_trace_files(scenario, base_dir)
-    check_cost_models(scenario, base_dir)
+    preflight(scenario, base_dir, read_traces=True)  # what run checks before (and while) drawing requests
     for pool in scenario.pools:
         if pool.is_diffusion:
             budget = diffusion_memory_budget(catalog.get_diffusion_model(pool.model), catalog.get_gpu(pool.gpu), pool.diffusion.gpu_memory_utilization)

@@ -32,6 +32,10 @@ from pydantic_core import PydanticCustomError
 from sim import catalog
 from sim.errors import ConfigError
 
+MAX_SECONDS = 1e7
+"""Longest simulated span a duration may ask for (about 116 days), and the longest one step of
+a constant cost model may take: past it, times leave the range a float counts seconds in
+exactly, and no machine holds the run."""
 MAX_TOKENS = 10_000_000
 """Upper bound of every token-count field (lengths, engine token budgets): far beyond any
 model's context, and small enough that sampled lengths stay exact in int64 and float64."""
@@ -126,6 +130,21 @@ class EmpiricalLength(Strict):
         return self
 
 
+def least_tokens(dist: Any) -> int:
+    """The fewest tokens a length distribution can draw (1 where it does not bound them, or
+    draws them from a trace)."""
+    if isinstance(dist, FixedLength):
+        return dist.value
+    if isinstance(dist, UniformLength):
+        return dist.low
+    if isinstance(dist, LognormalLength):
+        return dist.min
+    if isinstance(dist, EmpiricalLength) and dist.values is not None:
+        weights = dist.weights or [1.0] * len(dist.values)
+        return min(v for v, w in zip(dist.values, weights) if w > 0)
+    return 1
+
+
 LengthDist = Annotated[
     Union[FixedLength, UniformLength, LognormalLength, ExponentialLength, EmpiricalLength],
     Field(discriminator="dist"),
@@ -189,7 +208,7 @@ class TraceSource(Strict):
     format: Literal["azure", "mooncake", "vidur", "alibaba"]
     """azure, mooncake, vidur: text requests; alibaba: image requests (Alibaba GenTD26:
     arrival times, denoising steps, images per prompt)."""
-    time_scale: Float | None = Field(default=None, gt=0)
+    time_scale: Float | None = Field(default=None, gt=0, le=1e6)
     """Multiply inter-arrival times by this (2 = half the rate)."""
     target_rate: Float | None = Field(default=None, gt=0)
     """Rescale arrival times so the mean rate is this many requests per second."""
@@ -472,12 +491,12 @@ class ConstantCost(Strict):
     once and vae_decode_s per image."""
 
     kind: Literal["constant"]
-    step_s: Float = Field(gt=0)
-    prefill_token_s: Float = Field(default=0.0, ge=0)
-    decode_seq_s: Float = Field(default=0.0, ge=0)
-    per_row_s: Float = Field(default=0.0, ge=0)
-    text_encode_s: Float = Field(default=0.0, ge=0)
-    vae_decode_s: Float = Field(default=0.0, ge=0)
+    step_s: Float = Field(gt=0, le=3600)
+    prefill_token_s: Float = Field(default=0.0, ge=0, le=3600)
+    decode_seq_s: Float = Field(default=0.0, ge=0, le=3600)
+    per_row_s: Float = Field(default=0.0, ge=0, le=3600)
+    text_encode_s: Float = Field(default=0.0, ge=0, le=3600)
+    vae_decode_s: Float = Field(default=0.0, ge=0, le=3600)
 
 
 class ProfileCost(Strict):
@@ -614,7 +633,7 @@ class PlanConfig(Strict):
     """Seeded replications per evaluation (the CI of each percentile comes from them)."""
     max_replications: Int = Field(default=8, ge=2, le=1000)
     """When the CI of a check still straddles its target, add replications up to this many."""
-    duration_s: Float | None = Field(default=None, gt=0)
+    duration_s: Float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     """Arrivals per evaluation (default: the scenario's duration_s)."""
     pools: dict[str, PlanPoolSpace] = {}
     """Per-pool search space, by pool name (a merged pool: by its new name)."""
@@ -650,7 +669,7 @@ class Scenario(Strict):
     seed: Int = Field(default=0, ge=0)
     replications: Int = Field(default=1, ge=1, le=1000)
     """Independent seeded runs; percentiles get confidence intervals across them."""
-    duration_s: Float | None = Field(default=None, gt=0)
+    duration_s: Float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     """Arrivals are generated for this long (traces: cut at this time)."""
     num_requests: Int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
     """Alternatively (or also), stop generating after this many arrivals per class."""
@@ -707,6 +726,26 @@ class Scenario(Strict):
                 raise ValueError(
                     f"class {c.name!r} would generate about {expected:.3g} arrivals (rate x duration_s), more than "
                     f"the {MAX_REQUESTS:,} allowed per class; lower the rate or duration_s, or set num_requests"
+                )
+        for pool in self.pools:
+            for i, at in (pool.faults.at_s or ()) if pool.faults is not None else ():
+                if i >= pool.replicas:
+                    raise ValueError(
+                        f"pools.{pool.name}.faults.at_s: replica index {i} at {at:g} s, but the pool has "
+                        f"{pool.replicas} replica(s) (indices 0-{pool.replicas - 1})"
+                    )
+        for c in self.classes:
+            # a class none of whose requests could ever fit its pool serves nothing: say so now
+            if c.kind != "text" or c.pool is None or c.trace is not None or c.prompt_tokens is None or c.output_tokens is None:
+                continue
+            pool = pools[c.pool]
+            limit = pool.engine.max_model_len or catalog.get_model(pool.model).max_position_embeddings
+            least = least_tokens(c.prompt_tokens) + least_tokens(c.output_tokens)
+            if least > limit:
+                raise ValueError(
+                    f"class {c.name!r}: every request needs at least {least:,} tokens (prompt + output), more than the "
+                    f"max_model_len ({limit:,}) of pool {c.pool!r}: none could be served; shorten the lengths or raise "
+                    "engine.max_model_len (up to the model's context)"
                 )
         if self.plan is not None:
             self._check_plan(pools)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sim.errors import ConfigError
+from sim.errors import ConfigError, ServesimError
 
 DEFAULT_POINTS = Path(__file__).resolve().parents[1] / "fidelity" / "points.yaml"
 SPLITS = ("calibrate", "held_out")
@@ -357,7 +357,7 @@ def run_points(points: Iterable[dict], progress: Callable[[int, int, str], None]
                 row["predicted"] = predict(p)
                 row["error"] = (row["predicted"] - row["measured"]) / row["measured"]
                 row["why"] = "; ".join(spec.get("assumptions", []))
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, ServesimError) as exc:
                 row.update(status="failed", why=f"{type(exc).__name__}: {exc}")
         rows.append(row)
     if progress is not None:

@@ -79,18 +79,30 @@ def run_scenario(
     elif overrides:
         scenario = parse_scenario(apply_overrides(scenario.model_dump(), overrides))
     base_dir = base_dir or Path(".")
-    # Fail early (before any simulation) if a model does not fit its GPU, or a trace or a
-    # profile is missing or does not match its pool.
-    for pool in scenario.pools:
-        check_pool_fits(pool)
-    check_trace_files(scenario, base_dir)
-    check_cost_models(scenario, base_dir)
+    preflight(scenario, base_dir)
     root = np.random.SeedSequence(scenario.seed)
     reps: list[ReplicationResult] = []
     for child in root.spawn(scenario.replications):
         reps.append(simulate(scenario, base_dir, child, on_arrival))
         check_warmup(scenario, reps[-1].arrivals_end_s)  # fail after one replication, not all
     return collect(scenario, reps)
+
+
+def preflight(scenario: Scenario, base_dir: Path, read_traces: bool = False) -> None:
+    """Every check a run makes before it simulates (``validate-scenario`` makes the same): a
+    model that does not fit its GPU, a trace or a profile missing or not matching its pool, an
+    image shape its model cannot generate. ``read_traces`` also reads every trace as the run
+    will (a run reads them anyway, and fails there with the same message)."""
+    from sim.workload.images import check_image_shapes
+    from sim.workload.stream import read_trace_files
+
+    for pool in scenario.pools:
+        check_pool_fits(pool)
+    check_trace_files(scenario, base_dir)
+    if read_traces:
+        read_trace_files(scenario, base_dir)
+    check_cost_models(scenario, base_dir)
+    check_image_shapes(scenario)
 
 
 def check_warmup(scenario: Scenario, last_arrival_s: float) -> None:

@@ -57,6 +57,23 @@ def resolve_shape(spec: ImageSpec | None, model: str) -> ImageShape:
     return ImageShape(width, height, frames, cfg, spec.sampler in DETERMINISTIC_SAMPLERS)
 
 
+def check_image_shapes(scenario: Scenario) -> None:
+    """Raise ConfigError (naming the class or stage) for any image request shape its model
+    cannot generate: the check a run makes when it draws the requests, made before."""
+    for cls in scenario.classes:
+        if cls.kind == "image" and cls.pool is not None:
+            try:
+                resolve_shape(cls.image, scenario.pool(cls.pool).model)
+            except ConfigError as exc:
+                raise ConfigError(f"classes.{cls.name}.image: {exc}") from None
+        for i, st in enumerate(cls.stages or ()):
+            if st.image is not None:
+                try:
+                    resolve_shape(st.image, scenario.pool(st.pool).model)
+                except ConfigError as exc:
+                    raise ConfigError(f"classes.{cls.name}.stages.{i}.image: {exc}") from None
+
+
 def sample_shapes(spec: ImageSpec | None, model: str, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(steps, images per prompt) for n requests."""
     spec = spec or ImageSpec()

@@ -65,6 +65,27 @@ def check_trace_files(scenario: Scenario, base_dir: Path) -> None:
             raise ConfigError(f"{where}.path: not a regular file (a trace file is expected): {path}")
 
 
+def read_trace_files(scenario: Scenario, base_dir: Path) -> None:
+    """Read every trace the scenario names the way a run reads it (the whole trace, its
+    lengths only under a synthetic arrival process, or an image trace), so that a file with the
+    wrong columns or values fails now, with the run's message (``validate-scenario``)."""
+    from sim.workload.traces import DIFFUSION_TRACE_FORMATS, read_diffusion_trace
+
+    for cls in scenario.classes:
+        src = cls.trace
+        if src is not None:
+            if src.format in DIFFUSION_TRACE_FORMATS:
+                read_diffusion_trace(resolve_path(src.path, base_dir), src.format, src.max_requests)
+            elif cls.arrival is not None:
+                load_pairs(src, base_dir)
+            else:
+                load_trace(src, base_dir)
+        for name in ("prompt_tokens", "output_tokens"):
+            spec = getattr(cls, name)
+            if isinstance(spec, EmpiricalLength) and spec.trace is not None:
+                load_pairs(spec.trace, base_dir)
+
+
 def load_trace(src: TraceSource, base_dir: Path) -> Trace:
     path = resolve_path(src.path, base_dir)
     trace = read_trace(path, src.format, src.max_requests, src.hash_block_tokens)
