@@ -211,7 +211,8 @@ class TraceSource(Strict):
     time_scale: Float | None = Field(default=None, gt=0, le=1e6)
     """Multiply inter-arrival times by this (2 = half the rate)."""
     target_rate: Float | None = Field(default=None, gt=0)
-    """Rescale arrival times so the mean rate is this many requests per second."""
+    """Rescale arrival times so the requests the run keeps (those arriving within duration_s,
+    or the first num_requests) arrive at this mean rate, in requests per second."""
     max_requests: Int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
     hash_block_tokens: Int = Field(default=512, ge=1, le=MAX_TOKENS)
     """Tokens covered by one prefix hash id (Mooncake: 512)."""

@@ -7,6 +7,7 @@ trace's (prompt, output) pairs jointly under synthetic arrivals.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +32,25 @@ class Stream:
         return len(self.arrival_s)
 
 
+SHARED_ENV = "SERVESIM_SHARED"
+"""Environment variable naming the shared data folder that ``shared:`` trace paths live in."""
+
+
 def resolve_path(path: str, base_dir: Path) -> Path:
+    """A trace path: ``builtin:NAME`` (a sample shipped with servesim), ``shared:REL`` (REL
+    inside the shared data folder: ``$SERVESIM_SHARED``, else the first folder named ``shared``
+    beside the scenario's folder or one of its parents), or a path (relative to the scenario)."""
     if path.startswith("builtin:"):
         return sample_path(path.removeprefix("builtin:"))
+    if path.startswith("shared:"):
+        rel = path.removeprefix("shared:").lstrip("/")
+        roots = [Path(os.environ[SHARED_ENV])] if os.environ.get(SHARED_ENV) else []
+        here = Path(base_dir).resolve()
+        roots += [d / "shared" for d in (here, *here.parents)]
+        for root in roots:
+            if (root / rel).exists():
+                return root / rel
+        return roots[0] / rel if os.environ.get(SHARED_ENV) else here / "shared" / rel
     p = Path(path)
     return p if p.is_absolute() else base_dir / p
 
@@ -86,7 +103,7 @@ def read_trace_files(scenario: Scenario, base_dir: Path) -> None:
                 load_pairs(spec.trace, base_dir)
 
 
-def load_trace(src: TraceSource, base_dir: Path) -> Trace:
+def load_trace(src: TraceSource, base_dir: Path, window_s: float | None = None, limit: int | None = None) -> Trace:
     path = resolve_path(src.path, base_dir)
     trace = read_trace(path, src.format, src.max_requests, src.hash_block_tokens)
     if src.target_rate is not None and len(trace) and trace.duration_s <= 0:
@@ -96,7 +113,7 @@ def load_trace(src: TraceSource, base_dir: Path) -> Trace:
             f"least two distinct arrival times"
         )
     if src.time_scale is not None or src.target_rate is not None:
-        trace = rescale(trace, time_scale=src.time_scale, target_rate=src.target_rate)
+        trace = rescale(trace, time_scale=src.time_scale, target_rate=src.target_rate, window_s=window_s, limit=limit)
     return trace
 
 
@@ -137,7 +154,7 @@ def build_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Generator
     duration, limit = scenario.duration_s, scenario.num_requests
     if cls.trace is not None:
         if cls.arrival is None:
-            trace = load_trace(cls.trace, base_dir)
+            trace = load_trace(cls.trace, base_dir, duration, limit)
             keep = np.ones(len(trace), dtype=bool)
             if duration is not None:
                 keep &= trace.arrival_s < duration

@@ -346,14 +346,19 @@ def rescale(
     *,
     time_scale: float | None = None,
     target_rate: float | None = None,
+    window_s: float | None = None,
+    limit: int | None = None,
 ) -> _AnyTrace:
     """Return a copy of ``trace`` (a :class:`Trace` or :class:`DiffusionTrace`) with its
     arrival times stretched or compressed.
 
     Give exactly one of ``time_scale`` (multiplies every inter-arrival time; > 1 slows the
-    trace down) or ``target_rate`` (requests/s; arrivals are scaled so that ``mean_rate``
-    equals it). Everything but the arrivals (token counts, prefix hashes, steps, images,
-    kinds) is unchanged.
+    trace down) or ``target_rate`` (requests/s). With ``target_rate``, arrivals are scaled so
+    that the requests a run keeps arrive at that mean rate: those within ``window_s`` seconds
+    (the run's duration), or else the first ``limit``, or else all of them (``mean_rate``). A
+    multi-day trace's mean over all its days says little about the hour a run simulates.
+    Everything but the arrivals (token counts, prefix hashes, steps, images, kinds) is
+    unchanged.
     """
     if (time_scale is None) == (target_rate is None):
         raise TraceError(
@@ -365,6 +370,13 @@ def rescale(
     else:
         rate = _positive_number(trace.source, "target_rate", target_rate)
         factor = trace.mean_rate / rate
+        a = trace.arrival_s  # sorted, from 0
+        if window_s is not None:
+            k = int(round(rate * window_s))  # requests the window should hold
+            if 0 < k < len(a) and a[k] > 0:
+                factor = window_s / a[k]  # exactly the first k arrive before window_s
+        elif limit is not None and 1 < limit <= len(a) and a[limit - 1] > 0:
+            factor = limit / (rate * a[limit - 1])
     # replace() runs __post_init__ again, so the copy is validated and read-only as well.
     return replace(trace, arrival_s=trace.arrival_s * factor)
 
@@ -374,9 +386,11 @@ def rescale_diffusion(
     *,
     time_scale: float | None = None,
     target_rate: float | None = None,
+    window_s: float | None = None,
+    limit: int | None = None,
 ) -> DiffusionTrace:
     """:func:`rescale` for a :class:`DiffusionTrace`: steps, images and kinds are unchanged."""
-    return rescale(trace, time_scale=time_scale, target_rate=target_rate)
+    return rescale(trace, time_scale=time_scale, target_rate=target_rate, window_s=window_s, limit=limit)
 
 
 def sample_path(name: str) -> pathlib.Path:

@@ -430,3 +430,40 @@ def test_real_alibaba_trace_matches_its_readme() -> None:
     # Every row, whatever its status, for the kinds the README counts.
     inpainting = read_diffusion_trace(REAL_TRACE, statuses=None, kinds=["INPAINTING"])
     assert len(inpainting) == 186
+
+
+def test_target_rate_is_the_rate_over_the_simulated_window():
+    """A multi-day trace compressed to 0.5 req/s means 0.5 req/s in the hour the run simulates,
+    not over the days it does not (issue 19, item 5)."""
+    import numpy as np
+
+    from sim.workload.traces import DiffusionTrace, rescale
+
+    # a quiet first hour, then a busy day: the whole trace's mean is not the first hour's
+    first = np.sort(np.random.default_rng(1).uniform(0, 3600, 50))
+    later = np.sort(np.random.default_rng(2).uniform(3600, 90_000, 10_000))
+    arrival = np.concatenate([[0.0], first, later])
+    n = len(arrival)
+    trace = DiffusionTrace(arrival, np.full(n, 30), np.ones(n, dtype=np.int64), np.array(["t"] * n), "x")
+    whole = rescale(trace, target_rate=0.5)
+    windowed = rescale(trace, target_rate=0.5, window_s=3600)
+    assert abs((whole.arrival_s < 3600).sum() - 1800) > 200  # the old meaning: the hour gets what it gets
+    assert (windowed.arrival_s < 3600).sum() == 1800
+    limited = rescale(trace, target_rate=0.5, limit=500)
+    assert 500 / limited.arrival_s[499] == pytest.approx(0.5)
+
+
+def test_shared_paths_resolve_from_the_environment_or_a_parent(tmp_path, monkeypatch):
+    from sim.workload.stream import resolve_path
+
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "t.csv").write_text("x")
+    deep = tmp_path / "repo" / "scenarios"
+    deep.mkdir(parents=True)
+    monkeypatch.delenv("SERVESIM_SHARED", raising=False)
+    assert resolve_path("shared:data/t.csv", deep) == (tmp_path / "shared" / "data" / "t.csv").resolve()
+    other = tmp_path / "elsewhere"
+    (other / "data").mkdir(parents=True)
+    (other / "data" / "t.csv").write_text("y")
+    monkeypatch.setenv("SERVESIM_SHARED", str(other))
+    assert resolve_path("shared:data/t.csv", deep) == other / "data" / "t.csv"
