@@ -1,20 +1,38 @@
-"""Step costs: the ``CostModel`` protocol, batch shapes, and its implementations."""
+"""Step costs: the ``CostModel`` protocol, batch shapes, and its implementations.
 
-from sim.costs.base import CostModel, DiffusionCostModel, StepLine, StepShape
-from sim.costs.constant import ConstantCostModel
-from sim.costs.profile import DiffusionProfileCost, Profile, ProfileCostModel, ProfileRangeError, load_profile
-from sim.costs.roofline import RooflineCostModel
+The names below load on first use (PEP 562), so that importing ``sim.costs.base`` (which the
+scheduler does, for ``StepShape``) does not import the profile model and with it pydantic,
+yaml and the scenario schema: the scheduler stays importable where only numpy is.
+"""
 
-__all__ = [
-    "CostModel",
-    "DiffusionCostModel",
-    "StepLine",
-    "StepShape",
-    "ConstantCostModel",
-    "RooflineCostModel",
-    "Profile",
-    "ProfileCostModel",
-    "DiffusionProfileCost",
-    "ProfileRangeError",
-    "load_profile",
-]
+from __future__ import annotations
+
+from importlib import import_module
+
+_WHERE = {
+    "CostModel": "base",
+    "DiffusionCostModel": "base",
+    "StepLine": "base",
+    "StepShape": "base",
+    "ConstantCostModel": "constant",
+    "RooflineCostModel": "roofline",
+    "Profile": "profile",
+    "ProfileCostModel": "profile",
+    "DiffusionProfileCost": "profile",
+    "ProfileRangeError": "profile",
+    "load_profile": "profile",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sim.costs' has no attribute {name!r}")
+    value = getattr(import_module(f"sim.costs.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
