@@ -24,6 +24,7 @@ import os
 import sys
 from pathlib import Path
 
+from sim.console import fmt_estimate
 from sim.errors import ServesimError
 
 EXIT_USAGE = 2
@@ -522,35 +523,8 @@ def _cmd_catalog(args) -> int:
     return 0
 
 
-def _fmt(est: dict, scale: float = 1.0, digits: int = 3) -> str:
-    mean, hw = est["mean"], est["ci95"]
-    if mean is None or mean != mean:
-        return "-"
-    return _with_ci(mean * scale, None if hw is None or hw != hw else hw * scale, digits)
-
-
-def _with_ci(mean: float, hw: float | None, digits: int = 3) -> str:
-    """'152±5', '1.99±0.03', '30,400±6,000': the mean to ``digits`` significant digits, no finer
-    than the CI's first significant digit; the CI to one significant digit."""
-    import math
-
-    def rounded(x: float, decimals: int) -> str:
-        return f"{round(x, decimals):,.{max(decimals, 0)}f}"
-
-    def decimals_for(x: float, sig: int) -> int:
-        return sig - 1 - math.floor(math.log10(abs(x))) if x else 0
-
-    if mean == 0 and not hw:
-        return "0"
-    dec = decimals_for(mean, digits) if mean else digits
-    if hw:
-        dec = min(dec, decimals_for(hw, 1))
-        return f"{rounded(mean, dec)}±{rounded(hw, dec)}"
-    return rounded(mean, dec) + ("±0" if hw == 0 else "")
-
-
 def _pool_line(name: str, pool: dict) -> str:
-    from sim.textsafe import term
+    from sim.console import term
 
     head = f"  pool {term(name)}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
     tail = f"busy {pool['busy_fraction']:.0%}, mean batch {pool['mean_batch']:.1f}, "
@@ -580,7 +554,7 @@ ROWS = {
 def print_summary(result, console) -> None:
     from rich.table import Table
 
-    from sim.textsafe import term
+    from sim.console import term
 
     s = result.summary
     kinds = {c.name: c.kind for c in result.scenario.classes}
@@ -610,48 +584,48 @@ def print_summary(result, console) -> None:
             table.add_column(p, justify="right")
         for metric, label, scale in ROWS.get(kind, ROWS["text"]):
             if f"{metric}_p50" in st:
-                table.add_row(label, *(_fmt(st[f"{metric}_{p}"], scale) for p in ("p50", "p90", "p99", "p99.9", "mean")))
+                table.add_row(label, *(fmt_estimate(st[f"{metric}_{p}"], scale) for p in ("p50", "p90", "p99", "p99.9", "mean")))
         console.print(table)
         slo = s["slo_met"].get(cls)
         if kind == "image":
-            rate = f"{_fmt(st['images_per_s'])} {unit}s/s" + (f", {_fmt(st['video_seconds_per_s'])} video-s/s" if "video_seconds_per_s" in st else "")
+            rate = f"{fmt_estimate(st['images_per_s'])} {unit}s/s" + (f", {fmt_estimate(st['video_seconds_per_s'])} video-s/s" if "video_seconds_per_s" in st else "")
         elif kind == "text":
-            rate = f"{_fmt(st['output_tokens_per_s'])} output tok/s"
+            rate = f"{fmt_estimate(st['output_tokens_per_s'])} output tok/s"
         else:
             rate = "all kinds" if kind == "mixed" else "pipelines"
         console.print(
-            f"  throughput {_fmt(st['throughput_rps'])} req/s, {rate}; "
+            f"  throughput {fmt_estimate(st['throughput_rps'])} req/s, {rate}; "
             + (
-                f"goodput {_fmt(st['goodput_rps'])} req/s (SLO attainment {_fmt(st['slo_attainment'])})"
+                f"goodput {fmt_estimate(st['goodput_rps'])} req/s (SLO attainment {fmt_estimate(st['slo_attainment'])})"
                 if slo is not None
-                else f"completed {_fmt(st['slo_attainment'])} of arrivals"
+                else f"completed {fmt_estimate(st['slo_attainment'])} of arrivals"
             )
-            + (f", rejected {_fmt(st['rejected_fraction'], 100)} %" if st["rejected_fraction"]["mean"] else "")
-            + (f", failed {_fmt(st['failed_fraction'], 100)} %" if st["failed_fraction"]["mean"] else "")
-            + (f", retries/request {_fmt(st['retries_per_request'])}" if st["retries_per_request"]["mean"] else "")
+            + (f", rejected {fmt_estimate(st['rejected_fraction'], 100)} %" if st["rejected_fraction"]["mean"] else "")
+            + (f", failed {fmt_estimate(st['failed_fraction'], 100)} %" if st["failed_fraction"]["mean"] else "")
+            + (f", retries/request {fmt_estimate(st['retries_per_request'])}" if st["retries_per_request"]["mean"] else "")
             + ("" if slo is None else f"; SLO {'met' if slo else '[red]missed[/red]'}")
         )
         if kind == "text":
             console.print(
-                f"  cost ${_fmt(st['cost_per_1m_output_tokens_usd'])} per 1M output tokens (fleet GPU-hours x price); "
-                f"${_fmt(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
-                f"preemptions/request {_fmt(st['preemptions_per_request'])}; prefix-cache hit {_fmt(st['prefix_hit_rate'])}"
+                f"  cost ${fmt_estimate(st['cost_per_1m_output_tokens_usd'])} per 1M output tokens (fleet GPU-hours x price); "
+                f"${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
+                f"preemptions/request {fmt_estimate(st['preemptions_per_request'])}; prefix-cache hit {fmt_estimate(st['prefix_hit_rate'])}"
             )
         elif kind == "image":
             console.print(
-                f"  cost ${_fmt(st['cost_per_image_usd'], 1e3)} per 1k {unit}s (fleet GPU-hours x price)"
-                + (f", ${_fmt(st['cost_per_video_second_usd'])} per video second" if "cost_per_video_second_usd" in st else "")
-                + f"; ${_fmt(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
-                f"denoising steps computed per {unit} {_fmt(st['steps_computed_per_image'])}"
+                f"  cost ${fmt_estimate(st['cost_per_image_usd'], 1e3)} per 1k {unit}s (fleet GPU-hours x price)"
+                + (f", ${fmt_estimate(st['cost_per_video_second_usd'])} per video second" if "cost_per_video_second_usd" in st else "")
+                + f"; ${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
+                f"denoising steps computed per {unit} {fmt_estimate(st['steps_computed_per_image'])}"
             )
         elif kind == "pipeline":
             stages = [k.removeprefix("stage_").removesuffix("_latency_share") for k in st if k.endswith("_latency_share")]
             shares = ", ".join(
-                f"{term(name)} {_fmt(st[f'stage_{name}_e2e_s_mean'])} s ({_fmt(st[f'stage_{name}_latency_share'], 100, 2)} % of time, "
-                f"{_fmt(st[f'stage_{name}_cost_share'], 100, 2)} % of cost)"
+                f"{term(name)} {fmt_estimate(st[f'stage_{name}_e2e_s_mean'])} s ({fmt_estimate(st[f'stage_{name}_latency_share'], 100, 2)} % of time, "
+                f"{fmt_estimate(st[f'stage_{name}_cost_share'], 100, 2)} % of cost)"
                 for name in stages
             )
-            console.print(f"  ${_fmt(st['request_cost_usd_mean'], 1e3)} per 1k pipelines attributed; stages: {shares}")
+            console.print(f"  ${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k pipelines attributed; stages: {shares}")
     c = s["conservation"]
     sim = s["simulation"]
     console.print(

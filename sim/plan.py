@@ -1064,7 +1064,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def print_plan(result: PlanResult, console) -> None:
     from rich.table import Table
 
-    from sim.textsafe import term
+    from sim.console import term
 
     a = result.answer
     if a["feasible"]:

@@ -726,7 +726,7 @@ def _pm(x: float, hw: float, scale: float = 100.0) -> str:
 def print_report(report: PriceReport, console) -> None:
     from rich.table import Table
 
-    from sim.textsafe import term
+    from sim.console import term
 
     o = report.overall
     console.print(

@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import math
 import os
 import socket
 import sys
@@ -42,9 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from sim import __version__
+from sim.console import plain_number, yaml_text
 from sim.errors import ConfigError, ServesimError
 
 if TYPE_CHECKING:
@@ -115,7 +113,7 @@ def _add_axis(grid: Grid, key: str, values: list[Any], where: str) -> None:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: value {value!r} is not a number, string, boolean, null, list or mapping") from None
         if text in seen:
-            raise ConfigError(f"{where}: value {_yaml_text(value)} is given twice")
+            raise ConfigError(f"{where}: value {yaml_text(value)} is given twice")
         seen.add(text)
     grid[key] = list(values)
 
@@ -135,12 +133,6 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _yaml_text(value: Any) -> str:
-    """A value as ``--set`` reads it back (YAML flow style, one line)."""
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 30)
-    return text.removesuffix("\n").removesuffix("\n...").strip()
-
-
 @dataclass(frozen=True)
 class Point:
     """One grid point: the overrides it applies on top of the base scenario."""
@@ -151,7 +143,7 @@ class Point:
     @property
     def set_args(self) -> list[str]:
         """The point as ``--set`` strings."""
-        return [f"{k}={_yaml_text(v)}" for k, v in self.overrides.items()]
+        return [f"{k}={yaml_text(v)}" for k, v in self.overrides.items()]
 
     @property
     def label(self) -> str:
@@ -244,12 +236,12 @@ def flat_metrics(summary: dict, kinds: dict[str, str]) -> tuple[dict[str, Any], 
 
     def put(key: str, value: Any) -> None:
         if isinstance(value, dict):  # an Estimate: mean, ci95, n
-            means[key] = _number(value["mean"])
-            hw = _number(value["ci95"])
+            means[key] = plain_number(value["mean"])
+            hw = plain_number(value["ci95"])
             if hw is not None:
                 ci95[key] = hw
         else:
-            means[key] = _number(value)
+            means[key] = plain_number(value)
 
     for cls, st in summary["classes"].items():
         slo = summary["slo"].get(cls)
@@ -280,16 +272,6 @@ def flat_metrics(summary: dict, kinds: dict[str, str]) -> tuple[dict[str, Any], 
     for key in ("requests", "engine_steps", "simulated_s"):
         put(f"sim.{key}", summary["simulation"][key])
     return means, ci95
-
-
-def _number(value: Any) -> Any:
-    if value is None or isinstance(value, bool | str):
-        return value
-    if hasattr(value, "item"):  # a numpy scalar
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def class_kinds(scenario: Scenario) -> dict[str, str]:
@@ -578,7 +560,7 @@ def _check_manifest(out_dir: Path, plan: SweepPlan, extend: bool) -> None:
 
 def _grid_diff(old: Grid, new: Grid) -> str:
     def shown(values: list | None) -> str:
-        return "absent" if values is None else ",".join(_yaml_text(v) for v in values)
+        return "absent" if values is None else ",".join(yaml_text(v) for v in values)
 
     parts = [
         f"{key}: {shown(old.get(key))} there, {shown(new.get(key))} here"
@@ -789,7 +771,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                     bar.start()
                     task = bar.add_task("sweep", total=total, completed=done, last="")
                 else:
-                    last = " ".join(f"{k}={_yaml_text(v)}" for k, v in record["point"].items())
+                    last = " ".join(f"{k}={yaml_text(v)}" for k, v in record["point"].items())
                     bar.update(task, completed=done, last=f"[dim]{last}[/dim]")
 
             try:
@@ -809,7 +791,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if "error" in df.columns:
         failed = df[df["error"].notna()]
         first = failed.iloc[0]
-        label = " ".join(f"{k}={_yaml_text(_number(first[k]))}" for k in grid)
+        label = " ".join(f"{k}={yaml_text(plain_number(first[k]))}" for k in grid)
         out.print(f"{len(failed)} point(s) failed on their input; the first, {label}: {first['error']}", highlight=False)
     ran = state["done"] - state["resumed"]
     out.print(
@@ -863,11 +845,11 @@ def sweep_table(df: pd.DataFrame, base: Scenario, grid_keys: list[str]):
             cols.append((f"{cls.name}.cost_per_image_usd", "$/1k images", num(1e3)))
     cols += [("fleet.num_gpus", "GPUs", num()), ("fleet.usd_per_hour", "$/hour", num())]
     cols = [c for c in cols if c[0] in df.columns]
-    from sim.textsafe import term
+    from sim.console import term
 
     table = Table(title=f"sweep of {term(base.name)}: {len(df)} points over {' x '.join(grid_keys)}", title_justify="left")
     rows = [dict(zip(df.columns, row)) for row in df.head(MAX_TABLE_ROWS).itertuples(index=False)]
-    cells = [[_yaml_text(_number(r[k])) for k in grid_keys] + [fmt(r[key]) for key, _, fmt in cols] for r in rows]
+    cells = [[yaml_text(plain_number(r[k])) for k in grid_keys] + [fmt(r[key]) for key, _, fmt in cols] for r in rows]
     for header in _short_keys(grid_keys) + [label for _, label, _ in cols]:  # fold, never cut a value
         table.add_column(header, justify="right", overflow="fold")
     errors = "error" in df.columns

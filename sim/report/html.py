@@ -245,7 +245,7 @@ def _section(anchor: str, title: str, body: Iterable[str]) -> str:
 
 def _num(x: Any, scale: float = 1.0) -> str:
     """A number to 3 significant digits (an integer: all of them; '-' for none), as the CLI prints one."""
-    from sim.cli import _with_ci
+    from sim.console import with_ci as _with_ci
 
     if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
         return "-"
@@ -256,7 +256,7 @@ def _num(x: Any, scale: float = 1.0) -> str:
 
 def _est(est: Any, scale: float = 1.0) -> str:
     """A summary estimate ``{mean, ci95, n}`` as 'mean±ci95'."""
-    from sim.cli import _fmt
+    from sim.console import fmt_estimate as _fmt
 
     if not isinstance(est, dict) or "mean" not in est:
         return "-"
@@ -886,7 +886,7 @@ def _sweep_base(manifest: dict):
 
 def _sweep_about(manifest: dict, finished: int) -> str:
     grid = manifest.get("grid") or {}
-    from sim.sweep import _yaml_text
+    from sim.console import yaml_text as _yaml_text
 
     rows = [[k, ", ".join(_yaml_text(v) for v in values)] for k, values in grid.items()]
     text = (
@@ -913,7 +913,8 @@ def _metric_classes(columns: Iterable[str]) -> list[str]:
 def _plain_sweep_table(df: pd.DataFrame, grid_keys: list[str]) -> str:
     """Grid values, throughput, p99 latencies, SLO met and $/hour: for a sweep whose base
     scenario no longer loads (``sweep_table`` needs it)."""
-    from sim.sweep import _number, _yaml_text
+    from sim.console import plain_number as _number
+    from sim.console import yaml_text as _yaml_text
 
     metrics = [
         c for c in df.columns if c.endswith((".throughput_rps", "_p99", ".slo_met")) or c == "fleet.usd_per_hour"
@@ -930,7 +931,8 @@ def _sweep_figure(df: pd.DataFrame, grid_keys: list[str], slos: dict) -> Figure 
     """Per latency metric, its percentile (the class's SLO's, else p99) against each class's
     achieved throughput: a line per value of the grid keys other than the swept one (the first
     numeric key whose name ends in 'rate', else the first numeric key)."""
-    from sim.sweep import _number, _yaml_text
+    from sim.console import plain_number as _number
+    from sim.console import yaml_text as _yaml_text
 
     if "error" in df:
         df = df[df["error"].isna()]
@@ -1103,7 +1105,7 @@ def _overloaded(value: Any) -> bool:
 
 
 def _checks_table(pools: list[dict]) -> str:
-    from sim.cli import _with_ci
+    from sim.console import with_ci as _with_ci
 
     rows = []
     for p in pools:

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from sim.cli import main
-from sim.textsafe import term
+from sim.console import term
 
 BASE = Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yaml"
 
