@@ -24,37 +24,13 @@ import os
 import sys
 from pathlib import Path
 
+from sim.cliargs import EXIT_USAGE
+from sim.cliargs import Parser as _Parser
+from sim.cliargs import positive_int as _positive_int
+from sim.cliargs import seed_int as _seed
 from sim.console import fmt_estimate
 from sim.errors import ServesimError
 
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit code 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"servesim: error: {message} (see '{self.prog} --help')\n")
-        raise SystemExit(EXIT_USAGE)
-
-
-def _int_at_least(minimum: int, what: str):
-    """An argparse type: an integer >= minimum, with a one-line message otherwise."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "positive")
-_seed = _int_at_least(0, "non-negative")
 BENCH_MAX_REQUESTS = 10_000_000
 """Most requests a bench case may simulate (about 10 GB of per-request state; a 1e12 run
 would fail minutes in, out of memory)."""

@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import numpy as np
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
@@ -46,3 +49,17 @@ def clear_stale(out_dir: Path, names: Iterable[str], written: Iterable[Path]) ->
             path.unlink()
             removed.append(path)
     return removed
+
+
+def jsonable(obj):
+    """``obj`` with what JSON cannot hold made plain: keys as strings, tuples as lists, numpy
+    scalars as Python ones, non-finite floats as None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    return obj

@@ -936,7 +936,7 @@ def fleet_scenario(result: PlanResult) -> dict[str, Any]:
 
 
 def plan_json(result: PlanResult, scenario_file: str | None = None) -> dict[str, Any]:
-    from sim.run import _jsonable
+    from sim.outputs import jsonable as _jsonable
 
     cand_rows = []
     for cs in result.candidates.values():
@@ -997,7 +997,8 @@ def write_plan(result: PlanResult, out_dir: Path, scenario_file: str | None = No
 
 def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``servesim plan`` to the CLI's subparsers."""
-    from sim.cli import _positive_int, _seed
+    from sim.cliargs import positive_int as _positive_int
+    from sim.cliargs import seed_int as _seed
 
     p = subparsers.add_parser(
         "plan",

@@ -590,7 +590,7 @@ def price_sensitivity(
 
 
 def report_json(report: PriceReport) -> dict[str, Any]:
-    from sim.run import _jsonable
+    from sim.outputs import jsonable as _jsonable
 
     data = {
         "scenario": report.scenario,
@@ -649,7 +649,8 @@ def _numbers(text: str | None, flag: str, integer: bool = False) -> tuple:
 
 def add_price_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``servesim price`` to the CLI's subparsers."""
-    from sim.cli import _positive_int, _seed
+    from sim.cliargs import positive_int as _positive_int
+    from sim.cliargs import seed_int as _seed
 
     p = subparsers.add_parser(
         "price",

@@ -277,11 +277,11 @@ RUN_FILES = ("summary.json", "scenario.json", "requests.parquet", "timeseries.pa
 
 
 def _write_outputs(result: RunResult, out_dir: Path, plots: bool) -> list[Path]:
-    from sim.outputs import clear_stale, write_atomic, write_text_atomic
+    from sim.outputs import clear_stale, jsonable, write_atomic, write_text_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
-        write_text_atomic(out_dir / "summary.json", json.dumps(_jsonable(result.summary), indent=2)),
+        write_text_atomic(out_dir / "summary.json", json.dumps(jsonable(result.summary), indent=2)),
         write_text_atomic(out_dir / "scenario.json", result.scenario.model_dump_json(indent=2)),
         write_atomic(out_dir / "requests.parquet", lambda p: result.requests.to_parquet(p, index=False)),
         write_atomic(out_dir / "timeseries.parquet", lambda p: result.timeseries.to_parquet(p, index=False)),
@@ -294,13 +294,3 @@ def _write_outputs(result: RunResult, out_dir: Path, plots: bool) -> list[Path]:
     return written
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    return obj

@@ -700,7 +700,8 @@ def results_frame(records: Sequence[dict], grid_keys: Sequence[str] | None = Non
 
 def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``servesim sweep`` to the CLI's subparsers."""
-    from sim.cli import _positive_int, _seed
+    from sim.cliargs import positive_int as _positive_int
+    from sim.cliargs import seed_int as _seed
 
     p = subparsers.add_parser(
         "sweep",
