@@ -788,15 +788,15 @@ def _search_task(task: tuple) -> dict:
 
 
 def _map(tasks: list, workers: int | None, backend: str, address: str | None, failures: list) -> Iterator[dict]:
-    from sim.sweep import _run_local, _run_ray, _usable_cpus
+    from sim.parallel import run_local, run_ray, usable_cpus
 
     if backend == "ray":
-        yield from _run_ray(tasks, workers, address, failures, fn=_search_task)
-    elif len(tasks) == 1 or (workers or _usable_cpus()) == 1:
+        yield from run_ray(tasks, workers, address, failures, fn=_search_task)
+    elif len(tasks) == 1 or (workers or usable_cpus()) == 1:
         for t in tasks:  # no process pool for one search: the cache stays shared in memory
             yield _search_task(t)
     else:
-        yield from _run_local(tasks, workers, failures, fn=_search_task)
+        yield from run_local(tasks, workers, failures, fn=_search_task)
 
 
 def _progress_line(c: Candidate) -> str:

@@ -33,7 +33,6 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from sim import __version__
 from sim.console import plain_number, yaml_text
 from sim.errors import ConfigError, ServesimError
+from sim.parallel import Failure, run_local, run_ray
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -305,120 +305,7 @@ def run_point(task: tuple[str, Scenario, str]) -> dict[str, Any]:
     return out
 
 
-def _exit_with(driver_pid: int) -> None:
-    """Worker initializer: exit once the driver is gone. A pool worker holds its own queue's
-    pipe open, so after a ``kill -9`` of the driver it would otherwise wait on it forever."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(driver_pid, 0)
-            except ProcessLookupError:
-                os._exit(1)
-            except PermissionError:  # the pid is alive (reused by another user's process: unlikely)
-                pass
-
-    threading.Thread(target=watch, name="servesim-driver-watch", daemon=True).start()
-
-
-def _usable_cpus() -> int:
-    if hasattr(os, "process_cpu_count"):  # 3.13+: honours affinity and -X cpu_count
-        return os.process_cpu_count() or 1
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
-
-
 Task = tuple[str, "Scenario", str]
-Failure = tuple[str, BaseException]
-
-
-def _run_local(tasks: list[Task], workers: int | None, failures: list[Failure], fn: Callable = run_point) -> Iterator[dict]:
-    """Run ``fn(task)`` for every task on a local process pool; yield results as they finish.
-    A task is a tuple whose first item names it (failures are reported by that name)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    # Not fork: the driver may run threads (a progress bar, Ray), and forking them is unsafe.
-    # A forkserver imports servesim once and forks each worker from it (spawn where there is none).
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["sim.sweep", "sim.run", fn.__module__])
-    size = max(1, min(workers or _usable_cpus(), len(tasks)))
-    pool = ProcessPoolExecutor(max_workers=size, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),))
-    complete = False
-    try:
-        futures = {pool.submit(fn, task): task[0] for task in tasks}
-        for fut in as_completed(futures):
-            try:
-                record = fut.result()
-            except Exception as exc:  # a worker died or raised: the other points go on
-                failures.append((futures[fut], exc))
-                continue
-            yield record
-        complete = True
-    finally:
-        # Interrupted (Ctrl-C, or the driver raised): drop queued points, do not wait for running ones.
-        pool.shutdown(wait=complete, cancel_futures=True)
-
-
-def _run_ray(
-    tasks: list[Task], workers: int | None, address: str | None, failures: list[Failure], fn: Callable = run_point
-) -> Iterator[dict]:
-    """As ``_run_local``, on Ray: one task per item, at most ``workers`` in flight."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("the ray backend needs ray: pip install 'servesim[sweep]'") from None
-    import logging
-
-    started = False
-    if not ray.is_initialized():
-        if address is not None:
-            _check_reachable(address)
-        try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {first}") from None
-        started = True
-    remote = ray.remote(num_cpus=1)(fn)
-    queue = list(tasks)
-    queue.reverse()  # pop() from the end runs them in grid order
-    limit = workers or len(tasks)
-    in_flight: dict[Any, str] = {}
-    try:
-        while queue or in_flight:
-            while queue and len(in_flight) < limit:
-                task = queue.pop()
-                in_flight[remote.remote(task)] = task[0]
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in ready:
-                point = in_flight.pop(ref)
-                try:
-                    record = ray.get(ref)
-                except Exception as exc:  # the task raised, or its worker died (after Ray's retries)
-                    failures.append((point, exc))
-                    continue
-                yield record
-    finally:
-        for ref in in_flight:
-            ray.cancel(ref, force=True)
-        if started:
-            ray.shutdown()
-
-
-def _check_reachable(address: str) -> None:
-    """Fail fast on a HOST:PORT that does not answer (Ray itself retries for minutes)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto", or something for Ray to interpret
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
-    except OSError as exc:
-        raise ConfigError(f"--address {address}: cannot connect: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------- the output directory
@@ -629,9 +516,9 @@ def run_sweep(
         if pending:
             tasks = [(p.id, plan.scenarios[p.id], str(plan.base_dir)) for p in pending]
             if backend == "local":
-                records = _run_local(tasks, workers, failures)
+                records = run_local(tasks, workers, failures, run_point)
             else:
-                records = _run_ray(tasks, workers, address, failures)
+                records = run_ray(tasks, workers, address, failures, run_point)
             writer = _ResultsWriter(results_path)
             try:
                 for result in records:
