@@ -1028,10 +1028,10 @@ def format_validation_error(exc: ValidationError) -> str:
     elif kind == "missing":
         msg = f"{path}: required field is missing"
     elif kind == "model_type":
-        msg = f"{path}: expected a mapping of fields (a valid dictionary), got {_yaml_type(got)}"
+        msg = f"{path}: expected a mapping of fields (a valid dictionary), got {yaml_type(got)}"
     else:
         text = err["msg"].removeprefix("Value error, ")
-        value = _short_repr(got)
+        value = short_repr(got)
         # Validators that quote a bad string already ("unknown model 'x'") need no "(got 'x')".
         repeated = isinstance(got, str) and value in text
         shown = "" if isinstance(got, dict | list) or got is None or repeated else f" (got {value})"
@@ -1041,12 +1041,12 @@ def format_validation_error(exc: ValidationError) -> str:
     return " ".join(msg.splitlines())
 
 
-def _short_repr(value: Any, limit: int = 60) -> str:
+def short_repr(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _yaml_type(value: Any) -> str:
+def yaml_type(value: Any) -> str:
     """What a YAML value is, in YAML's words."""
     if value is None:
         return "nothing (null)"

@@ -244,9 +244,9 @@ def class_rng(seed: int, rep: int, class_index: int) -> np.random.Generator:
 
 def _streams(sub: Scenario, classes: tuple[int, ...], rep: int, base_dir: Path) -> list:
     """The pool's classes' request streams in replication ``rep``, drawn as ``servesim run`` draws them."""
-    from sim.fleet.cluster import _build
+    from sim.fleet.cluster import build_stream_for
 
-    return [_build(sub, cls, class_rng(sub.seed, rep, i), base_dir) for i, cls in zip(classes, sub.classes)]
+    return [build_stream_for(sub, cls, class_rng(sub.seed, rep, i), base_dir) for i, cls in zip(classes, sub.classes)]
 
 
 @dataclass(frozen=True)
@@ -378,11 +378,11 @@ class Evaluator:
     def window_end(self, rep: int) -> float:
         """Replication ``rep``'s last arrival over every class of the scenario."""
         if rep not in self._ends:
-            from sim.fleet.cluster import _build
+            from sim.fleet.cluster import build_stream_for
 
             s = self.settings
             full = self.scenario.model_copy(update={"duration_s": s.duration_s, "seed": s.seed, "plan": None})
-            ends = [_build(full, c, class_rng(s.seed, rep, i), self.base_dir).arrival_s for i, c in enumerate(full.classes)]
+            ends = [build_stream_for(full, c, class_rng(s.seed, rep, i), self.base_dir).arrival_s for i, c in enumerate(full.classes)]
             self._ends[rep] = max((float(a[-1]) for a in ends if len(a)), default=0.0)
         return self._ends[rep]
 

@@ -26,8 +26,8 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from sim import catalog
-from sim.config import _short_repr as _short
-from sim.config import _yaml_type, read_yaml
+from sim.config import read_yaml, yaml_type
+from sim.config import short_repr as _short
 from sim.costs.base import StepLine, StepShape
 from sim.errors import ConfigError, ServesimError
 
@@ -195,7 +195,7 @@ class _Reader:
         """Check a mapping's required fields. Other keys are a writer's extensions (a fit's
         roofline efficiencies, measured peaks ...) and are ignored, unless ``closed``."""
         if not isinstance(value, dict):
-            self.fail(where, f"expected a mapping of fields, got {_yaml_type(value)}")
+            self.fail(where, f"expected a mapping of fields, got {yaml_type(value)}")
         prefix = "" if where == "(top level)" else f"{where}."
         for key in value if closed else ():
             if key not in fields:
@@ -237,7 +237,7 @@ class _Reader:
 
     def numbers(self, value: Any, where: str, length: int | None = None) -> tuple[float, ...]:
         if not isinstance(value, list) or not value:
-            self.fail(where, f"expected a non-empty list of numbers (got {_yaml_type(value)})")
+            self.fail(where, f"expected a non-empty list of numbers (got {yaml_type(value)})")
         if length is not None and len(value) != length:
             self.fail(where, f"expected {length} values, one per entry of features/x (got {len(value)})")
         return tuple(self.number(v, f"{where}[{i}]") for i, v in enumerate(value))
@@ -247,7 +247,7 @@ class _Reader:
         if raw is None:
             self.fail("(top level)", "profile file is empty; expected a servesim-profile/1 mapping")
         if not isinstance(raw, dict):
-            self.fail("(top level)", f"a profile must be a YAML mapping of fields (got {_yaml_type(raw)})")
+            self.fail("(top level)", f"a profile must be a YAML mapping of fields (got {yaml_type(raw)})")
         if raw.get("format") != FORMAT:
             self.fail("format", f"expected {FORMAT!r} (got {_short(raw.get('format'))})")
         kind = self.choice(raw.get("kind"), "kind", ("llm", "diffusion"))
@@ -314,7 +314,7 @@ class _Reader:
 
     def op(self, raw: Any, where: str, name: str, forms: dict[str, tuple[str, ...]]):
         if not isinstance(raw, dict):
-            self.fail(where, f"expected a mapping of fields, got {_yaml_type(raw)}")
+            self.fail(where, f"expected a mapping of fields, got {yaml_type(raw)}")
         form = raw.get("form")
         if not isinstance(form, str) or form not in forms:
             allowed = " or ".join(repr(f) for f in forms)
@@ -363,7 +363,7 @@ class _Reader:
                 self.fail(where, f"expected one [min, max] per non-const feature {names} (got {len(raw)})")
             raw = dict(zip(names, raw))
         if not isinstance(raw, dict):
-            self.fail(where, f"expected a mapping feature: [min, max] (got {_yaml_type(raw)})")
+            self.fail(where, f"expected a mapping feature: [min, max] (got {yaml_type(raw)})")
         out = {}
         for key in raw:
             if key not in names:

@@ -460,7 +460,7 @@ def simulate(
         pools[p.name] = (DiffusionPool if p.is_diffusion else LLMPool)(env, p, recorder, retry, base_dir)
     if streams is None:
         rngs = [np.random.default_rng(s) for s in seed.spawn(len(scenario.classes))]
-        streams = [_build(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]
+        streams = [build_stream_for(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]
     ids = iter(range(1 << 62))
     feeders = []
     for class_id, (cls, stream) in enumerate(zip(scenario.classes, streams)):
@@ -523,7 +523,7 @@ def simulate(
     )
 
 
-def _build(scenario: Scenario, cls, rng: np.random.Generator, base_dir: Path):
+def build_stream_for(scenario: Scenario, cls, rng: np.random.Generator, base_dir: Path):
     if cls.kind == "pipeline":
         return build_pipeline_stream(scenario, cls, rng, base_dir)
     if cls.kind == "image":

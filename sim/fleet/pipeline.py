@@ -40,9 +40,9 @@ class PipelineStream:
 
 
 def build_pipeline_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Generator, base_dir: Path) -> PipelineStream:
-    from sim.workload.stream import _arrivals
+    from sim.workload.stream import class_arrivals
 
-    times = _arrivals(cls, rng, scenario.duration_s, scenario.num_requests)
+    times = class_arrivals(cls, rng, scenario.duration_s, scenario.num_requests)
     n = len(times)
     if n == 0:
         raise ConfigError(f"classes.{cls.name}: the arrival process produced no requests in the run's duration")

@@ -90,7 +90,7 @@ def _draw(value, rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def build_image_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Generator, base_dir: Path) -> ImageStream:
-    from sim.workload.stream import _arrivals, resolve_path
+    from sim.workload.stream import class_arrivals, resolve_path
     from sim.workload.traces import read_diffusion_trace, rescale_diffusion
 
     model = scenario.pool(cls.pool).model
@@ -112,7 +112,7 @@ def build_image_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Gen
         if cls.image is not None and isinstance(cls.image.steps, int):
             steps = np.full(len(idx), cls.image.steps, dtype=np.int64)
         return ImageStream(trace.arrival_s[idx], steps, images, shape)
-    times = _arrivals(cls, rng, duration, limit)
+    times = class_arrivals(cls, rng, duration, limit)
     if len(times) == 0:
         raise ConfigError(f"classes.{cls.name}: the arrival process produced no requests in the run's duration")
     steps, images = sample_shapes(cls.image, model, rng, len(times))

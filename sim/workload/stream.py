@@ -141,7 +141,7 @@ def _empirical_column(spec, base_dir: Path, column: int) -> np.ndarray | None:
     return None
 
 
-def _arrivals(cls: RequestClass, rng: np.random.Generator, duration: float | None, limit: int | None) -> np.ndarray:
+def class_arrivals(cls: RequestClass, rng: np.random.Generator, duration: float | None, limit: int | None) -> np.ndarray:
     times = arrival_times(cls.arrival, rng, duration, limit)
     if len(times) and not np.isfinite(times[-1]):
         raise ConfigError(
@@ -167,13 +167,13 @@ def build_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Generator
             return Stream(trace.arrival_s[idx], trace.prompt_tokens[idx], trace.output_tokens[idx], hashes, trace.hash_block_tokens)
         # With an arrival process, the trace only supplies (prompt, output) pairs, resampled jointly.
         prompt, output, prefix, block_tokens = load_pairs(cls.trace, base_dir)
-        times = _arrivals(cls, rng, duration, limit)
+        times = class_arrivals(cls, rng, duration, limit)
         pick = rng.integers(0, len(prompt), len(times))
         hashes = None
         if prefix is not None:
             hashes = tuple(prefix[i] for i in pick)
         return Stream(times, prompt[pick], output[pick], hashes, block_tokens)
-    times = _arrivals(cls, rng, duration, limit)
+    times = class_arrivals(cls, rng, duration, limit)
     n = len(times)
     prompt = sample_lengths(cls.prompt_tokens, rng, n, _empirical_column(cls.prompt_tokens, base_dir, 0))
     output = sample_lengths(cls.output_tokens, rng, n, _empirical_column(cls.output_tokens, base_dir, 1))
