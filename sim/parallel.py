@@ -17,19 +17,32 @@ from typing import Any
 from sim.errors import ConfigError
 
 
+def _driver_alive(driver_pid: int) -> bool:
+    """Whether ``driver_pid`` still runs: a process killed but not yet reaped by its own parent
+    (a zombie, state Z) answers ``kill(pid, 0)`` but runs no more."""
+    try:
+        os.kill(driver_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive (the pid reused by another user's process: unlikely)
+        return True
+    try:
+        with open(f"/proc/{driver_pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:  # no /proc (not Linux): kill(pid, 0) is all there is
+        return True
+
+
 def _exit_with(driver_pid: int) -> None:
     """Worker initializer: exit once the driver is gone. A pool worker holds its own queue's
-    pipe open, so after a ``kill -9`` of the driver it would otherwise wait on it forever."""
+    pipe open, so after a ``kill -9`` of the driver it would otherwise wait on it forever; a
+    driver killed but not yet reaped by its parent counts as gone."""
 
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            try:
-                os.kill(driver_pid, 0)
-            except ProcessLookupError:
+            if not _driver_alive(driver_pid):
                 os._exit(1)
-            except PermissionError:  # the pid is alive (reused by another user's process: unlikely)
-                pass
 
     threading.Thread(target=watch, name="servesim-driver-watch", daemon=True).start()
 
