@@ -214,6 +214,25 @@ def plan_run(part: pd.DataFrame, rate: float, run_s: float, least: int = 8) -> p
     return frame.head(keep).reset_index(drop=True)
 
 
+def write_plan(folder: Path, capacity: float, runs: list[dict]) -> None:
+    (folder / "plan.json").write_text(json.dumps({"capacity_req_s": capacity, "runs": runs}, indent=2))
+
+
+def plan_scored_runs(work: pd.DataFrame, folder: Path, capacity: float, left_s: float, least: int) -> list[dict]:
+    """One scored run per load of ``LOADS``, each given an equal share of ``left_s``: its
+    workload file (``plan_run`` at that fraction of ``capacity``) and ``plan.json`` are written
+    before any of them starts."""
+    run_s = left_s / len(LOADS)
+    plan = []
+    for k, load in enumerate(LOADS):
+        name = f"run-{k + 1}"
+        frame = plan_run(work[work["part"] == name], load * capacity, run_s, least=least)
+        frame.to_csv(folder / f"{name}_workload.csv", index=False)
+        plan.append({"run": name, "load": load, "rate_req_s": load * capacity, "requests": len(frame), "stop_after_s": run_s})
+    write_plan(folder, capacity, plan)
+    return plan
+
+
 def _throughput(finish: pd.Series, arrival: pd.Series) -> float:
     done = finish.dropna()
     span = done.max() - arrival.min() if len(done) else float("nan")
@@ -361,15 +380,7 @@ def phase_llm_serve(t: Target, box: Outbox, budget: Budget, seed: int) -> dict:
     box.log(f"  capacity {capacity:.3f} req/s ({how})")
 
     # Plan the scored runs from the capacity alone, and write it before any of them starts.
-    left = deadline - time.perf_counter()
-    run_s = left / len(LOADS)
-    plan = []
-    for k, load in enumerate(LOADS):
-        frame = plan_run(work[work["part"] == f"run-{k + 1}"], load * capacity, run_s)
-        frame.to_csv(folder / f"run-{k + 1}_workload.csv", index=False)
-        plan.append({"run": f"run-{k + 1}", "load": load, "rate_req_s": load * capacity, "requests": len(frame), "stop_after_s": run_s})
-    info["plan"] = plan
-    (folder / "plan.json").write_text(json.dumps({"capacity_req_s": capacity, "runs": plan}, indent=2))
+    info["plan"] = plan = plan_scored_runs(work, folder, capacity, deadline - time.perf_counter(), least=8)
     box.pack(phase)
     for k, p in enumerate(plan):
         t_run = time.perf_counter()
@@ -378,7 +389,7 @@ def phase_llm_serve(t: Target, box: Outbox, budget: Budget, seed: int) -> dict:
         stop = min(p["stop_after_s"], remaining / (len(plan) - k))
         reqs = serve(p["run"], frame, p["rate_req_s"], stop)
         p["cut"] = bool(reqs["finish_s"].isna().sum() > reqs["rejected"].sum())
-    (folder / "plan.json").write_text(json.dumps({"capacity_req_s": capacity, "runs": plan}, indent=2))
+    write_plan(folder, capacity, plan)
     (folder / "replica.json").write_text(json.dumps(info, indent=2, default=str))
     box.pack(phase)
     replica = None  # free the model and its KV pool before the next phase
@@ -430,22 +441,14 @@ def phase_diffusion_serve(t: Target, box: Outbox, budget: Budget, seed: int) -> 
     capacity = _throughput(burst["finish_s"], burst["arrival_s"])
     info["capacity_req_s"] = capacity
     box.log(f"  capacity {capacity:.3f} req/s")
-    left = deadline - time.perf_counter()
-    run_s = left / len(LOADS)
-    plan = []
-    for k, load in enumerate(LOADS):
-        frame = plan_run(work[work["part"] == f"run-{k + 1}"], load * capacity, run_s, least=4)
-        frame.to_csv(folder / f"run-{k + 1}_workload.csv", index=False)
-        plan.append({"run": f"run-{k + 1}", "load": load, "rate_req_s": load * capacity, "requests": len(frame), "stop_after_s": run_s})
-    info["plan"] = plan
-    (folder / "plan.json").write_text(json.dumps({"capacity_req_s": capacity, "runs": plan}, indent=2))
+    info["plan"] = plan = plan_scored_runs(work, folder, capacity, deadline - time.perf_counter(), least=4)
     box.pack(phase)
     for k, p in enumerate(plan):
         frame = pd.read_csv(folder / f"{p['run']}_workload.csv")
         stop = min(p["stop_after_s"], (deadline - time.perf_counter()) / (len(plan) - k))
         reqs = serve(p["run"], frame, False, stop)
         p["cut"] = bool(len(reqs) < len(frame))
-    (folder / "plan.json").write_text(json.dumps({"capacity_req_s": capacity, "runs": plan}, indent=2))
+    write_plan(folder, capacity, plan)
     (folder / "replica.json").write_text(json.dumps(info, indent=2, default=str))
     box.pack(phase)
     executor = None

@@ -140,20 +140,39 @@ def host_time(steps: pd.DataFrame) -> dict:
 
 
 def _compare_cut(case: dict, real: pd.DataFrame, sim: pd.DataFrame, metrics: tuple[str, ...]):
-    """``validate._compare`` over the requests that finished in the real run (a run cut at its
+    """``validate.compare_runs`` over the requests that finished in the real run (a run cut at its
     deadline leaves its last requests unfinished; the simulated ones are compared likewise)."""
-    from calibration.validate import _compare
+    from calibration.validate import compare_runs
 
     done = real["finish_s"].notna() if "rejected" not in real else real["finish_s"].notna() | real["rejected"]
     ids = set(real.loc[done, "request_id"])
     sim = sim[sim["request_id"].isin(ids)] if "request_id" in sim else sim
-    return _compare(case, [real[real["request_id"].isin(ids)]], [sim], metrics)
+    return compare_runs(case, [real[real["request_id"].isin(ids)]], [sim], metrics)
+
+
+def _protocol(frozen: Path, sha: str, calibration: str) -> dict:
+    """What a report says of its calibrate -> freeze -> predict protocol."""
+    return {
+        "frozen_profile": frozen.name,
+        "frozen_profile_sha256": sha,
+        "calibration": f"{calibration}, run on the device before its first scored run",
+        "predictions": "simulated at home from the frozen profile and each run's workload file, which the kit wrote before the run",
+        "workload_seed": WORKLOAD_SEED,
+    }
 
 
 def analyse_llm(raw_dir: Path, t: Target, out: Path, seed: int, profiles: Path | None) -> dict:
     """Fit, freeze, predict and compare the LLM runs the kit brought back."""
     from calibration.fit import fit_folder
-    from calibration.validate import METRICS, _finish, _sha256, _summary, refit_in_loop, simulate_llm, step_replay
+    from calibration.validate import (
+        METRICS,
+        finish_report,
+        refit_in_loop,
+        report_summary,
+        sha256_of,
+        simulate_llm,
+        step_replay,
+    )
 
     grid = raw_dir / "llm-grid" / t.llm
     serve = raw_dir / "llm-serve"
@@ -166,7 +185,7 @@ def analyse_llm(raw_dir: Path, t: Target, out: Path, seed: int, profiles: Path |
     )
     frozen = out / "frozen-profile.yaml"
     _, composition = refit_in_loop(profile, cal, frozen, "the capacity and staircase bursts on the device, before any scored run")
-    sha = _sha256(frozen)
+    sha = sha256_of(frozen)
     plan = json.loads((serve / "plan.json").read_text())
     s = _settings(t, seed)
     rows, per_run, cdfs, replays, hosts = [], [], {}, [], []
@@ -194,18 +213,12 @@ def analyse_llm(raw_dir: Path, t: Target, out: Path, seed: int, profiles: Path |
         hosts.append({"run": name, "load": p["load"], "cut": p.get("cut", False), **host_time(steps)})
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "step_replay.csv", index=False)
-    summary = _summary(s, t.dtype, profile, plan["capacity_req_s"], replay, "steps")
-    summary["protocol"] = {
-        "frozen_profile": frozen.name,
-        "frozen_profile_sha256": sha,
-        "calibration": "kernel grid, the capacity burst and the staircase burst, all run on the device before its first scored run",
-        "predictions": "simulated at home from the frozen profile and each run's workload file, which the kit wrote before the run",
-        "workload_seed": WORKLOAD_SEED,
-    }
+    summary = report_summary(s, t.dtype, profile, plan["capacity_req_s"], replay, "steps")
+    summary["protocol"] = _protocol(frozen, sha, "kernel grid, the capacity burst and the staircase burst")
     summary["composition"] = composition
     summary["host_time"] = hosts
     summary["runs"] = plan["runs"]
-    return _finish(out, rows, per_run, summary, cdfs, METRICS)
+    return finish_report(out, rows, per_run, summary, cdfs, METRICS)
 
 
 def _alibaba_trace(frame: pd.DataFrame, path: Path) -> Path:
@@ -245,12 +258,19 @@ def simulate_images(frame: pd.DataFrame, t: Target, profile: Path, folder: Path,
 def analyse_diffusion(raw_dir: Path, t: Target, out: Path, seed: int, profiles: Path | None) -> dict:
     from calibration.diffusion_configs import diffusion_config
     from calibration.fit import fit_folder
-    from calibration.validate import IMAGE_METRICS, DiffusionSettings, _finish, _sha256, _summary, batch_replay
+    from calibration.validate import (
+        IMAGE_METRICS,
+        DiffusionSettings,
+        batch_replay,
+        finish_report,
+        report_summary,
+        sha256_of,
+    )
 
     serve = raw_dir / "diffusion-serve"
     out.mkdir(parents=True, exist_ok=True)
     profile = fit_folder(raw_dir / "diffusion-grid" / t.diffusion, (profiles or out) / f"{t.diffusion}-{t.dtype}-tp1.yaml")
-    sha = _sha256(profile)
+    sha = sha256_of(profile)
     plan = json.loads((serve / "plan.json").read_text())
     per_image = 2 if diffusion_config(t.diffusion).cfg else 1
     rows, per_run, cdfs, replays = [], [], {}, []
@@ -273,16 +293,10 @@ def analyse_diffusion(raw_dir: Path, t: Target, out: Path, seed: int, profiles: 
     replay.to_csv(out / "batch_replay.csv", index=False)
     settings = DiffusionSettings(model=t.diffusion, device=t.device, dtype=t.dtype, loads=LOADS, repeats=1, seed=seed,
                                  shapes=(t.image[:2],), steps=t.image[2], max_batch_size=t.max_batch_size, max_waits=(t.max_wait_s,))  # fmt: skip
-    summary = _summary(settings, t.dtype, profile, plan["capacity_req_s"], replay, "batches")
-    summary["protocol"] = {
-        "frozen_profile": profile.name,
-        "frozen_profile_sha256": sha,
-        "calibration": "kernel grid and the capacity burst, run on the device before its first scored run",
-        "predictions": "simulated at home from the frozen profile and each run's workload file, which the kit wrote before the run",
-        "workload_seed": WORKLOAD_SEED,
-    }
+    summary = report_summary(settings, t.dtype, profile, plan["capacity_req_s"], replay, "batches")
+    summary["protocol"] = _protocol(profile, sha, "kernel grid and the capacity burst")
     summary["runs"] = plan["runs"]
-    return _finish(out, rows, per_run, summary, cdfs, IMAGE_METRICS)
+    return finish_report(out, rows, per_run, summary, cdfs, IMAGE_METRICS)
 
 
 def analyse(fetched: Path, out: Path, profiles: Path | None = None) -> dict:

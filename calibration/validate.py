@@ -110,7 +110,7 @@ def _workload(n: int, rate: float | None, rng: np.random.Generator, quick: bool,
     return [WorkItem(i, float(t), int(p), int(o)) for i, (t, p, o) in enumerate(zip(arrivals, prompt, output))]
 
 
-def _percentiles(frame: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> dict[str, float]:
+def percentiles(frame: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> dict[str, float]:
     out = {}
     for m in metrics:
         values = frame[m].dropna().to_numpy(float)
@@ -345,7 +345,7 @@ def _profile_for(model: str, device: str, dtype: str, out: Path, profile: Path |
     return write_profile(build_profile(raw, meta, None), raw, out / "calibration")
 
 
-def _compare(case: dict, runs: list[pd.DataFrame], sims: list[pd.DataFrame], metrics: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+def compare_runs(case: dict, runs: list[pd.DataFrame], sims: list[pd.DataFrame], metrics: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
     """Error rows of one case (its load, and what else sets it apart: ``case``), each percentile of each metric and throughput: a summary row per
     figure and one per real run. ``sims`` holds the one prediction all runs are scored against,
     or one simulation per run (a diagnostic). A run's error is (simulated - measured) /
@@ -354,8 +354,8 @@ def _compare(case: dict, runs: list[pd.DataFrame], sims: list[pd.DataFrame], met
     real runs' spread, (max - min) / median (``noise_floor``)."""
     if len(sims) == 1:
         sims = sims * len(runs)
-    real_p = pd.DataFrame([_percentiles(r, metrics) for r in runs])
-    sim_p = pd.DataFrame([_percentiles(r, metrics) for r in sims])
+    real_p = pd.DataFrame([percentiles(r, metrics) for r in runs])
+    sim_p = pd.DataFrame([percentiles(r, metrics) for r in sims])
     real_p["throughput_req_s"] = [_throughput(r) for r in runs]
     sim_p["throughput_req_s"] = [_throughput(r) for r in sims]
     rows, per_run = [], []
@@ -384,7 +384,7 @@ def _compare(case: dict, runs: list[pd.DataFrame], sims: list[pd.DataFrame], met
     return rows, per_run
 
 
-def _summary(s, dtype: str, profile: Path, capacity: float, replay: pd.DataFrame, what: str) -> dict:
+def report_summary(s, dtype: str, profile: Path, capacity: float, replay: pd.DataFrame, what: str) -> dict:
     """What a report says about its run: settings, capacity and the replay error of ``what``
     (real steps or batches predicted from their logged shapes)."""
     err = replay["rel_error"]
@@ -421,7 +421,7 @@ def _headline(table: pd.DataFrame) -> dict:
     return out
 
 
-def _finish(out: Path, rows: list[dict], per_run: list[dict], summary: dict, cdfs: dict, metrics: tuple[str, ...]) -> dict:
+def finish_report(out: Path, rows: list[dict], per_run: list[dict], summary: dict, cdfs: dict, metrics: tuple[str, ...]) -> dict:
     # Paths relative to the report, so a report moved or committed names no machine's folders.
     summary["profile"] = os.path.relpath(Path(summary["profile"]).resolve(), out.resolve())
     table = pd.DataFrame(rows)
@@ -434,7 +434,7 @@ def _finish(out: Path, rows: list[dict], per_run: list[dict], summary: dict, cdf
     return {"table": table, "per_run": pd.DataFrame(per_run), **summary}
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -491,7 +491,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
         import yaml
 
         _write_profile(yaml.safe_load(Path(profile).read_text()), profile, frozen)
-    frozen_sha = _sha256(frozen)
+    frozen_sha = sha256_of(frozen)
 
     # 3. Predict every load's workload with the frozen profile, and write it, before running it.
     plan = []
@@ -515,7 +515,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
             steps.to_csv(folder / f"real_steps_{k}.csv", index=False)
             runs.append(reqs)
             run_steps[load, k] = steps
-    if _sha256(frozen) != frozen_sha:
+    if sha256_of(frozen) != frozen_sha:
         raise RuntimeError("the frozen profile changed during the scored runs")
 
     # 5. Compare, and the diagnostics (each labelled: they read the scored runs).
@@ -523,7 +523,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     given_rows, grid_rows, speeds = [], [], []
     for load, workload, folder, predicted, runs in plan:
         cdfs[_case_label({"load": load})] = (runs, [predicted])
-        got, each = _compare({"load": load}, runs, [predicted], METRICS)
+        got, each = compare_runs({"load": load}, runs, [predicted], METRICS)
         rows += got
         per_run += each
         given = []
@@ -532,12 +532,12 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
             replays.append(step_replay(steps, frozen).assign(load=load, repeat=k))
             speeds.append({"load": load, "repeat": k, "speed": machine_speed(steps, frozen)})
             given.append(simulate_llm_at(workload, s, frozen, folder, *run_speed_series(steps, frozen)))
-        given_rows += _compare({"load": load}, runs, given, METRICS)[0]
+        given_rows += compare_runs({"load": load}, runs, given, METRICS)[0]
         if s.in_loop:
-            grid_rows += _compare({"load": load}, runs, [simulate_llm(workload, s, profile, folder)], METRICS)[0]
+            grid_rows += compare_runs({"load": load}, runs, [simulate_llm(workload, s, profile, folder)], METRICS)[0]
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "step_replay.csv", index=False)
-    summary = _summary(s, dtype, profile, capacity, replay, "steps")
+    summary = report_summary(s, dtype, profile, capacity, replay, "steps")
     summary["protocol"] = {
         "frozen_profile": frozen.name,
         "frozen_profile_sha256": frozen_sha,
@@ -563,7 +563,7 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
         summary["grid_profile"]["headline"] = _headline(grid_table)
     for *_, folder, _, _ in plan:
         shutil.rmtree(folder / "warped", ignore_errors=True)  # the given-speed diagnostic's scratch
-    return _finish(out, rows, per_run, summary, cdfs, METRICS)
+    return finish_report(out, rows, per_run, summary, cdfs, METRICS)
 
 
 @dataclass(frozen=True)
@@ -655,7 +655,7 @@ def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = N
     dtype = s.dtype or default_dtype(s.device)
     profile = _profile_for(s.model, s.device, dtype, out, profile, progress)
     prompts_per_image = 2 if diffusion_config(s.model).cfg else 1  # negative prompts are encoded too
-    frozen_sha = _sha256(profile)
+    frozen_sha = sha256_of(profile)
 
     def real(frame: pd.DataFrame, max_wait_s: float, seed: int):
         cfg = DiffusionEngineConfig(max_batch_size=s.max_batch_size, max_wait_s=max_wait_s)
@@ -690,17 +690,17 @@ def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = N
             batches.to_csv(folder / f"real_batches_{k}.csv", index=False)
             runs.append(reqs)
             replays.append(batch_replay(batches, profile, prompts_per_image).assign(**case, repeat=k))
-    if _sha256(profile) != frozen_sha:
+    if sha256_of(profile) != frozen_sha:
         raise RuntimeError("the profile changed during the scored runs")
     rows, per_run, cdfs = [], [], {}
     for case, _, sim, runs in plan:
         cdfs[_case_label(case)] = (runs, [sim])
-        got, each = _compare(case, runs, [sim], IMAGE_METRICS)
+        got, each = compare_runs(case, runs, [sim], IMAGE_METRICS)
         rows += got
         per_run += each
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "batch_replay.csv", index=False)
-    summary = _summary(s, dtype, profile, capacity, replay, "batches")
+    summary = report_summary(s, dtype, profile, capacity, replay, "batches")
     summary["protocol"] = {
         "frozen_profile": os.path.relpath(Path(profile).resolve(), out.resolve()),
         "frozen_profile_sha256": frozen_sha,
@@ -708,7 +708,7 @@ def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = N
         "predictions": "*/predicted_requests.csv, written before the first scored run",
         "workload_seed": s.seed,
     }
-    return _finish(out, rows, per_run, summary, cdfs, IMAGE_METRICS)
+    return finish_report(out, rows, per_run, summary, cdfs, IMAGE_METRICS)
 
 
 def run_errors(table: pd.DataFrame, per_run: pd.DataFrame) -> list[list[float]]:

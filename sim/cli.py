@@ -24,10 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from sim.cliargs import EXIT_USAGE
+from sim.cliargs import EXIT_USAGE, positive_int, seed_int
 from sim.cliargs import Parser as _Parser
-from sim.cliargs import positive_int as _positive_int
-from sim.cliargs import seed_int as _seed
 from sim.console import fmt_estimate
 from sim.errors import ServesimError
 
@@ -37,7 +35,7 @@ would fail minutes in, out of memory)."""
 
 
 def _bench_requests(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > BENCH_MAX_REQUESTS:
         raise argparse.ArgumentTypeError(f"at most {BENCH_MAX_REQUESTS:,} requests per case (this machine's memory), got {text!r}")
     return value
@@ -51,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", type=Path)
     run.add_argument("-o", "--output", type=Path, help="directory for parquet, summary.json and plots")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    run.add_argument("--seed", type=_seed)
-    run.add_argument("--replications", type=_positive_int)
+    run.add_argument("--seed", type=seed_int)
+    run.add_argument("--replications", type=positive_int)
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -66,14 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="simulator speed: simulated requests per wall-second")
     bench.add_argument("--requests", type=_bench_requests, action="append", help=f"request counts (default 20000 and 200000; at most {BENCH_MAX_REQUESTS:,})")
     bench.add_argument("--skip-trace", action="store_true", help="skip the Azure conv trace case")
-    bench.add_argument("--repeat", type=_positive_int, default=3, help="runs per case (median and range are shown)")
+    bench.add_argument("--repeat", type=positive_int, default=3, help="runs per case (median and range are shown)")
 
     cal = sub.add_parser("calibrate", help="time a model's kernels on this machine and write a profile")
     cal.add_argument("--model", default="llama-tiny", help="catalog model (default llama-tiny, a CPU-sized LLM)")
     cal.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     cal.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on cuda, float32 on cpu")
     cal.add_argument("--quick", action="store_true", help="a coarse grid (minutes on a CPU)")
-    cal.add_argument("--threads", type=_positive_int, default=1, help="CPU threads to time with (default 1)")
+    cal.add_argument("--threads", type=positive_int, default=1, help="CPU threads to time with (default 1)")
     cal.add_argument("-o", "--output", type=Path, default=Path("profiles"), help="profile .yaml path or folder (default profiles/)")
     cal.add_argument("--raw-dir", type=Path, help="where raw timings go (default: <output folder>/raw/<model>-<device>); a re-run resumes there")
     cal.add_argument("--from-raw", type=Path, metavar="DIR", help="skip measuring: fit the raw timings in DIR (e.g. brought back from a GPU machine)")
@@ -85,14 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--quick", action="store_true", help="two load levels, short runs, CPU-sized lengths")
     val.add_argument("--profile", type=Path, help="profile to validate (default: calibrate one now, quick grid)")
     val.add_argument("--loads", help="comma-separated fractions of measured capacity (default 0.4,0.8 quick; 0.3,0.6,0.8 otherwise)")
-    val.add_argument("--repeats", type=_positive_int, default=3, help="real runs per load: their spread is the noise floor")
-    val.add_argument("--requests", type=_positive_int, help="requests per run (LLM: default 40 quick, 200 otherwise; diffusion: 24 quick, 120 otherwise)")
+    val.add_argument("--repeats", type=positive_int, default=3, help="real runs per load: their spread is the noise floor")
+    val.add_argument("--requests", type=positive_int, help="requests per run (LLM: default 40 quick, 200 otherwise; diffusion: 24 quick, 120 otherwise)")
     val.add_argument(
         "--grid-composition",
         action="store_true",
         help="LLM: keep the calibration grid's step composition (default: refit it on the calibration bursts' real steps, before any scored run)",
     )
-    val.add_argument("--seed", type=_seed, default=0, help="chooses the workload (arrival times and lengths; default 0)")
+    val.add_argument("--seed", type=seed_int, default=0, help="chooses the workload (arrival times and lengths; default 0)")
     val.add_argument("-o", "--output", type=Path, default=Path("results/validation"), help="report folder")
 
     fid = sub.add_parser("fidelity", help="the simulator against published real measurements (fidelity/points.yaml)")

@@ -936,7 +936,7 @@ def fleet_scenario(result: PlanResult) -> dict[str, Any]:
 
 
 def plan_json(result: PlanResult, scenario_file: str | None = None) -> dict[str, Any]:
-    from sim.outputs import jsonable as _jsonable
+    from sim.outputs import jsonable
 
     cand_rows = []
     for cs in result.candidates.values():
@@ -956,7 +956,7 @@ def plan_json(result: PlanResult, scenario_file: str | None = None) -> dict[str,
                     "evaluations": c.evaluations,
                 }
             )
-    return _jsonable(
+    return jsonable(
         {
             "kind": "plan",
             "scenario": result.scenario.name,
@@ -997,8 +997,7 @@ def write_plan(result: PlanResult, out_dir: Path, scenario_file: str | None = No
 
 def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``servesim plan`` to the CLI's subparsers."""
-    from sim.cliargs import positive_int as _positive_int
-    from sim.cliargs import seed_int as _seed
+    from sim.cliargs import positive_int, seed_int
 
     p = subparsers.add_parser(
         "plan",
@@ -1010,8 +1009,8 @@ def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("scenario", type=Path)
     p.add_argument("-o", "--output", type=Path, help="directory for plan.json, fleet.yaml, evaluations.jsonl (an interrupted plan resumes from it)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    p.add_argument("--seed", type=_seed)
-    p.add_argument("--workers", type=_positive_int, help="parallel candidate searches (default: all usable cores)")
+    p.add_argument("--seed", type=seed_int)
+    p.add_argument("--workers", type=positive_int, help="parallel candidate searches (default: all usable cores)")
     p.add_argument("--backend", choices=["local", "ray"], default="local")
     p.add_argument("--address", help="Ray cluster address (with --backend ray)")
     return p

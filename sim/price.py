@@ -590,7 +590,7 @@ def price_sensitivity(
 
 
 def report_json(report: PriceReport) -> dict[str, Any]:
-    from sim.outputs import jsonable as _jsonable
+    from sim.outputs import jsonable
 
     data = {
         "scenario": report.scenario,
@@ -604,7 +604,7 @@ def report_json(report: PriceReport) -> dict[str, Any]:
     }
     if report.sensitivity is not None:
         data["sensitivity"] = report.sensitivity.to_dict("records")
-    return _jsonable(data)
+    return jsonable(data)
 
 
 def write_price_outputs(report: PriceReport, out_dir: Path) -> list[Path]:
@@ -649,8 +649,7 @@ def _numbers(text: str | None, flag: str, integer: bool = False) -> tuple:
 
 def add_price_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``servesim price`` to the CLI's subparsers."""
-    from sim.cliargs import positive_int as _positive_int
-    from sim.cliargs import seed_int as _seed
+    from sim.cliargs import positive_int, seed_int
 
     p = subparsers.add_parser(
         "price",
@@ -676,8 +675,8 @@ def add_price_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", type=Path, help="directory for price.json and CSVs")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    p.add_argument("--seed", type=_seed)
-    p.add_argument("--replications", type=_positive_int)
+    p.add_argument("--seed", type=seed_int)
+    p.add_argument("--replications", type=positive_int)
     return p
 
 

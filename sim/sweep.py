@@ -587,8 +587,7 @@ def results_frame(records: Sequence[dict], grid_keys: Sequence[str] | None = Non
 
 def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``servesim sweep`` to the CLI's subparsers."""
-    from sim.cliargs import positive_int as _positive_int
-    from sim.cliargs import seed_int as _seed
+    from sim.cliargs import positive_int, seed_int
 
     p = subparsers.add_parser(
         "sweep",
@@ -602,10 +601,10 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="directory for sweep.json and results.jsonl")
     p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray tasks")
     p.add_argument("--address", help="Ray cluster address (with --backend ray; default: start Ray on this machine)")
-    p.add_argument("--workers", type=_positive_int, help="points run at once (default: every core; with Ray, every CPU of the cluster)")
+    p.add_argument("--workers", type=positive_int, help="points run at once (default: every core; with Ray, every CPU of the cluster)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE", help="change the base scenario (applied before the grid)")
-    p.add_argument("--seed", type=_seed)
-    p.add_argument("--replications", type=_positive_int)
+    p.add_argument("--seed", type=seed_int)
+    p.add_argument("--replications", type=positive_int)
     p.add_argument("--extend", action="store_true", help="OUTPUT holds a sweep over another grid: run this grid there too, reusing finished points")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -26,8 +26,7 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from sim import catalog
-from sim.config import read_yaml, yaml_type
-from sim.config import short_repr as _short
+from sim.config import read_yaml, short_repr, yaml_type
 from sim.costs.base import StepLine, StepShape
 from sim.errors import ConfigError, ServesimError
 
@@ -207,7 +206,7 @@ class _Reader:
 
     def choice(self, value: Any, where: str, allowed: tuple[str, ...]) -> str:
         if value not in allowed or not isinstance(value, str):
-            self.fail(where, f"expected one of {', '.join(allowed)} (got {_short(value)})")
+            self.fail(where, f"expected one of {', '.join(allowed)} (got {short_repr(value)})")
         return value
 
     def text(self, value: Any, where: str, nullable: bool = False) -> str | None:
@@ -217,7 +216,7 @@ class _Reader:
             return value.isoformat()
         if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
             self.fail(
-                where, f"expected {'a string or null' if nullable else 'a non-empty string'} (got {_short(value)})"
+                where, f"expected {'a string or null' if nullable else 'a non-empty string'} (got {short_repr(value)})"
             )
         return str(value)
 
@@ -225,14 +224,14 @@ class _Reader:
         if value is None and nullable:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.fail(where, f"expected an integer >= {minimum} (got {_short(value)})")
+            self.fail(where, f"expected an integer >= {minimum} (got {short_repr(value)})")
         return value
 
     def number(self, value: Any, where: str, minimum: float = 0.0, nullable: bool = False) -> float | None:
         if value is None and nullable:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < minimum:
-            self.fail(where, f"expected a finite number >= {minimum:g} (got {_short(value)})")
+            self.fail(where, f"expected a finite number >= {minimum:g} (got {short_repr(value)})")
         return float(value)
 
     def numbers(self, value: Any, where: str, length: int | None = None) -> tuple[float, ...]:
@@ -249,7 +248,7 @@ class _Reader:
         if not isinstance(raw, dict):
             self.fail("(top level)", f"a profile must be a YAML mapping of fields (got {yaml_type(raw)})")
         if raw.get("format") != FORMAT:
-            self.fail("format", f"expected {FORMAT!r} (got {_short(raw.get('format'))})")
+            self.fail("format", f"expected {FORMAT!r} (got {short_repr(raw.get('format'))})")
         kind = self.choice(raw.get("kind"), "kind", ("llm", "diffusion"))
         required = [f for f in _TOP_FIELDS if f != "layers"] + (["layers"] if kind == "llm" else [])
         self.mapping(raw, "(top level)", _TOP_FIELDS, tuple(required))
@@ -292,7 +291,7 @@ class _Reader:
             out[key] = self.text(s.get(key), f"source.{key}", nullable=True)
         quick = s.get("quick", False)
         if not isinstance(quick, bool):
-            self.fail("source.quick", f"expected true or false (got {_short(quick)})")
+            self.fail("source.quick", f"expected true or false (got {short_repr(quick)})")
         notes = s.get("notes", [])
         if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
             self.fail("source.notes", "expected a list of strings")
@@ -318,7 +317,7 @@ class _Reader:
         form = raw.get("form")
         if not isinstance(form, str) or form not in forms:
             allowed = " or ".join(repr(f) for f in forms)
-            self.fail(f"{where}.form", f"{name} must be form {allowed} (got {_short(form)})")
+            self.fail(f"{where}.form", f"{name} must be form {allowed} (got {short_repr(form)})")
         features = forms[form]
         if form == "table":
             self.mapping(raw, where, _TABLE_FIELDS, _TABLE_FIELDS)
@@ -343,7 +342,7 @@ class _Reader:
                     if names
                 )
             self.fail(
-                f"{where}.features", f"expected the features {list(features)} in any order{what} (got {_short(got)})"
+                f"{where}.features", f"expected the features {list(features)} in any order{what} (got {short_repr(got)})"
             )
         coef = self.numbers(raw["coef"], f"{where}.coef", len(got))
         return LinearOp(
@@ -373,7 +372,7 @@ class _Reader:
                 self.fail(f"{where}.{f}", "required field is missing (the measured [min, max])")
             pair = raw[f]
             if not isinstance(pair, list) or len(pair) != 2:
-                self.fail(f"{where}.{f}", f"expected [min, max] (got {_short(pair)})")
+                self.fail(f"{where}.{f}", f"expected [min, max] (got {short_repr(pair)})")
             lo = self.number(pair[0], f"{where}.{f}[0]")
             hi = self.number(pair[1], f"{where}.{f}[1]")
             if lo > hi:

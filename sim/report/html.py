@@ -245,22 +245,22 @@ def _section(anchor: str, title: str, body: Iterable[str]) -> str:
 
 def _num(x: Any, scale: float = 1.0) -> str:
     """A number to 3 significant digits (an integer: all of them; '-' for none), as the CLI prints one."""
-    from sim.console import with_ci as _with_ci
+    from sim.console import with_ci
 
     if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
         return "-"
     if isinstance(x, int) and scale == 1.0:
         return f"{x:,}"  # counts stay exact
-    return _with_ci(x * scale, None)
+    return with_ci(x * scale, None)
 
 
 def _est(est: Any, scale: float = 1.0) -> str:
     """A summary estimate ``{mean, ci95, n}`` as 'mean±ci95'."""
-    from sim.console import fmt_estimate as _fmt
+    from sim.console import fmt_estimate
 
     if not isinstance(est, dict) or "mean" not in est:
         return "-"
-    return _fmt({"mean": est["mean"], "ci95": est.get("ci95")}, scale)
+    return fmt_estimate({"mean": est["mean"], "ci95": est.get("ci95")}, scale)
 
 
 def _percent(x: Any) -> str:
@@ -886,9 +886,9 @@ def _sweep_base(manifest: dict):
 
 def _sweep_about(manifest: dict, finished: int) -> str:
     grid = manifest.get("grid") or {}
-    from sim.console import yaml_text as _yaml_text
+    from sim.console import yaml_text
 
-    rows = [[k, ", ".join(_yaml_text(v) for v in values)] for k, values in grid.items()]
+    rows = [[k, ", ".join(yaml_text(v) for v in values)] for k, values in grid.items()]
     text = (
         f"Base scenario {manifest.get('scenario', '?')}"
         + (f" with --set {' --set '.join(manifest['overrides'])}" if manifest.get("overrides") else "")
@@ -913,15 +913,14 @@ def _metric_classes(columns: Iterable[str]) -> list[str]:
 def _plain_sweep_table(df: pd.DataFrame, grid_keys: list[str]) -> str:
     """Grid values, throughput, p99 latencies, SLO met and $/hour: for a sweep whose base
     scenario no longer loads (``sweep_table`` needs it)."""
-    from sim.console import plain_number as _number
-    from sim.console import yaml_text as _yaml_text
+    from sim.console import plain_number, yaml_text
 
     metrics = [
         c for c in df.columns if c.endswith((".throughput_rps", "_p99", ".slo_met")) or c == "fleet.usd_per_hour"
     ]
     rows = [
-        [_yaml_text(_number(r[k])) for k in grid_keys]
-        + [_met(_number(r[m])) if m.endswith(".slo_met") else _num(_number(r[m])) for m in metrics]
+        [yaml_text(plain_number(r[k])) for k in grid_keys]
+        + [_met(plain_number(r[m])) if m.endswith(".slo_met") else _num(plain_number(r[m])) for m in metrics]
         for r in df.to_dict("records")
     ]
     return _table(grid_keys + metrics, rows, align="r" * (len(grid_keys) + len(metrics)))
@@ -931,8 +930,7 @@ def _sweep_figure(df: pd.DataFrame, grid_keys: list[str], slos: dict) -> Figure 
     """Per latency metric, its percentile (the class's SLO's, else p99) against each class's
     achieved throughput: a line per value of the grid keys other than the swept one (the first
     numeric key whose name ends in 'rate', else the first numeric key)."""
-    from sim.console import plain_number as _number
-    from sim.console import yaml_text as _yaml_text
+    from sim.console import plain_number, yaml_text
 
     if "error" in df:
         df = df[df["error"].isna()]
@@ -944,7 +942,7 @@ def _sweep_figure(df: pd.DataFrame, grid_keys: list[str], slos: dict) -> Figure 
     others = [k for k in grid_keys if k != swept]
     series = pd.Series(
         [
-            ", ".join(f"{k.rpartition('.')[2]}={_yaml_text(_number(r[k]))}" for k in others)
+            ", ".join(f"{k.rpartition('.')[2]}={yaml_text(plain_number(r[k]))}" for k in others)
             for r in df.to_dict("records")
         ],
         index=df.index,
@@ -1105,7 +1103,7 @@ def _overloaded(value: Any) -> bool:
 
 
 def _checks_table(pools: list[dict]) -> str:
-    from sim.console import with_ci as _with_ci
+    from sim.console import with_ci
 
     rows = []
     for p in pools:
@@ -1115,7 +1113,7 @@ def _checks_table(pools: list[dict]) -> str:
             if latency and _overloaded(value):
                 shown = "overloaded"
             else:
-                shown = _with_ci(value * scale, hw * scale if _finite(hw) else None) if _finite(value) else "-"
+                shown = with_ci(value * scale, hw * scale if _finite(hw) else None) if _finite(value) else "-"
             met = (
                 _met(c.get("met"))
                 if c.get("met") or c.get("decided", True)

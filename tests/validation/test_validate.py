@@ -47,13 +47,13 @@ def _check_table(table: pd.DataFrame, per_run: pd.DataFrame, metrics: tuple[str,
 def _check_errors(per_run: pd.DataFrame, out: Path, metric: str, loads: tuple[float, ...], repeats: int) -> None:
     """Each run's error, recomputed from the CSVs the report wrote: (predicted - measured) /
     measured against the one prediction of its load."""
-    from calibration.validate import _percentiles
+    from calibration.validate import percentiles
 
     for load in loads:
         folder = out / f"load-{load:.2f}"
-        predicted = _percentiles(pd.read_csv(folder / "predicted_requests.csv"), (metric,))
+        predicted = percentiles(pd.read_csv(folder / "predicted_requests.csv"), (metric,))
         for k in range(repeats):
-            real = _percentiles(pd.read_csv(folder / f"real_requests_{k}.csv"), (metric,))
+            real = percentiles(pd.read_csv(folder / f"real_requests_{k}.csv"), (metric,))
             rows = per_run[(per_run["load"] == load) & (per_run["run"] == k)].set_index("metric")
             for key in real:
                 assert rows.loc[key, "error"] == pytest.approx((predicted[key] - real[key]) / real[key])
@@ -161,7 +161,7 @@ def test_diffusion_validation_report(tmp_path):
     for wait in s.max_waits:
         cases = table[table["max_wait_s"] == wait]
         _check_table(cases, per_run[per_run["max_wait_s"] == wait], ("e2e_s", "queue_s"), s.loads, s.repeats)
-    from calibration.validate import _percentiles
+    from calibration.validate import percentiles
 
     folders = [out / f"load-{load:.2f}-wait-{wait:g}" for wait in s.max_waits for load in s.loads]
     for folder in folders:
@@ -172,7 +172,7 @@ def test_diffusion_validation_report(tmp_path):
             assert np.allclose(real["arrival_s"], predicted["arrival_s"]) and (real["width"] == predicted["width"]).all()
             load, wait = float(folder.name.split("-")[1]), float(folder.name.split("-")[3])
             row = per_run[(per_run["load"] == load) & (per_run["max_wait_s"] == wait) & (per_run["run"] == k)].set_index("metric")
-            want, got = _percentiles(predicted, ("e2e_s",)), _percentiles(real, ("e2e_s",))
+            want, got = percentiles(predicted, ("e2e_s",)), percentiles(real, ("e2e_s",))
             assert row.loc["e2e_s_p50", "error"] == pytest.approx((want["e2e_s_p50"] - got["e2e_s_p50"]) / got["e2e_s_p50"])
     replay = pd.read_csv(out / "batch_replay.csv")
     assert len(replay) >= 1 and (replay["images"] <= s.max_batch_size).all()
