@@ -525,12 +525,25 @@ ROWS = {
 }
 
 
+def _growth_text(growth: float | None) -> str:
+    if growth is None or growth != growth or growth == float("inf"):
+        return "requests were still queued when the run stopped"
+    return f"the queue wait grows {growth:.2g} s per second, arrivals ~{growth:.0%} above what it serves"
+
+
 def print_summary(result, console) -> None:
     from rich.table import Table
 
-    from sim.console import term
+    from sim.console import WIDE, term, thin_percentiles, wide_note
 
     s = result.summary
+    wide = False
+
+    def show(*parts) -> None:
+        nonlocal wide
+        console.print(*parts)
+        wide = wide or any(WIDE in (p if isinstance(p, str) else "".join(str(c) for col in p.columns for c in col.cells)) for p in parts)
+
     kinds = {c.name: c.kind for c in result.scenario.classes}
     uniform = set(kinds.values())
     kinds["all"] = uniform.pop() if len(uniform) == 1 else "mixed"
@@ -552,14 +565,22 @@ def print_summary(result, console) -> None:
     for cls, st in s["classes"].items():
         kind = kinds[cls]
         unit = "video" if cls in videos else "image"
-        table = Table(title=f"class {term(cls)} ({'video' if cls in videos else kind})" + ("  [red](overloaded: completions < 95 % of admitted arrivals)[/red]" if st["overloaded"] else ""), title_justify="left")
+        table = Table(title=f"class {term(cls)} ({'video' if cls in videos else kind})" + (f"  [red](overloaded: {_growth_text(st['queue_growth']['mean'])})[/red]" if st["overloaded"] else ""), title_justify="left")
         table.add_column("metric")
         for p in ("p50", "p90", "p99", "p99.9", "mean"):
             table.add_column(p, justify="right")
         for metric, label, scale in ROWS.get(kind, ROWS["text"]):
             if f"{metric}_p50" in st:
                 table.add_row(label, *(fmt_estimate(st[f"{metric}_{p}"], scale) for p in ("p50", "p90", "p99", "p99.9", "mean")))
-        console.print(table)
+        show(table)
+        per_rep = st["finished"]["mean"]
+        thin = thin_percentiles(per_rep) if per_rep == per_rep else []
+        if thin:
+            console.print(
+                f"  [yellow]note:[/yellow] {', '.join(thin)} rest{'s' if len(thin) == 1 else ''} on fewer than 10 requests per replication "
+                f"beyond {'it' if len(thin) == 1 else 'them'} ({per_rep:,.0f} finished per replication): lengthen duration_s for the tail",
+                highlight=False,
+            )
         slo = s["slo_met"].get(cls)
         if kind == "image":
             rate = f"{fmt_estimate(st['images_per_s'])} {unit}s/s" + (f", {fmt_estimate(st['video_seconds_per_s'])} video-s/s" if "video_seconds_per_s" in st else "")
@@ -567,26 +588,26 @@ def print_summary(result, console) -> None:
             rate = f"{fmt_estimate(st['output_tokens_per_s'])} output tok/s"
         else:
             rate = "all kinds" if kind == "mixed" else "pipelines"
-        console.print(
+        show(
             f"  throughput {fmt_estimate(st['throughput_rps'])} req/s, {rate}; "
             + (
-                f"goodput {fmt_estimate(st['goodput_rps'])} req/s (SLO attainment {fmt_estimate(st['slo_attainment'])})"
+                f"goodput {fmt_estimate(st['goodput_rps'])} req/s (SLO attainment {fmt_estimate(st['slo_attainment'], fraction=True)})"
                 if slo is not None
-                else f"completed {fmt_estimate(st['slo_attainment'])} of arrivals"
+                else f"completed {fmt_estimate(st['slo_attainment'], fraction=True)} of arrivals"
             )
-            + (f", rejected {fmt_estimate(st['rejected_fraction'], 100)} %" if st["rejected_fraction"]["mean"] else "")
-            + (f", failed {fmt_estimate(st['failed_fraction'], 100)} %" if st["failed_fraction"]["mean"] else "")
+            + (f", rejected {fmt_estimate(st['rejected_fraction'], 100, fraction=True)} %" if st["rejected_fraction"]["mean"] else "")
+            + (f", failed {fmt_estimate(st['failed_fraction'], 100, fraction=True)} %" if st["failed_fraction"]["mean"] else "")
             + (f", retries/request {fmt_estimate(st['retries_per_request'])}" if st["retries_per_request"]["mean"] else "")
             + ("" if slo is None else f"; SLO {'met' if slo else '[red]missed[/red]'}")
         )
         if kind == "text":
-            console.print(
+            show(
                 f"  cost ${fmt_estimate(st['cost_per_1m_output_tokens_usd'])} per 1M output tokens (fleet GPU-hours x price); "
                 f"${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
-                f"preemptions/request {fmt_estimate(st['preemptions_per_request'])}; prefix-cache hit {fmt_estimate(st['prefix_hit_rate'])}"
+                f"preemptions/request {fmt_estimate(st['preemptions_per_request'])}; prefix-cache hit {fmt_estimate(st['prefix_hit_rate'], fraction=True)}"
             )
         elif kind == "image":
-            console.print(
+            show(
                 f"  cost ${fmt_estimate(st['cost_per_image_usd'], 1e3)} per 1k {unit}s (fleet GPU-hours x price)"
                 + (f", ${fmt_estimate(st['cost_per_video_second_usd'])} per video second" if "cost_per_video_second_usd" in st else "")
                 + f"; ${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
@@ -595,17 +616,19 @@ def print_summary(result, console) -> None:
         elif kind == "pipeline":
             stages = [k.removeprefix("stage_").removesuffix("_latency_share") for k in st if k.endswith("_latency_share")]
             shares = ", ".join(
-                f"{term(name)} {fmt_estimate(st[f'stage_{name}_e2e_s_mean'])} s ({fmt_estimate(st[f'stage_{name}_latency_share'], 100, 2)} % of time, "
-                f"{fmt_estimate(st[f'stage_{name}_cost_share'], 100, 2)} % of cost)"
+                f"{term(name)} {fmt_estimate(st[f'stage_{name}_e2e_s_mean'])} s ({fmt_estimate(st[f'stage_{name}_latency_share'], 100, 2, fraction=True)} % of time, "
+                f"{fmt_estimate(st[f'stage_{name}_cost_share'], 100, 2, fraction=True)} % of cost)"
                 for name in stages
             )
-            console.print(f"  ${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k pipelines attributed; stages: {shares}")
+            show(f"  ${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k pipelines attributed; stages: {shares}")
     c = s["conservation"]
     sim = s["simulation"]
     console.print(
         f"  requests: {c['arrived']:,} arrived = {c['finished']:,} finished + {c['rejected']:,} rejected + {c['failed']:,} failed + {c['in_flight']:,} in flight; "
         f"simulated {sim['simulated_s']:,.0f} s in {sim['wall_s']:.2f} s wall ({sim['requests'] / max(sim['wall_s'], 1e-9):,.0f} req/s)"
     )
+    if wide:
+        console.print(f"  [yellow]{wide_note(s['replications'])}[/yellow]", highlight=False)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 report share, so that none imports another's private helpers.
 
 * ``term``: user text (scenario, pool and class names) made safe for a rich console.
-* ``with_ci`` / ``fmt_estimate``: a mean and its 95 % confidence half-width, rounded together.
+* ``number``, ``with_ci`` / ``fmt_estimate``: a value to significant figures of its own, with its
+  95 % confidence half-width beside it (``WIDE`` and ``wide_note`` when the CI is wider than the
+  value; ``thin_percentiles`` when a percentile rests on too few samples).
 * ``yaml_text``: a value as ``--set`` reads it back; ``plain_number``: numpy scalars and
   non-finite floats made JSON- and table-friendly.
 """
@@ -28,31 +30,71 @@ def term(text: object) -> str:
     return escape(_CONTROL.sub("", str(text)))
 
 
-def fmt_estimate(est: dict, scale: float = 1.0, digits: int = 3) -> str:
-    """A summary estimate ``{"mean", "ci95"}`` as ``with_ci`` writes it ('-' when undefined)."""
+WIDE = "†"
+"""Marks a figure whose 95 % CI is wider than the figure itself (see ``wide_note``)."""
+
+
+def number(x: float, digits: int = 3, whole: bool = True) -> str:
+    """``x`` to ``digits`` significant figures, thousands separated; zero is '0'. With ``whole``
+    an integer part is never rounded away (3,684, not 3,680)."""
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
+        return "-" if x != x else ("∞" if x > 0 else "-∞")
+    decimals = digits - 1 - math.floor(math.log10(abs(x)))
+    if whole:
+        decimals = max(decimals, 0)
+    text = f"{round(x, decimals):,.{max(decimals, 0)}f}"
+    return "0" if text.lstrip("-").strip("0.,") == "" else text
+
+
+def _half_width(hw: float) -> str:
+    """A CI half-width to two significant figures when its first digit is 1 or 2, else one
+    (the usual convention for an uncertainty: enough to compare, no false precision)."""
+    if hw == 0:
+        return "0"
+    lead = int(f"{hw:e}"[0])
+    return number(hw, 2 if lead <= 2 else 1, whole=False)
+
+
+def with_ci(mean: float, hw: float | None, digits: int = 3, bounds: tuple[float | None, float | None] = (None, None)) -> str:
+    """'3,684±16,000†', '1.99±0.034', '0.245 [0, 1]†', '48.8±0.6', '0', '1.00±0'.
+
+    The mean to ``digits`` significant figures of its own, the 95 % half-width beside it to one
+    or two. A quantity that cannot leave ``bounds`` (a fraction: 0 to 1) shows its interval cut to
+    them when the CI crosses one. ``WIDE`` marks a CI wider than the value: more replications
+    are needed before the value means much."""
+    shown = number(mean, digits)
+    if hw is None or hw != hw:
+        return shown
+    lo, hi = bounds
+    mark = WIDE if hw > abs(mean) and hw > 0 else ""
+    if (lo is not None and mean - hw < lo) or (hi is not None and mean + hw > hi):
+        low = f"{lo:g}" if lo is not None and mean - hw <= lo else number(mean - hw, digits)
+        high = f"{hi:g}" if hi is not None and mean + hw >= hi else number(mean + hw, digits)
+        return f"{shown} [{low}, {high}]{mark}"
+    return f"{shown}±{_half_width(hw)}{mark}"
+
+
+def fmt_estimate(est: dict, scale: float = 1.0, digits: int = 3, *, fraction: bool = False) -> str:
+    """A summary estimate ``{"mean", "ci95"}`` as ``with_ci`` writes it ('-' when undefined);
+    a ``fraction`` (scaled: 0 to ``scale``) keeps its interval inside its range."""
     mean, hw = est["mean"], est["ci95"]
     if mean is None or mean != mean:
         return "-"
-    return with_ci(mean * scale, None if hw is None or hw != hw else hw * scale, digits)
+    bounds = (0.0, scale) if fraction else (None, None)
+    return with_ci(mean * scale, None if hw is None or hw != hw else hw * scale, digits, bounds)
 
 
-def with_ci(mean: float, hw: float | None, digits: int = 3) -> str:
-    """'152±5', '1.99±0.03', '30,400±6,000': the mean to ``digits`` significant digits, no finer
-    than the CI's first significant digit; the CI to one significant digit."""
+def wide_note(replications: int) -> str:
+    """The line under a table or summary that holds a ``WIDE`` figure."""
+    return f"{WIDE} 95 % CI wider than the value: add replications (now {replications}; --replications N)"
 
-    def rounded(x: float, decimals: int) -> str:
-        return f"{round(x, decimals):,.{max(decimals, 0)}f}"
 
-    def decimals_for(x: float, sig: int) -> int:
-        return sig - 1 - math.floor(math.log10(abs(x))) if x else 0
-
-    if mean == 0 and not hw:
-        return "0"
-    dec = decimals_for(mean, digits) if mean else digits
-    if hw:
-        dec = min(dec, decimals_for(hw, 1))
-        return f"{rounded(mean, dec)}±{rounded(hw, dec)}"
-    return rounded(mean, dec) + ("±0" if hw == 0 else "")
+def thin_percentiles(samples_per_replication: float, percentiles: tuple[str, ...] = ("p50", "p90", "p99", "p99.9"), need: int = 10) -> list[str]:
+    """The percentiles that rest on fewer than ``need`` samples beyond them per replication
+    (p99.9 from 2,000 requests rests on 2: it is little more than the largest one)."""
+    return [p for p in percentiles if samples_per_replication * (1 - float(p[1:]) / 100) < need]
 
 
 def yaml_text(value: Any) -> str:

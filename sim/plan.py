@@ -525,23 +525,15 @@ def _text_bounds(pool: PoolConfig, cost, stream, q: float) -> tuple[float, dict[
     (decode per token, prefill as the marginal cost of a chunk riding along), and the floors
     of TTFT (the prompt's prefill alone; not with prefix caching, which can skip it) and TPOT
     (a batch of one)."""
-    from sim.fleet.cluster import pool_kv_budget
+    from sim.fleet.capacity import text_capacity
 
     e = pool.engine
     prompt = stream.prompt_tokens.astype(float)
     output = stream.output_tokens.astype(float)
-    kv_tokens = pool_kv_budget(pool).capacity_tokens
-    batch = int(max(1, min(e.max_num_seqs, kv_tokens // max(1.0, float(np.mean(prompt + output))))))
-    ctx = float(np.mean(prompt + output / 2))
-    dec = StepShape(num_seqs=batch, num_tokens=batch, num_decode=batch, decode_ctx_sum=int(batch * ctx))
-    t_dec = cost.step_s(dec)
-    chunk = max(1, e.max_num_batched_tokens - batch)
-    mixed = StepShape(batch, batch, batch, int(batch * ctx))
-    mixed.add_prefill(chunk, 0)
-    per_prefill_token = max(0.0, cost.step_s(mixed) - t_dec) / chunk
+    full = text_capacity(pool, cost, float(np.mean(prompt + output)), float(np.mean(prompt + output / 2)))
     # With prefix caching a cached prompt skips its prefill: leave prefill out of the bound.
     prefill = 0.0 if stream.prefix_hashes is not None and e.enable_prefix_caching else float(np.mean(prompt))
-    per_req = prefill * per_prefill_token + float(np.mean(output)) * t_dec / batch
+    per_req = prefill * full.prefill_token_s + float(np.mean(output)) * full.decode_step_s / full.batch
     floors: dict[str, float] = {}
     one = StepShape()
     one.add_decode(int(np.percentile(prompt + output / 2, q)))
@@ -1132,11 +1124,15 @@ def _metric_name(c: dict) -> str:
 
 
 def _value_text(c: dict) -> str:
+    from sim.console import with_ci
+
+    hw = c["ci95"] if c["ci95"] is not None and math.isfinite(c["ci95"]) else None
     if c["metric"] in ("stable", "attainment"):
-        return f"{c['value']:.1%} ± {c['ci95']:.1%}"
+        return with_ci(c["value"] * 100, None if hw is None else hw * 100, bounds=(0, 100)) + " %"
     if c["value"] >= LATE_S / 10:
         return "overloaded"
-    return f"{_secs(c['value'])} ± {_secs(c['ci95'])}"
+    scale, unit = (1e3, "ms") if c["value"] < 1 else (1.0, "s")
+    return f"{with_ci(c['value'] * scale, None if hw is None else hw * scale)} {unit}"
 
 
 def _target_text(c: dict) -> str:

@@ -15,13 +15,19 @@ The rules, stated once (the CLI prints them, docs/tutorial.md section 13 derives
   requests were attributed, spread over the classes in proportion to their attributed
   GPU-seconds in that pool. Per request: fully loaded = attributed x bill / attributed, per
   pool and replication.
-* **Input vs output** (text): the recorder does not tag GPU time as prefill or decode, so a
-  request's cost is split in proportion to the tokens it computed for each (prompt tokens not
-  served from the prefix cache vs generated tokens) - the engine's own per-token sharing rule.
+* **Input vs output** (text): a request's cost is split by the GPU time it was attributed in
+  steps that computed its prompt (more than one token of it: prefill, or recompute after a
+  preemption) vs steps that decoded one token of it. Decode is memory-bound and runs in small
+  per-request shares of many steps, so an output token costs many times a prompt token.
 * **Margin** = (revenue - fully loaded cost) / revenue; revenue comes from finished requests.
-* **Break-even utilisation** u* = attributed cost / revenue. The bill per hour B is fixed;
-  revenue per attributed GPU-second (R/A) is fixed by the request mix; at utilisation u the
-  fleet earns u x B x R/A per hour, which equals B at u = A/R. u* > 1: no load breaks even.
+* **Utilisation** = the served requests' work at capacity / the GPU time billed. For a diffusion
+  pool the work is the attributed GPU time (a batch's cost per image barely depends on how full it
+  is). For an LLM pool it is each request's prompt and output tokens at the pool's cost per token
+  at its largest decode batch (``sim.fleet.capacity``): a continuously batched GPU is busy
+  whenever a request is in flight, so its busy time says nothing of how much more it could serve.
+* **Break-even utilisation** u* = work-at-capacity cost / revenue. The bill per hour B is fixed;
+  revenue per GPU-second of work at capacity (R/W) is fixed by the request mix; at utilisation u
+  the fleet earns u x B x R/W per hour, which equals B at u = W/R. u* > 1: no load breaks even.
 """
 
 from __future__ import annotations
@@ -43,9 +49,10 @@ from sim.config import Scenario, parse_scenario, read_yaml
 from sim.errors import ConfigError
 
 IDLE_RULE = "idle GPU time is allocated to classes in proportion to their attributed GPU-seconds within each pool"
-SPLIT_RULE = "a text request's cost is split between input and output in proportion to its computed prompt tokens (prefix-cache hits excluded) and generated tokens"
+SPLIT_RULE = "a text request's cost is split between input and output by the GPU time it was attributed in prefill steps (its prompt, and recompute after a preemption) vs decode steps"
 BREAK_EVEN_RULE = (
-    "break-even utilisation = attributed cost / revenue (bill per hour fixed, revenue proportional to utilisation)"
+    "utilisation = served work at capacity / GPU time billed (LLM pools: tokens at the cost per token of the largest decode batch; "
+    "diffusion: attributed GPU time); break-even utilisation = that work's cost / revenue (bill per hour fixed, revenue proportional to load)"
 )
 
 # Illustrative defaults, derived from the catalog (not market quotes): text $0.02 (input) and
@@ -217,7 +224,7 @@ class PriceReport:
     prices: PriceList
     overall: dict[str, Any]
     """Fleet: bill, attributed, idle, revenue, margin (with 95 % CI over replications),
-    utilisation (attributed / bill), busy fraction, break-even utilisation."""
+    utilisation (served work at capacity / GPU time billed), busy fraction, break-even utilisation."""
     pools: pd.DataFrame
     """Per pool: GPUs, bill, attributed and idle $, utilisation, loaded factor (bill / attributed)."""
     classes: pd.DataFrame
@@ -240,6 +247,35 @@ def _ci95(values: np.ndarray) -> float:
     return float(_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
 
 
+def capacity_gpu_s(result) -> np.ndarray:
+    """Per leaf request (rows of ``result.requests`` that are not pipelines, in order): the
+    GPU-seconds its work takes at capacity. An LLM request's computed prompt tokens (prefix-cache
+    hits excluded) and generated tokens at its pool's cost per token at the full decode batch
+    (``sim.fleet.capacity``); an image request's attributed GPU-seconds."""
+    from sim.fleet.capacity import text_capacity
+    from sim.fleet.cluster import build_cost_model
+
+    req = result.requests
+    leaf = req[req["kind"] != "pipeline"]
+    out = leaf["gpu_s"].to_numpy(float).copy()
+    pools = {p.name: p for p in result.scenario.pools}
+    text = (leaf["kind"] == "text").to_numpy()
+    if not text.any():
+        return out
+    pool_of = leaf["pool"].astype(str).to_numpy()
+    for name in dict.fromkeys(pool_of[text]):
+        pool = pools[name]
+        mine = text & (pool_of == name)
+        rows = leaf[mine]
+        prompt = rows["prompt_tokens"].to_numpy(float)
+        output = rows["output_tokens"].to_numpy(float)
+        full = text_capacity(pool, build_cost_model(pool, result.base_dir), float(np.mean(prompt + output)), float(np.mean(prompt + output / 2)))
+        computed = np.clip(prompt - rows["cached_tokens"].to_numpy(float), 0, None)
+        generated = rows["generated_tokens"].to_numpy(float)
+        out[mine] = full.request_s(computed, generated) * pool.tensor_parallel_size
+    return out
+
+
 def _pool_bills(result) -> pd.DataFrame:
     """Per (pool, replication): GPUs, simulated seconds, bill and attributed $."""
     sc = result.scenario
@@ -252,14 +288,15 @@ def _pool_bills(result) -> pd.DataFrame:
         .sum()
         .reset_index()
     )
-    leaf = result.requests[result.requests["kind"] != "pipeline"]
-    attributed = leaf.groupby(["pool", "replication"], observed=True)[["gpu_s", "cost_usd"]].sum().reset_index()
+    leaf = result.requests[result.requests["kind"] != "pipeline"].assign(capacity_gpu_s=capacity_gpu_s(result))
+    attributed = leaf.groupby(["pool", "replication"], observed=True)[["gpu_s", "cost_usd", "capacity_gpu_s"]].sum().reset_index()
     df = (
         gpus.merge(busy, on=["pool", "replication"])
         .merge(attributed, on=["pool", "replication"], how="left")
-        .fillna({"gpu_s": 0.0, "cost_usd": 0.0})
+        .fillna({"gpu_s": 0.0, "cost_usd": 0.0, "capacity_gpu_s": 0.0})
     )
     df["price_per_gpu_hour"] = df["pool"].map(price).astype(float)
+    df["capacity_usd"] = df["capacity_gpu_s"] / 3600 * df["price_per_gpu_hour"]
     df["sim_s"] = df["replication"].map(end).astype(float)
     df["gpu_time_s"] = df["sim_s"] * df["num_gpus"]
     df["bill_usd"] = df["gpu_time_s"] / 3600 * df["price_per_gpu_hour"]
@@ -316,16 +353,17 @@ def price_scenario(result, price_list: PriceList | None = None) -> PriceReport:
     keys = pd.MultiIndex.from_arrays([req.loc[leaf, "pool"].astype(str), req.loc[leaf, "replication"]])
     req["loaded_usd"] = 0.0
     req.loc[leaf, "loaded_usd"] = req.loc[leaf, "cost_usd"].to_numpy() * factor.reindex(keys).fillna(1.0).to_numpy()
-    if "generated_tokens" in req:
-        cin = (req["prompt_tokens"] - req["cached_tokens"]).clip(lower=0).fillna(0)
-        cout = req["generated_tokens"].fillna(0)
-        tot = cin + cout
-        req["input_share"] = np.where((req["kind"] == "text") & (tot > 0), cin / tot.where(tot > 0), np.nan)
+    if "prefill_gpu_s" in req:
+        gpu = req["gpu_s"].where(req["gpu_s"] > 0)
+        req["input_share"] = np.where(req["kind"] == "text", (req["prefill_gpu_s"].fillna(0) / gpu).clip(0, 1), np.nan)
+    price = {p: result.summary["pools"][p]["price_per_gpu_hour"] for p in result.summary["pools"]}
+    req["capacity_usd"] = 0.0
+    req.loc[leaf, "capacity_usd"] = capacity_gpu_s(result) / 3600 * req.loc[leaf, "pool"].astype(str).map(price).astype(float).to_numpy()
     pipes = req["kind"] == "pipeline"
     if pipes.any():
-        stage = req[req["parent_id"] >= 0].groupby(["replication", "parent_id"])["loaded_usd"].sum()
+        stage = req[req["parent_id"] >= 0].groupby(["replication", "parent_id"])[["loaded_usd", "capacity_usd"]].sum()
         pk = pd.MultiIndex.from_arrays([req.loc[pipes, "replication"], req.loc[pipes, "request_id"]])
-        req.loc[pipes, "loaded_usd"] = stage.reindex(pk).fillna(0.0).to_numpy()
+        req.loc[pipes, ["loaded_usd", "capacity_usd"]] = stage.reindex(pk).fillna(0.0).to_numpy()
     top = req[req["parent_id"] < 0].copy()
     top["revenue_usd"] = _revenue(top, prices)
     reps = range(len(result.replications))
@@ -397,7 +435,8 @@ def _class_row(cls, top: pd.DataFrame, prices: PriceList, reps) -> dict[str, Any
     row["margin"] = 1 - cost / rev if rev > 0 else math.nan
     row["margin_ci95"] = _ci95(np.array(per_rep))
     row["attributed_usd"] = float(rows["cost_usd"].sum())
-    row["break_even_utilisation"] = row["attributed_usd"] / rev if rev > 0 else math.nan
+    row["capacity_usd"] = float(rows["capacity_usd"].sum())
+    row["break_even_utilisation"] = row["capacity_usd"] / rev if rev > 0 else math.nan
     return row
 
 
@@ -408,11 +447,12 @@ def _pool_table(bills: pd.DataFrame, top, req, sc) -> pd.DataFrame:
         gpu_busy_s=("gpu_busy_s", "sum"),
         attributed_gpu_s=("gpu_s", "sum"),
         bill_usd=("bill_usd", "sum"),
+        capacity_gpu_s=("capacity_gpu_s", "sum"),
         attributed_usd=("cost_usd", "sum"),
         idle_usd=("idle_usd", "sum"),
         price_per_gpu_hour=("price_per_gpu_hour", "first"),
     )
-    g["utilisation"] = g["attributed_gpu_s"] / g["gpu_time_s"]
+    g["utilisation"] = g["capacity_gpu_s"] / g["gpu_time_s"]
     g["busy_fraction"] = g["gpu_busy_s"] / g["gpu_time_s"]
     g["loaded_factor"] = g["bill_usd"] / g["attributed_usd"].where(g["attributed_usd"] > 0)
     order = [p.name for p in sc.pools]
@@ -427,18 +467,18 @@ def _overall(bills: pd.DataFrame, top: pd.DataFrame, result, reps) -> dict[str, 
         b = bills[bills["replication"] == i]
         rev = top.loc[top["replication"] == i, "revenue_usd"].sum()
         margins.append(1 - b["bill_usd"].sum() / rev if rev > 0 else math.nan)
-        breaks.append(b["cost_usd"].sum() / rev if rev > 0 else math.nan)
+        breaks.append(b["capacity_usd"].sum() / rev if rev > 0 else math.nan)
     return {
         "bill_usd": bill,
         "attributed_usd": attributed,
         "idle_usd": bill - attributed,
         "revenue_usd": revenue,
         "gpu_hours": float(bills["gpu_time_s"].sum() / 3600),
-        "utilisation": float(bills["gpu_s"].sum() / bills["gpu_time_s"].sum()),
+        "utilisation": float(bills["capacity_gpu_s"].sum() / bills["gpu_time_s"].sum()),
         "busy_fraction": float(bills["gpu_busy_s"].sum() / bills["gpu_time_s"].sum()),
         "margin": 1 - bill / revenue if revenue > 0 else math.nan,
         "margin_ci95": _ci95(np.array(margins)),
-        "break_even_utilisation": attributed / revenue if revenue > 0 else math.nan,
+        "break_even_utilisation": float(bills["capacity_usd"].sum()) / revenue if revenue > 0 else math.nan,
         "break_even_utilisation_ci95": _ci95(np.array(breaks)),
         "replications": len(result.replications),
     }
@@ -718,9 +758,12 @@ def _usd(x: float) -> str:
 
 
 def _pm(x: float, hw: float, scale: float = 100.0) -> str:
+    """A percentage (a fraction times ``scale``) with its 95 % CI, as the run summary writes one."""
+    from sim.console import with_ci
+
     if x is None or not math.isfinite(x):
         return "-"
-    return f"{x * scale:.1f}" + (f"±{hw * scale:.1f}" if hw is not None and math.isfinite(hw) else "")
+    return with_ci(x * scale, hw * scale if hw is not None and math.isfinite(hw) else None)
 
 
 def print_report(report: PriceReport, console) -> None:

@@ -39,6 +39,8 @@ class RunResult:
     replicas: pd.DataFrame
     summary: dict
     replications: list[ReplicationResult] = field(repr=False, default_factory=list)
+    base_dir: Path | None = None
+    """Where the scenario's relative paths (profiles, traces) were read from."""
 
     @property
     def wall_s(self) -> float:
@@ -85,7 +87,9 @@ def run_scenario(
     for child in root.spawn(scenario.replications):
         reps.append(simulate(scenario, base_dir, child, on_arrival))
         check_warmup(scenario, reps[-1].arrivals_end_s)  # fail after one replication, not all
-    return collect(scenario, reps)
+    result = collect(scenario, reps)
+    result.base_dir = base_dir
+    return result
 
 
 def preflight(scenario: Scenario, base_dir: Path, read_traces: bool = False) -> None:
@@ -186,7 +190,7 @@ def _pool_stats(p, replicas_df: pd.DataFrame, series: list[pd.DataFrame], reps, 
                 "batching": b.policy,
                 "max_batch_size": b.max_batch_size,
                 "memory_budget_gib": _kv_blocks(replicas_df, p.name) / 1024,
-                "mean_memory_util": _mean_over_time(series, p.name, "kv_util"),
+                "mean_memory_util": _mean_over_time(series, p.name, "memory_util"),
             }
         )
     else:

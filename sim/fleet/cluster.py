@@ -278,7 +278,7 @@ class DiffusionPool(Pool):
         cost = build_diffusion_cost(cfg, base_dir)
         self._mem: dict[tuple, tuple[int, float]] = {}
         for _ in range(cfg.replicas):
-            index = recorder.add_replica(cfg.name, max(1, int(self.mem_budget / MIB)), 1, 1 / 1024)
+            index = recorder.add_replica(cfg.name, max(1, int(self.mem_budget / MIB)), 1, 1 / 1024, llm=False)
             self._adopt(DiffusionReplica(env, index, DiffusionBatcher(batching, self.mem_budget), cost, recorder, batching))
 
     def make_request(self, request_id: int, class_id: int, t: float, shape, steps: int, images: int) -> ImageRequest:

@@ -205,6 +205,8 @@ class LLMReplica:
         gpu_per_token = dur * self.num_gpus / out.shape.num_tokens
         for req, n in zip(out.requests, out.num_scheduled_tokens):
             req.gpu_s += gpu_per_token * n
+            if n > 1:
+                req.prefill_gpu_s += gpu_per_token * n
         if out.num_cohort:
             self._cohort_step(sched.clock, dur, now, gpu_per_token)
         self.outstanding_tokens -= out.shape.num_tokens
@@ -344,6 +346,8 @@ class LLMReplica:
             share = (now - self._step_start) * self.num_gpus / max(1, out.shape.num_tokens)
             for req, n in zip(out.requests, out.num_scheduled_tokens):
                 req.gpu_s += share * n
+                if n > 1:
+                    req.prefill_gpu_s += share * n
             if out.num_cohort:
                 self._row_gpu_s += share
             self._step_out = None

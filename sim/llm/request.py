@@ -66,6 +66,9 @@ class Request:
     finish_s: float = -1.0
     max_itl_s: float = 0.0
     gpu_s: float = 0.0
+    prefill_gpu_s: float = 0.0
+    """Of ``gpu_s``, the share of steps in which it computed more than one token: its prompt
+    (and any recompute after a preemption); the rest is decode."""
     # Engine-owned marks for cohort members' lazily accumulated metrics.
     gpu_mark: float = 0.0
     itl_mark: int = 0

@@ -67,11 +67,13 @@ class Recorder:
         self.replica_kv_blocks: list[int] = []
         self.replica_gpus: list[int] = []
         self.replica_unit_gib: list[float] = []
+        self.replica_is_llm: list[bool] = []
 
     # -- events
-    def add_replica(self, pool: str, num_kv_blocks: int, num_gpus: int, unit_gib: float = 0.0) -> int:
+    def add_replica(self, pool: str, num_kv_blocks: int, num_gpus: int, unit_gib: float = 0.0, llm: bool = True) -> int:
         """A replica whose memory holds ``num_kv_blocks`` units (KV blocks, or MiB for a
-        diffusion replica) of ``unit_gib`` GiB each."""
+        diffusion replica: ``llm`` False) of ``unit_gib`` GiB each."""
+        self.replica_is_llm.append(llm)
         self.replica_pool.append(pool)
         self.replica_kv_blocks.append(num_kv_blocks)
         self.replica_gpus.append(num_gpus)
@@ -178,6 +180,7 @@ class Recorder:
                 "first_token_s": ("first_token_s", np.float64),
                 "max_itl_s": ("max_itl_s", np.float64),
                 "preemptions": ("num_preemptions", np.int32),
+                "prefill_gpu_s": ("prefill_gpu_s", np.float64),
             },
         )
         df["cached_tokens"] = df["cached_tokens"].clip(lower=0)  # -1: never scheduled
@@ -221,6 +224,13 @@ class Recorder:
         kv_total = np.asarray(self.replica_kv_blocks, np.float64)
         unit = np.asarray(self.replica_unit_gib, np.float64)
         idx = df["replica"].to_numpy()
-        df["kv_util"] = df["kv_blocks_used"] / kv_total[idx] if len(df) else np.empty(0)
-        df["state_gib"] = df["kv_blocks_used"] * unit[idx] if len(df) else np.empty(0)
+        held = df["kv_blocks_used"].to_numpy()
+        df["memory_util"] = held / kv_total[idx] if len(df) else np.empty(0)
+        df["state_gib"] = held * unit[idx] if len(df) else np.empty(0)
+        # A diffusion replica's memory is counted in MiB of activations, not KV blocks: its
+        # rows leave the KV columns empty (memory_util and state_gib hold its figures).
+        llm = np.asarray(self.replica_is_llm, bool)[idx] if len(df) else np.empty(0, bool)
+        df["kv_blocks_used"] = pd.array(np.where(llm, held, 0), dtype="Int32")
+        df.loc[~llm, "kv_blocks_used"] = pd.NA
+        df["kv_util"] = np.where(llm, df["memory_util"].to_numpy(), np.nan)
         return df

@@ -121,6 +121,46 @@ def test_a_run_at_the_break_even_utilisation_has_margin_near_zero():
     assert abs(o["margin"]) <= o["margin_ci95"] + 0.01
 
 
+def test_input_and_output_split_by_prefill_and_decode_gpu_time():
+    """One request at a time: its prompt takes one step (which also emits the first token), its
+    other OUTPUT - 1 tokens one step each. The input's share of its cost is that first step's,
+    1/OUTPUT, not its share of tokens (100 of 110, as the split by token count had it)."""
+    result = run(constant_scenario(rate_a=3.0, replications=1))
+    done = result.requests[result.requests["status"] == "finished"]
+    assert np.allclose(done["prefill_gpu_s"], STEP_S) and np.allclose(done["gpu_s"], OUTPUT * STEP_S)
+    report = price_scenario(result, PRICES)
+    row = report.classes.set_index("class").loc["a"]
+    rows = report.requests[report.requests["class"] == "a"]
+    assert row["usd_per_1m_input_tokens"] == pytest.approx(rows["loaded_usd"].sum() / OUTPUT / done["prompt_tokens"].sum() * 1e6, rel=1e-9)
+    assert row["usd_per_1m_output_tokens"] == pytest.approx(
+        rows["loaded_usd"].sum() * (OUTPUT - 1) / OUTPUT / done["generated_tokens"].sum() * 1e6, rel=1e-9
+    )
+
+
+def test_break_even_utilisation_of_an_llm_pool_does_not_move_with_load():
+    """Continuous batching keeps a GPU busy at any load, so cost per token falls as load rises: a
+    break-even read off attributed (busy) time moved from 169 % at half load to 60 % at 1.5x.
+    Measured against the pool's capacity it is a property of the price list and the mix: the
+    same at every load, and a load above it is profitable, below it is not."""
+    base = ROOT / "scenarios/pricing_study.yaml"
+    prices = PriceList({"chat": PriceEntry(per_1m_input_usd=0.1, per_1m_output_usd=0.3)}, "test")
+    reports = {}
+    for rate in (4, 16):
+        chat = (f"classes=[{{name: chat, pool: chat, arrival: {{process: poisson, rate: {rate}}}, "
+                "prompt_tokens: {dist: lognormal, mean: 1000, cv: 1.0, max: 6000}, "
+                "output_tokens: {dist: lognormal, mean: 250, cv: 0.8, max: 1500}}]")
+        pools = "pools=[{name: chat, model: llama-3-8b, gpu: h100-sxm, replicas: 1}]"
+        result = run_scenario(base, overrides=(chat, pools, "duration_s=60", "replications=2"))
+        reports[rate] = price_scenario(result, prices)
+    low, high = (reports[r].overall for r in (4, 16))
+    assert low["break_even_utilisation"] == pytest.approx(high["break_even_utilisation"], rel=0.1)
+    for o in (low, high):
+        assert (o["margin"] > 0) == (o["utilisation"] > o["break_even_utilisation"])
+        # margin = 1 - bill / revenue = 1 - u* / u: the definitions agree
+        assert o["margin"] == pytest.approx(1 - o["break_even_utilisation"] / o["utilisation"], rel=1e-9)
+    assert low["utilisation"] < low["break_even_utilisation"] < high["utilisation"]
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_every_shipped_scenario_prices(path, skip_without_traces):
     skip_without_traces(path)

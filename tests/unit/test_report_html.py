@@ -326,7 +326,7 @@ def test_plan(plan_dir):
         "no candidate meets the SLOs of pool(s) shared",
         "fleet.yaml",
         "p99 TTFT (s)",
-        "0.21±0.02",
+        "0.210±0.020",
         "llama-3-8b a100-80gb engine.max_num_seqs=256",
         "chosen",
         "rejected",

@@ -189,3 +189,13 @@ def test_a_static_batch_decodes_its_latents_in_one_vae_call_per_shape():
     assert df["finish_s"].nunique() == 1
     assert df["finish_s"].iloc[0] - df["first_scheduled_s"].iloc[0] == pytest.approx(service, rel=1e-12)
     assert cost.vae_decode_s(4, 1024, 1024, 1) < 4 * cost.vae_decode_s(1, 1024, 1024, 1)
+
+
+def test_a_diffusion_replica_reports_memory_not_kv_blocks():
+    """Its time series used to put MiB of activations in ``kv_blocks_used``."""
+    res = run_scenario(scenario(dict(max_batch_size=4), dict(steps=10), rate=1.0, n=50, cost=dict(kind="roofline")), Path("."))
+    ts = res.timeseries
+    busy = ts[ts["running"] > 0]
+    assert len(busy) and ts["kv_blocks_used"].isna().all() and ts["kv_util"].isna().all()
+    assert (busy["state_gib"] > 0).all() and busy["memory_util"].between(0, 1, inclusive="right").all()
+    assert res.summary["pools"]["p"]["mean_memory_util"] > 0
