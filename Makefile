@@ -33,10 +33,11 @@ bench: $(BIN)/servesim
 	$(BIN)/servesim bench
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check sim calibration tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 two-shapes: $(BIN)/servesim
-	$(BIN)/python -m sim.report.two_shapes --out docs
+	$(BIN)/python -m sim.studies.two_shapes --out docs
 
 calibrate: $(VENV)/.test-deps
 	$(BIN)/servesim calibrate --model llama-tiny --device cpu --quick -o profiles/cpu

@@ -33,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from calibration.grids import DiffusionGrid, LLMGrid, diffusion_grid, llm_grid
 from calibration.harness import Timing, configure_cpu, run_metadata, sync, time_fn, time_interleaved
+from sim import journal
 
 Progress = Callable[[str, int, int], None]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -58,18 +59,16 @@ def count_flops(fn: Callable[[], object]) -> float:
 
 class _Recorder:
     """Appends each op's rows to ``raw.jsonl`` (one JSON object per measured point; ops have
-    different feature columns) as soon as its sweep finishes."""
+    different feature columns) as soon as its sweep finishes: a durable journal
+    (``sim.journal``), so an interrupted calibration resumes with the ops it had finished."""
 
     def __init__(self, out: Path):
         self.path = out / RAW
-        self.done: set[str] = set()
-        if self.path.exists():
-            self.done = {json.loads(line)["op"] for line in self.path.read_text().splitlines() if line.strip()}
+        journal.cut_partial_line(self.path)
+        self.done: set[str] = {r["op"] for r in journal.read_records(self.path, "op")}
 
     def record(self, op: str, rows: list[dict]) -> None:
-        with self.path.open("a") as f:
-            for row in rows:
-                f.write(json.dumps({"op": op, **row}) + "\n")
+        journal.append(self.path, *({"op": op, **row} for row in rows))
         self.done.add(op)
 
 

@@ -88,7 +88,9 @@ def _child(case: str, requests: int) -> None:
     )
 
 
-def _run_case(case: str, n: int) -> dict:
+def run_case(case: str, n: int) -> dict:
+    """One run of a case in a fresh process: its requests, steps, wall times, peak RSS and a
+    few latencies. Raises RuntimeError (with the child's last line) if it fails."""
     proc = subprocess.run([sys.executable, "-c", f"from sim.bench import _child; _child({case!r}, {n})"], capture_output=True, text=True)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
@@ -96,37 +98,40 @@ def _run_case(case: str, n: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(requests: list[int] | None = None, skip_trace: bool = False, repeat: int = 3) -> int:
-    """Run each case ``repeat`` times (fresh processes); print medians and ranges. Timing on a
-    shared machine moves by tens of per cent between runs: read the range, not one number."""
-    import statistics
-
-    from rich.console import Console
-    from rich.table import Table
-
-    cases = [("reference", n) for n in (requests or [20_000, 200_000])]
+def cases(requests: list[int] | None = None, skip_trace: bool = False) -> list[tuple[str, int]]:
+    """The cases to run: the reference workload at each request count (default 20,000 and
+    200,000), then the Azure conversation trace (unless ``skip_trace``)."""
+    out = [("reference", n) for n in (requests or [20_000, 200_000])]
     if not skip_trace:
-        cases.append(("azure-conv", 19_366))
+        out.append(("azure-conv", 19_366))
+    return out
+
+
+def bench_table(repeat: int):
+    """The empty result table (``sim.console.Table``); ``bench_row`` gives each case's row."""
+    from sim.console import Table
+
     table = Table(title=f"servesim bench (Llama-2-7B, 1 x H100, roofline, Poisson 7 req/s); median [min-max] of {repeat} runs")
     for col in ("case", "requests", "engine steps", "sim wall s", "req / wall s", "peak RSS MB", "TTFT p99 ms", "TPOT p50 ms", "E2E p50 s"):
         table.add_column(col, justify="right")
-    console = Console(width=160)
-    for case, n in cases:
-        try:
-            runs = [_run_case(case, n) for _ in range(repeat)]
-        except RuntimeError as exc:
-            sys.stderr.write(f"servesim: error: {exc}\n")
-            return 1
-        r = runs[0]
-        rates = [x["req_per_wall_s"] for x in runs]
-        walls = [x["sim_wall_s"] for x in runs]
-        table.add_row(
-            case, f"{r['requests']:,}", f"{r['engine_steps']:,}",
-            f"{statistics.median(walls):.2f} [{min(walls):.2f}-{max(walls):.2f}]",
-            f"{statistics.median(rates):,.0f} [{min(rates):,.0f}-{max(rates):,.0f}]",
-            f"{max(x['peak_rss_mb'] for x in runs):,.0f}",
-            f"{r['ttft_p99_s'] * 1e3:.1f}", f"{r['tpot_p50_s'] * 1e3:.2f}", f"{r['e2e_p50_s']:.2f}",
-        )
-    console.print(table)
-    console.print("Peer reference: Vidur runs ~950 simulated requests per wall-second on this workload on these 2-core machines.")
-    return 0
+    return table
+
+
+def bench_row(case: str, runs: list[dict]) -> list[str]:
+    """A case's row: medians and ranges over its runs. Timing on a shared machine moves by tens
+    of per cent between runs: read the range, not one number."""
+    import statistics
+
+    r = runs[0]
+    rates = [x["req_per_wall_s"] for x in runs]
+    walls = [x["sim_wall_s"] for x in runs]
+    return [
+        case, f"{r['requests']:,}", f"{r['engine_steps']:,}",
+        f"{statistics.median(walls):.2f} [{min(walls):.2f}-{max(walls):.2f}]",
+        f"{statistics.median(rates):,.0f} [{min(rates):,.0f}-{max(rates):,.0f}]",
+        f"{max(x['peak_rss_mb'] for x in runs):,.0f}",
+        f"{r['ttft_p99_s'] * 1e3:.1f}", f"{r['tpot_p50_s'] * 1e3:.2f}", f"{r['e2e_p50_s']:.2f}",
+    ]  # fmt: skip
+
+
+PEER_NOTE = "Peer reference: Vidur runs ~950 simulated requests per wall-second on this workload on these 2-core machines."

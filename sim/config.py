@@ -314,6 +314,12 @@ class SLO(Strict):
             raise ValueError("'attainment' needs a target: give ttft_s, tpot_s or e2e_s")
         return self
 
+    def targets(self, kind: str = "text") -> list[tuple[str, float]]:
+        """``(metric, target)`` of each target that applies to a class of this kind: TTFT and
+        TPOT only to text (an image or a pipeline has no token stream), E2E to every kind."""
+        pairs = (("ttft_s", self.ttft_s), ("tpot_s", self.tpot_s), ("e2e_s", self.e2e_s))
+        return [(m, t) for m, t in pairs if t is not None and (kind == "text" or m == "e2e_s")]
+
 
 class RequestClass(Strict):
     """A stream of requests with its own arrivals, routed to one pool: text requests

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -58,15 +59,20 @@ def _half_width(hw: float) -> str:
 
 
 def with_ci(mean: float, hw: float | None, digits: int = 3, bounds: tuple[float | None, float | None] = (None, None)) -> str:
-    """'3,684±16,000†', '1.99±0.034', '0.245 [0, 1]†', '48.8±0.6', '0', '1.00±0'.
+    """'3,684±16,000†', '1.99±0.034', '0.245 [0, 1]†', '48.8±0.6', '1.00±0', '0'.
 
     The mean to ``digits`` significant figures of its own, the 95 % half-width beside it to one
-    or two. A quantity that cannot leave ``bounds`` (a fraction: 0 to 1) shows its interval cut to
+    or two; '±0' when the replications agree (to floating-point rounding), and a bare '0' when
+    every one gave zero. A quantity that cannot leave ``bounds`` (a fraction: 0 to 1) shows its interval cut to
     them when the CI crosses one. ``WIDE`` marks a CI wider than the value: more replications
     are needed before the value means much."""
     shown = number(mean, digits)
     if hw is None or hw != hw:
         return shown
+    if hw <= 1e-9 * abs(mean):
+        hw = 0.0  # replications equal but for floating-point rounding
+    if hw == 0 and mean == 0:
+        return "0"  # every replication gave zero
     lo, hi = bounds
     mark = WIDE if hw > abs(mean) and hw > 0 else ""
     if (lo is not None and mean - hw < lo) or (hi is not None and mean + hw > hi):
@@ -114,3 +120,80 @@ def plain_number(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+# --------------------------------------------------------------------------- tables and lines
+#
+# What a command shows is a list of blocks, built by the study modules (which print nothing):
+# tables and lines of text. The terminal renders them with rich (``show``); the HTML report
+# renders the same blocks as HTML (``sim.report.html``), so the page says what the CLI says.
+
+
+@dataclass
+class Column:
+    header: str
+    justify: str = "left"
+    overflow: str = "ellipsis"
+    """What a terminal does with a cell too wide for its column: "ellipsis" or "fold"."""
+
+
+@dataclass
+class Table:
+    """A table with a title, columns and rows of text (rich markup allowed; user strings escaped
+    with ``term``)."""
+
+    title: str | None = None
+    columns: list[Column] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    title_justify: str = "center"
+
+    def add_column(self, header: str, justify: str = "left", overflow: str = "ellipsis") -> None:
+        self.columns.append(Column(header, justify, overflow))
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append(list(cells))
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line of text (rich markup allowed), with how a terminal styles it."""
+
+    markup: str
+    highlight: bool | None = None
+    """rich's highlighting of numbers and the like (None: the console's default, on)."""
+    style: str | None = None
+
+
+Block = Table | Line
+
+
+def to_rich(table: Table):
+    """``table`` as a rich Table."""
+    from rich.table import Table as RichTable
+
+    out = RichTable(title=table.title, title_justify=table.title_justify)
+    for c in table.columns:
+        out.add_column(c.header, justify=c.justify, overflow=c.overflow)
+    for row in table.rows:
+        out.add_row(*row)
+    return out
+
+
+def show(blocks: list[Block], console) -> None:
+    """Print ``blocks`` on a rich console."""
+    for block in blocks:
+        if isinstance(block, Table):
+            console.print(to_rich(block))
+        else:
+            console.print(block.markup, highlight=block.highlight, style=block.style)
+
+
+def plain(markup: str) -> str:
+    """The text a line of rich markup shows (markup that does not parse is shown as written)."""
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    try:
+        return Text.from_markup(str(markup)).plain
+    except MarkupError:
+        return str(markup)

@@ -33,13 +33,9 @@ run again with the same ``-o`` reuses them, so an interrupted plan resumes).
 
 from __future__ import annotations
 
-import argparse
-import fcntl
 import hashlib
 import json
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -49,9 +45,8 @@ from typing import Any
 import numpy as np
 import yaml
 from pydantic import ValidationError
-from scipy import stats
 
-from sim import __version__, catalog
+from sim import __version__, catalog, journal
 from sim.config import (
     SLO,
     PlanConfig,
@@ -60,10 +55,11 @@ from sim.config import (
     Scenario,
     apply_overrides,
     format_validation_error,
-    load_scenario,
 )
 from sim.costs.base import StepShape
 from sim.errors import ConfigError, ServesimError
+from sim.metrics.summary import t_half_width
+from sim.seeds import class_rng, replication_seed
 
 EVALUATIONS_FILE = "evaluations.jsonl"
 STABLE_FRACTION = 0.95
@@ -233,15 +229,6 @@ def sub_scenario(scenario: Scenario, pool: PoolConfig, classes: tuple[int, ...],
     )
 
 
-def replication_seed(seed: int, rep: int, num_classes: int) -> np.random.SeedSequence:
-    """Replication ``rep``'s seed as ``servesim run`` spawns it, its class children taken."""
-    return np.random.SeedSequence(seed, spawn_key=(rep,), n_children_spawned=num_classes)
-
-
-def class_rng(seed: int, rep: int, class_index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(rep, class_index)))
-
-
 def _streams(sub: Scenario, classes: tuple[int, ...], rep: int, base_dir: Path) -> list:
     """The pool's classes' request streams in replication ``rep``, drawn as ``servesim run`` draws them."""
     from sim.fleet.cluster import build_stream_for
@@ -289,10 +276,7 @@ def checks_for(scenario: Scenario, classes: tuple[int, ...]) -> list[Check]:
 
 
 def _targets(slo: SLO | None, kind: str) -> list[tuple[str, float]]:
-    if slo is None:
-        return []
-    pairs = [("ttft_s", slo.ttft_s), ("tpot_s", slo.tpot_s), ("e2e_s", slo.e2e_s)]
-    return [(m, t) for m, t in pairs if t is not None and (kind == "text" or m == "e2e_s")]
+    return [] if slo is None else slo.targets(kind)
 
 
 def measure(checks: list[Check], sub: Scenario, result, window_end: float) -> dict[str, Any]:
@@ -335,7 +319,7 @@ def decide(checks: list[Check], reps: list[dict]) -> dict[str, Any]:
     for ck in checks:
         vals = np.array([r["values"][f"{ck.cls}/{ck.metric}"] for r in reps], dtype=float)
         mean = float(vals.mean())
-        hw = float(stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else math.inf
+        hw = t_half_width(vals) if len(vals) > 1 else math.inf  # one replication shows nothing
         hw = 0.0 if not math.isfinite(hw) and np.all(vals == vals[0]) else hw
         lo, hi = mean - hw, mean + hw
         sure_met = lo >= ck.target if ck.higher_is_better else hi <= ck.target
@@ -406,7 +390,7 @@ class Evaluator:
         self.cache[key] = record
         self.new.append(record)
         if self.cache_path is not None:
-            _append(self.cache_path, record)
+            journal.append(self.cache_path, record)
         return record
 
     def evaluate(self, pool: PoolConfig, classes: tuple[int, ...], checks: list[Check]) -> dict:
@@ -430,39 +414,9 @@ def deterministic(scenario: Scenario, pool: PoolConfig, classes: tuple[int, ...]
     return pool.faults is None and all(c.kind == "text" and c.trace is not None and c.arrival is None for c in picked)
 
 
-def _append(path: Path, record: dict) -> None:
-    line = json.dumps(record, allow_nan=False, default=float) + "\n"
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def drop_cut_tail(path: Path) -> None:
-    """Cut a journal back to its last complete line: a line a kill left half-written would
-    otherwise glue itself to the next record appended."""
-    if not path.is_file() or path.is_symlink():
-        return
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
-
-
 def read_cache(path: Path) -> dict[str, dict]:
-    """Finished replications from an earlier run (a cut last line is ignored)."""
-    out: dict[str, dict] = {}
-    if not path.is_file():
-        return out
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and "key" in rec:
-            out[rec["key"]] = rec
-    return out
+    """Finished replications from an earlier run, by key (a cut last line is ignored)."""
+    return {rec["key"]: rec for rec in journal.read_records(path, "key")}
 
 
 # --------------------------------------------------------------------------- analytic bounds
@@ -696,10 +650,8 @@ def plan_fleet(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         cache_path = out_dir / EVALUATIONS_FILE
-        if cache_path.is_symlink():
-            raise ConfigError(f"{cache_path}: is a symbolic link; servesim appends to its own journal, never through a link")
         cache = read_cache(cache_path)
-        drop_cut_tail(cache_path)  # a killed plan's half-written line, before anything is appended
+        journal.cut_partial_line(cache_path)  # a killed plan's half-written line, before anything is appended
     cands: dict[str, list[Candidate]] = {}
     for key, prob in problems.items():
         cs = candidates(scenario, prob)
@@ -764,7 +716,7 @@ def _run_searches(scenario, base_dir, settings, problems, jobs, cache, cache_pat
         for record in res.pop("new_records"):
             cache[record["key"]] = record
             if cache_path is not None:
-                _append(cache_path, record)
+                journal.append(cache_path, record)
         for k, v in res.items():
             setattr(cand, k, v)
         if progress is not None:
@@ -987,77 +939,11 @@ def write_plan(result: PlanResult, out_dir: Path, scenario_file: str | None = No
 # --------------------------------------------------------------------------- CLI
 
 
-def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``servesim plan`` to the CLI's subparsers."""
-    from sim.cliargs import positive_int, seed_int
+def plan_blocks(result: PlanResult) -> list:
+    """What ``servesim plan`` shows: the answer, its SLO checks, layouts and candidates."""
+    from sim.console import Line, Table, term
 
-    p = subparsers.add_parser(
-        "plan",
-        help="find the cheapest fleet (GPU type, TP, replicas, knobs per pool) that meets every SLO",
-        description="Search the scenario's plan block (GPU types, TP, models, knob variants, pool layouts) for the "
-        "cheapest fleet meeting every class's SLO: analytic bounds prune, simulation with common random numbers and "
-        "CI-decided percentiles sizes each pool.",
-    )
-    p.add_argument("scenario", type=Path)
-    p.add_argument("-o", "--output", type=Path, help="directory for plan.json, fleet.yaml, evaluations.jsonl (an interrupted plan resumes from it)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    p.add_argument("--seed", type=seed_int)
-    p.add_argument("--workers", type=positive_int, help="parallel candidate searches (default: all usable cores)")
-    p.add_argument("--backend", choices=["local", "ray"], default="local")
-    p.add_argument("--address", help="Ray cluster address (with --backend ray)")
-    return p
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from sim.run import check_output_dir
-
-    if args.address is not None and args.backend != "ray":
-        raise ConfigError("--address needs --backend ray")
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    scenario, base_dir = load_scenario(args.scenario, overrides)
-    if scenario.plan is None:
-        raise ConfigError(f"{args.scenario}: no 'plan' block; add one to say what the plan may choose (docs/tutorial.md, section 14)")
-    if args.output is not None:
-        check_output_dir(args.output)
-    err = Console(stderr=True)
-    try:
-        result = plan_fleet(
-            scenario,
-            base_dir,
-            out_dir=args.output,
-            workers=args.workers,
-            backend=args.backend,
-            address=args.address,
-            progress=(lambda line: err.print(f"[dim]{line}[/dim]", highlight=False)) if err.is_terminal else None,
-        )
-    except KeyboardInterrupt:
-        if args.output is None:
-            sys.stderr.write("servesim: interrupted (nothing was kept: without -o a plan does not save its evaluations)\n")
-        else:
-            journal = args.output / EVALUATIONS_FILE
-            kept = sum(1 for _ in journal.open()) if journal.is_file() else 0
-            sys.stderr.write(
-                f"servesim: interrupted: {kept} simulated replication(s) are saved in {journal}; "
-                "run the same command again to resume\n"
-            )
-        return 130
-    print_plan(result, Console())
-    if args.output is not None:
-        paths = write_plan(result, args.output, str(args.scenario))
-        names = [p.name for p in paths] + [EVALUATIONS_FILE] * (args.output / EVALUATIONS_FILE).is_file()
-        Console().print(f"wrote {', '.join(names)} to {args.output}", highlight=False)
-    return 0 if result.answer["feasible"] else 1
-
-
-def print_plan(result: PlanResult, console) -> None:
-    from rich.table import Table
-
-    from sim.console import term
-
+    out: list = []
     a = result.answer
     if a["feasible"]:
         t = Table(title=f"{term(result.scenario.name)}: cheapest fleet, layout {a['layout']}: ${a['cost_per_hour']:,.2f}/h, {a['gpus']} GPUs")
@@ -1068,30 +954,30 @@ def print_plan(result: PlanResult, console) -> None:
             fewer = "-" if p["one_fewer"] is None else f"{_pct(p['one_fewer']['margin'])} ({'meets' if p['one_fewer']['meets'] else 'misses'})"
             name = p["pool"] + (" (binding)" if p["pool"] == a["binding_pool"] else "")
             t.add_row(term(name), p["model"], p["gpu"], str(p["tensor_parallel_size"]), knobs, str(p["replicas"]), f"{p['cost_per_hour']:,.2f}", _pct(p["margin"]), fewer)
-        console.print(t)
+        out.append(t)
         checks = Table(title="SLO checks at the chosen fleet (mean over replications, 95 % CI)")
         for col in ("pool", "class", "metric", "value", "SLO", "met"):
             checks.add_column(col)
         for p in a["pools"]:
             for c in p["checks"]:
                 checks.add_row(term(p["pool"]), term(c["class"]), _metric_name(c), _value_text(c), _target_text(c), _met_text(c))
-        console.print(checks)
+        out.append(checks)
         from sim.catalog import assumed_efficiency_note
 
         kinds = {p.name: p.cost_model.kind for p in result.scenario.pools}
         for gpu in dict.fromkeys(p["gpu"] for p in a["pools"] if kinds.get(p["pool"], "roofline") == "roofline"):
             note = assumed_efficiency_note(gpu)
             if note:
-                console.print(f"[yellow]note:[/yellow] the answer rests on {note}", highlight=False)
+                out.append(Line(f"[yellow]note:[/yellow] the answer rests on {note}", highlight=False))
     else:
-        console.print(f"[bold red]no fleet meets every SLO[/bold red] within the search space of {term(result.scenario.name)}")
+        out.append(Line(f"[bold red]no fleet meets every SLO[/bold red] within the search space of {term(result.scenario.name)}"))
     if len(result.layout_rows) > 1:
         lt = Table(title="layouts")
         for col in ("layout", "$/h", "note"):
             lt.add_column(col)
         for row in result.layout_rows:
             lt.add_row(term(row["name"]), "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:,.2f}", row["reason"] or "")
-        console.print(lt)
+        out.append(lt)
     ct = Table(title="candidates")
     for col in ("pool", "candidate", "status", "replicas", "$/h", "margin", "why"):
         ct.add_column(col, overflow="fold")
@@ -1102,11 +988,12 @@ def print_plan(result: PlanResult, console) -> None:
                 c.problem, describe(c.label), c.status, "-" if c.replicas is None else str(c.replicas),
                 "-" if cost is None else f"{cost:,.2f}", "-" if c.margin is None else _pct(c.margin), c.reason or "",
             )
-    console.print(ct)
-    console.print(
+    out.append(ct)
+    out.append(Line(
         f"{result.simulated} replications simulated in {result.wall_s:.1f} s; frontier: {len(result.frontier)} points",
         highlight=False,
-    )
+    ))
+    return out
 
 
 def _pct(margin: float) -> str:

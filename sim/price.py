@@ -32,7 +32,6 @@ The rules, stated once (the CLI prints them, docs/tutorial.md section 13 derives
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -42,11 +41,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _stats
 
 from sim import catalog
 from sim.config import Scenario, parse_scenario, read_yaml
 from sim.errors import ConfigError
+from sim.metrics.summary import t_half_width
 
 IDLE_RULE = "idle GPU time is allocated to classes in proportion to their attributed GPU-seconds within each pool"
 SPLIT_RULE = "a text request's cost is split between input and output by the GPU time it was attributed in prefill steps (its prompt, and recompute after a preemption) vs decode steps"
@@ -240,11 +239,9 @@ class PriceReport:
 
 
 def _ci95(values: np.ndarray) -> float:
+    """The 95 % half-width over replications of their finite values (NaN with fewer than two)."""
     values = np.asarray(values, float)
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return math.nan
-    return float(_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    return t_half_width(values[np.isfinite(values)])
 
 
 def capacity_gpu_s(result) -> np.ndarray:
@@ -674,83 +671,6 @@ def write_price_outputs(report: PriceReport, out_dir: Path) -> list[Path]:
     return paths
 
 
-def _numbers(text: str | None, flag: str, integer: bool = False) -> tuple:
-    if not text:
-        return ()
-    try:
-        values = tuple((int if integer else float)(x) for x in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or not all(v > 0 and math.isfinite(v) for v in values):
-        kind = "positive integers" if integer else "positive numbers"
-        raise ConfigError(f"{flag}: expected comma-separated {kind}, got {text!r}")
-    return values
-
-
-def add_price_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``servesim price`` to the CLI's subparsers."""
-    from sim.cliargs import positive_int, seed_int
-
-    p = subparsers.add_parser(
-        "price",
-        help="cost per request by class, margin at a price list, break-even utilisation",
-        description="Simulate a scenario and price it: attributed and fully loaded cost per request by class ("
-        + IDLE_RULE
-        + "), $ per 1M tokens / image / video second, revenue and margin at a price list, break-even utilisation.",
-    )
-    p.add_argument("scenario", type=Path)
-    p.add_argument(
-        "--prices",
-        type=Path,
-        metavar="FILE",
-        help="price list YAML (default: an illustrative list derived from the catalog)",
-    )
-    p.add_argument(
-        "--loads", metavar="X1,X2,...", help="also re-run with every arrival rate x each factor; report margin vs load"
-    )
-    p.add_argument(
-        "--steps",
-        metavar="S1,S2,...",
-        help="also re-run with every image class at each step count; report cost and margin vs steps",
-    )
-    p.add_argument("-o", "--output", type=Path, help="directory for price.json and CSVs")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    p.add_argument("--seed", type=seed_int)
-    p.add_argument("--replications", type=positive_int)
-    return p
-
-
-def cmd_price(args: argparse.Namespace) -> int:
-    """``servesim price``: run, price, print tables; ``-o`` writes files."""
-    from rich.console import Console
-
-    from sim.config import load_scenario
-    from sim.run import check_output_dir, run_scenario
-
-    loads = _numbers(args.loads, "--loads")
-    steps = _numbers(args.steps, "--steps", integer=True)
-    prices = load_price_list(args.prices) if args.prices is not None else None
-    overrides = list(args.overrides)
-    if getattr(args, "seed", None) is not None:
-        overrides.append(f"seed={args.seed}")
-    if getattr(args, "replications", None) is not None:
-        overrides.append(f"replications={args.replications}")
-    scenario, base_dir = load_scenario(args.scenario, overrides)
-    if prices is not None:
-        check_price_list(prices, scenario)  # before simulating
-    if args.output is not None:
-        check_output_dir(args.output)
-    report = price_scenario(run_scenario(scenario, base_dir), prices)
-    if loads or steps:
-        report.sensitivity, notes = price_sensitivity(scenario, base_dir, report.prices, loads, steps)
-        report.notes += notes
-    print_report(report, Console())
-    if args.output is not None:
-        paths = write_price_outputs(report, args.output)
-        Console().print(f"wrote {len(paths)} files to {args.output}")
-    return 0
-
-
 def _usd(x: float) -> str:
     if x is None or not isinstance(x, int | float) or not math.isfinite(x):
         return "-"
@@ -766,17 +686,62 @@ def _pm(x: float, hw: float, scale: float = 100.0) -> str:
     return with_ci(x * scale, hw * scale if hw is not None and math.isfinite(hw) else None)
 
 
-def print_report(report: PriceReport, console) -> None:
-    from rich.table import Table
+PRICE_EXPECTED = "the price.json that servesim price -o writes"
 
-    from sim.console import term
 
-    o = report.overall
-    console.print(
-        f"[bold]{term(report.scenario)}[/bold]: priced at {term(report.prices.source)}; {o['replications']} replication(s), costs over the whole simulated time"
+def _records_frame(records: Any, path: Path, key: str) -> pd.DataFrame:
+    """Records from JSON as a DataFrame; a column of numbers and nulls (NaN in JSON) is float."""
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ConfigError(f"{path}: {key!r} is not a list of objects; expected {PRICE_EXPECTED}")
+    df = pd.DataFrame(records)
+    for col in df.columns:
+        values = df[col].tolist()
+        if None in values and all(v is None or isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            df[col] = df[col].astype(float)
+    return df
+
+
+def read_price_json(data: dict, path: Path) -> PriceReport:
+    """The PriceReport a price.json was written from (without its per-request table)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: holds a JSON {type(data).__name__}, not an object; expected {PRICE_EXPECTED}")
+    for key in ("scenario", "prices", "overall", "pools", "classes", "comparison"):
+        if key not in data:
+            raise ConfigError(f"{path}: no {key!r} key; expected {PRICE_EXPECTED}")
+    try:
+        entries = {
+            k: PriceEntry(**{f: x for f, x in v.items() if f in FIELDS}) for k, v in data["prices"]["classes"].items()
+        }
+        prices = PriceList(entries, data["prices"]["source"])
+        overall = {k: math.nan if v is None else v for k, v in data["overall"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path}: unexpected prices or overall ({type(exc).__name__}: {exc}); expected {PRICE_EXPECTED}"
+        ) from None
+    sens = data.get("sensitivity")
+    return PriceReport(
+        scenario=str(data["scenario"]),
+        prices=prices,
+        overall=overall,
+        pools=_records_frame(data["pools"], path, "pools"),
+        classes=_records_frame(data["classes"], path, "classes"),
+        comparison=_records_frame(data["comparison"], path, "comparison"),
+        requests=pd.DataFrame(),
+        sensitivity=_records_frame(sens, path, "sensitivity") if sens else None,
+        notes=list(data.get("notes") or []),
+        rules=tuple(data.get("rules") or ()),
     )
+
+
+def report_blocks(report: PriceReport) -> list:
+    """What ``servesim price`` shows (and the HTML report's price section): tables and lines."""
+    from sim.console import Line, Table, term
+
+    out: list = []
+    o = report.overall
+    out.append(Line(f"[bold]{term(report.scenario)}[/bold]: priced at {term(report.prices.source)}; {o['replications']} replication(s), costs over the whole simulated time"))
     for c, e in report.prices.classes.items():
-        console.print(f"  {term(c)}: {term(e.describe())}", highlight=False)
+        out.append(Line(f"  {term(c)}: {term(e.describe())}", highlight=False))
     t = Table(title="pools (bill = simulated time x GPUs x $/GPU-h)", title_justify="left")
     for col in ("pool", "GPUs", "$/GPU-h", "bill", "attributed", "idle", "utilisation", "busy", "loaded factor"):
         t.add_column(col, justify="left" if col == "pool" else "right")
@@ -792,7 +757,7 @@ def print_report(report: PriceReport, console) -> None:
             f"{r.busy_fraction:.0%}",
             f"{r.loaded_factor:.2f}x",
         )
-    console.print(t)
+    out.append(t)
     t = Table(
         title="cost per request (finished), attributed -> fully loaded; $ per unit fully loaded", title_justify="left"
     )
@@ -827,15 +792,15 @@ def print_report(report: PriceReport, console) -> None:
             _usd(r["revenue_mean_usd"]),
             _pm(r["margin"], r["margin_ci95"]),
         )
-    console.print(t)
+    out.append(t)
     be = o["break_even_utilisation"]
-    console.print(
+    out.append(Line(
         f"  fleet: bill {_usd(o['bill_usd'])} for {o['gpu_hours']:.3g} GPU-h = attributed {_usd(o['attributed_usd'])} + idle {_usd(o['idle_usd'])}; "
         f"revenue {_usd(o['revenue_usd'])}; margin {_pm(o['margin'], o['margin_ci95'])} %; utilisation {o['utilisation']:.1%}; "
         f"break-even utilisation {_pm(be, o['break_even_utilisation_ci95'], 100)} %"
         + (" (above 100 %: no load breaks even at these prices)" if math.isfinite(be) and be > 1 else ""),
         highlight=False,
-    )
+    ))
     if not report.comparison.empty:
         t = Table(
             title="price list vs one flat price per request with the same revenue: share of requests sold below their loaded cost",
@@ -852,7 +817,7 @@ def print_report(report: PriceReport, console) -> None:
                 f"{r.below_cost_flat:.0%}",
                 f"{r.loaded_cost_cv:.2f}",
             )
-        console.print(t)
+        out.append(t)
     if report.sensitivity is not None and len(report.sensitivity):
         s = report.sensitivity
         t = Table(
@@ -884,8 +849,10 @@ def print_report(report: PriceReport, console) -> None:
                 _pm(r.break_even_utilisation, math.nan),
                 _pm(r.break_even_per_step_pricing, math.nan),
             )
-        console.print(t)
+        out.append(t)
     for rule in report.rules:
-        console.print(f"  rule: {rule}", highlight=False, style="dim")
+        out.append(Line(f"  rule: {rule}", highlight=False, style="dim"))
     for note in report.notes:
-        console.print(f"  note: {note}", highlight=False)
+        out.append(Line(f"  note: {note}", highlight=False))
+    return out
+

@@ -7,8 +7,8 @@ The Python API::
     result.requests      # one row per request (pandas), all replications
     result.summary       # per class: throughput, goodput, percentiles with 95 % CIs, cost
 
-Randomness: one ``numpy.random.SeedSequence(seed)`` per run, spawned into one child per
-replication, each spawning one generator per request class. Same seed, same numbers.
+Randomness: one seed per run, laid out over replications, classes and faults as
+``sim.seeds`` says. Same seed, same numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from sim.config import Scenario, apply_overrides, load_scenario, parse_scenario
 from sim.errors import ConfigError
 from sim.fleet.cluster import ReplicationResult, check_cost_models, check_pool_fits, price_per_gpu_hour, simulate
 from sim.metrics.summary import summarize
+from sim.seeds import replication_seeds
 from sim.workload.stream import check_trace_files
 
 
@@ -74,6 +75,7 @@ def run_scenario(
     *,
     overrides: tuple[str, ...] = (),
     on_arrival: Callable[[], None] | None = None,
+    decode_spans: bool = True,
 ) -> RunResult:
     """Simulate every replication of a scenario and summarise."""
     if not isinstance(scenario, Scenario):
@@ -82,10 +84,9 @@ def run_scenario(
         scenario = parse_scenario(apply_overrides(scenario.model_dump(), overrides))
     base_dir = base_dir or Path(".")
     preflight(scenario, base_dir)
-    root = np.random.SeedSequence(scenario.seed)
     reps: list[ReplicationResult] = []
-    for child in root.spawn(scenario.replications):
-        reps.append(simulate(scenario, base_dir, child, on_arrival))
+    for child in replication_seeds(scenario.seed, scenario.replications):
+        reps.append(simulate(scenario, base_dir, child, on_arrival, decode_spans=decode_spans))
         check_warmup(scenario, reps[-1].arrivals_end_s)  # fail after one replication, not all
     result = collect(scenario, reps)
     result.base_dir = base_dir
@@ -291,7 +292,7 @@ def _write_outputs(result: RunResult, out_dir: Path, plots: bool) -> list[Path]:
         write_atomic(out_dir / "timeseries.parquet", lambda p: result.timeseries.to_parquet(p, index=False)),
     ]
     if plots:
-        from sim.report.plots import save_run_plots
+        from sim.plots import save_run_plots
 
         written += save_run_plots(result, out_dir)
     clear_stale(out_dir, RUN_FILES, written)

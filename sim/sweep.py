@@ -25,14 +25,12 @@ Module-level imports stay light: the CLI imports this module to build its parser
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import itertools
 import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sim import __version__
+from sim import __version__, journal
 from sim.console import plain_number, yaml_text
 from sim.errors import ConfigError, ServesimError
 from sim.parallel import Failure, run_local, run_ray
@@ -314,74 +312,7 @@ Task = tuple[str, "Scenario", str]
 def read_results(out_dir: str | os.PathLike) -> list[dict]:
     """The records in ``out_dir/results.jsonl``, in file order. Lines that are not complete
     JSON objects (a write cut short by a kill) are skipped; a point seen twice keeps its first."""
-    path = Path(out_dir) / RESULTS_FILE
-    if not path.exists():
-        return []
-    records, seen = [], set()
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "id" in record and record["id"] not in seen:
-                seen.add(record["id"])
-                records.append(record)
-    return records
-
-
-def _cut_partial_line(path: Path) -> None:
-    """Cut a last line with no newline (a write cut short by a kill), so that the next append
-    starts a line of its own. Its point was never finished and runs again."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with path.open("r+b") as f:
-        end = f.seek(0, os.SEEK_END)
-        f.seek(end - 1)
-        if f.read(1) == b"\n":
-            return
-        keep = 0
-        pos = end
-        while pos > 0:  # back to the last newline, a block at a time
-            start = max(0, pos - 65536)
-            f.seek(start)
-            block = f.read(pos - start)
-            if (i := block.rfind(b"\n")) >= 0:
-                keep = start + i + 1
-                break
-            pos = start
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-class _ResultsWriter:
-    """Appends one line per point; each is flushed and fsynced before the next is taken."""
-
-    def __init__(self, path: Path):
-        if path.is_symlink():
-            raise ConfigError(f"{path}: is a symbolic link; servesim appends to its own journal, never through a link")
-        new = not path.exists()
-        self._file = path.open("ab")
-        if new:
-            _fsync_dir(path.parent)
-
-    def append(self, record: dict) -> None:
-        self._file.write(json.dumps(record).encode() + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can open a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    return journal.read_records(Path(out_dir) / RESULTS_FILE, "id")
 
 
 @contextlib.contextmanager
@@ -465,7 +396,7 @@ def _write_json(path: Path, data: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    journal.fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -505,7 +436,7 @@ def run_sweep(
     results_path = out / RESULTS_FILE
     with _locked(out):
         _check_manifest(out, plan, extend)
-        _cut_partial_line(results_path)
+        journal.cut_partial_line(results_path)
         done = {r["id"]: r for r in read_results(out)}
         pending = [p for p in plan.points if p.id not in done]
         total, finished = len(plan.points), len(plan.points) - len(pending)
@@ -519,7 +450,7 @@ def run_sweep(
                 records = run_local(tasks, workers, failures, run_point)
             else:
                 records = run_ray(tasks, workers, address, failures, run_point)
-            writer = _ResultsWriter(results_path)
+            journal.refuse_link(results_path)
             try:
                 for result in records:
                     point = by_id[result.pop("id")]
@@ -537,14 +468,13 @@ def run_sweep(
                         "host": result.pop("host"),
                         **result,  # error, or metrics and ci95
                     }
-                    writer.append(record)
+                    journal.append(results_path, record)
                     done[point.id] = record
                     finished += 1
                     if progress is not None:
                         progress(finished, total, record)
             finally:
                 records.close()  # stops the workers if the loop above was interrupted
-                writer.close()
         if failures:
             first, exc = failures[0]
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -585,118 +515,15 @@ def results_frame(records: Sequence[dict], grid_keys: Sequence[str] | None = Non
 # --------------------------------------------------------------------------- the command
 
 
-def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``servesim sweep`` to the CLI's subparsers."""
-    from sim.cliargs import positive_int, seed_int
-
-    p = subparsers.add_parser(
-        "sweep",
-        help="run a grid of scenario variants in parallel; a re-run resumes",
-        description="Run every point of a grid of --set overrides over a scenario. Each finished point is appended "
-        "to OUTPUT/results.jsonl as it completes; running the same command again skips finished points.",
-    )
-    p.add_argument("scenario", type=Path)
-    p.add_argument("--grid", action="append", default=[], metavar="KEY.PATH=V1,V2,...", help="a key and its values (repeatable; the points are the product)")
-    p.add_argument("--grid-file", type=Path, metavar="FILE", help="a YAML mapping KEY.PATH: [V1, V2, ...]")
-    p.add_argument("-o", "--output", type=Path, required=True, help="directory for sweep.json and results.jsonl")
-    p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray tasks")
-    p.add_argument("--address", help="Ray cluster address (with --backend ray; default: start Ray on this machine)")
-    p.add_argument("--workers", type=positive_int, help="points run at once (default: every core; with Ray, every CPU of the cluster)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE", help="change the base scenario (applied before the grid)")
-    p.add_argument("--seed", type=seed_int)
-    p.add_argument("--replications", type=positive_int)
-    p.add_argument("--extend", action="store_true", help="OUTPUT holds a sweep over another grid: run this grid there too, reusing finished points")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """``servesim sweep``: run (or resume) the sweep with a progress bar, print a table."""
-    from rich.console import Console
-
-    if args.address is not None and args.backend != "ray":
-        raise ConfigError("--address needs --backend ray")
-    grid = parse_grid(args.grid, args.grid_file)
-    overrides = list(args.overrides)
-    if getattr(args, "seed", None) is not None:
-        overrides.append(f"seed={args.seed}")
-    if getattr(args, "replications", None) is not None:
-        overrides.append(f"replications={args.replications}")
-    err = Console(stderr=True)
-    state = {"resumed": 0, "done": 0, "total": 0}
-    t0 = time.perf_counter()
-
-    def note(done: int, total: int, record: dict | None) -> None:
-        if record is None:
-            state["resumed"] = done
-        state["done"], state["total"] = done, total
-
-    kwargs = {"overrides": overrides, "backend": args.backend, "workers": args.workers, "address": args.address, "extend": args.extend}
-    try:
-        if args.quiet or not err.is_terminal:
-            df = run_sweep(args.scenario, grid, args.output, progress=note, **kwargs)
-        else:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("points"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"))
-            # Started at the first report, after every point validated: a bad grid prints its
-            # one line and nothing else.
-            bar = Progress(*columns, console=err, transient=True)
-            task = None
-
-            def progress(done: int, total: int, record: dict | None) -> None:
-                nonlocal task
-                note(done, total, record)
-                if task is None:
-                    bar.start()
-                    task = bar.add_task("sweep", total=total, completed=done, last="")
-                else:
-                    last = " ".join(f"{k}={yaml_text(v)}" for k, v in record["point"].items())
-                    bar.update(task, completed=done, last=f"[dim]{last}[/dim]")
-
-            try:
-                df = run_sweep(args.scenario, grid, args.output, progress=progress, **kwargs)
-            finally:
-                if task is not None:
-                    bar.stop()
-    except KeyboardInterrupt:
-        saved = f": {state['done']} of {state['total']} points are saved in {args.output / RESULTS_FILE}; run the same command again to resume"
-        sys.stderr.write(f"servesim: interrupted{saved if state['total'] else ''}\n")
-        return 130
-    from sim.config import load_scenario
-
-    base, _ = load_scenario(args.scenario, overrides)
-    out = Console()
-    out.print(sweep_table(df, base, list(grid)))
-    if "error" in df.columns:
-        failed = df[df["error"].notna()]
-        first = failed.iloc[0]
-        label = " ".join(f"{k}={yaml_text(plain_number(first[k]))}" for k in grid)
-        out.print(f"{len(failed)} point(s) failed on their input; the first, {label}: {first['error']}", highlight=False)
-    ran = state["done"] - state["resumed"]
-    out.print(
-        f"{len(df)} points ({ran} run now, {state['resumed']} from before) in {time.perf_counter() - t0:.1f} s; "
-        f"results in {args.output / RESULTS_FILE}",
-        highlight=False,
-    )
-    return 0
-
-
 MAX_TABLE_ROWS = 60
 
 
 def sweep_table(df: pd.DataFrame, base: Scenario, grid_keys: list[str]):
-    """A rich Table: one row per point (the first ``MAX_TABLE_ROWS``), the grid values then a
-    few key metrics: per class, latency at its SLO's percentile (or p99) and whether the SLO is
-    met, plus throughput and cost when there is one class; the fleet's GPUs and $/hour."""
-    from rich.table import Table
+    """A table (``sim.console.Table``): one row per point (the first ``MAX_TABLE_ROWS``), the grid
+    values then a few key metrics: per class, latency at its SLO's percentile (or p99) and
+    whether the SLO is met, plus throughput and cost when there is one class; the fleet's GPUs
+    and $/hour."""
+    from sim.console import Table
 
     def num(scale: float = 1.0) -> Callable[[Any], str]:
         def fmt(v: Any) -> str:
@@ -740,7 +567,7 @@ def sweep_table(df: pd.DataFrame, base: Scenario, grid_keys: list[str]):
     for header in _short_keys(grid_keys) + [label for _, label, _ in cols]:  # fold, never cut a value
         table.add_column(header, justify="right", overflow="fold")
     errors = "error" in df.columns
-    if errors:  # one line each; cmd_sweep prints the first in full under the table
+    if errors:  # one line each; `servesim sweep` prints the first in full under the table
         table.add_column("error")
     for r, row_cells in zip(rows, cells):
         if errors:

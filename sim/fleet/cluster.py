@@ -39,6 +39,7 @@ from sim.llm.request import Request, RequestStatus
 from sim.llm.scheduler import Scheduler, SchedulerConfig
 from sim.llm.static import StaticBatchScheduler
 from sim.metrics.recorder import Recorder
+from sim.seeds import class_rngs, fault_rng
 from sim.workload.images import ImageStream, build_image_stream
 from sim.workload.stream import Stream, block_keys, build_stream
 
@@ -253,7 +254,7 @@ class Pool:
 
 
 class LLMPool(Pool):
-    def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy], base_dir: Path | None = None):
+    def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy], base_dir: Path | None = None, decode_spans: bool = True):
         super().__init__(env, cfg, recorder, retry)
         self.budget = pool_kv_budget(cfg)
         cost = build_cost_model(cfg, base_dir)
@@ -265,7 +266,7 @@ class LLMPool(Pool):
         for _ in range(cfg.replicas):
             kv = KVCacheManager(self.budget.num_gpu_blocks, cfg.engine.block_size, prefix)
             index = recorder.add_replica(cfg.name, self.budget.num_gpu_blocks, cfg.tensor_parallel_size, block_gib)
-            self._adopt(LLMReplica(env, index, sched_cls(sched_cfg, kv), cost, recorder, cfg.tensor_parallel_size))
+            self._adopt(LLMReplica(env, index, sched_cls(sched_cfg, kv), cost, recorder, cfg.tensor_parallel_size, decode_spans))
 
 
 class DiffusionPool(Pool):
@@ -448,18 +449,20 @@ def simulate(
     seed: np.random.SeedSequence,
     on_arrival: Callable[[], None] | None = None,
     streams: list | None = None,
+    decode_spans: bool = True,
 ) -> ReplicationResult:
     """Run one replication. ``seed`` spawns one generator per request class (and one for
-    replica failures)."""
+    replica failures). ``decode_spans`` False runs LLM replicas one decode step per event (the
+    same results; a time-series sample per step)."""
     wall0 = time.perf_counter()
     env = Environment()
     recorder = Recorder([c.name for c in scenario.classes])
     retry = {i: c.retry for i, c in enumerate(scenario.classes)}
     pools: dict[str, Pool] = {}
     for p in scenario.pools:
-        pools[p.name] = (DiffusionPool if p.is_diffusion else LLMPool)(env, p, recorder, retry, base_dir)
+        pools[p.name] = DiffusionPool(env, p, recorder, retry, base_dir) if p.is_diffusion else LLMPool(env, p, recorder, retry, base_dir, decode_spans)
     if streams is None:
-        rngs = [np.random.default_rng(s) for s in seed.spawn(len(scenario.classes))]
+        rngs = class_rngs(seed, len(scenario.classes))
         streams = [build_stream_for(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]
     ids = iter(range(1 << 62))
     feeders = []
@@ -479,9 +482,9 @@ def simulate(
     if faulty or timeouts:
         # Failure cycles and deadlines never run out of events: stop when every request has
         # finished, been rejected or failed (or at the drain timeout).
-        fault_rng = np.random.default_rng(seed.spawn(1)[0])
+        faults = fault_rng(seed)
         for p in faulty:
-            _faults(env, p, fault_rng)
+            _faults(env, p, faults)
         stop = env.event()
 
         def check() -> None:

@@ -36,10 +36,10 @@ from sim.metrics.recorder import Recorder
 class LLMReplica:
     """A replica (``num_gpus`` = tensor-parallel ranks) serving one model."""
 
-    decode_spans = True
-    """Advance pure-decode stretches in closed form (tests switch it off to compare)."""
-
-    def __init__(self, env: Environment, index: int, scheduler, cost: CostModel, recorder: Recorder, num_gpus: int):
+    def __init__(self, env: Environment, index: int, scheduler, cost: CostModel, recorder: Recorder, num_gpus: int, decode_spans: bool = True):
+        self.decode_spans = decode_spans
+        """Advance pure-decode stretches in closed form (off: one event and one time-series
+        sample per decode step; the same results, more events)."""
         self.env = env
         self.index = index
         self.scheduler = scheduler

@@ -29,6 +29,16 @@ PIPELINE_METRICS = ("e2e_s", "queue_s")
 METRICS = {"text": LATENCY_METRICS, "image": IMAGE_METRICS, "pipeline": PIPELINE_METRICS}
 
 
+def t_half_width(values: np.ndarray) -> float:
+    """Half-width of the two-sided 95 % Student-t confidence interval of the mean of ``values``
+    (replications: independent, roughly normal means); NaN with fewer than two. The one formula
+    the summary, the planner and pricing use; each says what NaN means to it."""
+    n = len(values)
+    if n < 2:
+        return math.nan
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+
+
 @dataclass(frozen=True)
 class Estimate:
     """Mean over replications with the 95 % CI half-width (NaN with one replication)."""
@@ -42,10 +52,7 @@ class Estimate:
         arr = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
         if len(arr) == 0:
             return cls(math.nan, math.nan, 0)
-        if len(arr) == 1:
-            return cls(float(arr[0]), math.nan, 1)
-        hw = stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr))
-        return cls(float(arr.mean()), float(hw), len(arr))
+        return cls(float(arr.mean()), t_half_width(arr), len(arr))
 
     def as_dict(self) -> dict:
         return {"mean": self.mean, "ci95": self.half_width, "n": self.n}
@@ -286,9 +293,7 @@ def slo_met(stats_: dict, slo: SLO | None, kind: str = "text") -> bool | None:
     if bad > 1 - slo.percentile / 100:
         return False
     p = f"{slo.percentile:g}"
-    for metric, target in (("ttft_s", slo.ttft_s), ("tpot_s", slo.tpot_s), ("e2e_s", slo.e2e_s)):
-        if target is None or (kind != "text" and metric != "e2e_s"):
-            continue
+    for metric, target in slo.targets(kind):
         value = stats_[f"{metric}_p{p}"]["mean"]
         if not (value <= target):
             return False

@@ -1,1 +1,1 @@
-"""Reports: plots (DataFrame -> matplotlib Figure) and the files a run writes."""
+"""Reports: the HTML page of a run, price, sweep or plan output directory."""

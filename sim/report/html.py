@@ -23,7 +23,6 @@ the stylesheet is inline, and there are no scripts. Only the page itself is writ
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import html
@@ -65,25 +64,6 @@ LATENCY = {"ttft_s": ("TTFT", 1e3, "ms"), "tpot_s": ("TPOT", 1e3, "ms"), "e2e_s"
 
 
 # --------------------------------------------------------------------------- the command
-
-
-def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``servesim report`` to the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "report",
-        help="one self-contained HTML page for a run, price, sweep or plan output directory",
-        description="Write a self-contained HTML page (tables, plots embedded as PNG, no network needed) for the "
-        "output directory of servesim run, price, sweep or plan. Nothing in the directory is changed but the page.",
-    )
-    p.add_argument("results_dir", type=Path, metavar="RESULTS_DIR")
-    p.add_argument("-o", "--output", type=Path, metavar="FILE", help=f"page path (default: RESULTS_DIR/{REPORT_FILE})")
-    return p
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """``servesim report``: write the page, print its path."""
-    print(write_report(args.results_dir, args.output))
-    return 0
 
 
 def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
@@ -518,7 +498,7 @@ def _conservation_table(summary: dict) -> str:
 
 
 _CDF_PANELS = {"TTFT (s)": "ttft_s", "TPOT (s)": "tpot_s", "E2E latency (s)": "e2e_s"}
-"""The x labels sim.report.plots.latency_cdfs gives its panels -> the SLO metric each shows."""
+"""The x labels sim.plots.latency_cdfs gives its panels -> the SLO metric each shows."""
 
 
 def mark_slos(fig: Figure, slos: dict) -> int:
@@ -540,7 +520,7 @@ def mark_slos(fig: Figure, slos: dict) -> int:
 
 
 def _run_plots(d: Path, summary: dict, slos: dict) -> list[str]:
-    from sim.report.plots import latency_cdfs, replica_state
+    from sim.plots import latency_cdfs, replica_state
 
     out = ["<h3>Latency</h3>\n"]
     req_path = d / "requests.parquet"
@@ -591,115 +571,49 @@ def _run_plots(d: Path, summary: dict, slos: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- price
 
-PRICE_EXPECTED = "the price.json that servesim price -o writes"
 
 
-class _Tables:
-    """A stand-in for a rich Console: collects what ``print`` is given, as HTML (tables as
-    tables, text lines as a list), so that the page shows what the CLI prints."""
+def table_html(table: Any) -> str:
+    """A ``sim.console.Table`` as an HTML table: its title, headers, cells and column alignment."""
+    from sim.console import plain
 
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.lines: list[str] = []
-
-    def print(self, obj: Any = "", *args: Any, **kwargs: Any) -> None:
-        from rich.table import Table
-
-        if isinstance(obj, Table):
-            self._flush()
-            self.parts.append(rich_table_html(obj))
-        else:
-            self.lines.append(_plain(obj))
-
-    def _flush(self) -> None:
-        if self.lines:
-            self.parts.append(
-                '<ul class="lines">' + "".join(f"<li>{_esc(t.strip())}</li>" for t in self.lines) + "</ul>\n"
-            )
-            self.lines = []
-
-    def html(self) -> str:
-        self._flush()
-        return "".join(self.parts)
+    headers = [plain(c.header) for c in table.columns]
+    rows = [[plain(cell) for cell in row] for row in table.rows]
+    align = "".join("r" if c.justify == "right" else "l" for c in table.columns)
+    return _table(headers, rows, plain(table.title or ""), align)
 
 
-def _plain(obj: Any) -> str:
-    from rich.errors import MarkupError
-    from rich.text import Text
+def blocks_html(blocks: Iterable[Any]) -> str:
+    """What a command shows (``sim.console`` blocks) as HTML: tables as tables, each run of text
+    lines as a list, so that the page shows what the CLI prints."""
+    from sim.console import Table, plain
 
-    if isinstance(obj, Text):
-        return obj.plain
-    try:
-        return Text.from_markup(str(obj)).plain
-    except MarkupError:
-        return str(obj)
-
-
-def rich_table_html(table: Any) -> str:
-    """A rich Table as an HTML table: its title, headers, cells and column alignment."""
-    columns = table.columns
-    headers = [_plain(c.header) for c in columns]
-    rows = zip(*[[_plain(cell) for cell in c.cells] for c in columns])
-    align = "".join("r" if c.justify == "right" else "l" for c in columns)
-    return _table(headers, rows, _plain(table.title or ""), align)
-
-
-def _frame(records: Any, path: Path, key: str) -> pd.DataFrame:
-    """Records from JSON as a DataFrame; a column of numbers and nulls (NaN in JSON) is float."""
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise ConfigError(f"{path}: {key!r} is not a list of objects; expected {PRICE_EXPECTED}")
-    df = pd.DataFrame(records)
-    for col in df.columns:
-        values = df[col].tolist()
-        if None in values and all(v is None or isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            df[col] = df[col].astype(float)
-    return df
-
-
-def price_report_from_json(data: dict, path: Path):
-    """The PriceReport a price.json was written from (without its per-request table)."""
-    from sim.price import FIELDS, PriceEntry, PriceList, PriceReport
-
-    _require(data, ("scenario", "prices", "overall", "pools", "classes", "comparison"), path, PRICE_EXPECTED)
-    try:
-        entries = {
-            k: PriceEntry(**{f: x for f, x in v.items() if f in FIELDS}) for k, v in data["prices"]["classes"].items()
-        }
-        prices = PriceList(entries, data["prices"]["source"])
-        overall = {k: math.nan if v is None else v for k, v in data["overall"].items()}
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(
-            f"{path}: unexpected prices or overall ({type(exc).__name__}: {exc}); expected {PRICE_EXPECTED}"
-        ) from None
-    sens = data.get("sensitivity")
-    return PriceReport(
-        scenario=str(data["scenario"]),
-        prices=prices,
-        overall=overall,
-        pools=_frame(data["pools"], path, "pools"),
-        classes=_frame(data["classes"], path, "classes"),
-        comparison=_frame(data["comparison"], path, "comparison"),
-        requests=pd.DataFrame(),
-        sensitivity=_frame(sens, path, "sensitivity") if sens else None,
-        notes=list(data.get("notes") or []),
-        rules=tuple(data.get("rules") or ()),
-    )
+    parts: list[str] = []
+    lines: list[str] = []
+    for block in [*blocks, None]:
+        if (block is None or isinstance(block, Table)) and lines:
+            parts.append('<ul class="lines">' + "".join(f"<li>{_esc(t.strip())}</li>" for t in lines) + "</ul>\n")
+            lines = []
+        if isinstance(block, Table):
+            parts.append(table_html(block))
+        elif block is not None:
+            lines.append(plain(block.markup))
+    return "".join(parts)
 
 
 def _price_section(d: Path, about: _About) -> str:
-    from sim.price import print_report
+    from sim.price import PRICE_EXPECTED, read_price_json, report_blocks
 
     path = d / "price.json"
-    report = price_report_from_json(_read_json(path, PRICE_EXPECTED), path)
+    report = read_price_json(_read_json(path, PRICE_EXPECTED), path)
     about.name = about.name or report.scenario
-    tables = _Tables()
     try:
-        print_report(report, tables)
+        blocks = report_blocks(report)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(
             f"{path}: unexpected content ({type(exc).__name__}: {exc}); expected {PRICE_EXPECTED}"
         ) from None
-    body = [tables.html()]
+    body = [blocks_html(blocks)]
     if report.sensitivity is not None and len(report.sensitivity):
         fig = _sensitivity_figure(report.sensitivity)
         if fig is not None:
@@ -847,7 +761,7 @@ def _sweep_section(d: Path, about: _About) -> str:
     records.sort(key=lambda r: order.get(r["id"], len(order)))  # grid order, not the order points finished
     df = results_frame(records, grid_keys)
     if base is not None:
-        body.append(rich_table_html(sweep_table(df, base, grid_keys)))
+        body.append(table_html(sweep_table(df, base, grid_keys)))
     else:
         body.append(_plain_sweep_table(df, grid_keys))
     if "error" in df:

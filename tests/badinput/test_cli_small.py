@@ -102,7 +102,9 @@ def test_an_interrupted_plan_says_what_it_kept_and_that_it_resumes(tmp_path, cap
 
     def interrupted(*args, out_dir=None, **kwargs):
         out_dir.mkdir(parents=True, exist_ok=True)
-        plan._append(out_dir / plan.EVALUATIONS_FILE, {"key": "k", "x": 1})
+        from sim import journal
+
+        journal.append(out_dir / plan.EVALUATIONS_FILE, {"key": "k", "x": 1})
         raise KeyboardInterrupt
 
     monkeypatch.setattr(plan, "plan_fleet", interrupted)

@@ -71,12 +71,13 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
 
 def test_a_cut_journal_line_is_dropped_before_the_next_append(tmp_path):
-    from sim.plan import _append, drop_cut_tail, read_cache
+    from sim.journal import append, cut_partial_line
+    from sim.plan import read_cache
 
     path = tmp_path / "evaluations.jsonl"
     path.write_text('{"key": "a", "x": 1}\n{"key": "b", "x"')
-    drop_cut_tail(path)
-    _append(path, {"key": "c", "x": 3})
+    cut_partial_line(path)
+    append(path, {"key": "c", "x": 3})
     lines = path.read_text().splitlines()
     assert [json.loads(line)["key"] for line in lines] == ["a", "c"]
     assert set(read_cache(path)) <= {"a", "c"}
@@ -84,11 +85,13 @@ def test_a_cut_journal_line_is_dropped_before_the_next_append(tmp_path):
 
 def test_journals_are_not_written_through_links(tmp_path, capsys):
     from sim.errors import ConfigError
-    from sim.sweep import _ResultsWriter
+    from sim.journal import append, read_records
 
     target = tmp_path / "elsewhere.jsonl"
     target.write_text("")
     link = tmp_path / "results.jsonl"
     link.symlink_to(target)
     with pytest.raises(ConfigError, match="symbolic link"):
-        _ResultsWriter(link)
+        append(link, {"id": 1})
+    with pytest.raises(ConfigError, match="symbolic link"):
+        read_records(link, "id")

@@ -24,9 +24,11 @@ def test_a_value_keeps_its_own_figures(mean, hw, shown):
 
 
 def test_zero_prints_one_way():
-    assert {with_ci(0.0, 0.0), with_ci(0.0, 0.0, 3), fmt_estimate({"mean": 0.0, "ci95": 0.0}, 100)} == {"0±0"}
-    assert with_ci(0.0, None) == number(0.0) == "0"
+    assert {with_ci(0.0, 0.0), with_ci(0.0, 0.0, 2), fmt_estimate({"mean": 0.0, "ci95": 0.0}, 100), with_ci(0.0, None), number(0.0)} == {"0"}
     assert with_ci(1.0, 0.0) == "1.00±0"
+    # replications that agree but for floating-point rounding
+    assert with_ci(0.5, 6e-17) == "0.500±0" and with_ci(97.0, 4e-14) == "97.0±0"
+    assert with_ci(0.0, 0.1) == f"0±0.10{WIDE}"
 
 
 def test_a_fraction_stays_inside_zero_and_one():
@@ -50,7 +52,7 @@ def test_the_run_summary_says_so():
 
     from rich.console import Console
 
-    from sim.cli import print_summary
+    from sim.commands.run import print_summary
     from sim.config import parse_scenario
     from sim.run import run_scenario
 

@@ -18,9 +18,10 @@ import pytest
 import yaml
 from rich.console import Console
 
+from sim.commands import report as report_command
 from sim.errors import ConfigError
 from sim.price import price_scenario, write_price_outputs
-from sim.report.html import add_report_parser, cmd_report, mark_slos, write_report
+from sim.report.html import mark_slos, write_report
 from sim.run import run_scenario, write_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,7 +251,7 @@ def test_run_and_price_in_one_directory(run_dir):
 def test_latency_cdfs_show_the_slo_targets(run_dir):
     import pandas as pd
 
-    from sim.report.plots import latency_cdfs
+    from sim.plots import latency_cdfs
 
     summary = json.loads((run_dir / "summary.json").read_text())
     fig = latency_cdfs(pd.read_parquet(run_dir / "requests.parquet"), 5.0)
@@ -267,7 +268,7 @@ def test_an_attainment_slo(tmp_path):
 def test_the_report_says_what_the_terminal_says_of_an_assumed_gpu(tmp_path, capsys):
     """servesim run's note on a GPU whose roofline efficiencies are assumed is in the report too;
     a fitted GPU gets none."""
-    from sim.cli import print_summary
+    from sim.commands.run import print_summary
 
     for gpu, noted in (("mi300x", True), ("h100-sxm", False)):
         result = run_scenario(ROOT / "scenarios/quickstart.yaml", overrides=(*SHORT, f"pools.chat.gpu={gpu}"))
@@ -349,9 +350,9 @@ def test_cli_glue(plan_dir, tmp_path, capsys):
     import argparse
 
     parser = argparse.ArgumentParser()
-    add_report_parser(parser.add_subparsers(dest="command"))
+    report_command.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["report", str(plan_dir), "-o", str(tmp_path / "r.html")])
-    assert isinstance(args, Namespace) and cmd_report(args) == 0
+    assert isinstance(args, Namespace) and report_command.run(args) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "r.html")
     assert (tmp_path / "r.html").stat().st_size > 10_000
 

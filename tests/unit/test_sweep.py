@@ -23,8 +23,6 @@ from sim.sweep import (
     RESULTS_FILE,
     SWEEP_FILE,
     _locked,
-    add_sweep_parser,
-    cmd_sweep,
     expand_grid,
     parse_grid,
     point_id,
@@ -260,11 +258,15 @@ def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
 
 
 def _parse(argv: list[str]) -> Namespace:
-    from sim.cli import _Parser
+    from sim.cli import build_parser
 
-    parser = _Parser(prog="servesim")
-    add_sweep_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
+
+
+def cmd_sweep(args: Namespace) -> int:
+    from sim.commands import sweep
+
+    return sweep.run(args)
 
 
 def test_sweep_command_prints_a_table(tmp_path, capsys, monkeypatch):

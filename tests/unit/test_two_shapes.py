@@ -1,4 +1,4 @@
-"""The two-shapes page (``sim/report/two_shapes.py``): generated end to end in quick mode."""
+"""The two-shapes page (``sim/studies/two_shapes.py``): generated end to end in quick mode."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from sim.fleet.replica import LLMReplica
-from sim.report import two_shapes
+from sim.studies import two_shapes
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SEED_ROWS = (
@@ -35,8 +34,6 @@ def test_quick_page_has_table_plots_and_only_measured_numbers(tmp_path):
     for name in ("state", "cost", "streaming", "retry", "batching"):
         assert f"](img/two-shapes/{name}.png)" in text
         assert (tmp_path / "img" / "two-shapes" / f"{name}.png").read_bytes().startswith(PNG)
-    # The state section switches decode spans off for one run only.
-    assert LLMReplica.decode_spans is True
 
 
 def test_fmt_significant_figures_and_refuses_non_finite():

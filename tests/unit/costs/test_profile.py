@@ -23,7 +23,6 @@ from sim.costs import DiffusionProfileCost, ProfileCostModel, ProfileRangeError,
 from sim.costs.profile import check_profile_for_pool
 from sim.errors import ConfigError
 from sim.fleet.cluster import simulate
-from sim.fleet.replica import LLMReplica
 from sim.run import run_scenario
 
 FIT = {"median_rel": 0.01, "max_rel": 0.05, "points": 4, "held_out": 2}
@@ -532,8 +531,7 @@ def test_profile_decode_spans_give_the_same_timings_as_step_by_step(tmp_path, mo
     write(tmp_path, llm_profile())
     sc = parse_scenario(llm_scenario("p.yaml"))
     fast = simulate(sc, tmp_path, np.random.SeedSequence(1)).requests
-    monkeypatch.setattr(LLMReplica, "decode_spans", False)
-    slow = simulate(sc, tmp_path, np.random.SeedSequence(1)).requests
+    slow = simulate(sc, tmp_path, np.random.SeedSequence(1), decode_spans=False).requests
     assert slow["preemptions"].sum() > 0, "the test should exercise preemption"
     for col in ("first_token_s", "finish_s", "first_scheduled_s"):
         np.testing.assert_allclose(fast[col], slow[col], rtol=1e-9, atol=1e-9)

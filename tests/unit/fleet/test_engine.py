@@ -7,7 +7,6 @@ import pytest
 
 from sim.config import parse_scenario
 from sim.fleet.cluster import simulate
-from sim.fleet.replica import LLMReplica
 from sim.fleet.router import JoinShortestQueueTokens, LeastOutstanding, RoundRobin
 from sim.run import run_scenario
 
@@ -34,8 +33,7 @@ def test_decode_spans_give_the_same_timings_as_step_by_step(monkeypatch, sched):
     raw["pools"][0]["engine"]["scheduler"] = sched
     sc = parse_scenario(raw)
     fast = simulate(sc, Path("."), np.random.SeedSequence(1)).requests
-    monkeypatch.setattr(LLMReplica, "decode_spans", False)
-    slow = simulate(sc, Path("."), np.random.SeedSequence(1)).requests
+    slow = simulate(sc, Path("."), np.random.SeedSequence(1), decode_spans=False).requests
     assert fast["preemptions"].sum() == slow["preemptions"].sum()
     if sched == "continuous":
         assert slow["preemptions"].sum() > 0, "the test should exercise preemption"
@@ -60,8 +58,7 @@ def test_decode_cohort_matches_the_per_request_reference_path(monkeypatch, prefi
     sc = parse_scenario(raw)
     fast = simulate(sc, Path("."), np.random.SeedSequence(5)).requests
     monkeypatch.setattr(Scheduler, "use_cohort", False)
-    monkeypatch.setattr(LLMReplica, "decode_spans", False)
-    ref = simulate(sc, Path("."), np.random.SeedSequence(5)).requests
+    ref = simulate(sc, Path("."), np.random.SeedSequence(5), decode_spans=False).requests
     assert ref["preemptions"].sum() > 0, "the test should exercise preemption"
     if prefix:
         assert ref["cached_tokens"].sum() > 0, "the test should exercise prefix hits"

@@ -1,6 +1,6 @@
-"""The command line's shared argument parsing: a parser whose usage errors are one line with
-exit code 2, and the integer argument types every subcommand uses (``run``, ``plan``,
-``price``, ``sweep``, ``validate``...), so that no subcommand imports another's privates."""
+"""What the sub-commands share: a parser whose usage errors are one line with exit code 2, the
+integer argument types every sub-command uses, and ``--seed``/``--replications`` as the
+scenario overrides they stand for."""
 
 from __future__ import annotations
 
@@ -35,3 +35,14 @@ def int_at_least(minimum: int, what: str):
 
 positive_int = int_at_least(1, "positive")
 seed_int = int_at_least(0, "non-negative")
+
+
+def scenario_overrides(args: argparse.Namespace) -> list[str]:
+    """A command's ``--set`` overrides, then ``--seed`` and ``--replications`` as overrides of
+    the scenario's ``seed`` and ``replications`` (when the command has them and they were given)."""
+    extra = list(args.overrides)
+    if getattr(args, "seed", None) is not None:
+        extra.append(f"seed={args.seed}")
+    if getattr(args, "replications", None) is not None:
+        extra.append(f"replications={args.replications}")
+    return extra

@@ -1,6 +1,6 @@
 """The "two shapes" page: the seed article's autoregressive-vs-iterative-refinement table, measured.
 
-``python -m sim.report.two_shapes [--out docs] [--quick]`` builds scenarios in code (a
+``python -m sim.studies.two_shapes [--out docs] [--quick]`` builds scenarios in code (a
 Llama-3-8B chat service and an SDXL image service on the same GPU, an H100 SXM), runs them and
 writes ``<out>/two-shapes.md`` with its plots in ``<out>/img/two-shapes/``. Every number on the
 page is read from these runs; the text only says what was measured. Sections: state over time,
@@ -13,11 +13,9 @@ scheduler or another) see the same arrivals and the same request sizes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +27,9 @@ from matplotlib.ticker import FuncFormatter
 
 from sim import catalog
 from sim.config import Scenario, parse_scenario
-from sim.fleet.replica import LLMReplica
 from sim.run import RunResult, run_scenario
 
-COMMAND = "python -m sim.report.two_shapes"
+COMMAND = "python -m sim.studies.two_shapes"
 LLM_MODEL, IMAGE_MODEL, GPU = "llama-3-8b", "sdxl", "h100-sxm"
 SEED = 11
 AR, IR = "C0", "C1"  # plot colours: autoregressive, iterative refinement
@@ -155,21 +152,6 @@ def finished(result: RunResult) -> pd.DataFrame:
     return df[(df["arrival_s"] >= result.scenario.warmup_s) & (df["status"] == "finished")]
 
 
-@contextlib.contextmanager
-def per_step_samples() -> Iterator[None]:
-    """Sample LLM replica state at every decode step instead of once per decode span.
-
-    The engine advances pure-decode stretches in one event (``LLMReplica.decode_spans``) and
-    samples state at the start of each; to show the KV cache growing token by token, the
-    state section switches that off for its one-request run (same results, more events)."""
-    saved = LLMReplica.decode_spans
-    LLMReplica.decode_spans = False
-    try:
-        yield
-    finally:
-        LLMReplica.decode_spans = saved
-
-
 def fit(x: list[np.ndarray], y: np.ndarray) -> tuple[np.ndarray, float]:
     """Least squares ``y ~ c0 + c1 x1 + ...``: the coefficients and R^2."""
     a = np.column_stack([np.ones_like(y), *x])
@@ -203,14 +185,15 @@ class State:
 
 
 def measure_state(llm_base: RunResult, image_base: RunResult) -> State:
-    with per_step_samples():
-        llm = run_scenario(
-            solo(
-                "solo-llm",
-                llm_pool(),
-                chat_class(1.0, {"dist": "fixed", "value": SOLO_PROMPT}, {"dist": "fixed", "value": SOLO_OUTPUT}),
-            )
-        )
+    # One sample per decode step (not per decode span): the KV cache growing token by token.
+    llm = run_scenario(
+        solo(
+            "solo-llm",
+            llm_pool(),
+            chat_class(1.0, {"dist": "fixed", "value": SOLO_PROMPT}, {"dist": "fixed", "value": SOLO_OUTPUT}),
+        ),
+        decode_spans=False,
+    )
     # Step-level batching records one sample per denoising step.
     img = run_scenario(solo("solo-image", image_pool(policy="step", max_wait_s=0.0), image_class(1.0)))
     lt, it = llm.timeseries, img.timeseries
