@@ -201,7 +201,9 @@ def unpack(folder: Path, into: Path) -> Path:
 def read_workload(path: Path) -> pd.DataFrame:
     """A shipped workload file (``part`` names the burst or run each row belongs to)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: workload file not found (make them at home: python -m calibration.home --make-workloads)")
+        raise FileNotFoundError(
+            f"{path}: workload file not found (make them at home: python -m calibration.home --make-workloads)"
+        )
     return pd.read_csv(path)
 
 
@@ -228,7 +230,9 @@ def plan_scored_runs(work: pd.DataFrame, folder: Path, capacity: float, left_s: 
         name = f"run-{k + 1}"
         frame = plan_run(work[work["part"] == name], load * capacity, run_s, least=least)
         frame.to_csv(folder / f"{name}_workload.csv", index=False)
-        plan.append({"run": name, "load": load, "rate_req_s": load * capacity, "requests": len(frame), "stop_after_s": run_s})
+        plan.append(
+            {"run": name, "load": load, "rate_req_s": load * capacity, "requests": len(frame), "stop_after_s": run_s}
+        )
     write_plan(folder, capacity, plan)
     return plan
 
@@ -276,7 +280,17 @@ def phase_grid(kind: str, t: Target, box: Outbox, budget: Budget, models: tuple[
                 box.log(f"  {op}: {j}/{n}")
 
         try:
-            measure(model, t.device, folder, dtype=t.dtype, grid=grid, deadline=until, timing=t.timing, progress=progress, quick=True)
+            measure(
+                model,
+                t.device,
+                folder,
+                dtype=t.dtype,
+                grid=grid,
+                deadline=until,
+                timing=t.timing,
+                progress=progress,
+                quick=True,
+            )
             meta = json.loads((folder / "meta.json").read_text())
             result[model] = {"cut_short": meta.get("cut_short", {}), "step_path": meta["model_facts"].get("step_path")}
         except Exception as exc:  # noqa: BLE001 - an extra model that fails (memory, say) must not sink the phase
@@ -360,12 +374,23 @@ def phase_llm_serve(t: Target, box: Outbox, budget: Budget, seed: int) -> dict:
         ]
 
     def serve(name: str, frame: pd.DataFrame, rate: float | None, stop_s: float) -> pd.DataFrame:
-        reqs, steps = run_llm_engine(t.llm, items(frame, rate), cfg, device=t.device, dtype=t.dtype, seed=seed, replica=replica, stop_after_s=stop_s)
+        reqs, steps = run_llm_engine(
+            t.llm,
+            items(frame, rate),
+            cfg,
+            device=t.device,
+            dtype=t.dtype,
+            seed=seed,
+            replica=replica,
+            stop_after_s=stop_s,
+        )
         reqs.to_csv(folder / f"{name}_requests.csv", index=False)
         steps.to_csv(folder / f"{name}_steps.csv", index=False)
         box.pack(phase)
         unfinished = int(reqs["finish_s"].isna().sum() - reqs["rejected"].sum())
-        box.log(f"  {name}: {len(reqs)} requests, {len(steps)} steps, {unfinished} unfinished, {time.perf_counter() - t_run:.1f} s")
+        box.log(
+            f"  {name}: {len(reqs)} requests, {len(steps)} steps, {unfinished} unfinished, {time.perf_counter() - t_run:.1f} s"
+        )
         return reqs
 
     # Calibration: capacity burst, then the staircase burst. Each may take a share of what is left.
@@ -418,7 +443,9 @@ def phase_diffusion_serve(t: Target, box: Outbox, budget: Budget, seed: int) -> 
     cfg = DiffusionEngineConfig(max_batch_size=t.max_batch_size, max_wait_s=t.max_wait_s)
     t_load = time.perf_counter()
     torch.manual_seed(seed)
-    executor = PipelineExecutor(DiffusionPipeline(diffusion_config(t.diffusion), dtype=DTYPES[t.dtype], device=t.device))
+    executor = PipelineExecutor(
+        DiffusionPipeline(diffusion_config(t.diffusion), dtype=DTYPES[t.dtype], device=t.device)
+    )
     info = {"batching": asdict(cfg), "load_s": round(time.perf_counter() - t_load, 3)}
     box.log(f"{phase}: {t.diffusion} loaded in {info['load_s']:.1f} s")
 
@@ -429,11 +456,15 @@ def phase_diffusion_serve(t: Target, box: Outbox, budget: Budget, seed: int) -> 
             ImageWorkItem(int(r.request_id), float(a), int(r.width), int(r.height), int(r.steps))
             for r, a in zip(frame.itertuples(), arrival)
         ]
-        reqs, batches = run_diffusion_engine(t.diffusion, items, cfg, device=t.device, dtype=t.dtype, executor=executor, stop_after_s=stop_s)
+        reqs, batches = run_diffusion_engine(
+            t.diffusion, items, cfg, device=t.device, dtype=t.dtype, executor=executor, stop_after_s=stop_s
+        )
         reqs.to_csv(folder / f"{name}_requests.csv", index=False)
         batches.to_csv(folder / f"{name}_batches.csv", index=False)
         box.pack(phase)
-        box.log(f"  {name}: {len(reqs)}/{len(frame)} requests served, {len(batches)} batches, {time.perf_counter() - t_run:.1f} s")
+        box.log(
+            f"  {name}: {len(reqs)}/{len(frame)} requests served, {len(batches)} batches, {time.perf_counter() - t_run:.1f} s"
+        )
         return reqs
 
     left = deadline - time.perf_counter()
@@ -478,7 +509,12 @@ def device_record(t: Target) -> dict:
     }
     if t.device.startswith("cuda"):
         props = torch.cuda.get_device_properties(0)
-        info["cuda"] = {"version": torch.version.cuda, "name": props.name, "memory_bytes": props.total_memory, "sm_count": props.multi_processor_count}
+        info["cuda"] = {
+            "version": torch.version.cuda,
+            "name": props.name,
+            "memory_bytes": props.total_memory,
+            "sm_count": props.multi_processor_count,
+        }
     info["peaks"] = measure_peaks(t.device, DTYPES[t.dtype])
     return info
 
@@ -515,7 +551,14 @@ def run_kit(
     shares = {**t.shares, "extra-grid": EXTRA_SHARE if extra else 0.0}
     budget = Budget(budget_s, {p: shares[p] for p in PHASES})
     box = Outbox(out, work or Path(tempfile.mkdtemp(prefix="servesim-kit-")))
-    summary: dict = {"format": KIT_FORMAT, "target": target, "budget_s": budget_s, "seed": seed, "extra": list(extra), "phases": {}}
+    summary: dict = {
+        "format": KIT_FORMAT,
+        "target": target,
+        "budget_s": budget_s,
+        "seed": seed,
+        "extra": list(extra),
+        "phases": {},
+    }
     with Telemetry(out / "telemetry.csv", t.device):
         box.log(f"servesim device kit: target {target}, budget {budget_s:.0f} s, out {out}")
         summary["device"] = device_record(t)
@@ -545,7 +588,10 @@ def run_kit(
             summary["phases"][phase] = {"status": status, "seconds": budget.spent[phase], **result}
             box.write_json("device.json", summary)
         summary["elapsed_s"] = round(budget.elapsed(), 3)
-        box.log(f"done in {summary['elapsed_s']:.1f} s of {budget_s:.0f}: " + ", ".join(f"{p} {s['seconds']:.1f} s" for p, s in summary["phases"].items()))
+        box.log(
+            f"done in {summary['elapsed_s']:.1f} s of {budget_s:.0f}: "
+            + ", ".join(f"{p} {s['seconds']:.1f} s" for p, s in summary["phases"].items())
+        )
     box.write_json("device.json", summary)
     return summary
 
@@ -556,17 +602,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, required=True, help="wall-clock seconds the whole kit may take")
     parser.add_argument("--out", type=Path, required=True, help="folder for the (at most 8) files that come back")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary one)")
-    parser.add_argument("--seed", type=int, default=20261207, help="random weights and prompt token ids (workloads are files)")
+    parser.add_argument(
+        "--seed", type=int, default=20261207, help="random weights and prompt token ids (workloads are files)"
+    )
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
-    parser.add_argument("--extra", default="", help="comma-separated catalog models to calibrate too, time permitting (e.g. flux.1-dev)")
+    parser.add_argument(
+        "--extra", default="", help="comma-separated catalog models to calibrate too, time permitting (e.g. flux.1-dev)"
+    )
     args = parser.parse_args(argv)
     phases = tuple(p for p in args.phases.split(",") if p)
     bad = [p for p in phases if p not in PHASES]
     if bad or args.budget_s <= 0:
-        print(f"calibration.device: error: --phases takes {', '.join(PHASES)}; --budget-s > 0 (got {bad or args.budget_s})", file=sys.stderr)
+        print(
+            f"calibration.device: error: --phases takes {', '.join(PHASES)}; --budget-s > 0 (got {bad or args.budget_s})",
+            file=sys.stderr,
+        )
         return 2
     try:
-        run_kit(args.target, args.budget_s, args.out, args.work, args.seed, phases, tuple(m for m in args.extra.split(",") if m))
+        run_kit(
+            args.target,
+            args.budget_s,
+            args.out,
+            args.work,
+            args.seed,
+            phases,
+            tuple(m for m in args.extra.split(",") if m),
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"calibration.device: error: {exc}", file=sys.stderr)
         return 2

@@ -91,10 +91,19 @@ def llm_grid_work(t: Target, gpu: str) -> list[dict]:
         return max(with_ctx - no_attn, 0.0) / L + 5e-6
 
     w = OP_WEIGHTS["llm"]
-    head_s = [2 * model.hidden_size * model.vocab_size * 2 / (catalog.get_gpu(gpu).hbm_tb_s * 1e12 * 0.9) + 2 * r * model.hidden_size * model.vocab_size / 600e12 for r in grid.head_rows]
+    head_s = [
+        2 * model.hidden_size * model.vocab_size * 2 / (catalog.get_gpu(gpu).hbm_tb_s * 1e12 * 0.9)
+        + 2 * r * model.hidden_size * model.vocab_size / 600e12
+        for r in grid.head_rows
+    ]
     return [
         _op_rows("lin_layer", [stack * layers_s([(n, 0)]) for n in grid.lin_tokens], t.timing, w["lin_layer"]),
-        _op_rows("attn_decode", [stack * attention_s([(1, c) for c in ctxs]) for ctxs in grid.decode], t.timing, w["attn_decode"]),
+        _op_rows(
+            "attn_decode",
+            [stack * attention_s([(1, c) for c in ctxs]) for ctxs in grid.decode],
+            t.timing,
+            w["attn_decode"],
+        ),
         _op_rows("attn_prefill", [stack * attention_s(list(ch)) for ch in grid.prefill], t.timing, w["attn_prefill"]),
         _op_rows("lm_head", head_s, t.timing, w["lm_head"]),
         _op_rows("step", [cost.step_s(shape(spec)) for spec in grid.steps], t.timing, w["step"]),
@@ -112,7 +121,12 @@ def diffusion_grid_work(t: Target, gpu: str) -> list[dict]:
     w = OP_WEIGHTS["diffusion"]
     return [
         _op_rows("text_encode", [cost.text_encode_s(b) for b in grid.text_prompts], t.timing, w["text_encode"]),
-        _op_rows("denoise_step", [cost.denoise_step_s(r, spec.latent_tokens(wd, h, f)) for r, wd, h, f in grid.denoise], t.timing, w["denoise_step"]),
+        _op_rows(
+            "denoise_step",
+            [cost.denoise_step_s(r, spec.latent_tokens(wd, h, f)) for r, wd, h, f in grid.denoise],
+            t.timing,
+            w["denoise_step"],
+        ),
         _op_rows("vae_decode", [cost.vae_decode_s(b, wd, h, f) for b, wd, h, f in grid.vae], t.timing, w["vae_decode"]),
     ]
 
@@ -129,7 +143,13 @@ def _burst_s(t: Target, gpu: str, part: str) -> float:
     frame = work[work["part"] == part]
     with tempfile.TemporaryDirectory() as d:
         trace = Path(d) / "burst.csv"
-        pd.DataFrame({"arrived_at": np.arange(len(frame)) * 1e-6, "num_prefill_tokens": frame["prompt_tokens"], "num_decode_tokens": frame["output_tokens"]}).to_csv(trace, index=False)
+        pd.DataFrame(
+            {
+                "arrived_at": np.arange(len(frame)) * 1e-6,
+                "num_prefill_tokens": frame["prompt_tokens"],
+                "num_decode_tokens": frame["output_tokens"],
+            }
+        ).to_csv(trace, index=False)
         scenario = {
             "name": "estimate", "seed": 0, "replications": 1, "warmup_s": 0,
             "pools": [{"name": "llm", "model": t.llm, "gpu": gpu, "engine": {
@@ -152,7 +172,11 @@ def _image_burst_s(t: Target, gpu: str) -> float:
     g = 2 if spec.cfg else 1
     total = 0.0
     for b in [t.max_batch_size] * (n // t.max_batch_size) + ([n % t.max_batch_size] if n % t.max_batch_size else []):
-        total += cost.text_encode_s(g * b) + steps * cost.denoise_step_s(g * b, spec.latent_tokens(w, h, 1)) + cost.vae_decode_s(b, w, h, 1)
+        total += (
+            cost.text_encode_s(g * b)
+            + steps * cost.denoise_step_s(g * b, spec.latent_tokens(w, h, 1))
+            + cost.vae_decode_s(b, w, h, 1)
+        )
     return total
 
 
@@ -173,12 +197,17 @@ def estimate(gpu: str = "h100-sxm", budget_s: float = 420.0, target: str = "gpu"
     from sim import catalog
 
     L = catalog.get_model(t.llm).num_layers
-    n_buckets = sum(1 for b in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if b <= t.max_num_batched_tokens)
+    n_buckets = sum(
+        1 for b in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if b <= t.max_num_batched_tokens
+    )
     grid_work = {"llm-grid": llm_grid_work(t, gpu), "diffusion-grid": diffusion_grid_work(t, gpu)}
     fixed = {
-        "llm-grid": llm_bytes / ASSUMED["init_bytes_per_s"] + n_buckets * (L + 1) * ASSUMED["graph_capture_s_per_piece"],
-        "llm-serve": llm_bytes / ASSUMED["init_bytes_per_s"] + n_buckets * (L + 1) * ASSUMED["graph_capture_s_per_piece"]
-        + _burst_s(t, gpu, "capacity") + _burst_s(t, gpu, "staircase"),
+        "llm-grid": llm_bytes / ASSUMED["init_bytes_per_s"]
+        + n_buckets * (L + 1) * ASSUMED["graph_capture_s_per_piece"],
+        "llm-serve": llm_bytes / ASSUMED["init_bytes_per_s"]
+        + n_buckets * (L + 1) * ASSUMED["graph_capture_s_per_piece"]
+        + _burst_s(t, gpu, "capacity")
+        + _burst_s(t, gpu, "staircase"),
         "diffusion-grid": dif_bytes / ASSUMED["init_bytes_per_s"],
         "diffusion-serve": dif_bytes / ASSUMED["init_bytes_per_s"] + _image_burst_s(t, gpu),
     }
@@ -215,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=420.0)
     args = parser.parse_args(argv)
     est = estimate(args.gpu, args.budget_s)
-    print(f"device kit on {est['gpu']}, budget {est['budget_s']:.0f} s (start-up {ASSUMED['startup_s']:.0f} s assumed):")
+    print(
+        f"device kit on {est['gpu']}, budget {est['budget_s']:.0f} s (start-up {ASSUMED['startup_s']:.0f} s assumed):"
+    )
     for r in est["phases"]:
         extra = ", ".join(f"{k.removesuffix('_points')} {v}" for k, v in r.items() if k.endswith("_points"))
         if "scored_runs_s_each" in r:

@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for model in args.models or catalog_models():
         c = count(model)
-        print(f"{model}:\n  eager: {{ops_per_forward: {c['ops_per_forward']}, elementwise_bytes_per_row: {c['elementwise_bytes_per_row']:.6g}, "
-              f"elementwise_bytes_per_row_token: {c['elementwise_bytes_per_row_token']:.6g}}}")
+        print(
+            f"{model}:\n  eager: {{ops_per_forward: {c['ops_per_forward']}, elementwise_bytes_per_row: {c['elementwise_bytes_per_row']:.6g}, "
+            f"elementwise_bytes_per_row_token: {c['elementwise_bytes_per_row_token']:.6g}}}"
+        )
     return 0
 
 

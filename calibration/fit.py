@@ -196,7 +196,9 @@ def build_llm_ops(raw: pd.DataFrame, meta: dict) -> dict:
     lin = raw[raw["op"] == "lin_layer"]
     ops["lin_layer"] = _with_efficiency(fit_table(lin["tokens"].to_numpy(), lin["median_s"].to_numpy()), lin, peaks)
     head = raw[raw["op"] == "lm_head"]
-    ops["lm_head"] = _with_efficiency(fit_table(head["num_seqs"].to_numpy(), head["median_s"].to_numpy(), "num_seqs"), head, peaks)
+    ops["lm_head"] = _with_efficiency(
+        fit_table(head["num_seqs"].to_numpy(), head["median_s"].to_numpy(), "num_seqs"), head, peaks
+    )
     for name, feats in LLM_OPS.items():
         rows = llm_features(raw, name)
         ops[name] = _with_efficiency(fit_linear(rows, rows["median_s"].to_numpy(float), feats), rows, peaks)
@@ -205,7 +207,10 @@ def build_llm_ops(raw: pd.DataFrame, meta: dict) -> dict:
     ops["step"] = _with_efficiency(fit_linear(steps, steps["median_s"].to_numpy(float), STEP_FEATURES), steps, peaks)
     # How far the plain sum of ops is from whole steps, before the composition fit corrects it.
     raw_err = rel_errors(steps["ops_sum"].to_numpy(), steps["median_s"].to_numpy())
-    ops["step"]["ops_sum_error"] = {"median_rel": round(float(np.median(raw_err)), 4), "max_rel": round(float(raw_err.max()), 4)}
+    ops["step"]["ops_sum_error"] = {
+        "median_rel": round(float(np.median(raw_err)), 4),
+        "max_rel": round(float(raw_err.max()), 4),
+    }
     return ops
 
 
@@ -213,12 +218,16 @@ def build_diffusion_ops(raw: pd.DataFrame, meta: dict) -> dict:
     peaks = peaks_for(meta)
     ops: dict = {}
     den = raw[raw["op"] == "denoise_step"].reset_index(drop=True)
-    den = den.assign(row_tokens=den["rows"] * den["tokens"], row_tokens_sq=den["rows"] * den["tokens"].astype(float) ** 2)
+    den = den.assign(
+        row_tokens=den["rows"] * den["tokens"], row_tokens_sq=den["rows"] * den["tokens"].astype(float) ** 2
+    )
     txt = raw[raw["op"] == "text_encode"].reset_index(drop=True)
     vae = raw[raw["op"] == "vae_decode"].reset_index(drop=True)
     vae = vae.assign(pixels=vae["images"] * vae["width"] * vae["height"] * vae["frames"])
     for name, rows in (("denoise_step", den), ("text_encode", txt), ("vae_decode", vae)):
-        ops[name] = _with_efficiency(fit_linear(rows, rows["median_s"].to_numpy(float), DIFFUSION_OPS[name]), rows, peaks)
+        ops[name] = _with_efficiency(
+            fit_linear(rows, rows["median_s"].to_numpy(float), DIFFUSION_OPS[name]), rows, peaks
+        )
     return ops
 
 
@@ -241,7 +250,9 @@ def build_profile(raw: pd.DataFrame, meta: dict, raw_name: str | None) -> dict:
             notes.append("whole steps ran through piecewise CUDA graphs (attention eager), as the engine serves")
         cut = meta.get("cut_short") or {}
         if cut:
-            notes.append("stopped at the budget's deadline: " + ", ".join(f"{op} {a}/{b} points" for op, (a, b) in cut.items()))
+            notes.append(
+                "stopped at the budget's deadline: " + ", ".join(f"{op} {a}/{b} points" for op, (a, b) in cut.items())
+            )
     profile = {
         "format": FORMAT,
         "kind": kind,

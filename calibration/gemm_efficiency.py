@@ -155,7 +155,10 @@ def _fit_elementwise(found: list[Table], peaks: dict) -> tuple[float, float]:
 
     def residuals(x):
         return np.concatenate(
-            [w * np.log(predict_elementwise(t, peaks, x[0], x[1] * 1e-6) / t.elementwise_seconds) for t, w in zip(found, weights)]
+            [
+                w * np.log(predict_elementwise(t, peaks, x[0], x[1] * 1e-6) / t.elementwise_seconds)
+                for t, w in zip(found, weights)
+            ]
         )
 
     sol = least_squares(residuals, [0.5, 3.0], bounds=([0.05, 0.0], [1.0, 100.0]))

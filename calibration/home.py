@@ -67,7 +67,11 @@ def make_workloads(seed: int = WORKLOAD_SEED, folder: Path = WORKLOADS) -> list[
     written = []
     for name, t in TARGETS.items():
         rng = np.random.default_rng(np.random.SeedSequence([seed, sum(map(ord, name))]))
-        sizes = {"capacity": 256, "staircase": 64, "run": 1500} if name == "gpu" else {"capacity": 16, "staircase": 8, "run": 300}
+        sizes = (
+            {"capacity": 256, "staircase": 64, "run": 1500}
+            if name == "gpu"
+            else {"capacity": 16, "staircase": 8, "run": 300}
+        )
         parts = []
         rid = 0
 
@@ -130,7 +134,9 @@ def host_time(steps: pd.DataFrame) -> dict:
         "host_s_median": float(host.median()),
         "host_share_median": float((host / (steps["end_s"] - steps["start_s"])).median()),
         "small_decode_steps": len(small),
-        "small_decode_host_s_median": float((small["schedule_s"] + small["prepare_s"] + small["launch_s"]).median()) if len(small) else float("nan"),
+        "small_decode_host_s_median": float((small["schedule_s"] + small["prepare_s"] + small["launch_s"]).median())
+        if len(small)
+        else float("nan"),
     }
     if steps["device_s"].notna().any():
         out["device_s_median"] = float(steps["device_s"].median())
@@ -184,7 +190,9 @@ def analyse_llm(raw_dir: Path, t: Target, out: Path, seed: int, profiles: Path |
         ignore_index=True,
     )
     frozen = out / "frozen-profile.yaml"
-    _, composition = refit_in_loop(profile, cal, frozen, "the capacity and staircase bursts on the device, before any scored run")
+    _, composition = refit_in_loop(
+        profile, cal, frozen, "the capacity and staircase bursts on the device, before any scored run"
+    )
     sha = sha256_of(frozen)
     plan = json.loads((serve / "plan.json").read_text())
     s = _settings(t, seed)
@@ -196,7 +204,10 @@ def analyse_llm(raw_dir: Path, t: Target, out: Path, seed: int, profiles: Path |
         if not (serve / f"{name}_requests.csv").is_file():
             continue
         frame = pd.read_csv(serve / f"{name}_workload.csv")
-        workload = [WorkItem(int(r.request_id), float(r.arrival_s), int(r.prompt_tokens), int(r.output_tokens)) for r in frame.itertuples()]
+        workload = [
+            WorkItem(int(r.request_id), float(r.arrival_s), int(r.prompt_tokens), int(r.output_tokens))
+            for r in frame.itertuples()
+        ]
         folder = out / name
         folder.mkdir(exist_ok=True)
         predicted = simulate_llm(workload, s, frozen, folder)
@@ -269,7 +280,9 @@ def analyse_diffusion(raw_dir: Path, t: Target, out: Path, seed: int, profiles: 
 
     serve = raw_dir / "diffusion-serve"
     out.mkdir(parents=True, exist_ok=True)
-    profile = fit_folder(raw_dir / "diffusion-grid" / t.diffusion, (profiles or out) / f"{t.diffusion}-{t.dtype}-tp1.yaml")
+    profile = fit_folder(
+        raw_dir / "diffusion-grid" / t.diffusion, (profiles or out) / f"{t.diffusion}-{t.dtype}-tp1.yaml"
+    )
     sha = sha256_of(profile)
     plan = json.loads((serve / "plan.json").read_text())
     per_image = 2 if diffusion_config(t.diffusion).cfg else 1
@@ -288,7 +301,9 @@ def analyse_diffusion(raw_dir: Path, t: Target, out: Path, seed: int, profiles: 
         rows += got
         per_run += each
         cdfs[f"load {p['load']:.0%}"] = ([real], [predicted])
-        replays.append(batch_replay(pd.read_csv(serve / f"{name}_batches.csv"), profile, per_image).assign(load=p["load"]))
+        replays.append(
+            batch_replay(pd.read_csv(serve / f"{name}_batches.csv"), profile, per_image).assign(load=p["load"])
+        )
     replay = pd.concat(replays, ignore_index=True)
     replay.to_csv(out / "batch_replay.csv", index=False)
     settings = DiffusionSettings(model=t.diffusion, device=t.device, dtype=t.dtype, loads=LOADS, repeats=1, seed=seed,
@@ -323,7 +338,10 @@ def analyse(fetched: Path, out: Path, profiles: Path | None = None) -> dict:
             extra[folder.name] = {"error": f"{type(exc).__name__}: {exc}"}
     result["extra"] = extra
     write_report(result, out / "report.md")
-    brief = {k: v if k == "device" or v is None else {x: y for x, y in v.items() if x not in ("table", "per_run")} for k, v in result.items()}
+    brief = {
+        k: v if k == "device" or v is None else {x: y for x, y in v.items() if x not in ("table", "per_run")}
+        for k, v in result.items()
+    }
     (out / "summary.json").write_text(json.dumps(brief, indent=2, default=str))
     return result
 
@@ -351,13 +369,25 @@ def write_report(result: dict, path: Path) -> None:
         if not s:
             lines += [f"## {shape.upper()}: no complete calibration and runs came back", ""]
             continue
-        lines += [f"## {s['model']}", "", f"Capacity {s['capacity_req_s']:.3f} req/s (burst, before the scored runs); "
-                  f"frozen profile sha256 `{s['protocol']['frozen_profile_sha256'][:12]}`.", ""]
+        lines += [
+            f"## {s['model']}",
+            "",
+            f"Capacity {s['capacity_req_s']:.3f} req/s (burst, before the scored runs); "
+            f"frozen profile sha256 `{s['protocol']['frozen_profile_sha256'][:12]}`.",
+            "",
+        ]
         lines += ["| case | metric | measured | predicted | error |", "| --- | --- | --- | --- | --- |"]
         for r in s["table"].itertuples():
-            lines.append(f"| load {r.load:.0%} | {r.metric} | {r.measured:.4g} | {r.predicted:.4g} | {_fmt_err(r.error)} |")
-        lines += ["", "Largest |error| per metric over the runs: " + ", ".join(
-            f"{m} {h['max_abs_run_error']:.1%}" for m, h in s["headline"].items()) + f". Details: `{shape}/report.md`.", ""]
+            lines.append(
+                f"| load {r.load:.0%} | {r.metric} | {r.measured:.4g} | {r.predicted:.4g} | {_fmt_err(r.error)} |"
+            )
+        lines += [
+            "",
+            "Largest |error| per metric over the runs: "
+            + ", ".join(f"{m} {h['max_abs_run_error']:.1%}" for m, h in s["headline"].items())
+            + f". Details: `{shape}/report.md`.",
+            "",
+        ]
         for h in s.get("host_time", []):
             lines.append(
                 f"- {h['run']} (load {h['load']:.0%}{', cut at deadline' if h['cut'] else ''}): host time per step "
@@ -366,7 +396,9 @@ def write_report(result: dict, path: Path) -> None:
             )
         lines.append("")
     for model, e in (result.get("extra") or {}).items():
-        lines.append(f"- extra model {model}: " + (f"profile `{Path(e['profile']).name}`" if "profile" in e else e["error"]))
+        lines.append(
+            f"- extra model {model}: " + (f"profile `{Path(e['profile']).name}`" if "profile" in e else e["error"])
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -386,7 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         print("calibration.home: error: give the fetched folder and -o OUT_DIR", file=sys.stderr)
         return 2
     if not (args.fetched / "device.json").is_file():
-        print(f"calibration.home: error: {args.fetched}: no device.json here (the device kit's output folder)", file=sys.stderr)
+        print(
+            f"calibration.home: error: {args.fetched}: no device.json here (the device kit's output folder)",
+            file=sys.stderr,
+        )
         return 2
     analyse(args.fetched, args.output, args.profiles)
     print(f"wrote {args.output / 'report.md'}")

@@ -263,7 +263,9 @@ def measure_llm(
         return seqs
 
     def filled_cache(chunks, num_layers: int):
-        cache = KVCache(cfg, dtype, device, num_layers=num_layers, num_slots=len(chunks), max_len=max(p + k for p, k in chunks))
+        cache = KVCache(
+            cfg, dtype, device, num_layers=num_layers, num_slots=len(chunks), max_len=max(p + k for p, k in chunks)
+        )
         return cache, fill(cache, chunks)
 
     # Whole steps run through the engine's own ModelRunner. On CUDA one runner (piecewise CUDA
@@ -380,8 +382,26 @@ def measure_llm(
         return build
 
     _sweep("lin_layer", [lin_point(n) for n in grid.lin_tokens], device, quick, rec, progress, deadlines, timing)
-    _sweep("attn_decode", [attention_point([(1, c) for c in ctxs]) for ctxs in grid.decode], device, quick, rec, progress, deadlines, timing)
-    _sweep("attn_prefill", [attention_point(list(chunks)) for chunks in grid.prefill], device, quick, rec, progress, deadlines, timing)
+    _sweep(
+        "attn_decode",
+        [attention_point([(1, c) for c in ctxs]) for ctxs in grid.decode],
+        device,
+        quick,
+        rec,
+        progress,
+        deadlines,
+        timing,
+    )
+    _sweep(
+        "attn_prefill",
+        [attention_point(list(chunks)) for chunks in grid.prefill],
+        device,
+        quick,
+        rec,
+        progress,
+        deadlines,
+        timing,
+    )
     _sweep("lm_head", [head_point(r) for r in grid.head_rows], device, quick, rec, progress, deadlines, timing)
     _sweep("step", [step_point(spec) for spec in grid.steps], device, quick, rec, progress, deadlines, timing)
     sync(device)
@@ -393,7 +413,9 @@ def measure_llm(
         "stack": stack,
         "params_per_layer": cfg.params_per_layer(),
         "kv_bytes_per_token": cfg.kv_bytes_per_token(elem),
-        "step_path": None if runner is None else {"attention": runner.attention, "cuda_graphs": bool(runner._graphs), "notes": runner.notes},
+        "step_path": None
+        if runner is None
+        else {"attention": runner.attention, "cuda_graphs": bool(runner._graphs), "notes": runner.notes},
     }
 
 
@@ -447,7 +469,16 @@ def measure_diffusion(
         return build
 
     _sweep("text_encode", [text_point(b) for b in grid.text_prompts], device, quick, rec, progress, deadlines, timing)
-    _sweep("denoise_step", [denoise_point(*shape) for shape in grid.denoise], device, quick, rec, progress, deadlines, timing)
+    _sweep(
+        "denoise_step",
+        [denoise_point(*shape) for shape in grid.denoise],
+        device,
+        quick,
+        rec,
+        progress,
+        deadlines,
+        timing,
+    )
     _sweep("vae_decode", [vae_point(*shape) for shape in grid.vae], device, quick, rec, progress, deadlines, timing)
     sync(device)
     return {"kind": "diffusion", "text_tokens": cfg.text_tokens, "cfg": cfg.cfg}
@@ -501,7 +532,14 @@ def measure(
         configure_cpu(threads)
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / META
-    settings = {"model": model, "kind": kind, "target": device, "dtype": dtype, "quick": quick, "custom_grid": grid is not None}
+    settings = {
+        "model": model,
+        "kind": kind,
+        "target": device,
+        "dtype": dtype,
+        "quick": quick,
+        "custom_grid": grid is not None,
+    }
     if meta_path.exists():  # resume: the same measurement, or refuse
         meta = json.loads(meta_path.read_text())
         if {k: meta.get(k) for k in settings} != settings:

@@ -74,7 +74,9 @@ def _predict(profile: dict, name: str, rows: pd.DataFrame) -> np.ndarray:
     if profile["kind"] == "llm" and name == "step":
         rows = rows.assign(ops_sum=ops_sum(profile["ops"], profile["layers"], rows))
     if name == "denoise_step":
-        rows = rows.assign(row_tokens=rows["rows"] * rows["tokens"], row_tokens_sq=rows["rows"] * rows["tokens"].astype(float) ** 2)
+        rows = rows.assign(
+            row_tokens=rows["rows"] * rows["tokens"], row_tokens_sq=rows["rows"] * rows["tokens"].astype(float) ** 2
+        )
     if name == "vae_decode":
         rows = rows.assign(pixels=rows["images"] * rows["width"] * rows["height"] * rows["frames"])
     return eval_linear(op, rows)
@@ -123,7 +125,11 @@ def plot(profile: dict, raw: pd.DataFrame, out: Path) -> Path:
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    fig.suptitle(f"{profile['model']} on {(profile.get('device') or {}).get('name')}" + (f"; roofline: {against}" if against else ""), fontsize=9)
+    fig.suptitle(
+        f"{profile['model']} on {(profile.get('device') or {}).get('name')}"
+        + (f"; roofline: {against}" if against else ""),
+        fontsize=9,
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -24,7 +24,15 @@ import time
 from pathlib import Path
 
 #: nvidia-smi query fields, in the CSV's column order after ``t_s``.
-GPU_FIELDS = ("clocks.sm", "clocks.mem", "power.draw", "power.limit", "temperature.gpu", "utilization.gpu", "clocks_throttle_reasons.active")
+GPU_FIELDS = (
+    "clocks.sm",
+    "clocks.mem",
+    "power.draw",
+    "power.limit",
+    "temperature.gpu",
+    "utilization.gpu",
+    "clocks_throttle_reasons.active",
+)
 CPU_FIELDS = ("loadavg_1m", "cpu_mhz_mean")
 
 
@@ -34,7 +42,11 @@ def _gpu_index(device: str) -> str:
 
 def _cpu_mhz() -> float | None:
     try:
-        mhz = [float(line.split(":", 1)[1]) for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("cpu MHz")]
+        mhz = [
+            float(line.split(":", 1)[1])
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("cpu MHz")
+        ]
     except (OSError, ValueError):
         return None
     return round(sum(mhz) / len(mhz), 1) if mhz else None

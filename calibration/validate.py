@@ -270,7 +270,9 @@ SPEED_WINDOW_S = 1.0
 """The window of ``run_speed_series`` in the report's given-the-runs'-speed diagnostic."""
 
 
-def _speed_per_window(at_s: np.ndarray, replay: pd.DataFrame, n: int, window_s: float, min_predicted_s: float) -> np.ndarray:
+def _speed_per_window(
+    at_s: np.ndarray, replay: pd.DataFrame, n: int, window_s: float, min_predicted_s: float
+) -> np.ndarray:
     """Measured over predicted time of the steps in each window (by ``at_s``); a window whose
     steps are predicted at less than ``min_predicted_s`` takes its neighbours' value."""
     idx = np.minimum((np.asarray(at_s) // window_s).astype(int), n - 1)
@@ -282,7 +284,9 @@ def _speed_per_window(at_s: np.ndarray, replay: pd.DataFrame, n: int, window_s: 
     return pd.Series(speed).ffill().bfill().fillna(1.0).to_numpy()
 
 
-def run_speed_series(steps: pd.DataFrame, profile: Path, window_s: float = SPEED_WINDOW_S) -> tuple[np.ndarray, np.ndarray]:
+def run_speed_series(
+    steps: pd.DataFrame, profile: Path, window_s: float = SPEED_WINDOW_S
+) -> tuple[np.ndarray, np.ndarray]:
     """How fast the machine ran a real run, window by window: (edges, speed), the measured over
     the predicted time of the run's own steps in each ``window_s`` window, 1.0 being what
     ``profile`` says. A window with less than a fifth of its time in steps takes its
@@ -294,7 +298,9 @@ def run_speed_series(steps: pd.DataFrame, profile: Path, window_s: float = SPEED
     return np.arange(n + 1) * window_s, _speed_per_window(mid, replay, n, window_s, 0.2 * window_s)
 
 
-def simulate_llm_at(workload, s: LLMSettings, profile: Path, folder: Path, edges: np.ndarray, speed: np.ndarray) -> pd.DataFrame:
+def simulate_llm_at(
+    workload, s: LLMSettings, profile: Path, folder: Path, edges: np.ndarray, speed: np.ndarray
+) -> pd.DataFrame:
     """``simulate_llm`` on a machine whose speed changes over time: ``speed[i]`` times the
     profile's step times between ``edges[i]`` and ``edges[i + 1]`` (the last value on after).
 
@@ -345,7 +351,9 @@ def _profile_for(model: str, device: str, dtype: str, out: Path, profile: Path |
     return write_profile(build_profile(raw, meta, None), raw, out / "calibration")
 
 
-def compare_runs(case: dict, runs: list[pd.DataFrame], sims: list[pd.DataFrame], metrics: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+def compare_runs(
+    case: dict, runs: list[pd.DataFrame], sims: list[pd.DataFrame], metrics: tuple[str, ...]
+) -> tuple[list[dict], list[dict]]:
     """Error rows of one case (its load, and what else sets it apart: ``case``), each percentile of each metric and throughput: a summary row per
     figure and one per real run. ``sims`` holds the one prediction all runs are scored against,
     or one simulation per run (a diagnostic). A run's error is (simulated - measured) /
@@ -421,7 +429,9 @@ def _headline(table: pd.DataFrame) -> dict:
     return out
 
 
-def finish_report(out: Path, rows: list[dict], per_run: list[dict], summary: dict, cdfs: dict, metrics: tuple[str, ...]) -> dict:
+def finish_report(
+    out: Path, rows: list[dict], per_run: list[dict], summary: dict, cdfs: dict, metrics: tuple[str, ...]
+) -> dict:
     # Paths relative to the report, so a report moved or committed names no machine's folders.
     summary["profile"] = os.path.relpath(Path(summary["profile"]).resolve(), out.resolve())
     table = pd.DataFrame(rows)
@@ -483,10 +493,16 @@ def validate_llm(s: LLMSettings, out: Path, profile: Path | None = None, progres
     frozen = out / "frozen-profile.yaml"
     composition = None
     if s.in_loop:
-        what = "the capacity burst" + (" and a staircase calibration burst" if n_cal > 0 else "") + ", before any scored run"
+        what = (
+            "the capacity burst"
+            + (" and a staircase calibration burst" if n_cal > 0 else "")
+            + ", before any scored run"
+        )
         _, composition = refit_in_loop(profile, cal, frozen, what)
         fe = composition["in_loop"]["fit_error"]
-        progress(f"step composition refitted on {fe['points']} calibration steps: held-out median |error| {fe['median_rel']:.1%}")
+        progress(
+            f"step composition refitted on {fe['points']} calibration steps: held-out median |error| {fe['median_rel']:.1%}"
+        )
     else:
         import yaml
 
@@ -609,7 +625,12 @@ def simulate_diffusion(s: DiffusionSettings, rate: float, max_wait_s: float, pro
                 "name": "images",
                 "model": s.model,
                 "gpu": "l4",  # sets only memory and price here
-                "batching": {"policy": "static", "max_batch_size": s.max_batch_size, "max_wait_s": max_wait_s, "shapes": "bucket"},
+                "batching": {
+                    "policy": "static",
+                    "max_batch_size": s.max_batch_size,
+                    "max_wait_s": max_wait_s,
+                    "shapes": "bucket",
+                },
                 "cost_model": {"kind": "profile", "path": str(profile.resolve())},
             }
         ],
@@ -644,7 +665,9 @@ def batch_replay(batches: pd.DataFrame, profile: Path, text_prompts_per_image: i
     return out
 
 
-def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = None, progress: Progress = print) -> dict:
+def validate_diffusion(
+    s: DiffusionSettings, out: Path, profile: Path | None = None, progress: Progress = print
+) -> dict:
     """The diffusion validation: static batches of a real pipeline against the simulator, at
     every load and ``max_wait_s`` setting, on a mix of image shapes."""
     from calibration.diffusion_configs import diffusion_config
@@ -659,7 +682,10 @@ def validate_diffusion(s: DiffusionSettings, out: Path, profile: Path | None = N
 
     def real(frame: pd.DataFrame, max_wait_s: float, seed: int):
         cfg = DiffusionEngineConfig(max_batch_size=s.max_batch_size, max_wait_s=max_wait_s)
-        work = [ImageWorkItem(i, float(r.arrival_s), int(r.width), int(r.height), s.steps) for i, r in enumerate(frame.itertuples())]
+        work = [
+            ImageWorkItem(i, float(r.arrival_s), int(r.width), int(r.height), s.steps)
+            for i, r in enumerate(frame.itertuples())
+        ]
         return run_diffusion_engine(s.model, work, cfg, device=s.device, dtype=dtype, seed=seed)
 
     # Calibrate: the capacity burst, on the shape mix of the runs, before any scored run.
@@ -743,7 +769,14 @@ def _plot_cdfs(cdfs: dict, path: Path, metrics: tuple[str, ...]) -> None:
             for k, sim in enumerate(sims):
                 v = np.sort(sim[m].dropna().to_numpy())
                 lw, alpha = (2, 1.0) if len(sims) == 1 else (1.2, 0.7)
-                ax.plot(v, np.linspace(0, 1, len(v)), color="tab:orange", lw=lw, alpha=alpha, label="simulated" if k == 0 else None)
+                ax.plot(
+                    v,
+                    np.linspace(0, 1, len(v)),
+                    color="tab:orange",
+                    lw=lw,
+                    alpha=alpha,
+                    label="simulated" if k == 0 else None,
+                )
             ax.set_title(f"{m.removesuffix('_s').upper()} at {label}", fontsize=9)
             ax.set_xlabel("s")
             ax.legend(fontsize=7)
@@ -786,7 +819,11 @@ def _write_markdown(table: pd.DataFrame, per_run: pd.DataFrame, summary: dict, p
         )
     lines += ["", "Largest errors over every load and percentile:", ""]
     for family, h in summary["headline"].items():
-        floor = f"noise floor up to {h['max_noise_floor']:.1%}" if np.isfinite(h["max_noise_floor"]) else "one run per load: no noise floor"
+        floor = (
+            f"noise floor up to {h['max_noise_floor']:.1%}"
+            if np.isfinite(h["max_noise_floor"])
+            else "one run per load: no noise floor"
+        )
         lines.append(
             f"- {family}: median over runs {h['max_abs_median_error']:.1%}, worst single run {h['max_abs_run_error']:.1%} ({floor})"
         )

@@ -291,7 +291,10 @@ def import_profile(
 
     ops["lm_head"] = _linear(
         ["const", "num_seqs"],
-        [d * V * DTYPE_BYTES / tp / gemm_bytes_per_s + eff.get("gemm_kernel_s", 0.0), 2 * d * V / tp / gemm_flops_per_s],
+        [
+            d * V * DTYPE_BYTES / tp / gemm_bytes_per_s + eff.get("gemm_kernel_s", 0.0),
+            2 * d * V / tp / gemm_flops_per_s,
+        ],
         {"num_seqs": (1, x_max)},
         "roofline",
     )

@@ -91,7 +91,9 @@ def _child(case: str, requests: int) -> None:
 def run_case(case: str, n: int) -> dict:
     """One run of a case in a fresh process: its requests, steps, wall times, peak RSS and a
     few latencies. Raises RuntimeError (with the child's last line) if it fails."""
-    proc = subprocess.run([sys.executable, "-c", f"from sim.bench import _child; _child({case!r}, {n})"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", f"from sim.bench import _child; _child({case!r}, {n})"], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
         raise RuntimeError(f"bench case {case} ({n} requests) failed: {last}")
@@ -111,8 +113,20 @@ def bench_table(repeat: int):
     """The empty result table (``sim.console.Table``); ``bench_row`` gives each case's row."""
     from sim.console import Table
 
-    table = Table(title=f"servesim bench (Llama-2-7B, 1 x H100, roofline, Poisson 7 req/s); median [min-max] of {repeat} runs")
-    for col in ("case", "requests", "engine steps", "sim wall s", "req / wall s", "peak RSS MB", "TTFT p99 ms", "TPOT p50 ms", "E2E p50 s"):
+    table = Table(
+        title=f"servesim bench (Llama-2-7B, 1 x H100, roofline, Poisson 7 req/s); median [min-max] of {repeat} runs"
+    )
+    for col in (
+        "case",
+        "requests",
+        "engine steps",
+        "sim wall s",
+        "req / wall s",
+        "peak RSS MB",
+        "TTFT p99 ms",
+        "TPOT p50 ms",
+        "E2E p50 s",
+    ):
         table.add_column(col, justify="right")
     return table
 
@@ -134,4 +148,6 @@ def bench_row(case: str, runs: list[dict]) -> list[str]:
     ]  # fmt: skip
 
 
-PEER_NOTE = "Peer reference: Vidur runs ~950 simulated requests per wall-second on this workload on these 2-core machines."
+PEER_NOTE = (
+    "Peer reference: Vidur runs ~950 simulated requests per wall-second on this workload on these 2-core machines."
+)

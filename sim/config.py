@@ -360,7 +360,9 @@ class RequestClass(Strict):
             if self.pool is not None:
                 raise ValueError("a pipeline names a pool per stage: drop 'pool'")
             if any(lengths) or self.image is not None or self.trace is not None:
-                raise ValueError("a pipeline's stages give its work: drop 'prompt_tokens'/'output_tokens'/'image'/'trace'")
+                raise ValueError(
+                    "a pipeline's stages give its work: drop 'prompt_tokens'/'output_tokens'/'image'/'trace'"
+                )
             if self.arrival is None:
                 raise ValueError("a pipeline needs 'arrival'")
             names = [s.name for s in self.stages]
@@ -428,8 +430,7 @@ class EngineConfig(Strict):
     def _budget(self) -> EngineConfig:
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(
-                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
-                f"max_num_seqs ({self.max_num_seqs})"
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"
             )
         return self
 
@@ -661,7 +662,9 @@ class PlanConfig(Strict):
     @model_validator(mode="after")
     def _reps(self) -> PlanConfig:
         if self.max_replications < self.replications:
-            raise ValueError(f"max_replications ({self.max_replications}) must be >= replications ({self.replications})")
+            raise ValueError(
+                f"max_replications ({self.max_replications}) must be >= replications ({self.replications})"
+            )
         names = [layout.name for layout in self.layouts or ()]
         if len(set(names)) != len(names):
             raise ValueError(f"layout names must be unique (got {names})")
@@ -702,19 +705,29 @@ class Scenario(Strict):
             raise ValueError(f"class names must be unique (got {class_names})")
         pools = {p.name: p for p in self.pools}
         for c in self.classes:
-            targets = [(s.pool, "image" if s.image is not None else "text", f"stage {s.name!r} of ") for s in c.stages or ()]
+            targets = [
+                (s.pool, "image" if s.image is not None else "text", f"stage {s.name!r} of ") for s in c.stages or ()
+            ]
             if c.pool is not None:
                 targets.append((c.pool, c.kind, ""))
             for pool, kind, where in targets:
                 if pool not in pools:
-                    raise ValueError(f"{where}class {c.name!r} routes to unknown pool {pool!r}; pools: {', '.join(pool_names)}")
+                    raise ValueError(
+                        f"{where}class {c.name!r} routes to unknown pool {pool!r}; pools: {', '.join(pool_names)}"
+                    )
                 diffusion = pools[pool].is_diffusion
                 if kind == "image" and not diffusion:
-                    raise ValueError(f"{where}class {c.name!r} sends images to pool {pool!r}, which serves the LLM {pools[pool].model}")
+                    raise ValueError(
+                        f"{where}class {c.name!r} sends images to pool {pool!r}, which serves the LLM {pools[pool].model}"
+                    )
                 if kind == "text" and diffusion:
-                    raise ValueError(f"{where}class {c.name!r} sends text to pool {pool!r}, which serves the diffusion model {pools[pool].model}")
+                    raise ValueError(
+                        f"{where}class {c.name!r} sends text to pool {pool!r}, which serves the diffusion model {pools[pool].model}"
+                    )
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
-            raise ValueError(f"warmup_s ({self.warmup_s:g}) must be < duration_s ({self.duration_s:g}): nothing would be measured")
+            raise ValueError(
+                f"warmup_s ({self.warmup_s:g}) must be < duration_s ({self.duration_s:g}): nothing would be measured"
+            )
         if "all" in class_names and len(class_names) > 1:
             raise ValueError("class name 'all' is reserved for the whole-fleet summary row; rename the class")
         for c in self.classes:
@@ -743,7 +756,13 @@ class Scenario(Strict):
                     )
         for c in self.classes:
             # a class none of whose requests could ever fit its pool serves nothing: say so now
-            if c.kind != "text" or c.pool is None or c.trace is not None or c.prompt_tokens is None or c.output_tokens is None:
+            if (
+                c.kind != "text"
+                or c.pool is None
+                or c.trace is not None
+                or c.prompt_tokens is None
+                or c.output_tokens is None
+            ):
                 continue
             pool = pools[c.pool]
             limit = pool.engine.max_model_len or catalog.get_model(pool.model).max_position_embeddings
@@ -789,7 +808,9 @@ class Scenario(Strict):
             raw = base.model_dump(exclude_unset=True)
             for i, variant in enumerate(space.variants):
                 try:
-                    PoolConfig.model_validate(apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in variant.items()]))
+                    PoolConfig.model_validate(
+                        apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in variant.items()])
+                    )
                 except ConfigError as exc:
                     raise ValueError(f"plan.pools.{name}.variants.{i}: {exc}") from None
                 except ValidationError as exc:
@@ -864,13 +885,17 @@ class _StrictLoader(yaml.SafeLoader):
 
 _StrictLoader.yaml_implicit_resolvers = {k: [r for r in v if r[0] not in (
     "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}  # fmt: skip
-_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9_]+|0x[0-9a-fA-F_]+|0o[0-7_]+)$"), list("-+0123456789")
 )
 _StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
     list("-+0123456789."),
 )
 
@@ -938,7 +963,9 @@ def read_yaml(path: Path, what: str, shown: Path | None = None) -> Any:
     shown = shown or path
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
-            raise ConfigError(f"{shown}: larger than {MAX_YAML_BYTES // 2**20} MiB; YAML inputs are expected to be small")
+            raise ConfigError(
+                f"{shown}: larger than {MAX_YAML_BYTES // 2**20} MiB; YAML inputs are expected to be small"
+            )
         text = path.read_text()
     except UnicodeDecodeError:
         raise ConfigError(f"{shown}: not a text (UTF-8) file") from None

@@ -58,7 +58,9 @@ def _half_width(hw: float) -> str:
     return number(hw, 2 if lead <= 2 else 1, whole=False)
 
 
-def with_ci(mean: float, hw: float | None, digits: int = 3, bounds: tuple[float | None, float | None] = (None, None)) -> str:
+def with_ci(
+    mean: float, hw: float | None, digits: int = 3, bounds: tuple[float | None, float | None] = (None, None)
+) -> str:
     """'3,684±16,000†', '1.99±0.034', '0.245 [0, 1]†', '48.8±0.6', '1.00±0', '0'.
 
     The mean to ``digits`` significant figures of its own, the 95 % half-width beside it to one
@@ -97,7 +99,9 @@ def wide_note(replications: int) -> str:
     return f"{WIDE} 95 % CI wider than the value: add replications (now {replications}; --replications N)"
 
 
-def thin_percentiles(samples_per_replication: float, percentiles: tuple[str, ...] = ("p50", "p90", "p99", "p99.9"), need: int = 10) -> list[str]:
+def thin_percentiles(
+    samples_per_replication: float, percentiles: tuple[str, ...] = ("p50", "p90", "p99", "p99.9"), need: int = 10
+) -> list[str]:
     """The percentiles that rest on fewer than ``need`` samples beyond them per replication
     (p99.9 from 2,000 requests rests on 2: it is little more than the largest one)."""
     return [p for p in percentiles if samples_per_replication * (1 - float(p[1:]) / 100) < need]

@@ -209,7 +209,9 @@ def _llm_static_batch(point: dict, spec: dict) -> float:
 def _llm_poisson(point: dict, spec: dict) -> float:
     c = point["conditions"]
     n = int(c["num_requests"])
-    raw = _text_scenario(point, spec, n, {"process": "poisson", "rate": float(c["request_rate_per_s"])}, POISSON_REPLICATIONS)
+    raw = _text_scenario(
+        point, spec, n, {"process": "poisson", "rate": float(c["request_rate_per_s"])}, POISSON_REPLICATIONS
+    )
     done = _finished(_run(raw), n * POISSON_REPLICATIONS)
     if point["metric"] == "output_tokens_per_s":
         return _text_metric(point, done)
@@ -257,7 +259,14 @@ def _image_single(point: dict, spec: dict) -> float:
         "seed": 0,
         "num_requests": 1,
         "pools": [_image_pool(point, {"max_batch_size": 1})],
-        "classes": [{"name": "c", "pool": "p", "arrival": {"process": "constant", "rate": BURST_RATE}, "image": _image(point, spec)}],
+        "classes": [
+            {
+                "name": "c",
+                "pool": "p",
+                "arrival": {"process": "constant", "rate": BURST_RATE},
+                "image": _image(point, spec),
+            }
+        ],
     }
     done = _finished(_run(raw), 1)
     if point["metric"] in ("e2e_s", "video_s"):
@@ -274,7 +283,14 @@ def _image_batch(point: dict, spec: dict) -> float:
         "seed": 0,
         "num_requests": n,
         "pools": [_image_pool(point, {"max_batch_size": n, "max_wait_s": 1.0})],
-        "classes": [{"name": "c", "pool": "p", "arrival": {"process": "constant", "rate": BURST_RATE}, "image": _image(point, spec)}],
+        "classes": [
+            {
+                "name": "c",
+                "pool": "p",
+                "arrival": {"process": "constant", "rate": BURST_RATE},
+                "image": _image(point, spec),
+            }
+        ],
     }
     done = _finished(_run(raw), n)
     span = float(done["finish_s"].max() - done["arrival_s"].min())
@@ -293,7 +309,9 @@ def _image_step(point: dict, spec: dict) -> float:
     model = catalog.get_diffusion_model(point["model"])
     image = _image(point, spec)
     cfg = image.get("cfg", model.cfg)
-    tokens = model.latent_tokens(image.get("width", model.default_width), image.get("height", model.default_height), image.get("frames", 1))
+    tokens = model.latent_tokens(
+        image.get("width", model.default_width), image.get("height", model.default_height), image.get("frames", 1)
+    )
     cost = DiffusionRooflineCost(model, catalog.get_gpu(point["gpu"]), execution=execution(point))
     rows = int(point["conditions"].get("batch_size") or 1) * (2 if cfg else 1)
     return cost.denoise_step_s(rows, tokens)

@@ -293,7 +293,9 @@ def measure(checks: list[Check], sub: Scenario, result, window_end: float) -> di
         done = (mine["finish_s"] >= 0).to_numpy()
         out["rejected"][ck.cls] = float((status == "rejected").mean()) if len(mine) else 0.0
         if ck.metric == "stable":
-            finished_in = ((df["class_id"] == names.index(ck.cls)) & (df["finish_s"] >= t0) & (df["finish_s"] <= t1)).sum()
+            finished_in = (
+                (df["class_id"] == names.index(ck.cls)) & (df["finish_s"] >= t0) & (df["finish_s"] <= t1)
+            ).sum()
             value = float(finished_in / len(mine)) if len(mine) else 1.0
         elif ck.metric == "attainment":
             from sim.metrics.summary import meets_slo
@@ -366,12 +368,24 @@ class Evaluator:
 
             s = self.settings
             full = self.scenario.model_copy(update={"duration_s": s.duration_s, "seed": s.seed, "plan": None})
-            ends = [build_stream_for(full, c, class_rng(s.seed, rep, i), self.base_dir).arrival_s for i, c in enumerate(full.classes)]
+            ends = [
+                build_stream_for(full, c, class_rng(s.seed, rep, i), self.base_dir).arrival_s
+                for i, c in enumerate(full.classes)
+            ]
             self._ends[rep] = max((float(a[-1]) for a in ends if len(a)), default=0.0)
         return self._ends[rep]
 
     def key(self, pool: PoolConfig, classes: tuple[int, ...], rep: int) -> str:
-        text = json.dumps([pool.model_dump(mode="json"), classes, asdict(self.settings) | {"replications": 0, "max_replications": 0}, rep, __version__], sort_keys=True)
+        text = json.dumps(
+            [
+                pool.model_dump(mode="json"),
+                classes,
+                asdict(self.settings) | {"replications": 0, "max_replications": 0},
+                rep,
+                __version__,
+            ],
+            sort_keys=True,
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def replication(self, pool: PoolConfig, classes: tuple[int, ...], checks: list[Check], rep: int) -> dict:
@@ -384,8 +398,13 @@ class Evaluator:
         sub = sub_scenario(self.scenario, pool, classes, self.settings)
         streams = _streams(sub, classes, rep, self.base_dir)
         t0 = time.perf_counter()
-        result = simulate(sub, self.base_dir, replication_seed(sub.seed, rep, len(self.scenario.classes)), streams=streams)
-        record = measure(checks, sub, result, self.window_end(rep)) | {"key": key, "wall_s": round(time.perf_counter() - t0, 4)}
+        result = simulate(
+            sub, self.base_dir, replication_seed(sub.seed, rep, len(self.scenario.classes)), streams=streams
+        )
+        record = measure(checks, sub, result, self.window_end(rep)) | {
+            "key": key,
+            "wall_s": round(time.perf_counter() - t0, 4),
+        }
         self.simulated += 1
         self.cache[key] = record
         self.new.append(record)
@@ -422,7 +441,9 @@ def read_cache(path: Path) -> dict[str, dict]:
 # --------------------------------------------------------------------------- analytic bounds
 
 
-def bounds(scenario: Scenario, cand: Candidate, classes: tuple[int, ...], settings: Settings, base_dir: Path) -> str | None:
+def bounds(
+    scenario: Scenario, cand: Candidate, classes: tuple[int, ...], settings: Settings, base_dir: Path
+) -> str | None:
     """Fill ``cand.bounds`` (fewest replicas by utilisation < 1, SLO floors); return why the
     candidate cannot work at any replica count, or None."""
     from sim.fleet.cluster import build_cost_model, build_diffusion_cost, check_pool_fits
@@ -493,7 +514,9 @@ def _text_bounds(pool: PoolConfig, cost, stream, q: float) -> tuple[float, dict[
     one.add_decode(int(np.percentile(prompt + output / 2, q)))
     floors["tpot_s"] = cost.step_s(one)
     if stream.prefix_hashes is None:
-        floors["ttft_s"] = _prefill_s(cost, int(np.percentile(prompt, q)), e.max_num_batched_tokens if e.enable_chunked_prefill else None)
+        floors["ttft_s"] = _prefill_s(
+            cost, int(np.percentile(prompt, q)), e.max_num_batched_tokens if e.enable_chunked_prefill else None
+        )
     return per_req, floors
 
 
@@ -518,7 +541,9 @@ def _image_bounds(pool: PoolConfig, cost, stream) -> tuple[float, np.ndarray]:
     alone = {}
     for steps, images in set(zip(stream.steps.tolist(), stream.images.tolist())):
         alone[steps, images] = (
-            cost.text_encode_s(per_row) + steps * cost.denoise_step_s(images * per_row, tokens) + cost.vae_decode_s(images, sh.width, sh.height, sh.frames)
+            cost.text_encode_s(per_row)
+            + steps * cost.denoise_step_s(images * per_row, tokens)
+            + cost.vae_decode_s(images, sh.width, sh.height, sh.frames)
         )
     floor = np.array([alone[s, i] for s, i in zip(stream.steps.tolist(), stream.images.tolist())])
     k = pool.diffusion.max_batch_size
@@ -573,11 +598,17 @@ def search(task: tuple) -> dict:
         refused = {c: f for c, f in r["rejected"].items() if f > allowed.get(c, 0.0) + 1e-12}
         if refused:
             c, f = next(iter(refused.items()))
-            return out("rejected", None, f"{c}: {f:.1%} of requests are rejected (they cannot fit the KV cache or max_model_len); more replicas do not help")
+            return out(
+                "rejected",
+                None,
+                f"{c}: {f:.1%} of requests are rejected (they cannot fit the KV cache or max_model_len); more replicas do not help",
+            )
         if n >= cap:
             worst = min(r["checks"], key=lambda x: x["margin"])
             why = "the cheapest found so far" if cap < cand.max_replicas else f"max_replicas ({cand.max_replicas})"
-            return out("rejected", None, f"misses at {_n(n, 'replica')}, the most allowed by {why}: {_check_text(worst)}")
+            return out(
+                "rejected", None, f"misses at {_n(n, 'replica')}, the most allowed by {why}: {_check_text(worst)}"
+            )
         n, step = min(cap, n + step), step * 2
     if first_meet == lo and lo > 1:
         # The utilisation bound is only a bound: make sure one fewer misses.
@@ -598,7 +629,9 @@ def search(task: tuple) -> dict:
 
 def _check_text(c: dict) -> str:
     if not c["decided"]:
-        return f"{c['class']} {_metric_name(c)} {_value_text(c)} is not shown within {_target_text(c)} at 95 % confidence"
+        return (
+            f"{c['class']} {_metric_name(c)} {_value_text(c)} is not shown within {_target_text(c)} at 95 % confidence"
+        )
     if c["metric"] == "stable":
         return f"{c['class']} completes only {c['value']:.0%} of its arrivals (overloaded)"
     if c["metric"] == "attainment":
@@ -674,7 +707,19 @@ def plan_fleet(
         live = [c for c in cs if c.status == "pending"]
         if live:
             firsts.append((key, min(live, key=lambda c: c.usd_per_replica_hour * c.bounds["min_replicas"])))
-    simulated = _run_searches(scenario, base_dir, settings, problems, [(k, c, c.max_replicas) for k, c in firsts], cache, cache_path, workers, backend, address, progress)
+    simulated = _run_searches(
+        scenario,
+        base_dir,
+        settings,
+        problems,
+        [(k, c, c.max_replicas) for k, c in firsts],
+        cache,
+        cache_path,
+        workers,
+        backend,
+        address,
+        progress,
+    )
     second = []
     for key, first in firsts:
         best = first.cost(first.replicas) if first.status == "feasible" else None
@@ -693,19 +738,28 @@ def plan_fleet(
                     c.reason = c.reason.replace(" cost more", " costs more")
                 continue
             second.append((key, c, cap))
-    simulated += _run_searches(scenario, base_dir, settings, problems, second, cache, cache_path, workers, backend, address, progress)
+    simulated += _run_searches(
+        scenario, base_dir, settings, problems, second, cache, cache_path, workers, backend, address, progress
+    )
     answer, layout_rows = _answer(scenario, lays, cands)
     frontier = _frontier(lays, cands)
-    return PlanResult(scenario, settings, lays, cands, answer, layout_rows, frontier, time.perf_counter() - t0, simulated)
+    return PlanResult(
+        scenario, settings, lays, cands, answer, layout_rows, frontier, time.perf_counter() - t0, simulated
+    )
 
 
-def _run_searches(scenario, base_dir, settings, problems, jobs, cache, cache_path, workers, backend, address, progress) -> int:
+def _run_searches(
+    scenario, base_dir, settings, problems, jobs, cache, cache_path, workers, backend, address, progress
+) -> int:
     if not jobs:
         return 0
     # Local workers append to the evaluations file themselves (a killed plan keeps every
     # finished replication); Ray workers may be on other hosts: the driver appends for them.
     shared_file = str(cache_path) if cache_path is not None and backend != "ray" else None
-    tasks = [(str(i), scenario, str(base_dir), settings, problems[key], cand, cap, cache, shared_file) for i, (key, cand, cap) in enumerate(jobs)]
+    tasks = [
+        (str(i), scenario, str(base_dir), settings, problems[key], cand, cap, cache, shared_file)
+        for i, (key, cand, cap) in enumerate(jobs)
+    ]
     by_id = {t[0]: t[5] for t in tasks}
     failures: list = []
     simulated = 0
@@ -795,7 +849,14 @@ def _answer(scenario: Scenario, lays: list[Layout], cands: dict[str, list[Candid
                 "classes": [scenario.classes[i].name for i in p.classes],
                 "checks": chosen["checks"],
                 "replications": chosen["replications"],
-                "one_fewer": None if fewer is None else {"replicas": fewer["replicas"], "margin": fewer["margin"], "meets": fewer["meets"], "checks": fewer["checks"]},
+                "one_fewer": None
+                if fewer is None
+                else {
+                    "replicas": fewer["replicas"],
+                    "margin": fewer["margin"],
+                    "meets": fewer["meets"],
+                    "checks": fewer["checks"],
+                },
             }
         )
     # The binding pool: where one replica fewer misses by the most (its SLO is what the fleet
@@ -838,7 +899,14 @@ def _frontier(lays: list[Layout], cands: dict[str, list[Candidate]]) -> list[dic
                     break
                 chosen.append(min(ok, key=lambda o: (o[0], -o[1])))
             else:
-                points.append({"cost_per_hour": sum(o[0] for o in chosen), "margin": min(o[1] for o in chosen), "layout": lay.name, "pools": [o[2] for o in chosen]})
+                points.append(
+                    {
+                        "cost_per_hour": sum(o[0] for o in chosen),
+                        "margin": min(o[1] for o in chosen),
+                        "layout": lay.name,
+                        "pools": [o[2] for o in chosen],
+                    }
+                )
     points.sort(key=lambda p: (p["cost_per_hour"], -p["margin"]))
     frontier, best_margin = [], -math.inf
     for pt in points:
@@ -928,7 +996,9 @@ def write_plan(result: PlanResult, out_dir: Path, scenario_file: str | None = No
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = [write_text_atomic(out_dir / "plan.json", json.dumps(plan_json(result, scenario_file), indent=2))]
         if result.answer["feasible"]:
-            text = f"# {result.answer['layout']} layout, ${result.answer['cost_per_hour']:,.2f}/h\n" + yaml.safe_dump(fleet_scenario(result), sort_keys=False)
+            text = f"# {result.answer['layout']} layout, ${result.answer['cost_per_hour']:,.2f}/h\n" + yaml.safe_dump(
+                fleet_scenario(result), sort_keys=False
+            )
             paths.append(write_text_atomic(out_dir / "fleet.yaml", text))
         clear_stale(out_dir, ("plan.json", "fleet.yaml", "report.html"), paths)
     except OSError as exc:
@@ -946,21 +1016,39 @@ def plan_blocks(result: PlanResult) -> list:
     out: list = []
     a = result.answer
     if a["feasible"]:
-        t = Table(title=f"{term(result.scenario.name)}: cheapest fleet, layout {a['layout']}: ${a['cost_per_hour']:,.2f}/h, {a['gpus']} GPUs")
+        t = Table(
+            title=f"{term(result.scenario.name)}: cheapest fleet, layout {a['layout']}: ${a['cost_per_hour']:,.2f}/h, {a['gpus']} GPUs"
+        )
         for col in ("pool", "model", "gpu", "TP", "knobs", "replicas", "$/h", "SLO margin", "one fewer"):
             t.add_column(col, justify="right" if col in ("TP", "replicas", "$/h", "SLO margin") else "left")
         for p in a["pools"]:
             knobs = " ".join(f"{k}={v}" for k, v in p["knobs"].items()) or "-"
-            fewer = "-" if p["one_fewer"] is None else f"{_pct(p['one_fewer']['margin'])} ({'meets' if p['one_fewer']['meets'] else 'misses'})"
+            fewer = (
+                "-"
+                if p["one_fewer"] is None
+                else f"{_pct(p['one_fewer']['margin'])} ({'meets' if p['one_fewer']['meets'] else 'misses'})"
+            )
             name = p["pool"] + (" (binding)" if p["pool"] == a["binding_pool"] else "")
-            t.add_row(term(name), p["model"], p["gpu"], str(p["tensor_parallel_size"]), knobs, str(p["replicas"]), f"{p['cost_per_hour']:,.2f}", _pct(p["margin"]), fewer)
+            t.add_row(
+                term(name),
+                p["model"],
+                p["gpu"],
+                str(p["tensor_parallel_size"]),
+                knobs,
+                str(p["replicas"]),
+                f"{p['cost_per_hour']:,.2f}",
+                _pct(p["margin"]),
+                fewer,
+            )
         out.append(t)
         checks = Table(title="SLO checks at the chosen fleet (mean over replications, 95 % CI)")
         for col in ("pool", "class", "metric", "value", "SLO", "met"):
             checks.add_column(col)
         for p in a["pools"]:
             for c in p["checks"]:
-                checks.add_row(term(p["pool"]), term(c["class"]), _metric_name(c), _value_text(c), _target_text(c), _met_text(c))
+                checks.add_row(
+                    term(p["pool"]), term(c["class"]), _metric_name(c), _value_text(c), _target_text(c), _met_text(c)
+                )
         out.append(checks)
         from sim.catalog import assumed_efficiency_note
 
@@ -970,13 +1058,21 @@ def plan_blocks(result: PlanResult) -> list:
             if note:
                 out.append(Line(f"[yellow]note:[/yellow] the answer rests on {note}", highlight=False))
     else:
-        out.append(Line(f"[bold red]no fleet meets every SLO[/bold red] within the search space of {term(result.scenario.name)}"))
+        out.append(
+            Line(
+                f"[bold red]no fleet meets every SLO[/bold red] within the search space of {term(result.scenario.name)}"
+            )
+        )
     if len(result.layout_rows) > 1:
         lt = Table(title="layouts")
         for col in ("layout", "$/h", "note"):
             lt.add_column(col)
         for row in result.layout_rows:
-            lt.add_row(term(row["name"]), "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:,.2f}", row["reason"] or "")
+            lt.add_row(
+                term(row["name"]),
+                "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:,.2f}",
+                row["reason"] or "",
+            )
         out.append(lt)
     ct = Table(title="candidates")
     for col in ("pool", "candidate", "status", "replicas", "$/h", "margin", "why"):
@@ -985,14 +1081,21 @@ def plan_blocks(result: PlanResult) -> list:
         for c in cs:
             cost = c.cost(c.replicas)
             ct.add_row(
-                c.problem, describe(c.label), c.status, "-" if c.replicas is None else str(c.replicas),
-                "-" if cost is None else f"{cost:,.2f}", "-" if c.margin is None else _pct(c.margin), c.reason or "",
+                c.problem,
+                describe(c.label),
+                c.status,
+                "-" if c.replicas is None else str(c.replicas),
+                "-" if cost is None else f"{cost:,.2f}",
+                "-" if c.margin is None else _pct(c.margin),
+                c.reason or "",
             )
     out.append(ct)
-    out.append(Line(
-        f"{result.simulated} replications simulated in {result.wall_s:.1f} s; frontier: {len(result.frontier)} points",
-        highlight=False,
-    ))
+    out.append(
+        Line(
+            f"{result.simulated} replications simulated in {result.wall_s:.1f} s; frontier: {len(result.frontier)} points",
+            highlight=False,
+        )
+    )
     return out
 
 

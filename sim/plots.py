@@ -15,8 +15,16 @@ def latency_cdfs(requests: pd.DataFrame, warmup_s: float = 0.0) -> Figure:
     requests = requests[requests["arrival_s"] >= warmup_s]
     if "parent_id" in requests:
         requests = requests[requests["parent_id"] < 0]
-    panels = [(m, label) for m, label in (("ttft_s", "TTFT (s)"), ("tpot_s", "TPOT (s)"), ("e2e_s", "E2E latency (s)"), ("queue_s", "queue (s)"))
-              if m in requests and requests[m].notna().any()]
+    panels = [
+        (m, label)
+        for m, label in (
+            ("ttft_s", "TTFT (s)"),
+            ("tpot_s", "TPOT (s)"),
+            ("e2e_s", "E2E latency (s)"),
+            ("queue_s", "queue (s)"),
+        )
+        if m in requests and requests[m].notna().any()
+    ]
     if not panels:
         panels = [("e2e_s", "E2E latency (s)")]
     fig = Figure(figsize=(4 * len(panels), 3.6), layout="constrained")
@@ -61,7 +69,10 @@ def replica_state(timeseries: pd.DataFrame, max_replicas: int = 4) -> Figure:
 
 def save_run_plots(result, out_dir: Path) -> list[Path]:
     paths = []
-    for name, fig in (("latency_cdf.png", latency_cdfs(result.requests, result.scenario.warmup_s)), ("replica_state.png", replica_state(result.timeseries))):
+    for name, fig in (
+        ("latency_cdf.png", latency_cdfs(result.requests, result.scenario.warmup_s)),
+        ("replica_state.png", replica_state(result.timeseries)),
+    ):
         from sim.outputs import write_atomic
 
         path = write_atomic(out_dir / name, lambda p, fig=fig: fig.savefig(p, dpi=110))

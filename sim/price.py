@@ -266,7 +266,12 @@ def capacity_gpu_s(result) -> np.ndarray:
         rows = leaf[mine]
         prompt = rows["prompt_tokens"].to_numpy(float)
         output = rows["output_tokens"].to_numpy(float)
-        full = text_capacity(pool, build_cost_model(pool, result.base_dir), float(np.mean(prompt + output)), float(np.mean(prompt + output / 2)))
+        full = text_capacity(
+            pool,
+            build_cost_model(pool, result.base_dir),
+            float(np.mean(prompt + output)),
+            float(np.mean(prompt + output / 2)),
+        )
         computed = np.clip(prompt - rows["cached_tokens"].to_numpy(float), 0, None)
         generated = rows["generated_tokens"].to_numpy(float)
         out[mine] = full.request_s(computed, generated) * pool.tensor_parallel_size
@@ -286,7 +291,11 @@ def _pool_bills(result) -> pd.DataFrame:
         .reset_index()
     )
     leaf = result.requests[result.requests["kind"] != "pipeline"].assign(capacity_gpu_s=capacity_gpu_s(result))
-    attributed = leaf.groupby(["pool", "replication"], observed=True)[["gpu_s", "cost_usd", "capacity_gpu_s"]].sum().reset_index()
+    attributed = (
+        leaf.groupby(["pool", "replication"], observed=True)[["gpu_s", "cost_usd", "capacity_gpu_s"]]
+        .sum()
+        .reset_index()
+    )
     df = (
         gpus.merge(busy, on=["pool", "replication"])
         .merge(attributed, on=["pool", "replication"], how="left")
@@ -355,7 +364,9 @@ def price_scenario(result, price_list: PriceList | None = None) -> PriceReport:
         req["input_share"] = np.where(req["kind"] == "text", (req["prefill_gpu_s"].fillna(0) / gpu).clip(0, 1), np.nan)
     price = {p: result.summary["pools"][p]["price_per_gpu_hour"] for p in result.summary["pools"]}
     req["capacity_usd"] = 0.0
-    req.loc[leaf, "capacity_usd"] = capacity_gpu_s(result) / 3600 * req.loc[leaf, "pool"].astype(str).map(price).astype(float).to_numpy()
+    req.loc[leaf, "capacity_usd"] = (
+        capacity_gpu_s(result) / 3600 * req.loc[leaf, "pool"].astype(str).map(price).astype(float).to_numpy()
+    )
     pipes = req["kind"] == "pipeline"
     if pipes.any():
         stage = req[req["parent_id"] >= 0].groupby(["replication", "parent_id"])[["loaded_usd", "capacity_usd"]].sum()
@@ -664,7 +675,15 @@ def write_price_outputs(report: PriceReport, out_dir: Path) -> list[Path]:
             frames["sensitivity"] = report.sensitivity
         for name, df in frames.items():
             paths.append(write_atomic(out_dir / f"{name}.csv", lambda p, df=df: df.to_csv(p, index=False)))
-        names = ("price.json", "classes.csv", "pools.csv", "comparison.csv", "requests_cost.csv", "sensitivity.csv", "report.html")
+        names = (
+            "price.json",
+            "classes.csv",
+            "pools.csv",
+            "comparison.csv",
+            "requests_cost.csv",
+            "sensitivity.csv",
+            "report.html",
+        )
         clear_stale(out_dir, names, paths)
     except OSError as exc:
         raise ConfigError(f"{exc.filename or out_dir}: cannot write output: {exc.strerror or exc}") from None
@@ -739,7 +758,11 @@ def report_blocks(report: PriceReport) -> list:
 
     out: list = []
     o = report.overall
-    out.append(Line(f"[bold]{term(report.scenario)}[/bold]: priced at {term(report.prices.source)}; {o['replications']} replication(s), costs over the whole simulated time"))
+    out.append(
+        Line(
+            f"[bold]{term(report.scenario)}[/bold]: priced at {term(report.prices.source)}; {o['replications']} replication(s), costs over the whole simulated time"
+        )
+    )
     for c, e in report.prices.classes.items():
         out.append(Line(f"  {term(c)}: {term(e.describe())}", highlight=False))
     t = Table(title="pools (bill = simulated time x GPUs x $/GPU-h)", title_justify="left")
@@ -794,13 +817,15 @@ def report_blocks(report: PriceReport) -> list:
         )
     out.append(t)
     be = o["break_even_utilisation"]
-    out.append(Line(
-        f"  fleet: bill {_usd(o['bill_usd'])} for {o['gpu_hours']:.3g} GPU-h = attributed {_usd(o['attributed_usd'])} + idle {_usd(o['idle_usd'])}; "
-        f"revenue {_usd(o['revenue_usd'])}; margin {_pm(o['margin'], o['margin_ci95'])} %; utilisation {o['utilisation']:.1%}; "
-        f"break-even utilisation {_pm(be, o['break_even_utilisation_ci95'], 100)} %"
-        + (" (above 100 %: no load breaks even at these prices)" if math.isfinite(be) and be > 1 else ""),
-        highlight=False,
-    ))
+    out.append(
+        Line(
+            f"  fleet: bill {_usd(o['bill_usd'])} for {o['gpu_hours']:.3g} GPU-h = attributed {_usd(o['attributed_usd'])} + idle {_usd(o['idle_usd'])}; "
+            f"revenue {_usd(o['revenue_usd'])}; margin {_pm(o['margin'], o['margin_ci95'])} %; utilisation {o['utilisation']:.1%}; "
+            f"break-even utilisation {_pm(be, o['break_even_utilisation_ci95'], 100)} %"
+            + (" (above 100 %: no load breaks even at these prices)" if math.isfinite(be) and be > 1 else ""),
+            highlight=False,
+        )
+    )
     if not report.comparison.empty:
         t = Table(
             title="price list vs one flat price per request with the same revenue: share of requests sold below their loaded cost",
@@ -855,4 +880,3 @@ def report_blocks(report: PriceReport) -> list:
     for note in report.notes:
         out.append(Line(f"  note: {note}", highlight=False))
     return out
-

@@ -277,7 +277,15 @@ def check_output_dir(out_dir: Path) -> None:
         raise ConfigError(f"{out_dir}: cannot create or write the output directory: {parent} is not writable")
 
 
-RUN_FILES = ("summary.json", "scenario.json", "requests.parquet", "timeseries.parquet", "latency_cdf.png", "replica_state.png", "report.html")
+RUN_FILES = (
+    "summary.json",
+    "scenario.json",
+    "requests.parquet",
+    "timeseries.parquet",
+    "latency_cdf.png",
+    "replica_state.png",
+    "report.html",
+)
 """Every file ``run -o`` writes or renders there: what this run does not write is removed."""
 
 
@@ -297,5 +305,3 @@ def _write_outputs(result: RunResult, out_dir: Path, plots: bool) -> list[Path]:
         written += save_run_plots(result, out_dir)
     clear_stale(out_dir, RUN_FILES, written)
     return written
-
-

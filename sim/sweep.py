@@ -92,7 +92,9 @@ def parse_grid(specs: Sequence[str] = (), grid_file: str | os.PathLike | None = 
         try:
             values = parse_yaml_text(f"[{text}]", f"--grid {key}")
         except ConfigError:
-            raise ConfigError(f"--grid {key}: values are not valid YAML: {text!r} (write V1,V2,...; quote a value that holds a comma)") from None
+            raise ConfigError(
+                f"--grid {key}: values are not valid YAML: {text!r} (write V1,V2,...; quote a value that holds a comma)"
+            ) from None
         _add_axis(grid, key, values, f"--grid {key}")
     return grid
 
@@ -109,7 +111,9 @@ def _add_axis(grid: Grid, key: str, values: list[Any], where: str) -> None:
         try:
             text = _canonical(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: value {value!r} is not a number, string, boolean, null, list or mapping") from None
+            raise ConfigError(
+                f"{where}: value {value!r} is not a number, string, boolean, null, list or mapping"
+            ) from None
         if text in seen:
             raise ConfigError(f"{where}: value {yaml_text(value)} is given twice")
         seen.add(text)
@@ -349,7 +353,9 @@ def _check_manifest(out_dir: Path, plan: SweepPlan, extend: bool) -> None:
     path = out_dir / SWEEP_FILE
     for name in (SWEEP_FILE, RESULTS_FILE):
         if (out_dir / name).is_symlink():
-            raise ConfigError(f"{out_dir / name}: is a symbolic link; servesim writes its own files, never through a link")
+            raise ConfigError(
+                f"{out_dir / name}: is a symbolic link; servesim writes its own files, never through a link"
+            )
     if not path.exists():
         if (out_dir / RESULTS_FILE).exists():
             raise ConfigError(f"{out_dir}: holds {RESULTS_FILE} but no {SWEEP_FILE}; use another output directory")
@@ -373,7 +379,14 @@ def _check_manifest(out_dir: Path, plan: SweepPlan, extend: bool) -> None:
                 f"{out_dir}: holds a sweep over another grid ({_grid_diff(old_grid, plan.grid)}); "
                 f"pass --extend to run this grid there too (finished points are reused), or use another output directory"
             )
-        _write_json(path, {**_manifest(plan), "created": old.get("created"), "extended": datetime.now(UTC).isoformat(timespec="seconds")})
+        _write_json(
+            path,
+            {
+                **_manifest(plan),
+                "created": old.get("created"),
+                "extended": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
 
 
 def _grid_diff(old: Grid, new: Grid) -> str:
@@ -561,7 +574,9 @@ def sweep_table(df: pd.DataFrame, base: Scenario, grid_keys: list[str]):
     cols = [c for c in cols if c[0] in df.columns]
     from sim.console import term
 
-    table = Table(title=f"sweep of {term(base.name)}: {len(df)} points over {' x '.join(grid_keys)}", title_justify="left")
+    table = Table(
+        title=f"sweep of {term(base.name)}: {len(df)} points over {' x '.join(grid_keys)}", title_justify="left"
+    )
     rows = [dict(zip(df.columns, row)) for row in df.head(MAX_TABLE_ROWS).itertuples(index=False)]
     cells = [[yaml_text(plain_number(r[k])) for k in grid_keys] + [fmt(r[key]) for key, _, fmt in cols] for r in rows]
     for header in _short_keys(grid_keys) + [label for _, label, _ in cols]:  # fold, never cut a value

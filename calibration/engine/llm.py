@@ -457,7 +457,9 @@ def load_replica(
     torch.manual_seed(seed)
     net = LlamaModel(mcfg, dtype=torch_dtype, device=device).eval()
     cache = KVCache(mcfg, torch_dtype, device, num_slots=max(cfg.max_num_seqs, 4), max_len=max(cfg.max_model_len, 64))
-    runner = ModelRunner(net, cache, attention=attention, cuda_graphs=cuda_graphs, max_tokens=cfg.max_num_batched_tokens)
+    runner = ModelRunner(
+        net, cache, attention=attention, cuda_graphs=cuda_graphs, max_tokens=cfg.max_num_batched_tokens
+    )
     runner.capture()
     check = runner.check()
     _warm_up(runner, cfg, cfg.max_model_len)

@@ -224,7 +224,9 @@ class ModelRunner:
 
             if self.attention == "varlen":
                 try:
-                    result["varlen_max_rel_error"] = err(net.forward(torch.tensor(ids, device=net.device), seqs, cache, "varlen"))
+                    result["varlen_max_rel_error"] = err(
+                        net.forward(torch.tensor(ids, device=net.device), seqs, cache, "varlen")
+                    )
                     ok = result["varlen_max_rel_error"] <= rtol
                 except Exception as exc:  # noqa: BLE001
                     ok, result["varlen_error"] = False, f"{type(exc).__name__}: {exc}"

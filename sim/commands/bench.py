@@ -15,13 +15,20 @@ would fail minutes in, out of memory)."""
 def _bench_requests(text: str) -> int:
     value = positive_int(text)
     if value > BENCH_MAX_REQUESTS:
-        raise argparse.ArgumentTypeError(f"at most {BENCH_MAX_REQUESTS:,} requests per case (this machine's memory), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"at most {BENCH_MAX_REQUESTS:,} requests per case (this machine's memory), got {text!r}"
+        )
     return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench = subparsers.add_parser("bench", help="simulator speed: simulated requests per wall-second")
-    bench.add_argument("--requests", type=_bench_requests, action="append", help=f"request counts (default 20000 and 200000; at most {BENCH_MAX_REQUESTS:,})")
+    bench.add_argument(
+        "--requests",
+        type=_bench_requests,
+        action="append",
+        help=f"request counts (default 20000 and 200000; at most {BENCH_MAX_REQUESTS:,})",
+    )
     bench.add_argument("--skip-trace", action="store_true", help="skip the Azure conv trace case")
     bench.add_argument("--repeat", type=positive_int, default=3, help="runs per case (median and range are shown)")
     bench.set_defaults(handler=run)

@@ -14,12 +14,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cal = subparsers.add_parser("calibrate", help="time a model's kernels on this machine and write a profile")
     cal.add_argument("--model", default="llama-tiny", help="catalog model (default llama-tiny, a CPU-sized LLM)")
     cal.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    cal.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on cuda, float32 on cpu")
+    cal.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on cuda, float32 on cpu"
+    )
     cal.add_argument("--quick", action="store_true", help="a coarse grid (minutes on a CPU)")
     cal.add_argument("--threads", type=positive_int, default=1, help="CPU threads to time with (default 1)")
-    cal.add_argument("-o", "--output", type=Path, default=Path("profiles"), help="profile .yaml path or folder (default profiles/)")
-    cal.add_argument("--raw-dir", type=Path, help="where raw timings go (default: <output folder>/raw/<model>-<device>); a re-run resumes there")
-    cal.add_argument("--from-raw", type=Path, metavar="DIR", help="skip measuring: fit the raw timings in DIR (e.g. brought back from a GPU machine)")
+    cal.add_argument(
+        "-o", "--output", type=Path, default=Path("profiles"), help="profile .yaml path or folder (default profiles/)"
+    )
+    cal.add_argument(
+        "--raw-dir",
+        type=Path,
+        help="where raw timings go (default: <output folder>/raw/<model>-<device>); a re-run resumes there",
+    )
+    cal.add_argument(
+        "--from-raw",
+        type=Path,
+        metavar="DIR",
+        help="skip measuring: fit the raw timings in DIR (e.g. brought back from a GPU machine)",
+    )
     cal.set_defaults(handler=run)
     return cal
 
@@ -38,7 +51,9 @@ def run(args) -> int:
         from calibration.fit import build_profile, write_profile
         from calibration.measure import load_raw, measure
     except ImportError as exc:
-        raise ConfigError(f"calibration needs {exc.name}: pip install -e '.[calibration]' (torch is pinned there)") from None
+        raise ConfigError(
+            f"calibration needs {exc.name}: pip install -e '.[calibration]' (torch is pinned there)"
+        ) from None
     t0 = time.perf_counter()
     if args.from_raw is not None:
         raw_dir = args.from_raw
@@ -46,8 +61,17 @@ def run(args) -> int:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         out_dir = args.output if args.output.suffix not in (".yaml", ".yml") else args.output.parent
-        raw_dir = args.raw_dir or out_dir / "raw" / f"{args.model}-{args.device.replace(':', '')}{'-quick' if args.quick else ''}"
-        with Progress(TextColumn("{task.description:<13}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        raw_dir = (
+            args.raw_dir
+            or out_dir / "raw" / f"{args.model}-{args.device.replace(':', '')}{'-quick' if args.quick else ''}"
+        )
+        with Progress(
+            TextColumn("{task.description:<13}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
             tasks: dict[str, int] = {}
 
             def progress(label: str, done: int, total: int) -> None:
@@ -56,7 +80,15 @@ def run(args) -> int:
                 bar.update(tasks[label], completed=done)
 
             try:
-                measure(args.model, args.device, raw_dir, quick=args.quick, dtype=args.dtype, threads=args.threads, progress=progress)
+                measure(
+                    args.model,
+                    args.device,
+                    raw_dir,
+                    quick=args.quick,
+                    dtype=args.dtype,
+                    threads=args.threads,
+                    progress=progress,
+                )
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
     try:

@@ -9,10 +9,16 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    fid = subparsers.add_parser("fidelity", help="the simulator against published real measurements (fidelity/points.yaml)")
+    fid = subparsers.add_parser(
+        "fidelity", help="the simulator against published real measurements (fidelity/points.yaml)"
+    )
     fid.add_argument("--points", type=Path, help="points file (default: the shipped fidelity/points.yaml)")
-    fid.add_argument("--split", choices=["calibrate", "held_out", "all"], default="all", help="which points to run (default all)")
-    fid.add_argument("-o", "--output", type=Path, default=Path("results/fidelity"), help="folder for fidelity.csv and summary.csv")
+    fid.add_argument(
+        "--split", choices=["calibrate", "held_out", "all"], default="all", help="which points to run (default all)"
+    )
+    fid.add_argument(
+        "-o", "--output", type=Path, default=Path("results/fidelity"), help="folder for fidelity.csv and summary.csv"
+    )
     fid.set_defaults(handler=run)
     return fid
 
@@ -47,17 +53,38 @@ def run(args) -> int:
     for col in ("id", "split", "model", "gpu", "tp", "precision", "metric", "measured", "predicted", "error"):
         t.add_column(col, justify="right" if col in ("tp", "measured", "predicted", "error") else "left", no_wrap=True)
     for r in table[table["status"] == "ok"].itertuples():
-        t.add_row(r.id, r.split, str(r.model), str(r.gpu), str(r.tp), r.precision, r.metric, f"{r.measured:.4g}", f"{r.predicted:.4g}", f"{r.error:+.1%}")
+        t.add_row(
+            r.id,
+            r.split,
+            str(r.model),
+            str(r.gpu),
+            str(r.tp),
+            r.precision,
+            r.metric,
+            f"{r.measured:.4g}",
+            f"{r.predicted:.4g}",
+            f"{r.error:+.1%}",
+        )
     out.print(t)
     out.print("summary (|error| of the scored points)", highlight=False)
     s = Table()
     for col in ("split", "points", "n", "median |error|", "worst |error|", "median signed", "worst point"):
         s.add_column(col, no_wrap=True)
     for r in summary.itertuples():
-        s.add_row(r.split, r.points, str(r.n), f"{r.median_abs_error:.1%}", f"{r.worst_abs_error:.1%}", f"{r.median_error:+.1%}", r.worst_id)
+        s.add_row(
+            r.split,
+            r.points,
+            str(r.n),
+            f"{r.median_abs_error:.1%}",
+            f"{r.worst_abs_error:.1%}",
+            f"{r.median_error:+.1%}",
+            r.worst_id,
+        )
     out.print(s)
     other = table[table["status"] != "ok"]
     for r in other.itertuples():
         out.print(f"{r.status}: {r.id}: {r.why}", highlight=False)
-    out.print(f"{int((table['status'] == 'ok').sum())} of {len(table)} points scored; table in {args.output} ({time.perf_counter() - t0:.0f} s)")
+    out.print(
+        f"{int((table['status'] == 'ok').sum())} of {len(table)} points scored; table in {args.output} ({time.perf_counter() - t0:.0f} s)"
+    )
     return 1 if (table["status"] == "failed").any() else 0

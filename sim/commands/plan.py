@@ -21,7 +21,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "CI-decided percentiles sizes each pool.",
     )
     p.add_argument("scenario", type=Path)
-    p.add_argument("-o", "--output", type=Path, help="directory for plan.json, fleet.yaml, evaluations.jsonl (an interrupted plan resumes from it)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="directory for plan.json, fleet.yaml, evaluations.jsonl (an interrupted plan resumes from it)",
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     p.add_argument("--seed", type=seed_int)
     p.add_argument("--workers", type=positive_int, help="parallel candidate searches (default: all usable cores)")
@@ -43,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--address needs --backend ray")
     scenario, base_dir = load_scenario(args.scenario, scenario_overrides(args))
     if scenario.plan is None:
-        raise ConfigError(f"{args.scenario}: no 'plan' block; add one to say what the plan may choose (docs/tutorial.md, section 14)")
+        raise ConfigError(
+            f"{args.scenario}: no 'plan' block; add one to say what the plan may choose (docs/tutorial.md, section 14)"
+        )
     if args.output is not None:
         check_output_dir(args.output)
     err = Console(stderr=True)
@@ -59,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         if args.output is None:
-            sys.stderr.write("servesim: interrupted (nothing was kept: without -o a plan does not save its evaluations)\n")
+            sys.stderr.write(
+                "servesim: interrupted (nothing was kept: without -o a plan does not save its evaluations)\n"
+            )
         else:
             journal = args.output / EVALUATIONS_FILE
             kept = sum(1 for _ in journal.open()) if journal.is_file() else 0

@@ -49,7 +49,10 @@ def print_profile(path: Path, console) -> None:
     for line in header_lines(profile):
         console.print(line, highlight=False)
     rows = fit_table_rows(profile)
-    table = Table(title="fits (relative error on held-out points; roofline efficiency = floor / measured, median)", title_justify="left")
+    table = Table(
+        title="fits (relative error on held-out points; roofline efficiency = floor / measured, median)",
+        title_justify="left",
+    )
     for col in rows[0]:
         text = col in ("op", "form", "source")
         table.add_column(col, justify="left" if text else "right", no_wrap=text, min_width=12 if col == "op" else None)

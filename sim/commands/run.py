@@ -39,7 +39,14 @@ def run(args) -> int:
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} arrivals"), TimeRemainingColumn(), console=console, transient=True) as bar:
+        with Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} arrivals"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
             task = bar.add_task("run", total=total)
             counter = [0]
 
@@ -59,7 +66,9 @@ def run(args) -> int:
 def _pool_line(name: str, pool: dict) -> str:
     from sim.console import term
 
-    head = f"  pool {term(name)}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
+    head = (
+        f"  pool {term(name)}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
+    )
     tail = f"busy {pool['busy_fraction']:.0%}, mean batch {pool['mean_batch']:.1f}, "
     if "batching" in pool:
         from sim import catalog
@@ -67,18 +76,32 @@ def _pool_line(name: str, pool: dict) -> str:
         unit = "videos" if catalog.get_diffusion_model(pool["model"]).kind == "video" else "images"
         return (
             head + f"({pool['batching']} batches of <= {pool['max_batch_size']} {unit}), "
-            f"{pool['memory_budget_gib']:.0f} GiB for latents/replica, " + tail
+            f"{pool['memory_budget_gib']:.0f} GiB for latents/replica, "
+            + tail
             + f"mean memory use {pool['mean_memory_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
         )
     return (
-        head + f"({pool['scheduler']}), {pool['kv_capacity_tokens']:,} KV tokens/replica, " + tail
+        head
+        + f"({pool['scheduler']}), {pool['kv_capacity_tokens']:,} KV tokens/replica, "
+        + tail
         + f"mean KV use {pool['mean_kv_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
     )
 
 
 ROWS = {
-    "text": (("ttft_s", "TTFT (ms)", 1e3), ("tpot_s", "TPOT (ms)", 1e3), ("max_itl_s", "max ITL (ms)", 1e3), ("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue (ms)", 1e3)),
-    "image": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue + forming (s)", 1.0), ("forming_s", "batch forming (s)", 1.0), ("preview_s", "first preview (s)", 1.0)),
+    "text": (
+        ("ttft_s", "TTFT (ms)", 1e3),
+        ("tpot_s", "TPOT (ms)", 1e3),
+        ("max_itl_s", "max ITL (ms)", 1e3),
+        ("e2e_s", "E2E (s)", 1.0),
+        ("queue_s", "queue (ms)", 1e3),
+    ),
+    "image": (
+        ("e2e_s", "E2E (s)", 1.0),
+        ("queue_s", "queue + forming (s)", 1.0),
+        ("forming_s", "batch forming (s)", 1.0),
+        ("preview_s", "first preview (s)", 1.0),
+    ),
     "pipeline": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "first-stage queue (s)", 1.0)),
     "mixed": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue (s)", 1.0)),
 }
@@ -101,12 +124,17 @@ def print_summary(result, console) -> None:
     def show(*parts) -> None:
         nonlocal wide
         console.print(*parts)
-        wide = wide or any(WIDE in (p if isinstance(p, str) else "".join(str(c) for col in p.columns for c in col.cells)) for p in parts)
+        wide = wide or any(
+            WIDE in (p if isinstance(p, str) else "".join(str(c) for col in p.columns for c in col.cells))
+            for p in parts
+        )
 
     kinds = {c.name: c.kind for c in result.scenario.classes}
     uniform = set(kinds.values())
     kinds["all"] = uniform.pop() if len(uniform) == 1 else "mixed"
-    console.print(f"[bold]{term(s['scenario'])}[/bold]: {s['replications']} replication(s), seed {s['seed']}, warm-up {s['warmup_s']:g} s")
+    console.print(
+        f"[bold]{term(s['scenario'])}[/bold]: {s['replications']} replication(s), seed {s['seed']}, warm-up {s['warmup_s']:g} s"
+    )
     for name, pool in s["pools"].items():
         console.print(_pool_line(name, pool))
     from sim.catalog import assumed_efficiency_note
@@ -126,13 +154,17 @@ def print_summary(result, console) -> None:
         unit = "video" if cls in videos else "image"
         # the title stays short (it wraps at the table's width); why is said under the table
         overloaded = "  [red](overloaded)[/red]" if st["overloaded"] else ""
-        table = Table(title=f"class {term(cls)} ({'video' if cls in videos else kind}){overloaded}", title_justify="left")
+        table = Table(
+            title=f"class {term(cls)} ({'video' if cls in videos else kind}){overloaded}", title_justify="left"
+        )
         table.add_column("metric")
         for p in ("p50", "p90", "p99", "p99.9", "mean"):
             table.add_column(p, justify="right")
         for metric, label, scale in ROWS.get(kind, ROWS["text"]):
             if f"{metric}_p50" in st:
-                table.add_row(label, *(fmt_estimate(st[f"{metric}_{p}"], scale) for p in ("p50", "p90", "p99", "p99.9", "mean")))
+                table.add_row(
+                    label, *(fmt_estimate(st[f"{metric}_{p}"], scale) for p in ("p50", "p90", "p99", "p99.9", "mean"))
+                )
         show(table)
         if st["overloaded"]:
             console.print(f"  [red]overloaded:[/red] {_growth_text(st['queue_growth']['mean'])}", highlight=False)
@@ -146,7 +178,9 @@ def print_summary(result, console) -> None:
             )
         slo = s["slo_met"].get(cls)
         if kind == "image":
-            rate = f"{fmt_estimate(st['images_per_s'])} {unit}s/s" + (f", {fmt_estimate(st['video_seconds_per_s'])} video-s/s" if "video_seconds_per_s" in st else "")
+            rate = f"{fmt_estimate(st['images_per_s'])} {unit}s/s" + (
+                f", {fmt_estimate(st['video_seconds_per_s'])} video-s/s" if "video_seconds_per_s" in st else ""
+            )
         elif kind == "text":
             rate = f"{fmt_estimate(st['output_tokens_per_s'])} output tok/s"
         else:
@@ -158,9 +192,21 @@ def print_summary(result, console) -> None:
                 if slo is not None
                 else f"completed {fmt_estimate(st['slo_attainment'], fraction=True)} of arrivals"
             )
-            + (f", rejected {fmt_estimate(st['rejected_fraction'], 100, fraction=True)} %" if st["rejected_fraction"]["mean"] else "")
-            + (f", failed {fmt_estimate(st['failed_fraction'], 100, fraction=True)} %" if st["failed_fraction"]["mean"] else "")
-            + (f", retries/request {fmt_estimate(st['retries_per_request'])}" if st["retries_per_request"]["mean"] else "")
+            + (
+                f", rejected {fmt_estimate(st['rejected_fraction'], 100, fraction=True)} %"
+                if st["rejected_fraction"]["mean"]
+                else ""
+            )
+            + (
+                f", failed {fmt_estimate(st['failed_fraction'], 100, fraction=True)} %"
+                if st["failed_fraction"]["mean"]
+                else ""
+            )
+            + (
+                f", retries/request {fmt_estimate(st['retries_per_request'])}"
+                if st["retries_per_request"]["mean"]
+                else ""
+            )
             + ("" if slo is None else f"; SLO {'met' if slo else '[red]missed[/red]'}")
         )
         if kind == "text":
@@ -172,12 +218,18 @@ def print_summary(result, console) -> None:
         elif kind == "image":
             show(
                 f"  cost ${fmt_estimate(st['cost_per_image_usd'], 1e3)} per 1k {unit}s (fleet GPU-hours x price)"
-                + (f", ${fmt_estimate(st['cost_per_video_second_usd'])} per video second" if "cost_per_video_second_usd" in st else "")
+                + (
+                    f", ${fmt_estimate(st['cost_per_video_second_usd'])} per video second"
+                    if "cost_per_video_second_usd" in st
+                    else ""
+                )
                 + f"; ${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
                 f"denoising steps computed per {unit} {fmt_estimate(st['steps_computed_per_image'])}"
             )
         elif kind == "pipeline":
-            stages = [k.removeprefix("stage_").removesuffix("_latency_share") for k in st if k.endswith("_latency_share")]
+            stages = [
+                k.removeprefix("stage_").removesuffix("_latency_share") for k in st if k.endswith("_latency_share")
+            ]
             shares = ", ".join(
                 f"{term(name)} {fmt_estimate(st[f'stage_{name}_e2e_s_mean'])} s ({fmt_estimate(st[f'stage_{name}_latency_share'], 100, 2, fraction=True)} % of time, "
                 f"{fmt_estimate(st[f'stage_{name}_cost_share'], 100, 2, fraction=True)} % of cost)"

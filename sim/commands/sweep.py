@@ -21,16 +21,39 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "to OUTPUT/results.jsonl as it completes; running the same command again skips finished points.",
     )
     p.add_argument("scenario", type=Path)
-    p.add_argument("--grid", action="append", default=[], metavar="KEY.PATH=V1,V2,...", help="a key and its values (repeatable; the points are the product)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=V1,V2,...",
+        help="a key and its values (repeatable; the points are the product)",
+    )
     p.add_argument("--grid-file", type=Path, metavar="FILE", help="a YAML mapping KEY.PATH: [V1, V2, ...]")
     p.add_argument("-o", "--output", type=Path, required=True, help="directory for sweep.json and results.jsonl")
-    p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray tasks")
+    p.add_argument(
+        "--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray tasks"
+    )
     p.add_argument("--address", help="Ray cluster address (with --backend ray; default: start Ray on this machine)")
-    p.add_argument("--workers", type=positive_int, help="points run at once (default: every core; with Ray, every CPU of the cluster)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE", help="change the base scenario (applied before the grid)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        help="points run at once (default: every core; with Ray, every CPU of the cluster)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="change the base scenario (applied before the grid)",
+    )
     p.add_argument("--seed", type=seed_int)
     p.add_argument("--replications", type=positive_int)
-    p.add_argument("--extend", action="store_true", help="OUTPUT holds a sweep over another grid: run this grid there too, reusing finished points")
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="OUTPUT holds a sweep over another grid: run this grid there too, reusing finished points",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
     return p
@@ -56,7 +79,13 @@ def run(args: argparse.Namespace) -> int:
             state["resumed"] = done
         state["done"], state["total"] = done, total
 
-    kwargs = {"overrides": overrides, "backend": args.backend, "workers": args.workers, "address": args.address, "extend": args.extend}
+    kwargs = {
+        "overrides": overrides,
+        "backend": args.backend,
+        "workers": args.workers,
+        "address": args.address,
+        "extend": args.extend,
+    }
     try:
         if args.quiet or not err.is_terminal:
             df = run_sweep(args.scenario, grid, args.output, progress=note, **kwargs)
@@ -70,7 +99,15 @@ def run(args: argparse.Namespace) -> int:
                 TimeRemainingColumn,
             )
 
-            columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("points"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"))
+            columns = (
+                TextColumn("sweep"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("points"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[last]}"),
+            )
             # Started at the first report, after every point validated: a bad grid prints its
             # one line and nothing else.
             bar = Progress(*columns, console=err, transient=True)
@@ -104,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
         failed = df[df["error"].notna()]
         first = failed.iloc[0]
         label = " ".join(f"{k}={yaml_text(plain_number(first[k]))}" for k in grid)
-        out.print(f"{len(failed)} point(s) failed on their input; the first, {label}: {first['error']}", highlight=False)
+        out.print(
+            f"{len(failed)} point(s) failed on their input; the first, {label}: {first['error']}", highlight=False
+        )
     ran = state["done"] - state["resumed"]
     out.print(
         f"{len(df)} points ({ran} run now, {state['resumed']} from before) in {time.perf_counter() - t0:.1f} s; "

@@ -17,15 +17,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     val.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     val.add_argument("--quick", action="store_true", help="two load levels, short runs, CPU-sized lengths")
     val.add_argument("--profile", type=Path, help="profile to validate (default: calibrate one now, quick grid)")
-    val.add_argument("--loads", help="comma-separated fractions of measured capacity (default 0.4,0.8 quick; 0.3,0.6,0.8 otherwise)")
-    val.add_argument("--repeats", type=positive_int, default=3, help="real runs per load: their spread is the noise floor")
-    val.add_argument("--requests", type=positive_int, help="requests per run (LLM: default 40 quick, 200 otherwise; diffusion: 24 quick, 120 otherwise)")
+    val.add_argument(
+        "--loads", help="comma-separated fractions of measured capacity (default 0.4,0.8 quick; 0.3,0.6,0.8 otherwise)"
+    )
+    val.add_argument(
+        "--repeats", type=positive_int, default=3, help="real runs per load: their spread is the noise floor"
+    )
+    val.add_argument(
+        "--requests",
+        type=positive_int,
+        help="requests per run (LLM: default 40 quick, 200 otherwise; diffusion: 24 quick, 120 otherwise)",
+    )
     val.add_argument(
         "--grid-composition",
         action="store_true",
         help="LLM: keep the calibration grid's step composition (default: refit it on the calibration bursts' real steps, before any scored run)",
     )
-    val.add_argument("--seed", type=seed_int, default=0, help="chooses the workload (arrival times and lengths; default 0)")
+    val.add_argument(
+        "--seed", type=seed_int, default=0, help="chooses the workload (arrival times and lengths; default 0)"
+    )
     val.add_argument("-o", "--output", type=Path, default=Path("results/validation"), help="report folder")
     val.set_defaults(handler=run)
     return val
@@ -51,7 +61,9 @@ def run(args) -> int:
             validate_llm,
         )
     except ImportError as exc:
-        raise ConfigError(f"validate needs {exc.name}: pip install -e '.[calibration]' (torch is pinned there)") from None
+        raise ConfigError(
+            f"validate needs {exc.name}: pip install -e '.[calibration]' (torch is pinned there)"
+        ) from None
     if args.profile is not None:
         from sim.costs.profile import load_profile
 
@@ -115,11 +127,17 @@ def run(args) -> int:
         )  # fmt: skip
     out = Console(width=None if sys.stdout.isatty() else 200)
     out.print(table)
-    out.print("error: the median over the real runs of (predicted - measured) / measured; noise floor: the real runs' (max - min) / median")
+    out.print(
+        "error: the median over the real runs of (predicted - measured) / measured; noise floor: the real runs' (max - min) / median"
+    )
     for family, h in result["headline"].items():
-        out.print(f"{family}: median error up to {h['max_abs_median_error']:.1%}, worst run {h['max_abs_run_error']:.1%}, noise floor up to {h['max_noise_floor']:.1%}")
+        out.print(
+            f"{family}: median error up to {h['max_abs_median_error']:.1%}, worst run {h['max_abs_run_error']:.1%}, noise floor up to {h['max_noise_floor']:.1%}"
+        )
     sr = result["step_replay"]
-    out.print(f"replay of {sr['steps']} real {sr['what']}: median |error| {sr['median_abs_rel_error']:.1%}, p90 {sr['p90_abs_rel_error']:.1%}, bias {sr['bias']:+.1%}, total time {sr.get('total_time_bias', float('nan')):+.1%}")
+    out.print(
+        f"replay of {sr['steps']} real {sr['what']}: median |error| {sr['median_abs_rel_error']:.1%}, p90 {sr['p90_abs_rel_error']:.1%}, bias {sr['bias']:+.1%}, total time {sr.get('total_time_bias', float('nan')):+.1%}"
+    )
     diag = result.get("diagnostics")
     if diag is not None:
         speeds = [r["speed"] for r in diag["run_speed"]]

@@ -28,8 +28,14 @@ def run(args) -> int:
     preflight(scenario, base_dir, read_traces=True)  # what run checks before (and while) drawing requests
     for pool in scenario.pools:
         if pool.is_diffusion:
-            budget = diffusion_memory_budget(catalog.get_diffusion_model(pool.model), catalog.get_gpu(pool.gpu), pool.diffusion.gpu_memory_utilization)
-            print(f"pool {pool.name}: {pool.replicas} x {pool.model} on {pool.gpu}, {budget / 2**30:.1f} GiB for latents and activations per replica")
+            budget = diffusion_memory_budget(
+                catalog.get_diffusion_model(pool.model),
+                catalog.get_gpu(pool.gpu),
+                pool.diffusion.gpu_memory_utilization,
+            )
+            print(
+                f"pool {pool.name}: {pool.replicas} x {pool.model} on {pool.gpu}, {budget / 2**30:.1f} GiB for latents and activations per replica"
+            )
             continue
         budget = pool_kv_budget(pool)
         print(

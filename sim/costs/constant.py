@@ -20,9 +20,7 @@ class ConstantCostModel:
 
     def step_s(self, shape: StepShape) -> float:
         return (
-            self.step_s_const
-            + self.prefill_token_s * shape.num_prefill_tokens
-            + self.decode_seq_s * shape.num_decode
+            self.step_s_const + self.prefill_token_s * shape.num_prefill_tokens + self.decode_seq_s * shape.num_decode
         )
 
     def decode_line(self, num_decode: int) -> StepLine:

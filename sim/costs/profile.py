@@ -342,7 +342,8 @@ class _Reader:
                     if names
                 )
             self.fail(
-                f"{where}.features", f"expected the features {list(features)} in any order{what} (got {short_repr(got)})"
+                f"{where}.features",
+                f"expected the features {list(features)} in any order{what} (got {short_repr(got)})",
             )
         coef = self.numbers(raw["coef"], f"{where}.coef", len(got))
         return LinearOp(
@@ -394,8 +395,6 @@ class _Reader:
                 "held_out": self.integer(fe["held_out"], f"{where}.held_out", 0),
             }
         )
-
-
 
 
 # --------------------------------------------------------------------------- evaluation

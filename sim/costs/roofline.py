@@ -108,7 +108,9 @@ class RooflineCostModel:
         self._lines: dict[int, StepLine] = {}
 
     def _common_s(self, num_tokens: int, num_seqs: int) -> float:
-        linear = overlapped(self._lin_s_per_token * num_tokens + self._head_s_per_row * num_seqs, self._weights_s, self._overlap)
+        linear = overlapped(
+            self._lin_s_per_token * num_tokens + self._head_s_per_row * num_seqs, self._weights_s, self._overlap
+        )
         comm = self._ar_fixed_s + self._ar_s_per_token * num_tokens if num_tokens else 0.0
         elementwise = self._elem_s_per_token * num_tokens
         return self._fixed_s + self._per_seq_s * num_seqs + linear + elementwise + comm

@@ -106,7 +106,9 @@ def pool_kv_budget(pool: PoolConfig) -> KVBudget:
 def check_pool_fits(pool: PoolConfig) -> None:
     """Raise ConfigError (one line) if the pool's model does not fit its GPU."""
     if pool.is_diffusion:
-        diffusion_memory_budget(catalog.get_diffusion_model(pool.model), catalog.get_gpu(pool.gpu), pool.diffusion.gpu_memory_utilization)
+        diffusion_memory_budget(
+            catalog.get_diffusion_model(pool.model), catalog.get_gpu(pool.gpu), pool.diffusion.gpu_memory_utilization
+        )
     else:
         pool_kv_budget(pool)
 
@@ -254,7 +256,15 @@ class Pool:
 
 
 class LLMPool(Pool):
-    def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy], base_dir: Path | None = None, decode_spans: bool = True):
+    def __init__(
+        self,
+        env,
+        cfg: PoolConfig,
+        recorder: Recorder,
+        retry: dict[int, RetryPolicy],
+        base_dir: Path | None = None,
+        decode_spans: bool = True,
+    ):
         super().__init__(env, cfg, recorder, retry)
         self.budget = pool_kv_budget(cfg)
         cost = build_cost_model(cfg, base_dir)
@@ -262,15 +272,23 @@ class LLMPool(Pool):
         sched_cls = StaticBatchScheduler if cfg.engine.scheduler == "static" else Scheduler
         prefix = cfg.engine.enable_prefix_caching and cfg.engine.scheduler == "continuous"
         model = catalog.get_model(cfg.model)
-        block_gib = model.kv_bytes_per_token(kv_bytes_per_elem(cfg.engine), cfg.tensor_parallel_size) * cfg.engine.block_size / 2**30
+        block_gib = (
+            model.kv_bytes_per_token(kv_bytes_per_elem(cfg.engine), cfg.tensor_parallel_size)
+            * cfg.engine.block_size
+            / 2**30
+        )
         for _ in range(cfg.replicas):
             kv = KVCacheManager(self.budget.num_gpu_blocks, cfg.engine.block_size, prefix)
             index = recorder.add_replica(cfg.name, self.budget.num_gpu_blocks, cfg.tensor_parallel_size, block_gib)
-            self._adopt(LLMReplica(env, index, sched_cls(sched_cfg, kv), cost, recorder, cfg.tensor_parallel_size, decode_spans))
+            self._adopt(
+                LLMReplica(env, index, sched_cls(sched_cfg, kv), cost, recorder, cfg.tensor_parallel_size, decode_spans)
+            )
 
 
 class DiffusionPool(Pool):
-    def __init__(self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy], base_dir: Path | None = None):
+    def __init__(
+        self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy], base_dir: Path | None = None
+    ):
         super().__init__(env, cfg, recorder, retry)
         self.spec = catalog.get_diffusion_model(cfg.model)
         gpu = catalog.get_gpu(cfg.gpu)
@@ -280,7 +298,9 @@ class DiffusionPool(Pool):
         self._mem: dict[tuple, tuple[int, float]] = {}
         for _ in range(cfg.replicas):
             index = recorder.add_replica(cfg.name, max(1, int(self.mem_budget / MIB)), 1, 1 / 1024, llm=False)
-            self._adopt(DiffusionReplica(env, index, DiffusionBatcher(batching, self.mem_budget), cost, recorder, batching))
+            self._adopt(
+                DiffusionReplica(env, index, DiffusionBatcher(batching, self.mem_budget), cost, recorder, batching)
+            )
 
     def make_request(self, request_id: int, class_id: int, t: float, shape, steps: int, images: int) -> ImageRequest:
         key = (shape.width, shape.height, shape.frames, images, shape.cfg)
@@ -290,8 +310,18 @@ class DiffusionPool(Pool):
             mem = request_bytes(self.spec, shape.width, shape.height, shape.frames, images, shape.cfg)
             found = self._mem[key] = (tokens, mem)
         return ImageRequest(
-            request_id, class_id, t, shape.width, shape.height, shape.frames, steps, images, shape.cfg,
-            shape.deterministic, found[0], found[1],
+            request_id,
+            class_id,
+            t,
+            shape.width,
+            shape.height,
+            shape.frames,
+            steps,
+            images,
+            shape.cfg,
+            shape.deterministic,
+            found[0],
+            found[1],
         )
 
 
@@ -367,7 +397,9 @@ def _text_arrivals(env, stream: Stream, class_id: int, pool: LLMPool, ids, rec: 
     return arrive
 
 
-def _image_arrivals(env, stream: ImageStream, class_id: int, pool: DiffusionPool, ids, rec: Recorder, on_arrival, timeout_s):
+def _image_arrivals(
+    env, stream: ImageStream, class_id: int, pool: DiffusionPool, ids, rec: Recorder, on_arrival, timeout_s
+):
     steps = stream.steps.tolist()
     images = stream.images.tolist()
 
@@ -383,7 +415,9 @@ def _image_arrivals(env, stream: ImageStream, class_id: int, pool: DiffusionPool
     return arrive
 
 
-def _pipeline_arrivals(env, stream: PipelineStream, class_id: int, pools: dict, ids, rec: Recorder, on_arrival, timeout_s):
+def _pipeline_arrivals(
+    env, stream: PipelineStream, class_id: int, pools: dict, ids, rec: Recorder, on_arrival, timeout_s
+):
     def arrive(i: int, t: float) -> None:
         pipe = PipelineRequest(next(ids), class_id, t, stream, i)
         rec.pipeline_arrival(pipe)
@@ -460,7 +494,11 @@ def simulate(
     retry = {i: c.retry for i, c in enumerate(scenario.classes)}
     pools: dict[str, Pool] = {}
     for p in scenario.pools:
-        pools[p.name] = DiffusionPool(env, p, recorder, retry, base_dir) if p.is_diffusion else LLMPool(env, p, recorder, retry, base_dir, decode_spans)
+        pools[p.name] = (
+            DiffusionPool(env, p, recorder, retry, base_dir)
+            if p.is_diffusion
+            else LLMPool(env, p, recorder, retry, base_dir, decode_spans)
+        )
     if streams is None:
         rngs = class_rngs(seed, len(scenario.classes))
         streams = [build_stream_for(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]

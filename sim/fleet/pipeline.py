@@ -39,7 +39,9 @@ class PipelineStream:
         return len(self.arrival_s)
 
 
-def build_pipeline_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Generator, base_dir: Path) -> PipelineStream:
+def build_pipeline_stream(
+    scenario: Scenario, cls: RequestClass, rng: np.random.Generator, base_dir: Path
+) -> PipelineStream:
     from sim.workload.stream import class_arrivals
 
     times = class_arrivals(cls, rng, scenario.duration_s, scenario.num_requests)

@@ -36,7 +36,16 @@ from sim.metrics.recorder import Recorder
 class LLMReplica:
     """A replica (``num_gpus`` = tensor-parallel ranks) serving one model."""
 
-    def __init__(self, env: Environment, index: int, scheduler, cost: CostModel, recorder: Recorder, num_gpus: int, decode_spans: bool = True):
+    def __init__(
+        self,
+        env: Environment,
+        index: int,
+        scheduler,
+        cost: CostModel,
+        recorder: Recorder,
+        num_gpus: int,
+        decode_spans: bool = True,
+    ):
         self.decode_spans = decode_spans
         """Advance pure-decode stretches in closed form (off: one event and one time-series
         sample per decode step; the same results, more events)."""
@@ -181,7 +190,9 @@ class LLMReplica:
         self._step_dur = dur
         self._step_out = out
         pool = self.kv.pool
-        self.recorder.busy(self.index, now, dur, sched.num_running, len(sched.waiting), pool.num_blocks - pool.num_free, 1)
+        self.recorder.busy(
+            self.index, now, dur, sched.num_running, len(sched.waiting), pool.num_blocks - pool.num_free, 1
+        )
         if out.newly_scheduled:
             for req in out.newly_scheduled:
                 req.first_scheduled_s = now

@@ -63,7 +63,11 @@ def kv_budget(model: ModelSpec, gpu: GPUSpec, engine: EngineConfig, tp: int) -> 
     does not fit."""
     kv_tok = model.kv_bytes_per_token(kv_bytes_per_elem(engine), tp)
     weights = weight_bytes_per_elem(engine) * model.params_total / tp
-    act = engine.activation_reserve_gib * GIB if engine.activation_reserve_gib is not None else activation_bytes(model, engine, tp)
+    act = (
+        engine.activation_reserve_gib * GIB
+        if engine.activation_reserve_gib is not None
+        else activation_bytes(model, engine, tp)
+    )
     usable = gpu.memory_bytes * engine.gpu_memory_utilization - weights - act
     if engine.num_gpu_blocks is not None:
         return KVBudget(engine.num_gpu_blocks, engine.block_size, kv_tok, weights, act, usable)

@@ -482,7 +482,10 @@ class Scheduler:
         if not self.config.enable_chunked_prefill and n > budget:
             return False
         n = min(n, budget)
-        if self.config.guaranteed_no_evict and self._reserved + kv.blocks_for(req.num_prompt_tokens + req.max_tokens) > kv.pool.num_blocks:
+        if (
+            self.config.guaranteed_no_evict
+            and self._reserved + kv.blocks_for(req.num_prompt_tokens + req.max_tokens) > kv.pool.num_blocks
+        ):
             return False
         return kv.blocks_for(computed + n) - req.num_blocks - hits <= kv.pool.num_free
 

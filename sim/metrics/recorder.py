@@ -210,7 +210,9 @@ class Recorder:
         cols.update(
             {
                 "replica": np.full(n, -1, np.int32),
-                "first_scheduled_s": np.fromiter((r.children[0].first_scheduled_s if r.children else -1.0 for r in reqs), np.float64, n),
+                "first_scheduled_s": np.fromiter(
+                    (r.children[0].first_scheduled_s if r.children else -1.0 for r in reqs), np.float64, n
+                ),
                 "retries": np.fromiter((sum(c.num_retries for c in r.children) for r in reqs), np.int32, n),
                 "gpu_s": np.fromiter((sum(c.gpu_s for c in r.children) for r in reqs), np.float64, n),
             }

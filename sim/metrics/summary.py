@@ -166,7 +166,9 @@ def _replication_stats(
         "gpu_hours": gpu_hours,
         "cost_usd": fleet_cost_usd,
     }
-    out["request_cost_usd_mean"] = float(finished["cost_usd"].mean()) if len(finished) and "cost_usd" in finished else math.nan
+    out["request_cost_usd_mean"] = (
+        float(finished["cost_usd"].mean()) if len(finished) and "cost_usd" in finished else math.nan
+    )
     if kind == "text":
         out_tokens = float(done_in["output_tokens"].sum())
         out["output_tokens_per_s"] = out_tokens / span
@@ -186,7 +188,9 @@ def _replication_stats(
         if video_s > 0:
             out["video_seconds_per_s"] = video_s / span
             out["cost_per_video_second_usd"] = fleet_cost_usd / video_s
-        out["steps_computed_per_image"] = float((finished["steps_computed"] * finished["images"]).sum() / max(1, finished["images"].sum()))
+        out["steps_computed_per_image"] = float(
+            (finished["steps_computed"] * finished["images"]).sum() / max(1, finished["images"].sum())
+        )
     slo_p = () if slo is None or slo.percentile in PERCENTILES else (slo.percentile,)
     for metric in METRICS.get(kind, LATENCY_METRICS):
         if metric not in finished:
@@ -200,7 +204,9 @@ def _replication_stats(
     return out
 
 
-def _stage_shares(children: pd.DataFrame, parents: pd.DataFrame, window: tuple[float, float], stages: list[str]) -> dict[str, float]:
+def _stage_shares(
+    children: pd.DataFrame, parents: pd.DataFrame, window: tuple[float, float], stages: list[str]
+) -> dict[str, float]:
     """Each pipeline stage's mean latency and its share of the pipelines' latency and cost
     (pipelines that arrived in the window and finished)."""
     t0, t1 = window
@@ -238,7 +244,9 @@ def summarize(
         reps = replicas[replicas["replication"] == rep]
         hours_by_pool = reps.groupby("pool", observed=True)["num_gpus"].sum() * (t1 - t0) / 3600
         leaves = rdf[rdf["kind"] != "pipeline"] if "kind" in rdf else rdf
-        pool_gpu_s = leaves.groupby("pool", observed=True)["gpu_s"].sum() if "pool" in leaves else pd.Series(dtype=float)
+        pool_gpu_s = (
+            leaves.groupby("pool", observed=True)["gpu_s"].sum() if "pool" in leaves else pd.Series(dtype=float)
+        )
         top = rdf[rdf["parent_id"] < 0] if "parent_id" in rdf else rdf
         for class_id, cls in enumerate(scenario.classes):
             mine = leaves[leaves["class_id"] == class_id]
@@ -261,7 +269,9 @@ def summarize(
             cost = float(sum(hours_by_pool.get(p, 0.0) * prices[p] for p in prices))
             kinds = {c.kind for c in scenario.classes}
             kind = kinds.pop() if len(kinds) == 1 else "mixed"
-            groups.setdefault("all", []).append(_replication_stats(top, (t0, t1), scenario.slo, total_hours, cost, kind))
+            groups.setdefault("all", []).append(
+                _replication_stats(top, (t0, t1), scenario.slo, total_hours, cost, kind)
+            )
     result: dict = {"replications": len(windows), "classes": {}}
     for name, rows in groups.items():
         keys = dict.fromkeys(k for r in rows for k in r)
@@ -273,7 +283,9 @@ def summarize(
     result["slo"] = {
         c.name: (scenario.slo_for(c).model_dump() if scenario.slo_for(c) else None) for c in scenario.classes
     }
-    result["slo_met"] = {c.name: slo_met(result["classes"][c.name], scenario.slo_for(c), c.kind) for c in scenario.classes}
+    result["slo_met"] = {
+        c.name: slo_met(result["classes"][c.name], scenario.slo_for(c), c.kind) for c in scenario.classes
+    }
     if "all" in result["classes"]:
         result["slo"]["all"] = scenario.slo.model_dump() if scenario.slo else None
         result["slo_met"]["all"] = slo_met(result["classes"]["all"], scenario.slo)

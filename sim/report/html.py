@@ -432,7 +432,9 @@ def _assumed_efficiency_notes(pools: dict) -> list[str]:
     efficiencies are assumed (the run's summary says which pools)."""
     from sim.catalog import assumed_efficiency_note
 
-    gpus = dict.fromkeys(str(p.get("gpu")) for p in pools.values() if isinstance(p, dict) and p.get("efficiency_assumed"))
+    gpus = dict.fromkeys(
+        str(p.get("gpu")) for p in pools.values() if isinstance(p, dict) and p.get("efficiency_assumed")
+    )
     return [_note(f"Note: {assumed_efficiency_note(g)}") for g in gpus if g in _known_gpus()]
 
 
@@ -570,7 +572,6 @@ def _run_plots(d: Path, summary: dict, slos: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- price
-
 
 
 def table_html(table: Any) -> str:

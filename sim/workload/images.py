@@ -74,7 +74,9 @@ def check_image_shapes(scenario: Scenario) -> None:
                     raise ConfigError(f"classes.{cls.name}.stages.{i}.image: {exc}") from None
 
 
-def sample_shapes(spec: ImageSpec | None, model: str, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+def sample_shapes(
+    spec: ImageSpec | None, model: str, rng: np.random.Generator, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(steps, images per prompt) for n requests."""
     spec = spec or ImageSpec()
     m = catalog.get_diffusion_model(model)
@@ -103,7 +105,9 @@ def build_image_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Gen
         src = cls.trace
         trace = read_diffusion_trace(resolve_path(src.path, base_dir), src.format, src.max_requests)
         if src.time_scale is not None or src.target_rate is not None:
-            trace = rescale_diffusion(trace, time_scale=src.time_scale, target_rate=src.target_rate, window_s=duration, limit=limit)
+            trace = rescale_diffusion(
+                trace, time_scale=src.time_scale, target_rate=src.target_rate, window_s=duration, limit=limit
+            )
         keep = np.ones(len(trace), dtype=bool) if duration is None else trace.arrival_s < duration
         idx = np.flatnonzero(keep)
         if limit is not None:

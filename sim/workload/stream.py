@@ -141,7 +141,9 @@ def _empirical_column(spec, base_dir: Path, column: int) -> np.ndarray | None:
     return None
 
 
-def class_arrivals(cls: RequestClass, rng: np.random.Generator, duration: float | None, limit: int | None) -> np.ndarray:
+def class_arrivals(
+    cls: RequestClass, rng: np.random.Generator, duration: float | None, limit: int | None
+) -> np.ndarray:
     times = arrival_times(cls.arrival, rng, duration, limit)
     if len(times) and not np.isfinite(times[-1]):
         raise ConfigError(
@@ -164,7 +166,13 @@ def build_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Generator
             hashes = None
             if trace.prefix_hashes is not None:
                 hashes = tuple(trace.prefix_hashes[i] for i in idx)
-            return Stream(trace.arrival_s[idx], trace.prompt_tokens[idx], trace.output_tokens[idx], hashes, trace.hash_block_tokens)
+            return Stream(
+                trace.arrival_s[idx],
+                trace.prompt_tokens[idx],
+                trace.output_tokens[idx],
+                hashes,
+                trace.hash_block_tokens,
+            )
         # With an arrival process, the trace only supplies (prompt, output) pairs, resampled jointly.
         prompt, output, prefix, block_tokens = load_pairs(cls.trace, base_dir)
         times = class_arrivals(cls, rng, duration, limit)

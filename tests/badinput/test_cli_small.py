@@ -83,7 +83,12 @@ def test_no_window_with_warmup_zero_does_not_ask_to_lower_warmup(tmp_path, capsy
 
 
 def test_a_plan_variant_with_a_typo_is_an_input_error_not_an_infeasible_plan(capsys):
-    argv = ["plan", str(ROOT / "scenarios" / "plan_chat_azure.yaml"), "--set", "plan.pools.chat.variants=[{engine.max_seqs: 8}]"]
+    argv = [
+        "plan",
+        str(ROOT / "scenarios" / "plan_chat_azure.yaml"),
+        "--set",
+        "plan.pools.chat.variants=[{engine.max_seqs: 8}]",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -91,7 +96,12 @@ def test_a_plan_variant_with_a_typo_is_an_input_error_not_an_infeasible_plan(cap
 
 
 def test_an_unknown_key_under_plan_pools_lists_the_allowed_ones(capsys):
-    argv = ["validate-scenario", str(ROOT / "scenarios" / "plan_chat_azure.yaml"), "--set", "plan.pools.chat.gpuz=[h100-sxm]"]
+    argv = [
+        "validate-scenario",
+        str(ROOT / "scenarios" / "plan_chat_azure.yaml"),
+        "--set",
+        "plan.pools.chat.gpuz=[h100-sxm]",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "plan.pools.chat.gpuz: unknown field; allowed: gpus, tensor_parallel_size" in err

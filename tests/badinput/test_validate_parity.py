@@ -14,20 +14,40 @@ ROOT = Path(__file__).resolve().parents[2]
 SC = ROOT / "scenarios"
 
 CASES = {
-    "never-served-class": ("quickstart.yaml", ["classes.chat.output_tokens={dist: fixed, value: 9000}"], "none could be served"),
-    "frames-on-an-image-model": ("sdxl_image_service.yaml", ["classes.hd.image.frames=5"], "generates images, not video"),
+    "never-served-class": (
+        "quickstart.yaml",
+        ["classes.chat.output_tokens={dist: fixed, value: 9000}"],
+        "none could be served",
+    ),
+    "frames-on-an-image-model": (
+        "sdxl_image_service.yaml",
+        ["classes.hd.image.frames=5"],
+        "generates images, not video",
+    ),
     "video-frames-not-4k+1": ("video_service.yaml", ["classes.clips.image.frames=50"], "4k+1"),
     "trace-with-wrong-columns": (
         "quickstart.yaml",
-        ["classes.chat.trace={path: bad.csv, format: vidur}", "classes.chat.prompt_tokens=null", "classes.chat.output_tokens=null"],
+        [
+            "classes.chat.trace={path: bad.csv, format: vidur}",
+            "classes.chat.prompt_tokens=null",
+            "classes.chat.output_tokens=null",
+        ],
         "missing column(s)",
     ),
     "fault-on-a-missing-replica": ("faults_retry.yaml", ["pools.chat.faults={at_s: [[5, 10.0]]}"], "replica index 5"),
-    "constant-step-1e308": ("quickstart.yaml", ["pools.chat.cost_model={kind: constant, step_s: 1e308}"], "less than or equal to 3600"),
+    "constant-step-1e308": (
+        "quickstart.yaml",
+        ["pools.chat.cost_model={kind: constant, step_s: 1e308}"],
+        "less than or equal to 3600",
+    ),
     "time-scale-1e308": (
         "quickstart.yaml",
-        ["classes.chat.trace={path: builtin:azure_conv_2023.csv, format: azure, time_scale: 1e308}", "classes.chat.prompt_tokens=null",
-         "classes.chat.output_tokens=null", "classes.chat.arrival=null"],
+        [
+            "classes.chat.trace={path: builtin:azure_conv_2023.csv, format: azure, time_scale: 1e308}",
+            "classes.chat.prompt_tokens=null",
+            "classes.chat.output_tokens=null",
+            "classes.chat.arrival=null",
+        ],
         "time_scale",
     ),
     "plan-duration-1e9": ("plan_chat_azure.yaml", ["plan.duration_s=1e9"], "plan.duration_s"),

@@ -22,7 +22,16 @@ LLM_GRID = LLMGrid(
     # dense at the small end like the real CPU grid: BLAS switches kernels at 4 rows, so a
     # sparse table (1, 2, 4, ...) would be judged on interpolating across that jump
     head_rows=(1, 2, 3, 4, 5, 6, 7, 8),
-    steps=(((1, 64),), ((1, 64), (1, 128)), ((16, 0),), ((1, 32), (8, 0)), ((1, 100),) * 3, ((32, 0), (1, 16)), ((4, 12),), ((1, 200), (1, 20))),
+    steps=(
+        ((1, 64),),
+        ((1, 64), (1, 128)),
+        ((16, 0),),
+        ((1, 32), (8, 0)),
+        ((1, 100),) * 3,
+        ((32, 0), (1, 16)),
+        ((4, 12),),
+        ((1, 200), (1, 20)),
+    ),
 )
 DIFFUSION_GRID = DiffusionGrid(
     denoise=((1, 128, 128, 1), (2, 128, 128, 1), (1, 192, 192, 1), (2, 192, 192, 1), (4, 128, 128, 1)),
@@ -54,7 +63,11 @@ def test_measurement_records_every_point_with_its_device(llm_raw):
     raw, meta = load_raw(llm_raw)
     counts = raw["op"].value_counts().to_dict()
     assert counts == {"lin_layer": 6, "attn_decode": 6, "attn_prefill": 6, "lm_head": 8, "step": 8}
-    assert (raw["median_s"] > 0).all() and (raw["p10_s"] <= raw["median_s"]).all() and (raw["median_s"] <= raw["p90_s"]).all()
+    assert (
+        (raw["median_s"] > 0).all()
+        and (raw["p10_s"] <= raw["median_s"]).all()
+        and (raw["median_s"] <= raw["p90_s"]).all()
+    )
     assert (raw["flops"] > 0).all()
     dev = meta["device"]
     assert dev["type"] == "cpu" and dev["torch"] == torch.__version__ and dev["threads"] == 1
@@ -80,7 +93,13 @@ def test_a_cut_off_sweep_resumes_where_it_stopped(llm_raw, tmp_path):
     measure("llama-tiny", "cpu", out, quick=True, progress=progress, grid=LLM_GRID)
     assert seen == ["attn_prefill", "lm_head", "step"]
     raw, _ = load_raw(out)
-    assert raw["op"].value_counts().to_dict() == {"lin_layer": 6, "attn_decode": 6, "attn_prefill": 6, "lm_head": 8, "step": 8}
+    assert raw["op"].value_counts().to_dict() == {
+        "lin_layer": 6,
+        "attn_decode": 6,
+        "attn_prefill": 6,
+        "lm_head": 8,
+        "step": 8,
+    }
 
 
 def test_a_folder_of_another_measurement_is_refused(llm_raw):

@@ -85,16 +85,44 @@ def _synthetic_llm_raw(noise: float, seed: int = 3) -> tuple[pd.DataFrame, dict]
 
     def add(op, t, **f):
         t = float(t) * rng.lognormal(0, noise)
-        rows.append({"op": op, **f, "median_s": t, "p10_s": t * 0.97, "p90_s": t * 1.03, "min_s": t * 0.95, "reps": 5, "flops": 1e6, "bytes": 1e5})
+        rows.append(
+            {
+                "op": op,
+                **f,
+                "median_s": t,
+                "p10_s": t * 0.97,
+                "p90_s": t * 1.03,
+                "min_s": t * 0.95,
+                "reps": 5,
+                "flops": 1e6,
+                "bytes": 1e5,
+            }
+        )
 
     for n in grid.lin_tokens:
         add("lin_layer", lin(n), tokens=n)
     for ctxs in grid.decode:
-        add("attn_decode", 5e-5 + 2e-6 * len(ctxs) + 1e-8 * sum(ctxs), num_seqs=len(ctxs), num_tokens=len(ctxs), ctx_sum=sum(ctxs), ctx_max=max(ctxs), attn_pairs=sum(ctxs) + len(ctxs))
+        add(
+            "attn_decode",
+            5e-5 + 2e-6 * len(ctxs) + 1e-8 * sum(ctxs),
+            num_seqs=len(ctxs),
+            num_tokens=len(ctxs),
+            ctx_sum=sum(ctxs),
+            ctx_max=max(ctxs),
+            attn_pairs=sum(ctxs) + len(ctxs),
+        )
     for chunks in grid.prefill:
         pairs = sum(p * k + p * (p + 1) / 2 for p, k in chunks)
         ctx = sum(k for _, k in chunks)
-        add("attn_prefill", 4e-5 + 1e-10 * pairs + 1e-8 * ctx + 1e-5 * len(chunks), num_seqs=len(chunks), num_tokens=sum(p for p, _ in chunks), ctx_sum=ctx, ctx_max=max(k for _, k in chunks), attn_pairs=pairs)
+        add(
+            "attn_prefill",
+            4e-5 + 1e-10 * pairs + 1e-8 * ctx + 1e-5 * len(chunks),
+            num_seqs=len(chunks),
+            num_tokens=sum(p for p, _ in chunks),
+            ctx_sum=ctx,
+            ctx_max=max(k for _, k in chunks),
+            attn_pairs=pairs,
+        )
     for r in grid.head_rows:
         add("lm_head", 1e-3 + 4e-5 * r, num_seqs=r)
     for spec in grid.steps:
@@ -108,7 +136,18 @@ def _synthetic_llm_raw(noise: float, seed: int = 3) -> tuple[pd.DataFrame, dict]
         if pre:
             per_layer += 4e-5 + 1e-10 * pairs + 1e-8 * sum(k for _, k in pre) + 1e-5 * len(pre)
         ops = L * per_layer + 1e-3 + 4e-5 * len(spec)
-        add("step", 0.9 * ops + 2e-3 + 1e-4 * len(spec), num_seqs=len(spec), num_tokens=n, num_decode=len(dec), decode_ctx_sum=sum(dec), num_prefill_tokens=sum(p for p, _ in pre), prefill_ctx_sum=sum(k for _, k in pre), prefill_attn_pairs=pairs, num_prefill_seqs=len(pre))
+        add(
+            "step",
+            0.9 * ops + 2e-3 + 1e-4 * len(spec),
+            num_seqs=len(spec),
+            num_tokens=n,
+            num_decode=len(dec),
+            decode_ctx_sum=sum(dec),
+            num_prefill_tokens=sum(p for p, _ in pre),
+            prefill_ctx_sum=sum(k for _, k in pre),
+            prefill_attn_pairs=pairs,
+            num_prefill_seqs=len(pre),
+        )
     meta = {
         "model": "llama-tiny",
         "kind": "llm",
@@ -116,7 +155,15 @@ def _synthetic_llm_raw(noise: float, seed: int = 3) -> tuple[pd.DataFrame, dict]
         "quick": True,
         "created": "2026-11-23T00:00:00Z",
         "git_sha": None,
-        "device": {"type": "cpu", "name": "synthetic", "gpu": None, "torch": None, "cuda": None, "driver": None, "threads": 1},
+        "device": {
+            "type": "cpu",
+            "name": "synthetic",
+            "gpu": None,
+            "torch": None,
+            "cuda": None,
+            "driver": None,
+            "threads": 1,
+        },
         "peaks": {"matmul_flops_per_s": 1e11, "copy_bytes_per_s": 1e10, "matmul_size": 1024},
         "model_facts": {"layers": L},
         "complete": True,
@@ -159,7 +206,18 @@ def test_written_profile_loads_in_the_simulator(tmp_path):
         shape.add_decode(ctx)
     shape.add_prefill(64, 128)
     steps = pd.DataFrame(
-        [{"num_tokens": shape.num_tokens, "num_seqs": shape.num_seqs, "num_decode": 3, "decode_ctx_sum": 1100, "num_prefill_tokens": 64, "prefill_ctx_sum": 128, "prefill_attn_pairs": shape.prefill_attn_pairs, "num_prefill_seqs": 1}]
+        [
+            {
+                "num_tokens": shape.num_tokens,
+                "num_seqs": shape.num_seqs,
+                "num_decode": 3,
+                "decode_ctx_sum": 1100,
+                "num_prefill_tokens": 64,
+                "prefill_ctx_sum": 128,
+                "prefill_attn_pairs": shape.prefill_attn_pairs,
+                "num_prefill_seqs": 1,
+            }
+        ]
     )
     expected = eval_linear(profile["ops"]["step"], steps.assign(ops_sum=ops_sum(profile["ops"], 4, steps)))[0]
     assert cost.step_s(shape) == pytest.approx(expected, rel=1e-9)

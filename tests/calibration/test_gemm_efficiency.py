@@ -40,6 +40,8 @@ def test_the_fitted_form_beats_the_classic_roofline_on_the_same_data(fit):
     best = np.inf
     for c in np.linspace(0.4, 1.0, 13):
         for b in np.linspace(0.4, 1.0, 13):
-            e = np.concatenate([gemm_efficiency.predict(t, gpus[t.gpu], 200.0, c, b, 0.0) / t.seconds - 1 for t in tables])
+            e = np.concatenate(
+                [gemm_efficiency.predict(t, gpus[t.gpu], 200.0, c, b, 0.0) / t.seconds - 1 for t in tables]
+            )
             best = min(best, float(np.median(np.abs(e))))
     assert best > 1.5 * err.median()

@@ -21,11 +21,25 @@ BASE = dict(
     replications=2,
     duration_s=60,
     warmup_s=5,
-    pools=[dict(name="p", model="llama-3.2-1b", gpu="l40s", replicas=2, router="jsq_tokens",
-                engine=dict(max_num_seqs=48, max_num_batched_tokens=2048, num_gpu_blocks=1500))],
-    classes=[dict(name="chat", pool="p", arrival=dict(process="gamma", rate=30, cv=1.5),
-                  prompt_tokens=dict(dist="lognormal", mean=700, cv=1.2, max=4000),
-                  output_tokens=dict(dist="uniform", low=20, high=400))],
+    pools=[
+        dict(
+            name="p",
+            model="llama-3.2-1b",
+            gpu="l40s",
+            replicas=2,
+            router="jsq_tokens",
+            engine=dict(max_num_seqs=48, max_num_batched_tokens=2048, num_gpu_blocks=1500),
+        )
+    ],
+    classes=[
+        dict(
+            name="chat",
+            pool="p",
+            arrival=dict(process="gamma", rate=30, cv=1.5),
+            prompt_tokens=dict(dist="lognormal", mean=700, cv=1.2, max=4000),
+            output_tokens=dict(dist="uniform", low=20, high=400),
+        )
+    ],
     slo=dict(ttft_s=0.5, tpot_s=0.03, percentile=90),
 )
 

@@ -24,7 +24,9 @@ class BlockPoolMachine(RuleBasedStateMachine):
     def allocate(self, prompt, shared, extra):
         # Requests share a prefix of `shared` hashed blocks drawn from a small universe.
         n_full = prompt // 4
-        hashes = tuple(range(min(shared, n_full))) + tuple(1000 + self.next_id * 100 + i for i in range(n_full - min(shared, n_full)))
+        hashes = tuple(range(min(shared, n_full))) + tuple(
+            1000 + self.next_id * 100 + i for i in range(n_full - min(shared, n_full))
+        )
         r = Request(self.next_id, 0, 0.0, prompt, 1, hashes)
         self.next_id += 1
         hits = self.kv.get_computed_blocks(r)
@@ -63,9 +65,7 @@ TestBlockPool = BlockPoolMachine.TestCase
 TestBlockPool.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 
 
-request_lists = st.lists(
-    st.tuples(st.integers(1, 60), st.integers(1, 30), st.integers(0, 2)), min_size=1, max_size=25
-)
+request_lists = st.lists(st.tuples(st.integers(1, 60), st.integers(1, 30), st.integers(0, 2)), min_size=1, max_size=25)
 
 
 @settings(max_examples=150, deadline=None)
@@ -80,7 +80,9 @@ request_lists = st.lists(
     spans=st.booleans(),
     no_evict=st.booleans(),
 )
-def test_scheduler_invariants_and_conservation(specs, blocks, block_size, max_num_seqs, extra_budget, chunked, static, spans, no_evict):
+def test_scheduler_invariants_and_conservation(
+    specs, blocks, block_size, max_num_seqs, extra_budget, chunked, static, spans, no_evict
+):
     budget = max_num_seqs + extra_budget
     no_evict = no_evict and not static
     cfg = SchedulerConfig(max_num_seqs, budget, 10_000, chunked, guaranteed_no_evict=no_evict)

@@ -23,8 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 LLM_EDITS = st.fixed_dictionaries(
     {},
     optional={
-        "classes.chat.output_tokens": st.sampled_from([{"dist": "fixed", "value": v} for v in (1, 50, 8000, 8192, 9000)]),
-        "classes.chat.prompt_tokens": st.sampled_from([{"dist": "uniform", "low": lo, "high": hi} for lo, hi in ((1, 10), (100, 50), (8190, 8200))]),
+        "classes.chat.output_tokens": st.sampled_from(
+            [{"dist": "fixed", "value": v} for v in (1, 50, 8000, 8192, 9000)]
+        ),
+        "classes.chat.prompt_tokens": st.sampled_from(
+            [{"dist": "uniform", "low": lo, "high": hi} for lo, hi in ((1, 10), (100, 50), (8190, 8200))]
+        ),
         "pools.chat.engine.max_num_seqs": st.sampled_from([1, 64, 0, 300]),
         "pools.chat.engine.max_num_batched_tokens": st.sampled_from([8, 512, 8192]),
         "pools.chat.engine.max_model_len": st.sampled_from([100, 4096, 8192]),

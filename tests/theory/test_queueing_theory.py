@@ -26,11 +26,25 @@ def run(max_num_seqs, rate, output, step_s, n, warmup_s):
             replications=REPS,
             num_requests=n,
             warmup_s=warmup_s,
-            pools=[dict(name="s", model="llama-3.2-1b", gpu="h100-sxm", replicas=1,
-                        engine=dict(max_num_seqs=max_num_seqs, max_num_batched_tokens=max(64, max_num_seqs)),
-                        cost_model=dict(kind="constant", step_s=step_s))],
-            classes=[dict(name="q", pool="s", arrival=dict(process="poisson", rate=rate),
-                          prompt_tokens=dict(dist="fixed", value=16), output_tokens=output)],
+            pools=[
+                dict(
+                    name="s",
+                    model="llama-3.2-1b",
+                    gpu="h100-sxm",
+                    replicas=1,
+                    engine=dict(max_num_seqs=max_num_seqs, max_num_batched_tokens=max(64, max_num_seqs)),
+                    cost_model=dict(kind="constant", step_s=step_s),
+                )
+            ],
+            classes=[
+                dict(
+                    name="q",
+                    pool="s",
+                    arrival=dict(process="poisson", rate=rate),
+                    prompt_tokens=dict(dist="fixed", value=16),
+                    output_tokens=output,
+                )
+            ],
         )
     )
     res = run_scenario(sc, Path("."))
@@ -96,11 +110,21 @@ def run_diffusion(max_batch_size, rate, n, warmup_s, steps=20):
             replications=REPS,
             num_requests=n,
             warmup_s=warmup_s,
-            pools=[dict(name="d", model="sdxl", gpu="h100-sxm", replicas=1,
-                        batching=dict(max_batch_size=max_batch_size),
-                        cost_model=dict(kind="constant", step_s=0.004, text_encode_s=0.01, vae_decode_s=0.03))],
-            classes=[dict(name="img", pool="d", arrival=dict(process="poisson", rate=rate),
-                          image=dict(steps=steps, cfg=False))],
+            pools=[
+                dict(
+                    name="d",
+                    model="sdxl",
+                    gpu="h100-sxm",
+                    replicas=1,
+                    batching=dict(max_batch_size=max_batch_size),
+                    cost_model=dict(kind="constant", step_s=0.004, text_encode_s=0.01, vae_decode_s=0.03),
+                )
+            ],
+            classes=[
+                dict(
+                    name="img", pool="d", arrival=dict(process="poisson", rate=rate), image=dict(steps=steps, cfg=False)
+                )
+            ],
         )
     )
     df = run_scenario(sc, Path(".")).requests

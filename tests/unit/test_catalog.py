@@ -7,7 +7,15 @@ import pytest
 from sim import catalog
 from sim.errors import ConfigError
 
-REQUIRED_MODELS = {"llama-2-7b", "llama-3-8b", "llama-3-70b", "mistral-7b", "qwen2.5-7b", "qwen2.5-0.5b", "llama-3.2-1b"}
+REQUIRED_MODELS = {
+    "llama-2-7b",
+    "llama-3-8b",
+    "llama-3-70b",
+    "mistral-7b",
+    "qwen2.5-7b",
+    "qwen2.5-0.5b",
+    "llama-3.2-1b",
+}
 REQUIRED_GPUS = {"a100-80gb", "h100-sxm", "h200", "b200", "l40s", "l4", "mi300x"}
 
 

@@ -24,7 +24,13 @@ def test_a_value_keeps_its_own_figures(mean, hw, shown):
 
 
 def test_zero_prints_one_way():
-    assert {with_ci(0.0, 0.0), with_ci(0.0, 0.0, 2), fmt_estimate({"mean": 0.0, "ci95": 0.0}, 100), with_ci(0.0, None), number(0.0)} == {"0"}
+    assert {
+        with_ci(0.0, 0.0),
+        with_ci(0.0, 0.0, 2),
+        fmt_estimate({"mean": 0.0, "ci95": 0.0}, 100),
+        with_ci(0.0, None),
+        number(0.0),
+    } == {"0"}
     assert with_ci(1.0, 0.0) == "1.00±0"
     # replications that agree but for floating-point rounding
     assert with_ci(0.5, 6e-17) == "0.500±0" and with_ci(97.0, 4e-14) == "97.0±0"
@@ -56,11 +62,24 @@ def test_the_run_summary_says_so():
     from sim.config import parse_scenario
     from sim.run import run_scenario
 
-    raw = dict(name="wide", seed=3, replications=2, duration_s=60, warmup_s=5,
-               pools=[dict(name="p", model="llama-3.2-1b", gpu="l40s", replicas=1)],
-               classes=[dict(name="chat", pool="p", arrival=dict(process="gamma", rate=40, cv=3),
-                             prompt_tokens=dict(dist="fixed", value=2000), output_tokens=dict(dist="fixed", value=300))],
-               slo=dict(ttft_s=0.5))
+    raw = dict(
+        name="wide",
+        seed=3,
+        replications=2,
+        duration_s=60,
+        warmup_s=5,
+        pools=[dict(name="p", model="llama-3.2-1b", gpu="l40s", replicas=1)],
+        classes=[
+            dict(
+                name="chat",
+                pool="p",
+                arrival=dict(process="gamma", rate=40, cv=3),
+                prompt_tokens=dict(dist="fixed", value=2000),
+                output_tokens=dict(dist="fixed", value=300),
+            )
+        ],
+        slo=dict(ttft_s=0.5),
+    )
     res = run_scenario(parse_scenario(raw), None)
     buf = io.StringIO()
     print_summary(res, Console(file=buf, width=200, color_system=None))

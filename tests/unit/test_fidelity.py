@@ -71,7 +71,9 @@ def test_a_single_requests_figures_are_the_simulators_for_that_request():
     from sim.costs.roofline import RooflineCostModel
 
     cost = RooflineCostModel(catalog.get_model("llama-3-8b"), catalog.get_gpu("h100-sxm"))
-    prefill = cost.step_s(StepShape(num_seqs=1, num_tokens=512, num_prefill_tokens=512, prefill_attn_pairs=512 * 513 / 2))
+    prefill = cost.step_s(
+        StepShape(num_seqs=1, num_tokens=512, num_prefill_tokens=512, prefill_attn_pairs=512 * 513 / 2)
+    )
     assert predict(_point()) == pytest.approx(prefill, rel=1e-9)
     decode = [cost.step_s(StepShape(num_seqs=1, num_tokens=1, num_decode=1, decode_ctx_sum=512 + k)) for k in range(63)]
     assert predict(_point(metric="e2e_s")) == pytest.approx(prefill + sum(decode), rel=1e-9)
@@ -129,7 +131,9 @@ def test_the_table_and_summary_of_a_small_file():
     good = _point(id="a", split="calibrate")
     off = _point(id="b", value=0.5)
     nx = _point(id="c", servesim={"expressible": False, "why": "FP4 weights"})
-    broken = _point(id="d", conditions={"input_tokens": 100_000, "output_tokens": 10, "batch_size": 1})  # longer than the model
+    broken = _point(
+        id="d", conditions={"input_tokens": 100_000, "output_tokens": 10, "batch_size": 1}
+    )  # longer than the model
     table = run_points([good, off, nx, broken])
     assert list(table["status"]) == ["ok", "ok", "not expressible", "failed"]
     assert table.loc[2, "why"] == "FP4 weights" and np.isnan(table.loc[2, "error"])

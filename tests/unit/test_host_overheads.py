@@ -41,7 +41,11 @@ def test_eager_step_is_the_longer_of_gpu_plus_traffic_and_host():
     eager = DiffusionRooflineCost(spec, gpu, execution="eager")
     e, eff = spec.eager, gpu.efficiency.elementwise_bandwidth
     for rows, tokens in ((1, 4096), (2, 1024), (4, 256)):
-        traffic = rows * (e.elementwise_bytes_per_row + e.elementwise_bytes_per_row_token * tokens) / (gpu.hbm_tb_s * 1e12 * eff)
+        traffic = (
+            rows
+            * (e.elementwise_bytes_per_row + e.elementwise_bytes_per_row_token * tokens)
+            / (gpu.hbm_tb_s * 1e12 * eff)
+        )
         host = e.ops_per_forward * gpu.overheads.eager_op_s
         want = max(compiled.denoise_step_s(rows, tokens) + traffic, host)
         assert eager.denoise_step_s(rows, tokens) == pytest.approx(want, rel=1e-12)

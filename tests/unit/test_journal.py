@@ -17,7 +17,11 @@ def test_a_killed_write_is_cut_and_the_journal_reads_on(tmp_path):
     lines = path.read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["a", "b", "a", "d"]
     # the first record of a key wins; NaN and infinity are written as null (standard JSON)
-    assert journal.read_records(path, "id") == [{"id": "a", "x": 1.5}, {"id": "b", "x": 2}, {"id": "d", "x": None, "y": [None, 1]}]
+    assert journal.read_records(path, "id") == [
+        {"id": "a", "x": 1.5},
+        {"id": "b", "x": 2},
+        {"id": "d", "x": None, "y": [None, 1]},
+    ]
     assert journal.read_records(tmp_path / "none.jsonl", "id") == []
 
 

@@ -87,14 +87,29 @@ def mixed(**plan) -> dict:
         "classes": [
             text("chat", 12, {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 99}),
             text("batch", 4, None),
-            {"name": "img", "pool": "img", "arrival": {"process": "poisson", "rate": 0.6}, "image": {"steps": 30}, "slo": {"e2e_s": 12, "percentile": 95}},
-            {"name": "img2", "pool": "img2", "arrival": {"process": "poisson", "rate": 0.2}, "image": {"steps": 20}, "slo": {"e2e_s": 30, "attainment": 0.9}},
+            {
+                "name": "img",
+                "pool": "img",
+                "arrival": {"process": "poisson", "rate": 0.6},
+                "image": {"steps": 30},
+                "slo": {"e2e_s": 12, "percentile": 95},
+            },
+            {
+                "name": "img2",
+                "pool": "img2",
+                "arrival": {"process": "poisson", "rate": 0.2},
+                "image": {"steps": 20},
+                "slo": {"e2e_s": 30, "attainment": 0.9},
+            },
         ],
         "plan": {
             "gpus": ["a100-80gb", "h100-sxm"],
             "replications": 2,
             "max_replications": 4,
-            "layouts": [{"name": "split"}, {"name": "shared", "merge": {"llm": ["chat", "batch"], "images": ["img", "img2"]}}],
+            "layouts": [
+                {"name": "split"},
+                {"name": "shared", "merge": {"llm": ["chat", "batch"], "images": ["img", "img2"]}},
+            ],
             **plan,
         },
     }
@@ -135,7 +150,12 @@ def test_margins_point_the_same_way_for_latencies_and_fractions():
 def test_layouts_merge_pools_and_keep_class_routing():
     sc = parse_scenario(mixed())
     split, shared = layouts(sc)
-    assert [(p.name, p.classes) for p in split.problems] == [("chat", (0,)), ("batch", (1,)), ("img", (2,)), ("img2", (3,))]
+    assert [(p.name, p.classes) for p in split.problems] == [
+        ("chat", (0,)),
+        ("batch", (1,)),
+        ("img", (2,)),
+        ("img2", (3,)),
+    ]
     assert [(p.name, p.classes) for p in shared.problems] == [("llm", (0, 1)), ("images", (2, 3))]
     assert shared.problems[0].pool.router == "least_outstanding"  # the first merged pool's knobs
 
@@ -226,7 +246,13 @@ def test_answer_is_the_cheapest_layout_and_every_chosen_pool_meets_its_slos(mixe
             for c in cs:
                 if c.problem == p["pool"] and c.status == "feasible":
                     assert c.cost(c.replicas) >= p["cost_per_hour"] - 1e-9
-    assert {c["metric"] for p in a["pools"] for c in p["checks"]} >= {"ttft_s", "tpot_s", "e2e_s", "stable", "attainment"}
+    assert {c["metric"] for p in a["pools"] for c in p["checks"]} >= {
+        "ttft_s",
+        "tpot_s",
+        "e2e_s",
+        "stable",
+        "attainment",
+    }
     plan = json.loads((out / "plan.json").read_text())
     assert plan["kind"] == "plan" and plan["answer"]["pools"] == json.loads(json.dumps(a["pools"]))
     assert plan["frontier"] and plan["frontier"][0]["cost_per_hour"] == pytest.approx(a["cost_per_hour"])
@@ -312,7 +338,10 @@ def test_infeasible_plan_exits_1_with_every_reason(tmp_path, capsys):
     assert not plan["answer"]["feasible"] and not (tmp_path / "out/fleet.yaml").exists()
     (cand,) = plan["candidates"]
     # 30 req/s x 0.2 s of work each: 6 replicas' worth of offered load (a Poisson count).
-    assert re.match(r"needs at least [67] replicas by its throughput bound", cand["reason"]) and "max_replicas is 2" in cand["reason"]
+    assert (
+        re.match(r"needs at least [67] replicas by its throughput bound", cand["reason"])
+        and "max_replicas is 2" in cand["reason"]
+    )
 
 
 # --------------------------------------------------------------------------- bad input

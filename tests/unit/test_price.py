@@ -131,7 +131,9 @@ def test_input_and_output_split_by_prefill_and_decode_gpu_time():
     report = price_scenario(result, PRICES)
     row = report.classes.set_index("class").loc["a"]
     rows = report.requests[report.requests["class"] == "a"]
-    assert row["usd_per_1m_input_tokens"] == pytest.approx(rows["loaded_usd"].sum() / OUTPUT / done["prompt_tokens"].sum() * 1e6, rel=1e-9)
+    assert row["usd_per_1m_input_tokens"] == pytest.approx(
+        rows["loaded_usd"].sum() / OUTPUT / done["prompt_tokens"].sum() * 1e6, rel=1e-9
+    )
     assert row["usd_per_1m_output_tokens"] == pytest.approx(
         rows["loaded_usd"].sum() * (OUTPUT - 1) / OUTPUT / done["generated_tokens"].sum() * 1e6, rel=1e-9
     )
@@ -146,9 +148,11 @@ def test_break_even_utilisation_of_an_llm_pool_does_not_move_with_load():
     prices = PriceList({"chat": PriceEntry(per_1m_input_usd=0.1, per_1m_output_usd=0.3)}, "test")
     reports = {}
     for rate in (4, 16):
-        chat = (f"classes=[{{name: chat, pool: chat, arrival: {{process: poisson, rate: {rate}}}, "
-                "prompt_tokens: {dist: lognormal, mean: 1000, cv: 1.0, max: 6000}, "
-                "output_tokens: {dist: lognormal, mean: 250, cv: 0.8, max: 1500}}]")
+        chat = (
+            f"classes=[{{name: chat, pool: chat, arrival: {{process: poisson, rate: {rate}}}, "
+            "prompt_tokens: {dist: lognormal, mean: 1000, cv: 1.0, max: 6000}, "
+            "output_tokens: {dist: lognormal, mean: 250, cv: 0.8, max: 1500}}]"
+        )
         pools = "pools=[{name: chat, model: llama-3-8b, gpu: h100-sxm, replicas: 1}]"
         result = run_scenario(base, overrides=(chat, pools, "duration_s=60", "replications=2"))
         reports[rate] = price_scenario(result, prices)

@@ -18,8 +18,21 @@ SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_shipped_scenario_runs_from_the_cli(path, tmp_path, skip_without_traces):
     skip_without_traces(path)
-    cmd = [sys.executable, "-m", "sim", "run", str(path), "-o", str(tmp_path), "--replications", "1",
-           "--set", "duration_s=240", "--set", "warmup_s=20"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sim",
+        "run",
+        str(path),
+        "-o",
+        str(tmp_path),
+        "--replications",
+        "1",
+        "--set",
+        "duration_s=240",
+        "--set",
+        "warmup_s=20",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -90,8 +90,11 @@ def test_a_bad_point_is_named_before_anything_runs(tmp_path):
         "pools.chat.replicaz=2": "grid point pools.chat.replicaz=2: ",
         "pools.chat.model=llama-3-70b": "grid point pools.chat.model=llama-3-70b: ",
     }
-    named = {"pools.chat.replicas=2,0": "pools.0.replicas", "pools.chat.replicaz=2": "pools.0.replicaz: unknown field",
-             "pools.chat.model=llama-3-70b": "does not fit h100-sxm"}
+    named = {
+        "pools.chat.replicas=2,0": "pools.0.replicas",
+        "pools.chat.replicaz=2": "pools.0.replicaz: unknown field",
+        "pools.chat.model=llama-3-70b": "does not fit h100-sxm",
+    }
     for spec, start in cases.items():
         with pytest.raises(ConfigError) as exc:
             run_sweep(QUICK, parse_grid([spec]), out, overrides=SHORT)
@@ -131,7 +134,9 @@ def test_local_sweep_writes_one_line_per_point_and_moves_the_right_way(tmp_path)
 
     # The same sweep again runs nothing and returns the same table.
     calls.clear()
-    again = run_sweep(QUICK, parse_grid(["classes.chat.arrival.rate=20,10", "pools.chat.replicas=2,1"]), out, overrides=SHORT)
+    again = run_sweep(
+        QUICK, parse_grid(["classes.chat.arrival.rate=20,10", "pools.chat.replicas=2,1"]), out, overrides=SHORT
+    )
     assert calls == [] and len(_lines(out)) == 4
     assert sorted(again["id"]) == sorted(df["id"])
 
@@ -139,7 +144,9 @@ def test_local_sweep_writes_one_line_per_point_and_moves_the_right_way(tmp_path)
     with pytest.raises(ConfigError, match="holds a sweep of a different base scenario"):
         run_sweep(QUICK, grid, out, overrides=[*SHORT, "seed=7"])
     bigger = parse_grid(["pools.chat.replicas=1,2,3", "classes.chat.arrival.rate=10,20"])
-    with pytest.raises(ConfigError, match=r"another grid \(pools.chat.replicas: 1,2 there, 1,2,3 here\); pass --extend"):
+    with pytest.raises(
+        ConfigError, match=r"another grid \(pools.chat.replicas: 1,2 there, 1,2,3 here\); pass --extend"
+    ):
         run_sweep(QUICK, bigger, out, overrides=SHORT)
     extended = run_sweep(QUICK, bigger, out, overrides=SHORT, extend=True, progress=lambda *a: calls.append(a))
     assert len(extended) == 6 and len(_lines(out)) == 6 and calls[0] == (4, 6, None)

@@ -24,7 +24,9 @@ PROFILES = Path(__file__).resolve().parents[2] / "profiles" / "cpu"
 PERCENTILES = (50, 90, 99)
 
 
-def _check_table(table: pd.DataFrame, per_run: pd.DataFrame, metrics: tuple[str, ...], loads: tuple[float, ...], repeats: int) -> None:
+def _check_table(
+    table: pd.DataFrame, per_run: pd.DataFrame, metrics: tuple[str, ...], loads: tuple[float, ...], repeats: int
+) -> None:
     """Every figure at every load, and each summary row is its runs' rows: ``error`` their
     median, ``worst`` the one furthest off, signed."""
     expected = {f"{m}_p{p}" for m in metrics for p in PERCENTILES} | {"throughput_req_s"}
@@ -91,7 +93,10 @@ def test_llm_validation_report(llm_validation):
     for k in range(s.repeats):
         # every scored run served the very workload that was predicted: same arrivals and lengths
         r = pd.read_csv(load / f"real_requests_{k}.csv")
-        assert np.allclose(r["arrival_s"], predicted["arrival_s"]) and (r["output_tokens"] == predicted["output_tokens"]).all()
+        assert (
+            np.allclose(r["arrival_s"], predicted["arrival_s"])
+            and (r["output_tokens"] == predicted["output_tokens"]).all()
+        )
     summary = json.loads((out / "summary.json").read_text())
     assert not Path(summary["profile"]).is_absolute()
     report = (out / "report.md").read_text()
@@ -118,7 +123,10 @@ def test_the_prediction_is_a_function_of_the_calibration_alone(llm_validation, t
     again, _ = refit_in_loop(PROFILES / "llama-tiny-float32-tp1.yaml", cal, tmp_path / "again.yaml", "test")
     import yaml
 
-    assert yaml.safe_load(again.read_text())["ops"]["step"]["coef"] == yaml.safe_load(frozen.read_text())["ops"]["step"]["coef"]
+    assert (
+        yaml.safe_load(again.read_text())["ops"]["step"]["coef"]
+        == yaml.safe_load(frozen.read_text())["ops"]["step"]["coef"]
+    )
     scored = [out / f"load-{load:.2f}" / f"real_requests_{k}.csv" for load in s.loads for k in range(s.repeats)]
     first_scored = min(p.stat().st_mtime_ns for p in scored)
     for load in s.loads:
@@ -127,7 +135,9 @@ def test_the_prediction_is_a_function_of_the_calibration_alone(llm_validation, t
         real = pd.read_csv(folder / "real_requests_0.csv")
         work = [WorkItem(r.request_id, r.arrival_s, r.prompt_tokens, r.output_tokens) for r in real.itertuples()]
         sim = simulate_llm(work, s, frozen, tmp_path)
-        assert np.allclose(sim["e2e_s"], pd.read_csv(folder / "predicted_requests.csv")["e2e_s"], rtol=1e-12, equal_nan=True)
+        assert np.allclose(
+            sim["e2e_s"], pd.read_csv(folder / "predicted_requests.csv")["e2e_s"], rtol=1e-12, equal_nan=True
+        )
 
 
 def test_the_diagnostics_are_reported_beside_never_in_the_prediction(llm_validation):
@@ -137,7 +147,9 @@ def test_the_diagnostics_are_reported_beside_never_in_the_prediction(llm_validat
 
     s, out, result = llm_validation
     diag = result["diagnostics"]
-    assert [(r["load"], r["repeat"]) for r in diag["run_speed"]] == [(load, k) for load in s.loads for k in range(s.repeats)]
+    assert [(r["load"], r["repeat"]) for r in diag["run_speed"]] == [
+        (load, k) for load in s.loads for k in range(s.repeats)
+    ]
     for r in diag["run_speed"]:
         steps = pd.read_csv(out / f"load-{r['load']:.2f}" / f"real_steps_{r['repeat']}.csv")
         assert r["speed"] == pytest.approx(machine_speed(steps, out / "frozen-profile.yaml"))
@@ -169,11 +181,17 @@ def test_diffusion_validation_report(tmp_path):
         assert len(predicted) == s.requests and set(zip(predicted["width"], predicted["height"])) <= set(s.shapes)
         for k in range(s.repeats):
             real = pd.read_csv(folder / f"real_requests_{k}.csv")
-            assert np.allclose(real["arrival_s"], predicted["arrival_s"]) and (real["width"] == predicted["width"]).all()
+            assert (
+                np.allclose(real["arrival_s"], predicted["arrival_s"]) and (real["width"] == predicted["width"]).all()
+            )
             load, wait = float(folder.name.split("-")[1]), float(folder.name.split("-")[3])
-            row = per_run[(per_run["load"] == load) & (per_run["max_wait_s"] == wait) & (per_run["run"] == k)].set_index("metric")
+            row = per_run[
+                (per_run["load"] == load) & (per_run["max_wait_s"] == wait) & (per_run["run"] == k)
+            ].set_index("metric")
             want, got = percentiles(predicted, ("e2e_s",)), percentiles(real, ("e2e_s",))
-            assert row.loc["e2e_s_p50", "error"] == pytest.approx((want["e2e_s_p50"] - got["e2e_s_p50"]) / got["e2e_s_p50"])
+            assert row.loc["e2e_s_p50", "error"] == pytest.approx(
+                (want["e2e_s_p50"] - got["e2e_s_p50"]) / got["e2e_s_p50"]
+            )
     replay = pd.read_csv(out / "batch_replay.csv")
     assert len(replay) >= 1 and (replay["images"] <= s.max_batch_size).all()
     # the cases took turns: every case's first run came before any case's second
@@ -233,7 +251,9 @@ def test_a_time_warp_at_one_speed_is_the_profile_at_that_speed(tmp_path):
     assert slow["arrival_s"].tolist() == [0.0, 150.0]
 
 
-@pytest.mark.parametrize("flags, in_loop, seed", [([], True, 0), (["--grid-composition"], False, 0), (["--seed", "11"], True, 11)])
+@pytest.mark.parametrize(
+    "flags, in_loop, seed", [([], True, 0), (["--grid-composition"], False, 0), (["--seed", "11"], True, 11)]
+)
 def test_the_cli_flags_reach_the_validation_settings(flags, in_loop, seed, monkeypatch, tmp_path):
     import calibration.validate as validate
 

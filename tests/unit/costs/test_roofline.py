@@ -24,7 +24,11 @@ def overheads(gpu, model, seqs):
 
 
 def elementwise(gpu, model, tokens):
-    d, f, qk = model.hidden_size, model.intermediate_size, (model.num_attention_heads + model.num_key_value_heads) * model.head_dim
+    d, f, qk = (
+        model.hidden_size,
+        model.intermediate_size,
+        (model.num_attention_heads + model.num_key_value_heads) * model.head_dim,
+    )
     per_token = 2 * (7 * d + 2 * qk + 3 * f)  # bytes a token moves through a layer's elementwise kernels
     return model.num_layers * per_token * tokens / (gpu.hbm_tb_s * 1e12 * gpu.efficiency.elementwise_bandwidth)
 
@@ -36,7 +40,9 @@ def test_single_decode_is_weight_streaming_bound():
     cm = RooflineCostModel(m, g)
     e = g.efficiency
     weights = 2 * m.params_active / (g.hbm_tb_s * 1e12 * e.bandwidth)
-    compute = 2 * (m.num_layers * m.params_per_layer + m.hidden_size * m.vocab_size) / (g.bf16_tflops * 1e12 * e.compute)
+    compute = (
+        2 * (m.num_layers * m.params_per_layer + m.hidden_size * m.vocab_size) / (g.bf16_tflops * 1e12 * e.compute)
+    )
     gemms = (weights**e.overlap + compute**e.overlap) ** (1 / e.overlap)
     assert weights < gemms < 1.01 * weights
     kv = m.kv_bytes_per_token(2) * 1025 / (g.hbm_tb_s * 1e12 * e.attention_bandwidth)
@@ -48,12 +54,23 @@ def test_long_prefill_is_compute_bound():
     cm = RooflineCostModel(m, g)
     e = g.efficiency
     p = 4096
-    compute = (2 * p * m.num_layers * m.params_per_layer + 2 * m.hidden_size * m.vocab_size) / (g.bf16_tflops * 1e12 * e.compute)
+    compute = (2 * p * m.num_layers * m.params_per_layer + 2 * m.hidden_size * m.vocab_size) / (
+        g.bf16_tflops * 1e12 * e.compute
+    )
     weights = 2 * m.params_active / (g.hbm_tb_s * 1e12 * e.bandwidth)
     gemms = (weights**e.overlap + compute**e.overlap) ** (1 / e.overlap)
     assert compute < gemms < 1.05 * compute
-    attn = 4 * m.num_layers * m.num_attention_heads * m.head_dim * (p * (p + 1) / 2) / (g.bf16_tflops * 1e12 * e.attention_compute)
-    assert cm.step_s(shape(prefills=[(p, 0)])) == pytest.approx(overheads(g, m, 1) + gemms + elementwise(g, m, p) + attn, rel=1e-9)
+    attn = (
+        4
+        * m.num_layers
+        * m.num_attention_heads
+        * m.head_dim
+        * (p * (p + 1) / 2)
+        / (g.bf16_tflops * 1e12 * e.attention_compute)
+    )
+    assert cm.step_s(shape(prefills=[(p, 0)])) == pytest.approx(
+        overheads(g, m, 1) + gemms + elementwise(g, m, p) + attn, rel=1e-9
+    )
 
 
 def test_overlap_is_the_sum_at_one_and_the_max_when_large():

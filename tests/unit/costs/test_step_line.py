@@ -20,7 +20,9 @@ def test_total_matches_sum_of_steps(pieces, ctx0, dctx, k):
 
 
 @settings(max_examples=300, deadline=None)
-@given(pieces=pieces, ctx0=st.integers(0, 200_000), dctx=st.integers(1, 512), k=st.integers(1, 600), frac=st.floats(0, 1))
+@given(
+    pieces=pieces, ctx0=st.integers(0, 200_000), dctx=st.integers(1, 512), k=st.integers(1, 600), frac=st.floats(0, 1)
+)
 def test_steps_within_inverts_total(pieces, ctx0, dctx, k, frac):
     line = StepLine(pieces)
     elapsed = frac * line.total_s(ctx0, dctx, k)
@@ -32,7 +34,9 @@ def test_steps_within_inverts_total(pieces, ctx0, dctx, k, frac):
 
 
 @settings(max_examples=300, deadline=None)
-@given(pieces=pieces, ctx0=st.integers(0, 200_000), dctx=st.integers(1, 512), k=st.integers(1, 600), frac=st.floats(0, 1))
+@given(
+    pieces=pieces, ctx0=st.integers(0, 200_000), dctx=st.integers(1, 512), k=st.integers(1, 600), frac=st.floats(0, 1)
+)
 def test_step_end_at_is_the_end_of_the_step_in_flight(pieces, ctx0, dctx, k, frac):
     line = StepLine(pieces)
     elapsed = frac * line.total_s(ctx0, dctx, k)

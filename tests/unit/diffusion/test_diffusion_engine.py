@@ -91,8 +91,17 @@ def scenario(batching=None, image=None, rate=2.0, n=200, cost=None, **over):
         name="d",
         seed=1,
         num_requests=n,
-        pools=[dict(name="p", model="sdxl", gpu="h100-sxm", replicas=1, batching=batching or {},
-                    cost_model=cost or dict(kind="constant", step_s=STEP, per_row_s=ROW, text_encode_s=TEXT, vae_decode_s=VAE))],
+        pools=[
+            dict(
+                name="p",
+                model="sdxl",
+                gpu="h100-sxm",
+                replicas=1,
+                batching=batching or {},
+                cost_model=cost
+                or dict(kind="constant", step_s=STEP, per_row_s=ROW, text_encode_s=TEXT, vae_decode_s=VAE),
+            )
+        ],
         classes=[dict(name="c", pool="p", arrival=dict(process="poisson", rate=rate), image=image or dict(steps=10))],
     )
     raw.update(over)
@@ -108,8 +117,12 @@ def test_a_lone_request_takes_text_encode_plus_steps_plus_vae_and_cfg_doubles_ro
 
 
 def test_static_batch_members_finish_together_and_the_slowest_sets_the_pace():
-    sc = scenario(dict(max_batch_size=4, max_wait_s=10.0, shapes="pad"),
-                  dict(steps={"dist": "empirical", "values": [5, 20]}), rate=50.0, n=4)
+    sc = scenario(
+        dict(max_batch_size=4, max_wait_s=10.0, shapes="pad"),
+        dict(steps={"dist": "empirical", "values": [5, 20]}),
+        rate=50.0,
+        n=4,
+    )
     df = run_scenario(sc, Path(".")).requests
     assert df["finish_s"].nunique() == 1  # one batch, everyone ends with it
     rows = 2 * 4
@@ -121,7 +134,9 @@ def test_static_batch_members_finish_together_and_the_slowest_sets_the_pace():
 def test_step_level_lets_short_requests_leave_early():
     # Mixed step counts in one batch: static (padded) holds a 5-step request for 40 steps.
     image = dict(steps={"dist": "empirical", "values": [5, 40]})
-    static = run_scenario(scenario(dict(max_batch_size=8, policy="static", shapes="pad"), image, rate=4.0, n=300), Path(".")).requests
+    static = run_scenario(
+        scenario(dict(max_batch_size=8, policy="static", shapes="pad"), image, rate=4.0, n=300), Path(".")
+    ).requests
     step = run_scenario(scenario(dict(max_batch_size=8, policy="step"), image, rate=4.0, n=300), Path(".")).requests
     short_static = static.loc[static["steps"] == 5, "e2e_s"].mean()
     short_step = step.loc[step["steps"] == 5, "e2e_s"].mean()
@@ -131,15 +146,22 @@ def test_step_level_lets_short_requests_leave_early():
 
 def test_previews_cost_one_vae_decode_every_k_steps():
     base = run_scenario(scenario(dict(max_batch_size=1), dict(steps=10), rate=0.01, n=3), Path(".")).requests
-    prev = run_scenario(scenario(dict(max_batch_size=1, preview_every=3), dict(steps=10), rate=0.01, n=3), Path(".")).requests
+    prev = run_scenario(
+        scenario(dict(max_batch_size=1, preview_every=3), dict(steps=10), rate=0.01, n=3), Path(".")
+    ).requests
     # Previews after steps 3, 6 and 9: three extra decodes.
     np.testing.assert_allclose(prev["e2e_s"] - base["e2e_s"], 3 * VAE, rtol=1e-9)
     np.testing.assert_allclose(prev["preview_s"], TEXT + 3 * (STEP + 2 * ROW) + VAE, rtol=1e-9)
 
 
 def test_roofline_request_that_cannot_fit_is_rejected_with_a_reason():
-    sc = scenario(dict(max_batch_size=1), dict(width=4096, height=4096, steps=2, images_per_prompt=64), rate=1.0, n=3,
-                  cost=dict(kind="roofline"))
+    sc = scenario(
+        dict(max_batch_size=1),
+        dict(width=4096, height=4096, steps=2, images_per_prompt=64),
+        rate=1.0,
+        n=3,
+        cost=dict(kind="roofline"),
+    )
     res = run_scenario(sc, Path("."))
     df = res.requests
     assert (df["status"] == "rejected").all()
@@ -147,7 +169,9 @@ def test_roofline_request_that_cannot_fit_is_rejected_with_a_reason():
 
 
 def test_image_classes_report_images_per_second_and_cost_per_image():
-    res = run_scenario(scenario(dict(max_batch_size=4), dict(steps=10, images_per_prompt=2), rate=1.0, n=200), Path("."))
+    res = run_scenario(
+        scenario(dict(max_batch_size=4), dict(steps=10, images_per_prompt=2), rate=1.0, n=200), Path(".")
+    )
     st = res.summary["classes"]["c"]
     assert st["images_per_s"]["mean"] == pytest.approx(2 * st["throughput_rps"]["mean"])
     assert st["cost_per_image_usd"]["mean"] > 0
@@ -155,11 +179,17 @@ def test_image_classes_report_images_per_second_and_cost_per_image():
 
 
 def test_video_requests_count_video_seconds():
-    sc = parse_scenario(dict(
-        name="v", seed=1, num_requests=20,
-        pools=[dict(name="p", model="cogvideox-2b", gpu="h100-sxm", batching=dict(max_batch_size=1))],
-        classes=[dict(name="c", pool="p", arrival=dict(process="poisson", rate=0.01), image=dict(frames=49, steps=5))],
-    ))
+    sc = parse_scenario(
+        dict(
+            name="v",
+            seed=1,
+            num_requests=20,
+            pools=[dict(name="p", model="cogvideox-2b", gpu="h100-sxm", batching=dict(max_batch_size=1))],
+            classes=[
+                dict(name="c", pool="p", arrival=dict(process="poisson", rate=0.01), image=dict(frames=49, steps=5))
+            ],
+        )
+    )
     res = run_scenario(sc, Path("."))
     df = res.requests
     np.testing.assert_allclose(df["video_s"], 49 / 8)
@@ -193,7 +223,9 @@ def test_a_static_batch_decodes_its_latents_in_one_vae_call_per_shape():
 
 def test_a_diffusion_replica_reports_memory_not_kv_blocks():
     """Its time series used to put MiB of activations in ``kv_blocks_used``."""
-    res = run_scenario(scenario(dict(max_batch_size=4), dict(steps=10), rate=1.0, n=50, cost=dict(kind="roofline")), Path("."))
+    res = run_scenario(
+        scenario(dict(max_batch_size=4), dict(steps=10), rate=1.0, n=50, cost=dict(kind="roofline")), Path(".")
+    )
     ts = res.timeseries
     busy = ts[ts["running"] > 0]
     assert len(busy) and ts["kv_blocks_used"].isna().all() and ts["kv_util"].isna().all()

@@ -16,11 +16,25 @@ def scenario(**over):
         name="t",
         num_requests=400,
         seed=3,
-        pools=[dict(name="p", model="llama-3-8b", gpu="h100-sxm", replicas=2, router="least_outstanding",
-                    engine=dict(max_num_seqs=32, max_num_batched_tokens=2048, num_gpu_blocks=600))],
-        classes=[dict(name="c", pool="p", arrival=dict(process="gamma", rate=25, cv=2),
-                      prompt_tokens=dict(dist="lognormal", mean=600, cv=1, max=3000),
-                      output_tokens=dict(dist="lognormal", mean=150, cv=1, max=1000))],
+        pools=[
+            dict(
+                name="p",
+                model="llama-3-8b",
+                gpu="h100-sxm",
+                replicas=2,
+                router="least_outstanding",
+                engine=dict(max_num_seqs=32, max_num_batched_tokens=2048, num_gpu_blocks=600),
+            )
+        ],
+        classes=[
+            dict(
+                name="c",
+                pool="p",
+                arrival=dict(process="gamma", rate=25, cv=2),
+                prompt_tokens=dict(dist="lognormal", mean=600, cv=1, max=3000),
+                output_tokens=dict(dist="lognormal", mean=150, cv=1, max=1000),
+            )
+        ],
     )
     raw.update(over)
     return parse_scenario(raw)
@@ -51,8 +65,12 @@ def test_decode_cohort_matches_the_per_request_reference_path(monkeypatch, prefi
     raw["pools"][0]["engine"]["enable_prefix_caching"] = prefix
     raw["pools"][0]["engine"]["num_gpu_blocks"] = 900
     if prefix:
-        raw["classes"][0] = dict(name="c", pool="p", arrival=dict(process="poisson", rate=40),
-                                 trace=dict(path="builtin:mooncake_conversation_sample.jsonl", format="mooncake"))
+        raw["classes"][0] = dict(
+            name="c",
+            pool="p",
+            arrival=dict(process="poisson", rate=40),
+            trace=dict(path="builtin:mooncake_conversation_sample.jsonl", format="mooncake"),
+        )
         raw["pools"][0]["model"] = "qwen2.5-0.5b"
         raw["pools"][0]["engine"]["num_gpu_blocks"] = 4000
     sc = parse_scenario(raw)
@@ -125,11 +143,15 @@ def test_an_arrival_exactly_at_the_end_of_a_decode_span_joins_the_next_step():
     raw = scenario().model_dump()
     raw.pop("num_requests")
     raw.update(duration_s=20, seed=11)
-    raw["pools"][0].update(model="llama-3.2-1b", gpu="l40s", router="round_robin",
-                           cost_model={"kind": "constant", "step_s": 0.01})
+    raw["pools"][0].update(
+        model="llama-3.2-1b", gpu="l40s", router="round_robin", cost_model={"kind": "constant", "step_s": 0.01}
+    )
     raw["pools"][0]["engine"].update(max_num_seqs=48, num_gpu_blocks=1500)
-    raw["classes"][0].update(arrival={"process": "constant", "rate": 20},
-                             prompt_tokens={"dist": "fixed", "value": 256}, output_tokens={"dist": "fixed", "value": 50})
+    raw["classes"][0].update(
+        arrival={"process": "constant", "rate": 20},
+        prompt_tokens={"dist": "fixed", "value": 256},
+        output_tokens={"dist": "fixed", "value": 50},
+    )
     res = run_scenario(parse_scenario(raw), Path("."))
     c = res.summary["conservation"]
     assert c["finished"] == c["arrived"] == 399

@@ -13,24 +13,44 @@ IMG_COST = dict(kind="constant", step_s=0.05, text_encode_s=0.02, vae_decode_s=0
 
 
 def text_pool(name="chat", replicas=2, **kw):
-    return dict(name=name, model="llama-3.2-1b", gpu="h100-sxm", replicas=replicas,
-                engine=dict(max_num_seqs=16, max_num_batched_tokens=512, num_gpu_blocks=2000),
-                cost_model=LLM_COST, **kw)
+    return dict(
+        name=name,
+        model="llama-3.2-1b",
+        gpu="h100-sxm",
+        replicas=replicas,
+        engine=dict(max_num_seqs=16, max_num_batched_tokens=512, num_gpu_blocks=2000),
+        cost_model=LLM_COST,
+        **kw,
+    )
 
 
 def image_pool(name="img", replicas=2, batching=None, **kw):
-    return dict(name=name, model="sdxl", gpu="h100-sxm", replicas=replicas, batching=batching or dict(max_batch_size=2),
-                cost_model=IMG_COST, **kw)
+    return dict(
+        name=name,
+        model="sdxl",
+        gpu="h100-sxm",
+        replicas=replicas,
+        batching=batching or dict(max_batch_size=2),
+        cost_model=IMG_COST,
+        **kw,
+    )
 
 
 def text_class(name="chat", pool="chat", rate=20.0, **kw):
-    return dict(name=name, pool=pool, arrival=dict(process="poisson", rate=rate),
-                prompt_tokens=dict(dist="fixed", value=100), output_tokens=dict(dist="fixed", value=50), **kw)
+    return dict(
+        name=name,
+        pool=pool,
+        arrival=dict(process="poisson", rate=rate),
+        prompt_tokens=dict(dist="fixed", value=100),
+        output_tokens=dict(dist="fixed", value=50),
+        **kw,
+    )
 
 
 def image_class(name="img", pool="img", rate=2.0, sampler="ddim", **kw):
-    return dict(name=name, pool=pool, arrival=dict(process="poisson", rate=rate),
-                image=dict(steps=20, sampler=sampler), **kw)
+    return dict(
+        name=name, pool=pool, arrival=dict(process="poisson", rate=rate), image=dict(steps=20, sampler=sampler), **kw
+    )
 
 
 def run(pools, classes, **over):
@@ -45,8 +65,11 @@ def run(pools, classes, **over):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_no_request_is_lost_under_random_failures(seed):
     faults = dict(mtbf_s=8.0, mttr_s=3.0)
-    res = run([text_pool(faults=faults), image_pool(faults=faults)],
-              [text_class(retry=dict(max_retries=1)), image_class(retry=dict(max_retries=1, timeout_s=30))], seed=seed)
+    res = run(
+        [text_pool(faults=faults), image_pool(faults=faults)],
+        [text_class(retry=dict(max_retries=1)), image_class(retry=dict(max_retries=1, timeout_s=30))],
+        seed=seed,
+    )
     c = res.summary["conservation"]
     assert c["in_flight"] == 0
     assert c["finished"] + c["rejected"] + c["failed"] == c["arrived"]
@@ -76,10 +99,14 @@ def test_llm_request_in_flight_restarts_from_scratch_and_pays_twice():
     assert hit.finish_s == pytest.approx(10.3 + clean.e2e_s)
 
 
-@pytest.mark.parametrize("sampler,checkpoint,resumes", [("ddim", 5, True), ("ddim", 0, False), ("euler_ancestral", 5, False)])
+@pytest.mark.parametrize(
+    "sampler,checkpoint,resumes", [("ddim", 5, True), ("ddim", 0, False), ("euler_ancestral", 5, False)]
+)
 def test_diffusion_retry_resumes_only_deterministic_samplers_with_checkpoints(sampler, checkpoint, resumes):
     faults = dict(at_s=[[0, 0.7]], mttr_s=100.0, distribution="fixed")
-    pool = image_pool(replicas=2, batching=dict(max_batch_size=1, checkpoint_every=checkpoint), faults=faults, router="round_robin")
+    pool = image_pool(
+        replicas=2, batching=dict(max_batch_size=1, checkpoint_every=checkpoint), faults=faults, router="round_robin"
+    )
     # One request at 1.0 s on replica 0: text 0.02 + 20 x 0.05 + VAE 0.1; it has done 13
     # steps when the replica fails at 1.7 s.
     pool["faults"]["at_s"] = [[0, 1.7]]
@@ -121,11 +148,26 @@ def test_requests_wait_while_every_replica_is_down():
 
 
 def pipeline_class(rate=0.05, **kw):
-    return dict(name="pipe", arrival=dict(process="poisson", rate=rate), stages=[
-        dict(name="rewrite", pool="chat", prompt_tokens=dict(dist="fixed", value=50), output_tokens=dict(dist="fixed", value=30)),
-        dict(name="draw", pool="img", image=dict(steps=10)),
-        dict(name="caption", pool="chat", prompt_tokens=dict(dist="fixed", value=300), output_tokens=dict(dist="fixed", value=20)),
-    ], **kw)
+    return dict(
+        name="pipe",
+        arrival=dict(process="poisson", rate=rate),
+        stages=[
+            dict(
+                name="rewrite",
+                pool="chat",
+                prompt_tokens=dict(dist="fixed", value=50),
+                output_tokens=dict(dist="fixed", value=30),
+            ),
+            dict(name="draw", pool="img", image=dict(steps=10)),
+            dict(
+                name="caption",
+                pool="chat",
+                prompt_tokens=dict(dist="fixed", value=300),
+                output_tokens=dict(dist="fixed", value=20),
+            ),
+        ],
+        **kw,
+    )
 
 
 def test_pipeline_latency_is_the_sum_of_its_stages_without_contention():

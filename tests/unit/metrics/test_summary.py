@@ -33,8 +33,13 @@ def test_meets_slo_needs_every_target_and_a_finish():
 
 
 def stats_row(p99_ttft, rejected):
-    return {"ttft_s_p99": {"mean": p99_ttft}, "tpot_s_p99": {"mean": 0.01}, "e2e_s_p99": {"mean": 1.0},
-            "rejected_fraction": {"mean": rejected}, "ttft_s_p97.5": {"mean": p99_ttft}}
+    return {
+        "ttft_s_p99": {"mean": p99_ttft},
+        "tpot_s_p99": {"mean": 0.01},
+        "e2e_s_p99": {"mean": 1.0},
+        "rejected_fraction": {"mean": rejected},
+        "ttft_s_p97.5": {"mean": p99_ttft},
+    }
 
 
 def test_slo_verdict_uses_its_percentile_and_counts_rejections():
@@ -55,7 +60,9 @@ def test_prefix_hit_rate_is_over_the_admitted_prompts():
     from sim.run import run_scenario
 
     root = Path(__file__).resolve().parents[3]
-    result = run_scenario(root / "scenarios" / "mooncake_prefix_cache.yaml", overrides=("num_requests=300", "replications=1"))
+    result = run_scenario(
+        root / "scenarios" / "mooncake_prefix_cache.yaml", overrides=("num_requests=300", "replications=1")
+    )
     df = result.requests
     window = df[df["arrival_s"] >= result.summary["warmup_s"]]
     admitted = window[window["status"] != "rejected"]
@@ -98,10 +105,23 @@ def test_long_requests_are_not_overload_and_count_in_the_throughput():
     from sim.config import parse_scenario
     from sim.run import run_scenario
 
-    raw = dict(name="long", seed=5, replications=2, duration_s=120, warmup_s=10,
-               pools=[dict(name="p", model="llama-3.2-1b", gpu="h100-sxm", replicas=1)],
-               classes=[dict(name="chat", pool="p", arrival=dict(process="poisson", rate=0.5),
-                             prompt_tokens=dict(dist="fixed", value=100), output_tokens=dict(dist="fixed", value=4096))])
+    raw = dict(
+        name="long",
+        seed=5,
+        replications=2,
+        duration_s=120,
+        warmup_s=10,
+        pools=[dict(name="p", model="llama-3.2-1b", gpu="h100-sxm", replicas=1)],
+        classes=[
+            dict(
+                name="chat",
+                pool="p",
+                arrival=dict(process="poisson", rate=0.5),
+                prompt_tokens=dict(dist="fixed", value=100),
+                output_tokens=dict(dist="fixed", value=4096),
+            )
+        ],
+    )
     st = run_scenario(parse_scenario(raw), None).summary["classes"]["chat"]
     assert not st["overloaded"]
     assert st["throughput_rps"]["mean"] == pytest.approx(st["arrival_rate"]["mean"])

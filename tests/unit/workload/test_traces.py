@@ -100,12 +100,8 @@ def test_azure_conv_full_file() -> None:
     assert rows[0]["ContextTokens"] == "374"
     assert rows[0]["GeneratedTokens"] == "44"
     np.testing.assert_array_equal(trace.prompt_tokens[:3], [374, 396, 879])
-    np.testing.assert_array_equal(
-        trace.prompt_tokens[:5], [int(r["ContextTokens"]) for r in rows[:5]]
-    )
-    np.testing.assert_array_equal(
-        trace.output_tokens[:5], [int(r["GeneratedTokens"]) for r in rows[:5]]
-    )
+    np.testing.assert_array_equal(trace.prompt_tokens[:5], [int(r["ContextTokens"]) for r in rows[:5]])
+    np.testing.assert_array_equal(trace.output_tokens[:5], [int(r["GeneratedTokens"]) for r in rows[:5]])
     # 18:15:50.9951690 - 18:15:46.6805900 = 4.3145790 s, to the 100 ns of the published stamps.
     assert trace.arrival_s[1] == pytest.approx(4.314579, abs=1e-7)
     assert trace.arrival_s[2] == pytest.approx(4.541877, abs=1e-7)
@@ -147,9 +143,7 @@ def test_zero_token_counts_are_clamped_to_one(tmp_path: pathlib.Path) -> None:
     path = _write(
         tmp_path,
         "zeros.csv",
-        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-        "2023-11-16 18:00:00.0000000,0,5\n"
-        "2023-11-16 18:00:01.0000000,7,0\n",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.0000000,0,5\n2023-11-16 18:00:01.0000000,7,0\n",
     )
     trace = read_trace(path, "azure")
     np.testing.assert_array_equal(trace.prompt_tokens, [1, 7])
@@ -273,9 +267,7 @@ def test_vidur_lengths_only_file(tmp_path: pathlib.Path) -> None:
     assert prompt.dtype == output.dtype == np.int64
 
 
-@pytest.mark.parametrize(
-    ("name", "fmt"), [(AZURE_CODE, "azure"), (MOONCAKE, "mooncake"), (VIDUR, "vidur")]
-)
+@pytest.mark.parametrize(("name", "fmt"), [(AZURE_CODE, "azure"), (MOONCAKE, "mooncake"), (VIDUR, "vidur")])
 def test_read_lengths_matches_read_trace(name: str, fmt: str) -> None:
     # All three samples are in time order, so file order == trace order.
     trace = read_trace(sample_path(name), fmt)
@@ -315,9 +307,7 @@ def test_rescale_target_rate() -> None:
         _assert_invariants(fast)
     # Relative spacing is preserved.
     fast = rescale(trace, target_rate=40.0)
-    np.testing.assert_allclose(
-        fast.arrival_s * (trace.duration_s / fast.duration_s), trace.arrival_s, rtol=1e-12
-    )
+    np.testing.assert_allclose(fast.arrival_s * (trace.duration_s / fast.duration_s), trace.arrival_s, rtol=1e-12)
 
 
 def test_rescale_time_scale_doubles_span() -> None:
@@ -354,9 +344,7 @@ def test_rescale_rejects_bad_arguments(kwargs: dict) -> None:
 
 
 def test_mean_rate_needs_a_nonzero_span(tmp_path: pathlib.Path) -> None:
-    path = _write(
-        tmp_path, "single.jsonl", '{"timestamp": 5, "input_length": 3, "output_length": 1}\n'
-    )
+    path = _write(tmp_path, "single.jsonl", '{"timestamp": 5, "input_length": 3, "output_length": 1}\n')
     trace = read_trace(path, "mooncake")
     assert len(trace) == 1
     assert trace.duration_s == 0.0
@@ -399,118 +387,164 @@ MALFORMED: list[tuple[str, str, str, str | bytes, tuple[str, ...]]] = [
     ("azure-empty", "azure", "empty.csv", "", ("empty",)),
     ("azure-header-only", "azure", "header_only.csv", AZURE_HEADER, ("no data rows",)),
     (
-        "azure-missing-column", "azure", "two_cols.csv",
+        "azure-missing-column",
+        "azure",
+        "two_cols.csv",
         "TIMESTAMP,ContextTokens\n" + GOOD_STAMP + ",5\n",
         ("GeneratedTokens", "TIMESTAMP, ContextTokens, GeneratedTokens"),
     ),
     (
-        "azure-non-numeric", "azure", "letters.csv",
+        "azure-non-numeric",
+        "azure",
+        "letters.csv",
         AZURE_HEADER + GOOD_STAMP + ",5,6\n" + GOOD_STAMP + ",abc,6\n",
         ("data row 2", "line 3", "ContextTokens", "'abc'", ">= 0"),
     ),
     (
-        "azure-negative", "azure", "negative.csv",
+        "azure-negative",
+        "azure",
+        "negative.csv",
         AZURE_HEADER + GOOD_STAMP + ",5,-6\n",
         ("data row 1", "GeneratedTokens", "negative"),
     ),
     (
-        "azure-fractional", "azure", "fraction.csv",
+        "azure-fractional",
+        "azure",
+        "fraction.csv",
         AZURE_HEADER + GOOD_STAMP + ",5.5,6\n",
         ("data row 1", "ContextTokens", "whole number"),
     ),
     (
-        "azure-missing-value", "azure", "short_row.csv",
+        "azure-missing-value",
+        "azure",
+        "short_row.csv",
         AZURE_HEADER + GOOD_STAMP + ",5,6\n" + GOOD_STAMP + ",5\n",
         ("data row 2", "GeneratedTokens", "missing value"),
     ),
     (
-        "azure-bad-timestamp", "azure", "bad_time.csv",
+        "azure-bad-timestamp",
+        "azure",
+        "bad_time.csv",
         AZURE_HEADER + GOOD_STAMP + ",5,6\n" + "16/11/2023 at noon,5,6\n",
         ("data row 2", "TIMESTAMP", "timestamp"),
     ),
     (
-        "azure-extra-field", "azure", "extra_field.csv",
+        "azure-extra-field",
+        "azure",
+        "extra_field.csv",
         AZURE_HEADER + GOOD_STAMP + ",5,6\n" + GOOD_STAMP + ",5,6,7\n",
         ("line 3", "fields"),
     ),
     (
-        "azure-not-utf8", "azure", "binary.csv",
+        "azure-not-utf8",
+        "azure",
+        "binary.csv",
         AZURE_HEADER.encode() + b"\xff\xfe\x00\x81,5,6\n",
         ("UTF-8",),
     ),
     (
-        "azure-duplicate-column", "azure", "dup_cols.csv",
+        "azure-duplicate-column",
+        "azure",
+        "dup_cols.csv",
         "TIMESTAMP,ContextTokens, ContextTokens,GeneratedTokens\n" + GOOD_STAMP + ",5,5,6\n",
         ("ContextTokens", "more than once"),
     ),
     (
-        "vidur-wrong-columns", "vidur", "wrong_cols.csv",
+        "vidur-wrong-columns",
+        "vidur",
+        "wrong_cols.csv",
         "time,prompt,output\n0.0,5,6\n",
         ("arrived_at", "num_prefill_tokens", "num_decode_tokens"),
     ),
     (
-        "vidur-lengths-only", "vidur", "lengths_only.csv",
+        "vidur-lengths-only",
+        "vidur",
+        "lengths_only.csv",
         "num_prefill_tokens,num_decode_tokens\n5,6\n",
         ("no arrival times", "read_lengths"),
     ),
     (
-        "vidur-bad-arrival", "vidur", "bad_arrival.csv",
+        "vidur-bad-arrival",
+        "vidur",
+        "bad_arrival.csv",
         VIDUR_HEADER + "0.0,5,6\nsoon,5,6\n",
         ("data row 2", "arrived_at", "'soon'"),
     ),
     (
-        "vidur-all-rows-too-wide", "vidur", "too_wide.csv",
+        "vidur-all-rows-too-wide",
+        "vidur",
+        "too_wide.csv",
         VIDUR_HEADER + "0.0,5,6,9\n1.0,5,6,9\n",
         ("more fields",),
     ),
     ("mooncake-empty", "mooncake", "empty.jsonl", "\n\n", ("no data lines",)),
     (
-        "mooncake-bad-json", "mooncake", "bad_json.jsonl",
+        "mooncake-bad-json",
+        "mooncake",
+        "bad_json.jsonl",
         '{"timestamp": 0, "input_length": 5, "output_length": 6}\n{"timestamp": 1, "input_\n',
         ("line 2", "malformed JSON"),
     ),
     (
-        "mooncake-not-object", "mooncake", "array.jsonl",
+        "mooncake-not-object",
+        "mooncake",
+        "array.jsonl",
         "[0, 5, 6]\n",
         ("line 1", "JSON object"),
     ),
     (
-        "mooncake-missing-field", "mooncake", "no_output.jsonl",
+        "mooncake-missing-field",
+        "mooncake",
+        "no_output.jsonl",
         '{"timestamp": 0, "input_length": 5}\n',
         ("line 1", "output_length", "timestamp, input_length, output_length"),
     ),
     (
-        "mooncake-string-count", "mooncake", "string_count.jsonl",
+        "mooncake-string-count",
+        "mooncake",
+        "string_count.jsonl",
         '{"timestamp": 0, "input_length": "5", "output_length": 6}\n',
         ("line 1", "input_length", "not a number"),
     ),
     (
-        "mooncake-bool-count", "mooncake", "bool_count.jsonl",
+        "mooncake-bool-count",
+        "mooncake",
+        "bool_count.jsonl",
         '{"timestamp": 0, "input_length": 5, "output_length": true}\n',
         ("line 1", "output_length"),
     ),
     (
-        "mooncake-negative", "mooncake", "negative.jsonl",
+        "mooncake-negative",
+        "mooncake",
+        "negative.jsonl",
         '{"timestamp": 0, "input_length": 5, "output_length": -2}\n',
         ("line 1", "output_length", "negative"),
     ),
     (
-        "mooncake-bad-timestamp", "mooncake", "bad_ts.jsonl",
+        "mooncake-bad-timestamp",
+        "mooncake",
+        "bad_ts.jsonl",
         '{"timestamp": "noon", "input_length": 5, "output_length": 2}\n',
         ("line 1", "timestamp"),
     ),
     (
-        "mooncake-hash-not-list", "mooncake", "hash_scalar.jsonl",
+        "mooncake-hash-not-list",
+        "mooncake",
+        "hash_scalar.jsonl",
         '{"timestamp": 0, "input_length": 5, "output_length": 2, "hash_ids": 7}\n',
         ("line 1", "hash_ids", "list of integers"),
     ),
     (
-        "mooncake-hash-not-ints", "mooncake", "hash_strings.jsonl",
+        "mooncake-hash-not-ints",
+        "mooncake",
+        "hash_strings.jsonl",
         '{"timestamp": 0, "input_length": 5, "output_length": 2, "hash_ids": [1, "a"]}\n',
         ("line 1", "hash_ids", "list of integers"),
     ),
     (
-        "mooncake-hash-partial", "mooncake", "hash_partial.jsonl",
+        "mooncake-hash-partial",
+        "mooncake",
+        "hash_partial.jsonl",
         (
             '{"timestamp": 0, "input_length": 5, "output_length": 2, "hash_ids": [1]}\n'
             '{"timestamp": 1, "input_length": 5, "output_length": 2}\n'
@@ -525,7 +559,10 @@ MALFORMED: list[tuple[str, str, str, str | bytes, tuple[str, ...]]] = [
     [pytest.param(*case[1:], id=case[0]) for case in MALFORMED],
 )
 def test_malformed_file_raises_one_line_trace_error(
-    tmp_path: pathlib.Path, fmt: str, file_name: str, content: str | bytes,
+    tmp_path: pathlib.Path,
+    fmt: str,
+    file_name: str,
+    content: str | bytes,
     fragments: tuple[str, ...],
 ) -> None:
     path = _write(tmp_path, file_name, content)
