@@ -24,6 +24,7 @@ import argparse
 import os
 import sys
 
+from sim import __version__
 from sim.commands import (
     bench,
     calibrate,
@@ -47,6 +48,7 @@ COMMANDS = (run, validate_scenario, catalog, bench, calibrate, validate, fidelit
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="servesim", description="Simulate generative-AI inference serving.")
+    parser.add_argument("--version", action="version", version=f"servesim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in COMMANDS:
         command.add_parser(sub)

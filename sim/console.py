@@ -183,6 +183,21 @@ def to_rich(table: Table):
     return out
 
 
+PIPE_WIDTH = 4000
+"""Columns of the console when standard output is not a terminal: wide enough that no table
+cell is ever cut (a pipe or a file has no width; rich would otherwise assume 80 columns)."""
+
+
+def stdout_console():
+    """The rich console a command prints its results on: the terminal's width in a terminal,
+    else ``PIPE_WIDTH`` (each table as wide as its cells; nothing cut or folded, no line wrapped)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+
+
 def show(blocks: list[Block], console) -> None:
     """Print ``blocks`` on a rich console."""
     for block in blocks:
@@ -201,3 +216,31 @@ def plain(markup: str) -> str:
         return Text.from_markup(str(markup)).plain
     except MarkupError:
         return str(markup)
+
+
+class Ticker:
+    """Progress for a long job as lines on stderr, for when stderr is not a terminal (a log, a
+    pipe, CI): the first update at once, then at most one every ``every_s`` seconds, each with the
+    time since the start, and ``done`` at the end. In a terminal, commands draw a bar instead."""
+
+    def __init__(self, what: str, every_s: float = 5.0, stream=None, start: float | None = None):
+        import sys
+        import time
+
+        self.what = what
+        self.every_s = every_s
+        self.stream = stream if stream is not None else sys.stderr
+        self._clock = time.perf_counter
+        self.t0 = self._clock() if start is None else start
+        """When the job started (``time.perf_counter``): the times printed count from it."""
+        self._last: float | None = None
+
+    def __call__(self, text: str, force: bool = False) -> None:
+        now = self._clock()
+        if force or self._last is None or now - self._last >= self.every_s:
+            self._last = now
+            self.stream.write(f"{self.what}: {plain(text)} ({now - self.t0:.0f} s)\n")
+            self.stream.flush()
+
+    def done(self, text: str = "done") -> None:
+        self(text, force=True)

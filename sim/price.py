@@ -596,15 +596,18 @@ def _sens_rows(axis: str, value: float, rep: PriceReport, base_steps: dict[str, 
 
 
 def price_sensitivity(
-    scenario: Scenario, base_dir: Path | None, prices: PriceList, loads=(), steps=()
+    scenario: Scenario, base_dir: Path | None, prices: PriceList, loads=(), steps=(), progress=None
 ) -> tuple[pd.DataFrame, list[str]]:
     """Re-run the scenario with arrival rates x each of ``loads`` and with every image class's
-    ``image.steps`` set to each of ``steps``; price each run at the same ``prices``."""
+    ``image.steps`` set to each of ``steps``; price each run at the same ``prices``.
+    ``progress(text)`` is called before each re-run."""
     from sim.run import run_scenario
 
     rows, notes = [], []
     base = scenario.model_dump(exclude_unset=True)
     for k in loads:
+        if progress is not None:
+            progress(f"re-running at {k:g}x the load")
         raw, n = scale_load(base, k)
         notes += [x for x in n if x not in notes]
         rep = price_scenario(run_scenario(parse_scenario(raw), base_dir), prices)
@@ -625,6 +628,8 @@ def price_sensitivity(
         if s is not None:
             base_steps[c.name] = float(s)
     for s in steps:
+        if progress is not None:
+            progress(f"re-running at {s} denoising steps")
         raw = scenario.model_dump(exclude_unset=True)
         for cls in raw["classes"]:
             if cls["name"] in {c.name for c in image_classes}:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 from sim.commands.args import positive_int
+from sim.console import stdout_console
 
 BENCH_MAX_REQUESTS = 10_000_000
 """Most requests a bench case may simulate (about 10 GB of per-request state; a 1e12 run
@@ -42,17 +44,23 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sim.bench import PEER_NOTE, bench_row, bench_table, cases, run_case
-    from sim.console import to_rich
+    from sim.console import Ticker, to_rich
 
     table = bench_table(args.repeat)
-    console = Console(width=160)
-    for case, n in cases(args.requests, args.skip_trace):
-        try:
-            runs = [run_case(case, n) for _ in range(args.repeat)]
-        except RuntimeError as exc:
-            sys.stderr.write(f"servesim: error: {exc}\n")
-            return 1
-        table.add_row(*bench_row(case, runs))
+    console = stdout_console()
+    err = Console(stderr=True)
+    with contextlib.ExitStack() as stack:
+        progress = stack.enter_context(err.status("bench")).update if err.is_terminal else Ticker("bench", every_s=0.0)
+        for case, n in cases(args.requests, args.skip_trace):
+            runs = []
+            for i in range(args.repeat):
+                progress(f"case {case} ({n:,} requests), run {i + 1} of {args.repeat}")
+                try:
+                    runs.append(run_case(case, n))
+                except RuntimeError as exc:
+                    sys.stderr.write(f"servesim: error: {exc}\n")
+                    return 1
+            table.add_row(*bench_row(case, runs))
     console.print(to_rich(table))
     console.print(PEER_NOTE)
     return 0

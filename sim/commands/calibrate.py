@@ -8,6 +8,7 @@ from typing import Any
 
 from sim.commands.args import positive_int
 from sim.commands.profile import print_profile
+from sim.console import Ticker, stdout_console
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -74,10 +75,14 @@ def run(args) -> int:
         ) as bar:
             tasks: dict[str, int] = {}
 
+            ticker = None if console.is_terminal else Ticker("calibrate", start=t0)
+
             def progress(label: str, done: int, total: int) -> None:
                 if label not in tasks:
                     tasks[label] = bar.add_task(label, total=total)
                 bar.update(tasks[label], completed=done)
+                if ticker is not None:
+                    ticker(f"{label} {done}/{total}", force=done == total)
 
             try:
                 measure(
@@ -97,6 +102,6 @@ def run(args) -> int:
         raise ConfigError(str(exc)) from None
     path = write_profile(build_profile(raw, meta, None), raw, args.output)
     console.print(f"measured and fitted in {time.perf_counter() - t0:.0f} s; raw timings in {raw_dir}")
-    print_profile(path, Console())
+    print_profile(path, stdout_console())
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     return 0

@@ -5,21 +5,24 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sim.console import stdout_console
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cat = subparsers.add_parser("catalog", help="list the LLMs, diffusion pipelines and GPUs servesim knows")
-    cat.add_argument("what", nargs="?", choices=["models", "diffusion", "gpus"], default=None)
+    cat.add_argument(
+        "what", nargs="?", choices=["models", "diffusion", "gpus"], default=None, help="one table (default: all three)"
+    )
     cat.set_defaults(handler=run)
     return cat
 
 
 def run(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from sim import catalog
 
-    console = Console()
+    console = stdout_console()
     if args.what in (None, "models"):
         t = Table(title="LLMs")
         for col in ("name", "params (B)", "layers", "hidden", "heads/kv", "KV KiB/token", "max len"):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
+
+from sim.console import stdout_console
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -47,7 +48,7 @@ def run(args) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.output / "fidelity.csv", index=False)
     summary.to_csv(args.output / "summary.csv", index=False)
-    out = Console(width=None if sys.stdout.isatty() else 400)
+    out = stdout_console()
     out.print("servesim against published measurements (error = (predicted - measured) / measured)", highlight=False)
     t = Table()
     for col in ("id", "split", "model", "gpu", "tp", "precision", "metric", "measured", "predicted", "error"):

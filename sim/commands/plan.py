@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.commands.args import positive_int, scenario_overrides, seed_int
+from sim.console import stdout_console
 from sim.errors import ConfigError
 
 
@@ -20,17 +21,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "cheapest fleet meeting every class's SLO: analytic bounds prune, simulation with common random numbers and "
         "CI-decided percentiles sizes each pool.",
     )
-    p.add_argument("scenario", type=Path)
+    p.add_argument("scenario", type=Path, help="scenario YAML file")
     p.add_argument(
         "-o",
         "--output",
         type=Path,
         help="directory for plan.json, fleet.yaml, evaluations.jsonl (an interrupted plan resumes from it)",
     )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    p.add_argument("--seed", type=seed_int)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="change one scenario field, e.g. classes.chat.arrival.rate=12 (repeatable)",
+    )
+    p.add_argument("--seed", type=seed_int, help="the seed every random draw derives from (default: the scenario's)")
     p.add_argument("--workers", type=positive_int, help="parallel candidate searches (default: all usable cores)")
-    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument(
+        "--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray tasks"
+    )
     p.add_argument("--address", help="Ray cluster address (with --backend ray)")
     p.set_defaults(handler=run)
     return p
@@ -40,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sim.config import load_scenario
-    from sim.console import show
+    from sim.console import Ticker, show, term
     from sim.plan import EVALUATIONS_FILE, plan_blocks, plan_fleet, write_plan
     from sim.run import check_output_dir
 
@@ -54,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_output_dir(args.output)
     err = Console(stderr=True)
+    ticker = None if err.is_terminal else Ticker("plan")
+    if ticker is not None:
+        ticker(f"searching for the cheapest fleet of {term(scenario.name)}")
     try:
         result = plan_fleet(
             scenario,
@@ -62,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             backend=args.backend,
             address=args.address,
-            progress=(lambda line: err.print(f"[dim]{line}[/dim]", highlight=False)) if err.is_terminal else None,
+            progress=(lambda line: err.print(f"[dim]{line}[/dim]", highlight=False)) if err.is_terminal else ticker,
         )
     except KeyboardInterrupt:
         if args.output is None:
@@ -77,9 +90,11 @@ def run(args: argparse.Namespace) -> int:
                 "run the same command again to resume\n"
             )
         return 130
-    show(plan_blocks(result), Console())
+    if ticker is not None:
+        ticker.done(f"{result.simulated} replications simulated")
+    show(plan_blocks(result), stdout_console())
     if args.output is not None:
         paths = write_plan(result, args.output, str(args.scenario))
         names = [p.name for p in paths] + [EVALUATIONS_FILE] * (args.output / EVALUATIONS_FILE).is_file()
-        Console().print(f"wrote {', '.join(names)} to {args.output}", highlight=False)
+        stdout_console().print(f"wrote {', '.join(names)} to {args.output}", highlight=False)
     return 0 if result.answer["feasible"] else 1

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
 
 from sim.commands.args import positive_int, scenario_overrides, seed_int
+from sim.console import stdout_console
 from sim.errors import ConfigError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``servesim price`` to the CLI's subparsers."""
-    from sim.price import IDLE_RULE
-
     p = subparsers.add_parser(
         "price",
         help="cost per request by class, margin at a price list, break-even utilisation",
-        description="Simulate a scenario and price it: attributed and fully loaded cost per request by class ("
-        + IDLE_RULE
-        + "), $ per 1M tokens / image / video second, revenue and margin at a price list, break-even utilisation.",
+        description="Simulate a scenario and price it: attributed and fully loaded cost per request by class, "
+        "$ per 1M tokens / image / video second, revenue and margin at a price list, break-even utilisation. "
+        "The accounting rules are printed under the tables.",
     )
-    p.add_argument("scenario", type=Path)
+    p.add_argument("scenario", type=Path, help="scenario YAML file")
     p.add_argument(
         "--prices",
         type=Path,
@@ -38,19 +38,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also re-run with every image class at each step count; report cost and margin vs steps",
     )
     p.add_argument("-o", "--output", type=Path, help="directory for price.json and CSVs")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    p.add_argument("--seed", type=seed_int)
-    p.add_argument("--replications", type=positive_int)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="change one scenario field, e.g. classes.chat.arrival.rate=12 (repeatable)",
+    )
+    p.add_argument("--seed", type=seed_int, help="the seed every random draw derives from (default: the scenario's)")
+    p.add_argument("--replications", type=positive_int, help="seeded replications (default: the scenario's)")
     p.set_defaults(handler=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """``servesim price``: run, price, print tables; ``-o`` writes files."""
+
     from rich.console import Console
 
     from sim.config import load_scenario
-    from sim.console import show
+    from sim.console import Ticker, show, term
     from sim.price import (
         check_price_list,
         load_price_list,
@@ -69,14 +77,24 @@ def run(args: argparse.Namespace) -> int:
         check_price_list(prices, scenario)  # before simulating
     if args.output is not None:
         check_output_dir(args.output)
-    report = price_scenario(run_scenario(scenario, base_dir), prices)
-    if loads or steps:
-        report.sensitivity, notes = price_sensitivity(scenario, base_dir, report.prices, loads, steps)
-        report.notes += notes
-    show(report_blocks(report), Console())
+    err = Console(stderr=True)
+    with contextlib.ExitStack() as stack:
+        if err.is_terminal:
+            status = stack.enter_context(err.status(f"simulating {term(scenario.name)}"))
+            progress = status.update
+        else:
+            progress = Ticker("price")
+        progress(f"simulating {term(scenario.name)}")
+        report = price_scenario(run_scenario(scenario, base_dir), prices)
+        if loads or steps:
+            report.sensitivity, notes = price_sensitivity(scenario, base_dir, report.prices, loads, steps, progress)
+            report.notes += notes
+    if not err.is_terminal:
+        progress.done()
+    show(report_blocks(report), stdout_console())
     if args.output is not None:
         paths = write_price_outputs(report, args.output)
-        Console().print(f"wrote {len(paths)} files to {args.output}")
+        stdout_console().print(f"wrote {len(paths)} files to {args.output}")
     return 0
 
 

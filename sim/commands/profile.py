@@ -7,20 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from sim.commands.args import Parser
+from sim.console import stdout_console
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     prof = subparsers.add_parser("profile", help="inspect a calibration profile")
     prof_sub = prof.add_subparsers(dest="profile_command", required=True, parser_class=Parser)
     show = prof_sub.add_parser("show", help="print the fit table and plot measured vs fitted vs roofline")
-    show.add_argument("file", type=Path)
+    show.add_argument("file", type=Path, help="profile YAML file")
     show.add_argument("-o", "--output", type=Path, help="plot path (default: next to the profile, <stem>.png)")
     show.set_defaults(handler=run)
     return prof
 
 
 def run(args) -> int:
-    from rich.console import Console
 
     from sim.costs.profile import load_profile
     from sim.errors import ConfigError
@@ -30,7 +30,7 @@ def run(args) -> int:
         from calibration.report import load, plot
     except ImportError as exc:
         raise ConfigError(f"profile show needs {exc.name}") from None
-    print_profile(args.file, Console())
+    print_profile(args.file, stdout_console())
     profile, raw = load(args.file)
     if raw is None:
         print("no raw timings beside the profile: nothing to plot")

@@ -7,16 +7,23 @@ from pathlib import Path
 from typing import Any
 
 from sim.commands.args import positive_int, scenario_overrides, seed_int
-from sim.console import fmt_estimate
+from sim.console import fmt_estimate, stdout_console
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("run", help="simulate a scenario and summarise it")
-    p.add_argument("scenario", type=Path)
+    p.add_argument("scenario", type=Path, help="scenario YAML file")
     p.add_argument("-o", "--output", type=Path, help="directory for parquet, summary.json and plots")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    p.add_argument("--seed", type=seed_int)
-    p.add_argument("--replications", type=positive_int)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="change one scenario field, e.g. classes.chat.arrival.rate=12 (repeatable)",
+    )
+    p.add_argument("--seed", type=seed_int, help="the seed every random draw derives from (default: the scenario's)")
+    p.add_argument("--replications", type=positive_int, help="seeded replications (default: the scenario's)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -34,33 +41,67 @@ def run(args) -> int:
         check_output_dir(args.output)  # before simulating: a bad -o must not cost the run
     console = Console(stderr=True)
     total = expected_arrivals(scenario)
-    if args.quiet or total is None or total < 100_000:  # ~5 s and up get a bar
+    if args.quiet:
         result = run_scenario(scenario, base_dir)
     else:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(
-            TextColumn("simulating"),
-            BarColumn(),
-            TextColumn("{task.completed:,}/{task.total:,} arrivals"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("run", total=total)
-            counter = [0]
-
-            def tick() -> None:
-                counter[0] += 1
-                if counter[0] % 2000 == 0:
-                    bar.update(task, completed=min(counter[0], total))
-
-            result = run_scenario(scenario, base_dir, on_arrival=tick)
-    print_summary(result, Console())
+        progress = _RunProgress(console, total)
+        try:
+            result = run_scenario(scenario, base_dir, on_arrival=progress.tick)
+        finally:
+            progress.stop()
+    print_summary(result, stdout_console())
     if args.output is not None:
         paths = write_outputs(result, args.output, plots=not args.no_plots)
-        Console().print(f"wrote {len(paths)} files to {args.output}")
+        stdout_console().print(f"wrote {len(paths)} files to {args.output}")
     return 0
+
+
+class _RunProgress:
+    """Progress of a run that lasts: after 2 s a bar on stderr in a terminal, else a line on
+    stderr every 5 s (``Ticker``); a short run shows nothing."""
+
+    def __init__(self, console, total: int | None):
+        import time
+
+        self.console, self.total, self.count = console, total, 0
+        self.t0, self.clock = time.perf_counter(), time.perf_counter
+        self.bar = self.task = self.ticker = None
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count % 2000:
+            return
+        if self.clock() - self.t0 < 2.0 and self.bar is None and self.ticker is None:
+            return
+        of = f" of ~{self.total:,}" if self.total else ""
+        if not self.console.is_terminal:
+            if self.ticker is None:
+                from sim.console import Ticker
+
+                self.ticker = Ticker("run", start=self.t0)
+            self.ticker(f"{self.count:,}{of} arrivals")
+            return
+        if self.bar is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("simulating"),
+                BarColumn(),
+                TextColumn("{task.completed:,}" + ("/{task.total:,}" if self.total else "") + " arrivals"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("run", total=self.total)
+        self.bar.update(self.task, completed=min(self.count, self.total) if self.total else self.count)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        if self.ticker is not None:
+            self.ticker.done(f"{self.count:,} arrivals simulated")
 
 
 def _pool_line(name: str, pool: dict) -> str:

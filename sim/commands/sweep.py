@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.commands.args import positive_int, scenario_overrides, seed_int
+from sim.console import stdout_console
 from sim.errors import ConfigError
 
 
@@ -20,7 +21,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run every point of a grid of --set overrides over a scenario. Each finished point is appended "
         "to OUTPUT/results.jsonl as it completes; running the same command again skips finished points.",
     )
-    p.add_argument("scenario", type=Path)
+    p.add_argument("scenario", type=Path, help="scenario YAML file")
     p.add_argument(
         "--grid",
         action="append",
@@ -47,14 +48,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="KEY.PATH=VALUE",
         help="change the base scenario (applied before the grid)",
     )
-    p.add_argument("--seed", type=seed_int)
-    p.add_argument("--replications", type=positive_int)
+    p.add_argument("--seed", type=seed_int, help="the seed every random draw derives from (default: the scenario's)")
+    p.add_argument("--replications", type=positive_int, help="seeded replications (default: the scenario's)")
     p.add_argument(
         "--extend",
         action="store_true",
         help="OUTPUT holds a sweep over another grid: run this grid there too, reusing finished points",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress (a bar in a terminal, else lines on stderr)")
     p.set_defaults(handler=run)
     return p
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """``servesim sweep``: run (or resume) the sweep with a progress bar, print a table."""
     from rich.console import Console
 
-    from sim.console import plain_number, to_rich, yaml_text
+    from sim.console import Ticker, plain_number, to_rich, yaml_text
     from sim.sweep import RESULTS_FILE, parse_grid, run_sweep, sweep_table
 
     if args.address is not None and args.backend != "ray":
@@ -74,10 +75,16 @@ def run(args: argparse.Namespace) -> int:
     state = {"resumed": 0, "done": 0, "total": 0}
     t0 = time.perf_counter()
 
+    ticker = None if args.quiet or err.is_terminal else Ticker("sweep")
+
     def note(done: int, total: int, record: dict | None) -> None:
         if record is None:
             state["resumed"] = done
         state["done"], state["total"] = done, total
+        if ticker is not None:
+            ticker(
+                f"{done}/{total} points" + (" (from before)" if record is None and done else ""), force=done == total
+            )
 
     kwargs = {
         "overrides": overrides,
@@ -135,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from sim.config import load_scenario
 
     base, _ = load_scenario(args.scenario, overrides)
-    out = Console()
+    out = stdout_console()
     out.print(to_rich(sweep_table(df, base, list(grid))))
     if "error" in df.columns:
         failed = df[df["error"].notna()]

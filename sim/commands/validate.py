@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from sim.commands.args import positive_int, seed_int
+from sim.console import stdout_console
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     val = subparsers.add_parser("validate", help="run a real serving loop here, simulate the same workload, compare")
     val.add_argument("--model", default="llama-tiny", help="catalog model (default llama-tiny)")
     val.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    val.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    val.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on cuda, float32 on cpu"
+    )
     val.add_argument("--quick", action="store_true", help="two load levels, short runs, CPU-sized lengths")
     val.add_argument("--profile", type=Path, help="profile to validate (default: calibrate one now, quick grid)")
     val.add_argument(
@@ -125,7 +127,7 @@ def run(args) -> int:
             *case, r.metric, f"{r.measured:.4g}", f"{r.predicted:.4g}", f"{r.error:+.1%}", f"{r.worst:+.1%}",
             " ".join(f"{e:+.1%}" for e in each), f"{r.noise_floor:.1%}",
         )  # fmt: skip
-    out = Console(width=None if sys.stdout.isatty() else 200)
+    out = stdout_console()
     out.print(table)
     out.print(
         "error: the median over the real runs of (predicted - measured) / measured; noise floor: the real runs' (max - min) / median"

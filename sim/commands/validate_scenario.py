@@ -11,8 +11,15 @@ from sim.commands.args import scenario_overrides
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     check = subparsers.add_parser("validate-scenario", help="check a scenario file without running it")
-    check.add_argument("scenario", type=Path)
-    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    check.add_argument("scenario", type=Path, help="scenario YAML file")
+    check.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="change one scenario field, e.g. classes.chat.arrival.rate=12 (repeatable)",
+    )
     check.set_defaults(handler=run)
     return check
 

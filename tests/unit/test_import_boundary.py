@@ -25,3 +25,29 @@ def test_the_package_still_offers_every_cost_model():
 
     for name in costs.__all__:
         assert getattr(costs, name) is not None
+
+
+def test_the_parser_builds_without_the_heavy_libraries():
+    """`servesim --help` answers at once: building the parser imports none of numpy, pandas,
+    scipy, matplotlib, pydantic or rich (it used to take 1.7 s importing them); every flag
+    has help, and --version answers."""
+    code = (
+        "import argparse, sys\n"
+        "from sim.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "heavy = [m for m in ('numpy', 'pandas', 'scipy', 'matplotlib', 'pydantic', 'rich', 'yaml') if m in sys.modules]\n"
+        "missing = []\n"
+        "def walk(p, name):\n"
+        "    for a in p._actions:\n"
+        "        if isinstance(a, argparse._SubParsersAction):\n"
+        "            for n, sub in a.choices.items():\n"
+        "                walk(sub, name + ' ' + n)\n"
+        "        elif a.help is None:\n"
+        "            missing.append((name, a.dest))\n"
+        "walk(parser, 'servesim')\n"
+        "print(heavy, missing)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[] []"
+    version = subprocess.run([sys.executable, "-m", "sim", "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("servesim ")
