@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 EXIT_USAGE = 2
 
@@ -46,3 +47,22 @@ def scenario_overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "replications", None) is not None:
         extra.append(f"replications={args.replications}")
     return extra
+
+
+def add_scenario_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    seed: bool = True,
+    replications: bool = True,
+    set_help: str = "change one scenario field, e.g. classes.chat.arrival.rate=12 (repeatable)",
+) -> None:
+    """The scenario file and its overrides: ``--set`` (repeatable), ``--seed`` and
+    ``--replications`` (``scenario_overrides`` turns them into ``--set`` overrides)."""
+    p.add_argument("scenario", type=Path, help="scenario YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE", help=set_help)
+    if seed:
+        p.add_argument(
+            "--seed", type=seed_int, help="the seed every random draw derives from (default: the scenario's)"
+        )
+    if replications:
+        p.add_argument("--replications", type=positive_int, help="seeded replications (default: the scenario's)")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim.commands.args import positive_int, scenario_overrides, seed_int
+from sim.commands.args import add_scenario_arguments, positive_int, scenario_overrides
 from sim.console import stdout_console
 from sim.errors import ConfigError
 
@@ -21,22 +21,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "cheapest fleet meeting every class's SLO: analytic bounds prune, simulation with common random numbers and "
         "CI-decided percentiles sizes each pool.",
     )
-    p.add_argument("scenario", type=Path, help="scenario YAML file")
+    add_scenario_arguments(p, replications=False)
     p.add_argument(
         "-o",
         "--output",
         type=Path,
         help="directory for plan.json, fleet.yaml, evaluations.jsonl (an interrupted plan resumes from it)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="change one scenario field, e.g. classes.chat.arrival.rate=12 (repeatable)",
-    )
-    p.add_argument("--seed", type=seed_int, help="the seed every random draw derives from (default: the scenario's)")
     p.add_argument("--workers", type=positive_int, help="parallel candidate searches (default: all usable cores)")
     p.add_argument(
         "--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray tasks"

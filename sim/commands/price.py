@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sim.commands.args import positive_int, scenario_overrides, seed_int
+from sim.commands.args import add_scenario_arguments, scenario_overrides
 from sim.console import stdout_console
 from sim.errors import ConfigError
 
@@ -22,7 +22,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "$ per 1M tokens / image / video second, revenue and margin at a price list, break-even utilisation. "
         "The accounting rules are printed under the tables.",
     )
-    p.add_argument("scenario", type=Path, help="scenario YAML file")
+    add_scenario_arguments(p)
     p.add_argument(
         "--prices",
         type=Path,
@@ -38,16 +38,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also re-run with every image class at each step count; report cost and margin vs steps",
     )
     p.add_argument("-o", "--output", type=Path, help="directory for price.json and CSVs")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="change one scenario field, e.g. classes.chat.arrival.rate=12 (repeatable)",
-    )
-    p.add_argument("--seed", type=seed_int, help="the seed every random draw derives from (default: the scenario's)")
-    p.add_argument("--replications", type=positive_int, help="seeded replications (default: the scenario's)")
     p.set_defaults(handler=run)
     return p
 

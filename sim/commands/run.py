@@ -6,24 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sim.commands.args import positive_int, scenario_overrides, seed_int
+from sim.commands.args import add_scenario_arguments, scenario_overrides
 from sim.console import fmt_estimate, stdout_console
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("run", help="simulate a scenario and summarise it")
-    p.add_argument("scenario", type=Path, help="scenario YAML file")
+    add_scenario_arguments(p)
     p.add_argument("-o", "--output", type=Path, help="directory for parquet, summary.json and plots")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="change one scenario field, e.g. classes.chat.arrival.rate=12 (repeatable)",
-    )
-    p.add_argument("--seed", type=seed_int, help="the seed every random draw derives from (default: the scenario's)")
-    p.add_argument("--replications", type=positive_int, help="seeded replications (default: the scenario's)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)

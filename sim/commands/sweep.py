@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sim.commands.args import positive_int, scenario_overrides, seed_int
+from sim.commands.args import add_scenario_arguments, positive_int, scenario_overrides
 from sim.console import stdout_console
 from sim.errors import ConfigError
 
@@ -21,7 +21,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run every point of a grid of --set overrides over a scenario. Each finished point is appended "
         "to OUTPUT/results.jsonl as it completes; running the same command again skips finished points.",
     )
-    p.add_argument("scenario", type=Path, help="scenario YAML file")
+    add_scenario_arguments(p, set_help="change the base scenario (applied before the grid)")
     p.add_argument(
         "--grid",
         action="append",
@@ -40,16 +40,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=positive_int,
         help="points run at once (default: every core; with Ray, every CPU of the cluster)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="change the base scenario (applied before the grid)",
-    )
-    p.add_argument("--seed", type=seed_int, help="the seed every random draw derives from (default: the scenario's)")
-    p.add_argument("--replications", type=positive_int, help="seeded replications (default: the scenario's)")
     p.add_argument(
         "--extend",
         action="store_true",

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from sim.commands.args import scenario_overrides
+from sim.commands.args import add_scenario_arguments, scenario_overrides
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     check = subparsers.add_parser("validate-scenario", help="check a scenario file without running it")
-    check.add_argument("scenario", type=Path, help="scenario YAML file")
-    check.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="change one scenario field, e.g. classes.chat.arrival.rate=12 (repeatable)",
-    )
+    add_scenario_arguments(check, seed=False, replications=False)
     check.set_defaults(handler=run)
     return check
 
