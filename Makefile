@@ -37,7 +37,7 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff format --check .
 
 two-shapes: $(BIN)/servesim
-	$(BIN)/python -m sim.studies.two_shapes --out docs
+	$(BIN)/python -m sim.docgen.two_shapes --out docs
 
 calibrate: $(VENV)/.test-deps
 	$(BIN)/servesim calibrate --model llama-tiny --device cpu --quick -o profiles/cpu

@@ -434,6 +434,17 @@ class EngineConfig(Strict):
             )
         return self
 
+    @property
+    def weight_bytes_per_elem(self) -> float:
+        """Bytes per weight element: 1 for FP8 weights, else 2 (bf16)."""
+        return 1.0 if self.dtype == "fp8" else 2.0
+
+    @property
+    def kv_bytes_per_elem(self) -> float:
+        """Bytes per KV-cache element: "auto" keeps KV in the activation dtype (bf16), also for
+        FP8-quantised weights."""
+        return 1.0 if self.kv_cache_dtype == "fp8" else 2.0
+
 
 class DiffusionBatching(Strict):
     """How a diffusion replica batches image and video requests."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -199,10 +199,15 @@ def stdout_console():
 
 
 def show(blocks: list[Block], console) -> None:
-    """Print ``blocks`` on a rich console."""
+    """Print ``blocks`` on a rich console. Off a terminal a table's title is a line of its own:
+    rich wraps a title at its table's width."""
     for block in blocks:
         if isinstance(block, Table):
-            console.print(to_rich(block))
+            if console.is_terminal or not block.title:
+                console.print(to_rich(block))
+            else:
+                console.print(block.title, highlight=False, style="italic")
+                console.print(to_rich(replace(block, title=None)))
         else:
             console.print(block.markup, highlight=block.highlight, style=block.style)
 

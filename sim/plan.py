@@ -446,7 +446,8 @@ def bounds(
 ) -> str | None:
     """Fill ``cand.bounds`` (fewest replicas by utilisation < 1, SLO floors); return why the
     candidate cannot work at any replica count, or None."""
-    from sim.fleet.cluster import build_cost_model, build_diffusion_cost, check_pool_fits
+    from sim.costs.factory import build_cost_model, build_diffusion_cost
+    from sim.fleet.pools import check_pool_fits
 
     pool = cand.pool
     try:
@@ -669,7 +670,7 @@ def plan_fleet(
     progress: Callable[[str], None] | None = None,
 ) -> PlanResult:
     """Search for the cheapest fleet; see the module docstring."""
-    from sim.fleet.cluster import check_cost_models
+    from sim.costs.factory import check_cost_models
     from sim.workload.stream import check_trace_files
 
     t0 = time.perf_counter()

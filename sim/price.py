@@ -249,8 +249,8 @@ def capacity_gpu_s(result) -> np.ndarray:
     GPU-seconds its work takes at capacity. An LLM request's computed prompt tokens (prefix-cache
     hits excluded) and generated tokens at its pool's cost per token at the full decode batch
     (``sim.fleet.capacity``); an image request's attributed GPU-seconds."""
+    from sim.costs.factory import build_cost_model
     from sim.fleet.capacity import text_capacity
-    from sim.fleet.cluster import build_cost_model
 
     req = result.requests
     leaf = req[req["kind"] != "pipeline"]

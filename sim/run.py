@@ -25,8 +25,10 @@ import pandas as pd
 
 from sim import catalog
 from sim.config import Scenario, apply_overrides, load_scenario, parse_scenario
+from sim.costs.factory import check_cost_models
 from sim.errors import ConfigError
-from sim.fleet.cluster import ReplicationResult, check_cost_models, check_pool_fits, price_per_gpu_hour, simulate
+from sim.fleet.cluster import ReplicationResult, simulate
+from sim.fleet.pools import check_pool_fits, price_per_gpu_hour
 from sim.metrics.summary import summarize
 from sim.seeds import replication_seeds
 from sim.workload.stream import check_trace_files

@@ -170,7 +170,8 @@ def plan_sweep(scenario_path: str | os.PathLike, grid: Grid, overrides: Sequence
     point, including the checks a run makes before simulating (model fits its GPU, trace and
     profile files exist). The first bad point is a one-line ConfigError naming it and the field."""
     from sim.config import load_scenario
-    from sim.fleet.cluster import check_cost_models, check_pool_fits
+    from sim.costs.factory import check_cost_models
+    from sim.fleet.pools import check_pool_fits
     from sim.workload.stream import check_trace_files
 
     if not grid:

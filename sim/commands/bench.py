@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sim.bench import PEER_NOTE, bench_row, bench_table, cases, run_case
-    from sim.console import Ticker, to_rich
+    from sim.console import Ticker, show
 
     table = bench_table(args.repeat)
     console = stdout_console()
@@ -61,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
                     sys.stderr.write(f"servesim: error: {exc}\n")
                     return 1
             table.add_row(*bench_row(case, runs))
-    console.print(to_rich(table))
+    show([table], console)
     console.print(PEER_NOTE)
     return 0

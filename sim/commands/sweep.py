@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     """``servesim sweep``: run (or resume) the sweep with a progress bar, print a table."""
     from rich.console import Console
 
-    from sim.console import Ticker, plain_number, to_rich, yaml_text
+    from sim.console import Ticker, plain_number, show, yaml_text
     from sim.sweep import RESULTS_FILE, parse_grid, run_sweep, sweep_table
 
     if args.address is not None and args.backend != "ray":
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     base, _ = load_scenario(args.scenario, overrides)
     out = stdout_console()
-    out.print(to_rich(sweep_table(df, base, list(grid))))
+    show([sweep_table(df, base, list(grid))], out)
     if "error" in df.columns:
         failed = df[df["error"].notna()]
         first = failed.iloc[0]

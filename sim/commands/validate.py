@@ -125,7 +125,7 @@ def run(args) -> int:
         case = [f"{r.load:.0%}"] + ([f"{r.max_wait_s:g} s"] if "max_wait_s" in cases else [])
         table.add_row(
             *case, r.metric, f"{r.measured:.4g}", f"{r.predicted:.4g}", f"{r.error:+.1%}", f"{r.worst:+.1%}",
-            " ".join(f"{e:+.1%}" for e in each), f"{r.noise_floor:.1%}",
+            " ".join(f"{e:+.1%}" for e in each), noise_text(r.noise_floor),
         )  # fmt: skip
     out = stdout_console()
     out.print(table)
@@ -134,7 +134,7 @@ def run(args) -> int:
     )
     for family, h in result["headline"].items():
         out.print(
-            f"{family}: median error up to {h['max_abs_median_error']:.1%}, worst run {h['max_abs_run_error']:.1%}, noise floor up to {h['max_noise_floor']:.1%}"
+            f"{family}: median error up to {h['max_abs_median_error']:.1%}, worst run {h['max_abs_run_error']:.1%}, noise floor {'up to ' if h['max_noise_floor'] == h['max_noise_floor'] else ''}{noise_text(h['max_noise_floor'])}"
         )
     sr = result["step_replay"]
     out.print(
@@ -150,3 +150,9 @@ def run(args) -> int:
         )
     out.print(f"report in {args.output} ({time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+def noise_text(floor: float) -> str:
+    """The real runs' spread as a percentage; with one run per case (``--repeats 1``) there is
+    no spread to show, so 'n/a', never a noise floor of 0 %."""
+    return "n/a (one run)" if floor != floor else f"{floor:.1%}"

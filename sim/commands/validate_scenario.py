@@ -19,7 +19,7 @@ def run(args) -> int:
     from sim import catalog
     from sim.config import load_scenario
     from sim.diffusion.cost import diffusion_memory_budget
-    from sim.fleet.cluster import pool_kv_budget
+    from sim.fleet.pools import pool_kv_budget
     from sim.run import preflight
 
     scenario, base_dir = load_scenario(args.scenario, scenario_overrides(args))

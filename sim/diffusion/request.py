@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.llm.request import RequestStatus
+from sim.status import RequestStatus
 
 
 @dataclass(slots=True, eq=False)

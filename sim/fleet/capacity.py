@@ -48,7 +48,7 @@ class TextCapacity:
 def text_capacity(pool: PoolConfig, cost, mean_tokens: float, mean_context: float) -> TextCapacity:
     """The pool's ``TextCapacity`` for requests of ``mean_tokens`` prompt + output tokens whose
     decode reads ``mean_context`` tokens on average; ``cost`` is the pool's step cost model."""
-    from sim.fleet.cluster import pool_kv_budget
+    from sim.fleet.pools import pool_kv_budget
 
     e = pool.engine
     kv_tokens = pool_kv_budget(pool).capacity_tokens

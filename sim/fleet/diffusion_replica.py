@@ -20,8 +20,8 @@ from sim.config import DiffusionBatching
 from sim.costs.base import DiffusionCostModel
 from sim.diffusion.batcher import DiffusionBatcher
 from sim.diffusion.request import ImageRequest
-from sim.llm.request import RequestStatus
 from sim.metrics.recorder import Recorder
+from sim.status import RequestStatus
 
 MIB = 2**20
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from sim.config import RequestClass, Scenario
 from sim.errors import ConfigError
-from sim.llm.request import Request, RequestStatus
+from sim.llm.request import Request
+from sim.status import RequestStatus
 from sim.workload.images import ImageShape, resolve_shape, sample_shapes
 from sim.workload.lengths import sample_lengths
 

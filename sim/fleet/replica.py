@@ -29,8 +29,10 @@ from operator import itemgetter
 
 from sim.costs.base import CostModel
 from sim.fleet.timers import NORMAL, Environment
-from sim.llm.request import Request, RequestStatus
+from sim.llm.request import Request
+from sim.llm.scheduler import BatchScheduler
 from sim.metrics.recorder import Recorder
+from sim.status import RequestStatus
 
 
 class LLMReplica:
@@ -40,7 +42,7 @@ class LLMReplica:
         self,
         env: Environment,
         index: int,
-        scheduler,
+        scheduler: BatchScheduler,
         cost: CostModel,
         recorder: Recorder,
         num_gpus: int,

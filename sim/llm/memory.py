@@ -36,15 +36,6 @@ class KVBudget:
         return self.num_gpu_blocks * self.block_size
 
 
-def weight_bytes_per_elem(engine: EngineConfig) -> float:
-    return 1.0 if engine.dtype == "fp8" else 2.0
-
-
-def kv_bytes_per_elem(engine: EngineConfig) -> float:
-    # "auto" keeps KV in the activation dtype (bf16), also for FP8-quantised weights.
-    return 1.0 if engine.kv_cache_dtype == "fp8" else 2.0
-
-
 def activation_bytes(model: ModelSpec, engine: EngineConfig, tp: int) -> float:
     """Peak activation memory of a forward pass at the token budget, plus non-torch memory."""
     n = engine.max_num_batched_tokens
@@ -61,8 +52,8 @@ def activation_bytes(model: ModelSpec, engine: EngineConfig, tp: int) -> float:
 def kv_budget(model: ModelSpec, gpu: GPUSpec, engine: EngineConfig, tp: int) -> KVBudget:
     """Blocks per replica (each block spans all TP ranks). Raises CapacityError if the model
     does not fit."""
-    kv_tok = model.kv_bytes_per_token(kv_bytes_per_elem(engine), tp)
-    weights = weight_bytes_per_elem(engine) * model.params_total / tp
+    kv_tok = model.kv_bytes_per_token(engine.kv_bytes_per_elem, tp)
+    weights = engine.weight_bytes_per_elem * model.params_total / tp
     act = (
         engine.activation_reserve_gib * GIB
         if engine.activation_reserve_gib is not None

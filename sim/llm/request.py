@@ -7,19 +7,9 @@ by the replica engine and read by the metrics recorder; the scheduler never read
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
-
-class RequestStatus(enum.IntEnum):
-    WAITING = 0
-    RUNNING = 1
-    PREEMPTED = 2
-    # Anything after PREEMPTED is final (as in vLLM).
-    FINISHED = 3
-    REJECTED = 4
-    ABORTED = 5
-    """Taken out unfinished by ``abort()`` (a timeout) or ``drain()`` (a replica failure)."""
+from sim.status import RequestStatus
 
 
 @dataclass(slots=True, eq=False)

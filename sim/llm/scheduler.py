@@ -31,10 +31,12 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from sim.costs.base import StepShape
 from sim.llm.kv_cache import KVCacheManager
-from sim.llm.request import Request, RequestStatus
+from sim.llm.request import Request
+from sim.status import RequestStatus
 
 # Read in the per-step loops: a module global is cheaper to load than an enum member.
 _RUNNING = RequestStatus.RUNNING
@@ -81,6 +83,45 @@ class SchedulerOutput:
     """Requests scheduled for the first time (their queueing delay ends now; a list when any,
     like ``preempted``: most steps have none, and an empty list per step is not free)."""
     preempted: list[Request] | tuple = ()
+
+
+@runtime_checkable
+class BatchScheduler(Protocol):
+    """What a replica's engine loop needs of a scheduler (vLLM's ``Scheduler`` interface as
+    ``EngineCore`` uses it). ``Scheduler`` (continuous batching) and ``StaticBatchScheduler``
+    (request-level batches) are both one; the decode cohort's ``clock`` is ``Scheduler``'s own,
+    read only for cohort members."""
+
+    kv: KVCacheManager
+    admits_mid_batch: bool
+    waiting: deque[Request]
+
+    def add_request(self, req: Request) -> str:
+        """Queue a request, or return why it can never run ("" when queued)."""
+        ...
+
+    def has_unfinished_requests(self) -> bool: ...
+
+    @property
+    def num_waiting(self) -> int: ...
+
+    @property
+    def num_running(self) -> int: ...
+
+    @property
+    def running(self) -> list[Request]: ...
+
+    def abort(self, req: Request) -> None: ...
+
+    def drain(self) -> list[Request]: ...
+
+    def schedule(self) -> SchedulerOutput: ...
+
+    def update_from_output(self, out: SchedulerOutput) -> tuple[list[Request], list[Request], list[Request]]: ...
+
+    def decode_span(self) -> DecodeSpan | None: ...
+
+    def advance_decode(self, k: int) -> list[Request]: ...
 
 
 def reject_reason(req: Request, config: SchedulerConfig, kv: KVCacheManager) -> str:

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections import deque
 
 from sim.llm.kv_cache import KVCacheManager
-from sim.llm.request import Request, RequestStatus
+from sim.llm.request import Request
 from sim.llm.scheduler import DecodeSpan, SchedulerConfig, SchedulerOutput, queue_or_reject
+from sim.status import RequestStatus
 
 
 class StaticBatchScheduler:

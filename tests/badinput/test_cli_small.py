@@ -121,3 +121,11 @@ def test_an_interrupted_plan_says_what_it_kept_and_that_it_resumes(tmp_path, cap
     err = capsys.readouterr().err
     assert code == 130
     assert "1 simulated replication(s) are saved" in err and "run the same command again to resume" in err
+
+
+def test_a_single_real_run_has_no_noise_floor():
+    """`validate --repeats 1` printed "noise floor 0.0 %" (and the table "nan%")."""
+    from sim.commands.validate import noise_text
+
+    assert noise_text(float("nan")) == "n/a (one run)"
+    assert noise_text(0.031) == "3.1%"

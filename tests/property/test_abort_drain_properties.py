@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from sim.llm.kv_cache import KVCacheManager
-from sim.llm.request import Request, RequestStatus
+from sim.llm.request import Request
 from sim.llm.scheduler import Scheduler, SchedulerConfig
 from sim.llm.static import StaticBatchScheduler
+from sim.status import RequestStatus
 
 LIVE = (RequestStatus.WAITING, RequestStatus.RUNNING, RequestStatus.PREEMPTED)
 FINAL = (RequestStatus.FINISHED, RequestStatus.REJECTED, RequestStatus.ABORTED)

@@ -6,9 +6,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from sim.llm.kv_cache import KVCacheManager
-from sim.llm.request import Request, RequestStatus
+from sim.llm.request import Request
 from sim.llm.scheduler import Scheduler, SchedulerConfig
 from sim.llm.static import StaticBatchScheduler
+from sim.status import RequestStatus
 
 
 class BlockPoolMachine(RuleBasedStateMachine):

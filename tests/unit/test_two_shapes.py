@@ -1,4 +1,4 @@
-"""The two-shapes page (``sim/studies/two_shapes.py``): generated end to end in quick mode."""
+"""The two-shapes page (``sim/docgen/two_shapes.py``): generated end to end in quick mode."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from sim.studies import two_shapes
+from sim.docgen import two_shapes
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SEED_ROWS = (

@@ -9,9 +9,10 @@ the same steps from then on.
 import pytest
 
 from sim.llm.kv_cache import KVCacheManager
-from sim.llm.request import Request, RequestStatus
+from sim.llm.request import Request
 from sim.llm.scheduler import Scheduler, SchedulerConfig
 from sim.llm.static import StaticBatchScheduler
+from sim.status import RequestStatus
 
 FINAL = (RequestStatus.FINISHED, RequestStatus.REJECTED, RequestStatus.ABORTED)
 

@@ -1,9 +1,10 @@
 """The vLLM-v1-style scheduler on its own: schedule() -> update_from_output(), no time."""
 
 from sim.llm.kv_cache import KVCacheManager
-from sim.llm.request import Request, RequestStatus
+from sim.llm.request import Request
 from sim.llm.scheduler import Scheduler, SchedulerConfig
 from sim.llm.static import StaticBatchScheduler
+from sim.status import RequestStatus
 
 
 def make(max_num_seqs=16, budget=8192, blocks=10_000, block_size=16, chunked=True, max_len=100_000, cls=Scheduler):

@@ -1,6 +1,6 @@
 """The "two shapes" page: the seed article's autoregressive-vs-iterative-refinement table, measured.
 
-``python -m sim.studies.two_shapes [--out docs] [--quick]`` builds scenarios in code (a
+``python -m sim.docgen.two_shapes [--out docs] [--quick]`` builds scenarios in code (a
 Llama-3-8B chat service and an SDXL image service on the same GPU, an H100 SXM), runs them and
 writes ``<out>/two-shapes.md`` with its plots in ``<out>/img/two-shapes/``. Every number on the
 page is read from these runs; the text only says what was measured. Sections: state over time,
@@ -29,7 +29,7 @@ from sim import catalog
 from sim.config import Scenario, parse_scenario
 from sim.run import RunResult, run_scenario
 
-COMMAND = "python -m sim.studies.two_shapes"
+COMMAND = "python -m sim.docgen.two_shapes"
 LLM_MODEL, IMAGE_MODEL, GPU = "llama-3-8b", "sdxl", "h100-sxm"
 SEED = 11
 AR, IR = "C0", "C1"  # plot colours: autoregressive, iterative refinement

@@ -1,0 +1,281 @@
+"""Pools: the replicas of one model on one GPU type behind a router, with what a pool does
+when a replica fails (retry or give up) and when a request's deadline passes; how a pool's
+memory, scheduler and price follow from its configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import simpy
+
+from sim import catalog
+from sim.config import PoolConfig, RetryPolicy
+from sim.costs.factory import build_cost_model, build_diffusion_cost
+from sim.diffusion.batcher import DiffusionBatcher
+from sim.diffusion.cost import diffusion_memory_budget, request_bytes
+from sim.diffusion.request import ImageRequest
+from sim.fleet.diffusion_replica import MIB, DiffusionReplica
+from sim.fleet.replica import LLMReplica
+from sim.fleet.router import make_router
+from sim.llm.kv_cache import KVCacheManager
+from sim.llm.memory import KVBudget, kv_budget
+from sim.llm.request import Request
+from sim.llm.scheduler import Scheduler, SchedulerConfig
+from sim.llm.static import StaticBatchScheduler
+from sim.metrics.recorder import Recorder
+from sim.status import RequestStatus
+
+
+def pool_kv_budget(pool: PoolConfig) -> KVBudget:
+    return kv_budget(catalog.get_model(pool.model), catalog.get_gpu(pool.gpu), pool.engine, pool.tensor_parallel_size)
+
+
+def check_pool_fits(pool: PoolConfig) -> None:
+    """Raise ConfigError (one line) if the pool's model does not fit its GPU."""
+    if pool.is_diffusion:
+        diffusion_memory_budget(
+            catalog.get_diffusion_model(pool.model), catalog.get_gpu(pool.gpu), pool.diffusion.gpu_memory_utilization
+        )
+    else:
+        pool_kv_budget(pool)
+
+
+def scheduler_config(pool: PoolConfig) -> SchedulerConfig:
+    e = pool.engine
+    return SchedulerConfig(
+        max_num_seqs=e.max_num_seqs,
+        max_num_batched_tokens=e.max_num_batched_tokens,
+        max_model_len=e.max_model_len or catalog.get_model(pool.model).max_position_embeddings,
+        enable_chunked_prefill=e.enable_chunked_prefill,
+        guaranteed_no_evict=e.capacity_scheduler_policy == "guaranteed_no_evict",
+    )
+
+
+def price_per_gpu_hour(pool: PoolConfig) -> float:
+    return pool.price_per_gpu_hour or catalog.get_gpu(pool.gpu).price.usd_per_gpu_hour
+
+
+# --------------------------------------------------------------------------- pools
+
+
+@runtime_checkable
+class Replica(Protocol):
+    """What a pool and its router need of a replica: ``LLMReplica`` and ``DiffusionReplica``
+    are both one. The pool hands each replica ``on_lost`` (take back a failed replica's requests)
+    and ``fail_request`` (give up on one); the run loop sets ``on_idle`` when it must notice a
+    replica going quiet (failures, deadlines)."""
+
+    index: int
+    """The replica's number in the whole fleet (the recorder's index)."""
+    up: bool
+    num_outstanding: int
+    """Requests routed here and not yet finished (least_outstanding routing)."""
+    outstanding_tokens: int
+    """Work still to do here (jsq_tokens routing): tokens for an LLM, step rows for diffusion."""
+    on_lost: Callable[[list, list], None] | None
+    on_idle: Callable[[], None] | None
+    fail_request: Callable[[object, str], None] | None
+
+    def submit(self, req) -> None: ...
+
+    def cancel(self, req, reason: str) -> None: ...
+
+    def fail(self) -> None: ...
+
+    def recover(self) -> None: ...
+
+
+class Pool:
+    """Replicas of one pool behind a router; the replicas up take the traffic."""
+
+    def __init__(self, env: simpy.Environment, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy]):
+        self.env = env
+        self.cfg = cfg
+        self.recorder = recorder
+        self.router = make_router(cfg.router)
+        self.retry = retry
+        self.replicas: list[Replica] = []
+        self.up: list[Replica] = self.replicas
+        """Replicas taking traffic (the same list object as ``replicas`` until one fails)."""
+        self.pending: list = []
+        """Requests waiting for a replica to come back (every replica down)."""
+        self.on_idle: Callable[[], None] | None = None
+        self.expired: dict[int, str] = {}
+        """Requests whose deadline passed (by id), with the reason, so a retry is not tried."""
+
+    @property
+    def first_index(self) -> int:
+        """Recorder index of the pool's first replica (replica indices are global)."""
+        return self.replicas[0].index
+
+    def _adopt(self, rep: Replica) -> None:
+        rep.on_lost = self.requeue
+        rep.fail_request = self.fail_request
+        self.replicas.append(rep)
+
+    def route(self, req) -> None:
+        up = self.up
+        if not up:
+            self.pending.append(req)
+            return
+        up[self.router.select(up)].submit(req)
+        if req.on_done is not None and req.status == RequestStatus.REJECTED:
+            req.on_done(req)
+
+    @property
+    def num_outstanding(self) -> int:
+        return len(self.pending) + sum(r.num_outstanding for r in self.replicas)
+
+    # -- faults
+    def fail(self, i: int) -> None:
+        rep = self.replicas[i]
+        if not rep.up:
+            return
+        if self.up is self.replicas:
+            self.up = list(self.replicas)
+        self.up.remove(rep)
+        rep.fail()
+
+    def recover(self, i: int) -> None:
+        rep = self.replicas[i]
+        if rep.up:
+            return
+        rep.recover()
+        self.up = [r for r in self.replicas if r.up]
+        pending, self.pending = self.pending, []
+        for req in pending:
+            self.route(req)
+
+    def requeue(self, running: list, waiting: list) -> None:
+        """Requests a failed replica held: running ones are retried (their work is lost, up
+        to a checkpoint for deterministic diffusion), queued ones simply go elsewhere."""
+        for req in running:
+            if req.fail_reason:
+                continue  # timed out already
+            if id(req) in self.expired:
+                self.fail_request(req, self.expired[id(req)])
+                continue
+            req.num_retries += 1
+            policy = self.retry.get(req.class_id)
+            limit = policy.max_retries if policy is not None else 0
+            if req.num_retries > limit:
+                self.fail_request(req, f"replica {req.replica} failed and the retry budget ({limit}) is spent")
+                continue
+            self._reset(req)
+            self.route(req)
+        for req in waiting:
+            if req.fail_reason:
+                continue
+            if id(req) in self.expired:
+                self.fail_request(req, self.expired[id(req)])
+                continue
+            self._reset(req)
+            self.route(req)
+        if self.on_idle is not None:
+            self.on_idle()
+
+    def _reset(self, req) -> None:
+        req.status = RequestStatus.WAITING
+        if isinstance(req, Request):
+            req.reset_for_retry()
+            # The client sees a new generation: its first token is the new attempt's.
+            req.first_token_s = -1.0
+            req.last_token_s = -1.0
+            req.max_itl_s = 0.0
+        else:
+            if not req.deterministic:
+                req.checkpoint_step = 0
+            req.steps_done = req.checkpoint_step
+
+    def fail_request(self, req, reason: str) -> None:
+        req.status = RequestStatus.ABORTED
+        req.fail_reason = reason
+        req.finish_s = -1.0
+        if req.on_done is not None:
+            req.on_done(req)
+
+    def timeout(self, req, timeout_s: float) -> None:
+        """A request's deadline passed: give up on it wherever it is."""
+        if req.status == RequestStatus.FINISHED or req.status == RequestStatus.REJECTED or req.fail_reason:
+            return
+        reason = f"not finished within timeout_s {timeout_s:g} s"
+        self.expired[id(req)] = reason
+        if req in self.pending:
+            self.pending.remove(req)
+            self.fail_request(req, reason)
+        elif 0 <= req.replica:
+            self.replicas[req.replica - self.first_index].cancel(req, reason)
+        if self.on_idle is not None:
+            self.on_idle()
+
+
+class LLMPool(Pool):
+    def __init__(
+        self,
+        env,
+        cfg: PoolConfig,
+        recorder: Recorder,
+        retry: dict[int, RetryPolicy],
+        base_dir: Path | None = None,
+        decode_spans: bool = True,
+    ):
+        super().__init__(env, cfg, recorder, retry)
+        self.budget = pool_kv_budget(cfg)
+        cost = build_cost_model(cfg, base_dir)
+        sched_cfg = scheduler_config(cfg)
+        sched_cls = StaticBatchScheduler if cfg.engine.scheduler == "static" else Scheduler
+        prefix = cfg.engine.enable_prefix_caching and cfg.engine.scheduler == "continuous"
+        model = catalog.get_model(cfg.model)
+        block_gib = (
+            model.kv_bytes_per_token(cfg.engine.kv_bytes_per_elem, cfg.tensor_parallel_size)
+            * cfg.engine.block_size
+            / 2**30
+        )
+        for _ in range(cfg.replicas):
+            kv = KVCacheManager(self.budget.num_gpu_blocks, cfg.engine.block_size, prefix)
+            index = recorder.add_replica(cfg.name, self.budget.num_gpu_blocks, cfg.tensor_parallel_size, block_gib)
+            self._adopt(
+                LLMReplica(env, index, sched_cls(sched_cfg, kv), cost, recorder, cfg.tensor_parallel_size, decode_spans)
+            )
+
+
+class DiffusionPool(Pool):
+    def __init__(
+        self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy], base_dir: Path | None = None
+    ):
+        super().__init__(env, cfg, recorder, retry)
+        self.spec = catalog.get_diffusion_model(cfg.model)
+        gpu = catalog.get_gpu(cfg.gpu)
+        batching = cfg.diffusion
+        self.mem_budget = diffusion_memory_budget(self.spec, gpu, batching.gpu_memory_utilization)
+        cost = build_diffusion_cost(cfg, base_dir)
+        self._mem: dict[tuple, tuple[int, float]] = {}
+        for _ in range(cfg.replicas):
+            index = recorder.add_replica(cfg.name, max(1, int(self.mem_budget / MIB)), 1, 1 / 1024, llm=False)
+            self._adopt(
+                DiffusionReplica(env, index, DiffusionBatcher(batching, self.mem_budget), cost, recorder, batching)
+            )
+
+    def make_request(self, request_id: int, class_id: int, t: float, shape, steps: int, images: int) -> ImageRequest:
+        key = (shape.width, shape.height, shape.frames, images, shape.cfg)
+        found = self._mem.get(key)
+        if found is None:
+            tokens = self.spec.latent_tokens(shape.width, shape.height, shape.frames)
+            mem = request_bytes(self.spec, shape.width, shape.height, shape.frames, images, shape.cfg)
+            found = self._mem[key] = (tokens, mem)
+        return ImageRequest(
+            request_id,
+            class_id,
+            t,
+            shape.width,
+            shape.height,
+            shape.frames,
+            steps,
+            images,
+            shape.cfg,
+            shape.deterministic,
+            found[0],
+            found[1],
+        )
