@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 REFERENCE = {
     "name": "bench-reference",
@@ -52,10 +53,11 @@ def scenario_for(case: str, requests: int) -> dict:
     return raw
 
 
-def _child(case: str, requests: int) -> None:
+def measure_case(case: str, requests: int, out: str) -> None:
+    """Run a case in this process and write its figures to the JSON file ``out`` (the child's
+    side of ``run_case``: a fresh process, so that its peak RSS is its own)."""
     import resource
     import time
-    from pathlib import Path
 
     from sim.config import parse_scenario
     from sim.run import run_scenario
@@ -68,7 +70,7 @@ def _child(case: str, requests: int) -> None:
     n = len(result.requests)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     st = result.summary["classes"][scenario.classes[0].name]
-    print(
+    Path(out).write_text(
         json.dumps(
             {
                 "case": case,
@@ -91,13 +93,16 @@ def _child(case: str, requests: int) -> None:
 def run_case(case: str, n: int) -> dict:
     """One run of a case in a fresh process: its requests, steps, wall times, peak RSS and a
     few latencies. Raises RuntimeError (with the child's last line) if it fails."""
-    proc = subprocess.run(
-        [sys.executable, "-c", f"from sim.bench import _child; _child({case!r}, {n})"], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
-        raise RuntimeError(f"bench case {case} ({n} requests) failed: {last}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "case.json")
+        code = f"from sim.bench import measure_case; measure_case({case!r}, {n}, {out!r})"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
+            raise RuntimeError(f"bench case {case} ({n} requests) failed: {last}")
+        return json.loads(Path(out).read_text())
 
 
 def cases(requests: list[int] | None = None, skip_trace: bool = False) -> list[tuple[str, int]]:
@@ -111,10 +116,10 @@ def cases(requests: list[int] | None = None, skip_trace: bool = False) -> list[t
 
 def bench_table(repeat: int):
     """The empty result table (``sim.console.Table``); ``bench_row`` gives each case's row."""
-    from sim.console import Table
+    from sim.console import Table, term
 
     table = Table(
-        title=f"servesim bench (Llama-2-7B, 1 x H100, roofline, Poisson 7 req/s); median [min-max] of {repeat} runs"
+        title=f"servesim bench (Llama-2-7B, 1 x H100, roofline, Poisson 7 req/s); median {term('[min-max]')} of {repeat} runs"
     )
     for col in (
         "case",
