@@ -18,7 +18,7 @@ $(VENV)/.test-deps: $(BIN)/servesim pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,calibration,sweep]"
 	touch $@
 
-.PHONY: demo quickstart test bench lint two-shapes calibrate
+.PHONY: demo quickstart test bench lint two-shapes schema calibrate
 demo: $(BIN)/servesim
 	$(BIN)/servesim plan scenarios/plan_mixed_chat_image.yaml -o results/plan_mixed
 	$(BIN)/servesim report results/plan_mixed
@@ -38,6 +38,9 @@ lint: $(VENV)/.test-deps
 
 two-shapes: $(BIN)/servesim
 	$(BIN)/python -m sim.docgen.two_shapes --out docs
+
+schema: $(BIN)/servesim
+	$(BIN)/python -m sim.docgen.schema
 
 calibrate: $(VENV)/.test-deps
 	$(BIN)/servesim calibrate --model llama-tiny --device cpu --quick -o profiles/cpu

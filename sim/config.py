@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -554,6 +555,16 @@ class PoolConfig(Strict):
     def is_diffusion(self) -> bool:
         return self.model in catalog.diffusion_models()
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """A pool written out holds only the block its kind takes (an LLM pool no ``batching``, a
+        diffusion pool no ``engine``), so that what is written parses back: scenario.json, a
+        plan's fleet.yaml and overrides applied to a parsed scenario."""
+        data = handler(self)
+        if isinstance(data, dict):
+            data.pop("engine" if self.is_diffusion else "batching", None)
+        return data
+
     @property
     def diffusion(self) -> DiffusionBatching:
         return self.batching or DiffusionBatching()
@@ -613,17 +624,17 @@ class PlanPoolSpace(Strict):
 
     @field_validator("gpus")
     @classmethod
-    def _known_gpus(cls, names: list[str]) -> list[str]:
-        for name in names:
+    def _known_gpus(cls, names: list[str] | None) -> list[str] | None:
+        for name in names or ():
             if name not in catalog.gpus():
                 raise ValueError(f"unknown gpu {name!r}; allowed: {', '.join(catalog.gpus())}")
         return names
 
     @field_validator("models")
     @classmethod
-    def _known_models(cls, names: list[str]) -> list[str]:
+    def _known_models(cls, names: list[str] | None) -> list[str] | None:
         known = [*catalog.models(), *catalog.diffusion_models()]
-        for name in names:
+        for name in names or ():
             if name not in known:
                 raise ValueError(f"unknown model {name!r}; allowed: {', '.join(known)}")
         return names

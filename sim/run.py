@@ -134,6 +134,7 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
         check_warmup(scenario, r.arrivals_end_s)
         windows.append((scenario.warmup_s, r.arrivals_end_s))
     requests = pd.concat(frames, ignore_index=True)
+    requests["warmup"] = requests["arrival_s"] < scenario.warmup_s  # left out of every statistic
     add_costs(scenario, requests)
     requests["class"] = pd.Categorical(requests["class"], categories=[c.name for c in scenario.classes])
     requests["status"] = requests["status"].astype("category")
@@ -307,3 +308,193 @@ def _write_outputs(result: RunResult, out_dir: Path, plots: bool) -> list[Path]:
         written += save_run_plots(result, out_dir)
     clear_stale(out_dir, RUN_FILES, written)
     return written
+
+
+# --------------------------------------------------------------------------- the summary as text
+
+
+def _pool_line(name: str, pool: dict) -> str:
+    from sim.console import term
+
+    head = (
+        f"  pool {term(name)}: {pool['replicas']} x {pool['model']} on {pool['gpu']} TP{pool['tensor_parallel_size']} "
+    )
+    tail = f"busy {pool['busy_fraction']:.0%}, mean batch {pool['mean_batch']:.1f}, "
+    if "batching" in pool:
+        from sim import catalog
+
+        unit = "videos" if catalog.get_diffusion_model(pool["model"]).kind == "video" else "images"
+        return (
+            head + f"({pool['batching']} batches of <= {pool['max_batch_size']} {unit}), "
+            f"{pool['memory_budget_gib']:.0f} GiB for latents/replica, "
+            + tail
+            + f"mean memory use {pool['mean_memory_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
+        )
+    return (
+        head
+        + f"({pool['scheduler']}), {pool['kv_capacity_tokens']:,} KV tokens/replica, "
+        + tail
+        + f"mean KV use {pool['mean_kv_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
+    )
+
+
+ROWS = {
+    "text": (
+        ("ttft_s", "TTFT (ms)", 1e3),
+        ("tpot_s", "TPOT (ms)", 1e3),
+        ("max_itl_s", "max ITL (ms)", 1e3),
+        ("e2e_s", "E2E (s)", 1.0),
+        ("queue_s", "queue (ms)", 1e3),
+    ),
+    "image": (
+        ("e2e_s", "E2E (s)", 1.0),
+        ("queue_s", "queue + forming (s)", 1.0),
+        ("forming_s", "batch forming (s)", 1.0),
+        ("preview_s", "first preview (s)", 1.0),
+    ),
+    "pipeline": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "first-stage queue (s)", 1.0)),
+    "mixed": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue (s)", 1.0)),
+}
+
+
+def _growth_text(growth: float | None) -> str:
+    if growth is None or growth != growth or growth == float("inf"):
+        return "requests were still queued when the run stopped"
+    return f"the queue wait grows {growth:.2g} s per second, arrivals ~{growth:.0%} above what it serves"
+
+
+def summary_blocks(summary: dict, scenario: Scenario) -> list:
+    """What ``servesim run`` prints of a run (``sim.console`` blocks: the terminal shows them,
+    the HTML report shows the same): the pools, a table and lines per class, the conservation
+    line, and every warning."""
+    from sim.console import WIDE, Line, Table, fmt_estimate, term, thin_percentiles, wide_note
+
+    s = summary
+    out: list = []
+
+    def show(block) -> None:
+        out.append(block if isinstance(block, Table) else Line(block))
+
+    kinds = {c.name: c.kind for c in scenario.classes}
+    uniform = set(kinds.values())
+    kinds["all"] = uniform.pop() if len(uniform) == 1 else "mixed"
+    out.append(
+        Line(
+            f"[bold]{term(s['scenario'])}[/bold]: {s['replications']} replication(s), seed {s['seed']}, warm-up {s['warmup_s']:g} s"
+        )
+    )
+    for name, pool in s["pools"].items():
+        out.append(Line(_pool_line(name, pool)))
+    from sim.catalog import assumed_efficiency_note
+
+    for gpu in dict.fromkeys(pool["gpu"] for pool in s["pools"].values() if pool.get("efficiency_assumed")):
+        out.append(Line(f"  [yellow]note:[/yellow] {assumed_efficiency_note(gpu)}", highlight=False))
+    # a diffusion class on a video model makes videos: say so in its labels
+    from sim import catalog
+
+    videos = set()
+    for c in scenario.classes:
+        pool = scenario.pool(c.pool) if c.pool else None
+        if c.kind == "image" and pool is not None and catalog.get_diffusion_model(pool.model).kind == "video":
+            videos.add(c.name)
+    for cls, st in s["classes"].items():
+        kind = kinds[cls]
+        unit = "video" if cls in videos else "image"
+        # the title stays short (it wraps at the table's width); why is said under the table
+        overloaded = "  [red](overloaded)[/red]" if st["overloaded"] else ""
+        table = Table(
+            title=f"class {term(cls)} ({'video' if cls in videos else kind}){overloaded}", title_justify="left"
+        )
+        table.add_column("metric")
+        for p in ("p50", "p90", "p99", "p99.9", "mean"):
+            table.add_column(p, justify="right")
+        for metric, label, scale in ROWS.get(kind, ROWS["text"]):
+            if f"{metric}_p50" in st:
+                table.add_row(
+                    label, *(fmt_estimate(st[f"{metric}_{p}"], scale) for p in ("p50", "p90", "p99", "p99.9", "mean"))
+                )
+        show(table)
+        if st["overloaded"]:
+            out.append(Line(f"  [red]overloaded:[/red] {_growth_text(st['queue_growth']['mean'])}", highlight=False))
+        per_rep = st["finished"]["mean"]
+        thin = thin_percentiles(per_rep) if per_rep is not None and per_rep == per_rep else []
+        if thin:
+            out.append(
+                Line(
+                    f"  [yellow]note:[/yellow] {', '.join(thin)} rest{'s' if len(thin) == 1 else ''} on fewer than 10 requests per replication "
+                    f"beyond {'it' if len(thin) == 1 else 'them'} ({per_rep:,.0f} finished per replication): lengthen duration_s for the tail",
+                    highlight=False,
+                )
+            )
+        slo = s["slo_met"].get(cls)
+        if kind == "image":
+            rate = f"{fmt_estimate(st['images_per_s'])} {unit}s/s" + (
+                f", {fmt_estimate(st['video_seconds_per_s'])} video-s/s" if "video_seconds_per_s" in st else ""
+            )
+        elif kind == "text":
+            rate = f"{fmt_estimate(st['output_tokens_per_s'])} output tok/s"
+        else:
+            rate = "all kinds" if kind == "mixed" else "pipelines"
+        show(
+            f"  throughput {fmt_estimate(st['throughput_rps'])} req/s, {rate}; "
+            + (
+                f"goodput {fmt_estimate(st['goodput_rps'])} req/s (SLO attainment {fmt_estimate(st['slo_attainment'], fraction=True)})"
+                if slo is not None
+                else f"completed {fmt_estimate(st['slo_attainment'], fraction=True)} of arrivals"
+            )
+            + (
+                f", rejected {fmt_estimate(st['rejected_fraction'], 100, fraction=True)} %"
+                if st["rejected_fraction"]["mean"]
+                else ""
+            )
+            + (
+                f", failed {fmt_estimate(st['failed_fraction'], 100, fraction=True)} %"
+                if st["failed_fraction"]["mean"]
+                else ""
+            )
+            + (
+                f", retries/request {fmt_estimate(st['retries_per_request'])}"
+                if st["retries_per_request"]["mean"]
+                else ""
+            )
+            + ("" if slo is None else f"; SLO {'met' if slo else '[red]missed[/red]'}")
+        )
+        if kind == "text":
+            show(
+                f"  cost ${fmt_estimate(st['cost_per_1m_output_tokens_usd'])} per 1M output tokens (fleet GPU-hours x price); "
+                f"${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
+                f"preemptions/request {fmt_estimate(st['preemptions_per_request'])}; prefix-cache hit {fmt_estimate(st['prefix_hit_rate'], fraction=True)}"
+            )
+        elif kind == "image":
+            show(
+                f"  cost ${fmt_estimate(st['cost_per_image_usd'], 1e3)} per 1k {unit}s (fleet GPU-hours x price)"
+                + (
+                    f", ${fmt_estimate(st['cost_per_video_second_usd'])} per video second"
+                    if "cost_per_video_second_usd" in st
+                    else ""
+                )
+                + f"; ${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
+                f"denoising steps computed per {unit} {fmt_estimate(st['steps_computed_per_image'])}"
+            )
+        elif kind == "pipeline":
+            stages = [
+                k.removeprefix("stage_").removesuffix("_latency_share") for k in st if k.endswith("_latency_share")
+            ]
+            shares = ", ".join(
+                f"{term(name)} {fmt_estimate(st[f'stage_{name}_e2e_s_mean'])} s ({fmt_estimate(st[f'stage_{name}_latency_share'], 100, 2, fraction=True)} % of time, "
+                f"{fmt_estimate(st[f'stage_{name}_cost_share'], 100, 2, fraction=True)} % of cost)"
+                for name in stages
+            )
+            show(f"  ${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k pipelines attributed; stages: {shares}")
+    c = s["conservation"]
+    sim = s["simulation"]
+    out.append(
+        Line(
+            f"  requests: {c['arrived']:,} arrived = {c['finished']:,} finished + {c['rejected']:,} rejected + {c['failed']:,} failed + {c['in_flight']:,} in flight; "
+            f"simulated {sim['simulated_s']:,.0f} s in {sim['wall_s']:.2f} s wall ({sim['requests'] / max(sim['wall_s'], 1e-9):,.0f} req/s)"
+        )
+    )
+    wide = any(WIDE in (b.markup if isinstance(b, Line) else "".join(c for row in b.rows for c in row)) for b in out)
+    if wide:
+        out.append(Line(f"  [yellow]{wide_note(s['replications'])}[/yellow]", highlight=False))
+    return out

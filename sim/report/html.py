@@ -362,6 +362,7 @@ def _run_section(d: Path, about: _About) -> str:
             f"warm-up {summary.get('warmup_s', 0):g} s. Latencies: mean over replications ± 95 % confidence "
             "half-width (none with one replication)."
         ),
+        *_terminal_summary(summary, scenario),
         "<h3>Classes</h3>\n",
         _class_table(summary, slos),
         _latency_table(summary, slos),
@@ -375,6 +376,24 @@ def _run_section(d: Path, about: _About) -> str:
     if scenario is not None:
         body.append(_details("resolved scenario (YAML)", yaml.safe_dump(scenario, sort_keys=False, allow_unicode=True)))
     return _section("run", "Run", body)
+
+
+def _terminal_summary(summary: dict, scenario: dict | None) -> list[str]:
+    """What ``servesim run`` printed of this run, warnings included: the same blocks, rebuilt
+    from summary.json and scenario.json."""
+    from sim.config import parse_scenario
+    from sim.errors import ServesimError
+    from sim.run import summary_blocks
+
+    if scenario is None:
+        return [_note("scenario.json is not here: the summary as servesim run prints it is left out.")]
+    try:
+        blocks = summary_blocks(summary, parse_scenario(scenario))
+    except (ServesimError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return [
+            _note(f"the summary as servesim run prints it cannot be rebuilt from these files ({type(exc).__name__}).")
+        ]
+    return ["<h3>Summary, as servesim run prints it</h3>\n", blocks_html(blocks)]
 
 
 def _class_table(summary: dict, slos: dict) -> str:

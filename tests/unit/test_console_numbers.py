@@ -58,9 +58,9 @@ def test_the_run_summary_says_so():
 
     from rich.console import Console
 
-    from sim.commands.run import print_summary
     from sim.config import parse_scenario
-    from sim.run import run_scenario
+    from sim.console import show
+    from sim.run import run_scenario, summary_blocks
 
     raw = dict(
         name="wide",
@@ -82,7 +82,7 @@ def test_the_run_summary_says_so():
     )
     res = run_scenario(parse_scenario(raw), None)
     buf = io.StringIO()
-    print_summary(res, Console(file=buf, width=200, color_system=None))
+    show(summary_blocks(res.summary, res.scenario), Console(file=buf, width=200, color_system=None))
     text = buf.getvalue()
     st = res.summary["classes"]["chat"]
     assert number(st["ttft_s_p50"]["mean"] * 1e3) in text

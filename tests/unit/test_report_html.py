@@ -268,14 +268,15 @@ def test_an_attainment_slo(tmp_path):
 def test_the_report_says_what_the_terminal_says_of_an_assumed_gpu(tmp_path, capsys):
     """servesim run's note on a GPU whose roofline efficiencies are assumed is in the report too;
     a fitted GPU gets none."""
-    from sim.commands.run import print_summary
+    from sim.console import show
+    from sim.run import summary_blocks
 
     for gpu, noted in (("mi300x", True), ("h100-sxm", False)):
         result = run_scenario(ROOT / "scenarios/quickstart.yaml", overrides=(*SHORT, f"pools.chat.gpu={gpu}"))
         out = tmp_path / gpu
         write_outputs(result, out, plots=False)
         page = html.unescape(write_report(out).read_text())
-        print_summary(result, Console(width=400))
+        show(summary_blocks(result.summary, result.scenario), Console(width=400))
         said = capsys.readouterr().out
         note = f"{gpu}'s roofline efficiencies are assumed"
         assert (note in page) == (note in said) == noted
@@ -420,3 +421,37 @@ def test_every_shipped_scenario_runs_prices_and_reports(path, tmp_path, skip_wit
     for cls in result.scenario.classes:
         assert f"<td>{cls.name}</td>" in page
     assert len(images(page)) == 1 + len(result.scenario.pools)  # CDFs, and each pool's replica state
+
+
+@pytest.mark.parametrize(
+    ("scenario", "overrides"),
+    [
+        # overloaded, thin percentiles, CIs wider than their values
+        (
+            "quickstart.yaml",
+            ("pools.chat.replicas=1", "classes.chat.arrival.rate=30", "duration_s=60", "replications=2"),
+        ),
+        # a pipeline's per-stage time and cost shares
+        ("llm_image_caption_pipeline.yaml", ("replications=2",)),
+    ],
+)
+def test_the_report_shows_every_line_the_terminal_prints(tmp_path, capsys, monkeypatch, scenario, overrides):
+    """Issue 20, item 3: the page left out the overload warning and the pipeline's stage shares.
+    Every line `servesim run` prints (tables aside, each checked cell by cell) is on the page."""
+    from sim.cli import main
+
+    argv = ["run", str(ROOT / "scenarios" / scenario), "-o", str(tmp_path / "o"), "--no-plots", "--quiet"]
+    assert main(argv + [x for o in overrides for x in ("--set", o)]) == 0
+    said = capsys.readouterr().out
+    page = html.unescape(re.sub(r"<[^>]+>", "\n", write_report(tmp_path / "o").read_text()))
+    shown = {line.strip() for line in page.splitlines() if line.strip()}
+    lines = [line.strip() for line in said.splitlines() if line.strip() and not line.startswith("wrote ")]
+    for line in lines:
+        if line[0] in "┏┡└┃":
+            continue
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            assert all(c in shown for c in cells if c), line
+        else:
+            assert line in shown, line
+    assert "overloaded" in said or "stages:" in said

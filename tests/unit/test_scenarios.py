@@ -44,3 +44,17 @@ def test_shipped_scenario_runs_from_the_cli(path, tmp_path, skip_without_traces)
     assert len(requests) == summary["conservation"]["arrived"]
     for png in ("latency_cdf.png", "replica_state.png"):
         assert (tmp_path / png).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in SCENARIOS if "pools" in (yaml.safe_load(p.read_text()) or {})], ids=lambda p: p.stem
+)
+def test_a_scenario_written_out_parses_back_as_it_was(path):
+    """scenario.json says what ran; it must also run again. A diffusion pool was written with the
+    `engine` block it may not take (and an LLM pool with `batching: null`), so the file of any
+    diffusion run failed to parse back, and so did a plan block's unset per-pool lists."""
+    from sim.config import load_scenario, parse_scenario
+
+    scenario, _ = load_scenario(path)
+    assert parse_scenario(json.loads(scenario.model_dump_json())) == scenario
+    assert parse_scenario(scenario.model_dump()) == scenario
