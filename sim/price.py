@@ -278,8 +278,9 @@ def capacity_gpu_s(result) -> np.ndarray:
     return out
 
 
-def _pool_bills(result) -> pd.DataFrame:
-    """Per (pool, replication): GPUs, simulated seconds, bill and attributed $."""
+def _pool_bills(result, capacity: np.ndarray) -> pd.DataFrame:
+    """Per (pool, replication): GPUs, simulated seconds, bill, attributed $ and the work at
+    capacity (``capacity``: each leaf request's ``capacity_gpu_s``, in ``result.requests`` order)."""
     sc = result.scenario
     price = {p.name: result.summary["pools"][p.name]["price_per_gpu_hour"] for p in sc.pools}
     end = {i: r.end_s for i, r in enumerate(result.replications)}
@@ -290,7 +291,7 @@ def _pool_bills(result) -> pd.DataFrame:
         .sum()
         .reset_index()
     )
-    leaf = result.requests[result.requests["kind"] != "pipeline"].assign(capacity_gpu_s=capacity_gpu_s(result))
+    leaf = result.requests[result.requests["kind"] != "pipeline"].assign(capacity_gpu_s=capacity)
     attributed = (
         leaf.groupby(["pool", "replication"], observed=True)[["gpu_s", "cost_usd", "capacity_gpu_s"]]
         .sum()
@@ -352,7 +353,8 @@ def price_scenario(result, price_list: PriceList | None = None) -> PriceReport:
         if missing:
             notes.append(f"not in {price_list.source}, priced by the illustrative default: {', '.join(missing)}")
         prices = PriceList({**{m: default.classes[m] for m in missing}, **price_list.classes}, price_list.source)
-    bills = _pool_bills(result)
+    capacity = capacity_gpu_s(result)
+    bills = _pool_bills(result, capacity)
     req = result.requests.copy()
     leaf = req["kind"] != "pipeline"
     factor = bills.set_index(["pool", "replication"])["loaded_factor"]
@@ -365,7 +367,7 @@ def price_scenario(result, price_list: PriceList | None = None) -> PriceReport:
     price = {p: result.summary["pools"][p]["price_per_gpu_hour"] for p in result.summary["pools"]}
     req["capacity_usd"] = 0.0
     req.loc[leaf, "capacity_usd"] = (
-        capacity_gpu_s(result) / 3600 * req.loc[leaf, "pool"].astype(str).map(price).astype(float).to_numpy()
+        capacity / 3600 * req.loc[leaf, "pool"].astype(str).map(price).astype(float).to_numpy()
     )
     pipes = req["kind"] == "pipeline"
     if pipes.any():
