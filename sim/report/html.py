@@ -525,7 +525,8 @@ _CDF_PANELS = {"TTFT (s)": "ttft_s", "TPOT (s)": "tpot_s", "E2E latency (s)": "e
 def mark_slos(fig: Figure, slos: dict) -> int:
     """Draw each class's SLO target on the latency CDFs of ``latency_cdfs``: a dashed vertical
     line in the class's colour and a dot at the fraction of requests the SLO asks to be within
-    it (its percentile, or its attainment). Returns the targets drawn."""
+    it (its percentile, or its attainment), or on the tail panels at the fraction it lets be
+    slower. Returns the targets drawn."""
     drawn = 0
     for ax in fig.axes:
         metric = _CDF_PANELS.get(ax.get_xlabel())
@@ -534,8 +535,11 @@ def mark_slos(fig: Figure, slos: dict) -> int:
             if metric is None or not slo or not _finite(slo.get(metric)) or cls not in colours:
                 continue
             target, level = slo[metric], _slo_level(slo)
+            if ax.get_yscale() == "log":  # the tail panel: the fraction allowed to be slower
+                level = 1.0 - level
             ax.axvline(target, color=colours[cls], ls="--", lw=1.1, gid="slo")
-            ax.plot([target], [level], "o", color=colours[cls], ms=5, gid="slo")
+            if level > 0:
+                ax.plot([target], [level], "o", color=colours[cls], ms=5, gid="slo")
             drawn += 1
     return drawn
 
@@ -553,8 +557,12 @@ def _run_plots(d: Path, summary: dict, slos: dict) -> list[str]:
             "the requests table servesim run -o writes",
         )
         fig = latency_cdfs(requests, float(summary.get("warmup_s") or 0.0))
-        caption = "Empirical CDFs per class (warm-up left out). " + (
-            "Dashed: the class's SLO target; dot: the fraction of requests the SLO asks to be within it."
+        caption = (
+            "Per class, warm-up left out: empirical CDFs on a log time axis (top) and the tail, the "
+            "fraction of requests slower than x on log-log axes, where p99 and p99.9 cross the dotted lines (bottom). "
+        ) + (
+            "Dashed: the class's SLO target; dot: the fraction of requests the SLO asks to be within it (top) "
+            "or lets be slower (bottom)."
             if mark_slos(fig, slos)
             else ""
         )
@@ -568,7 +576,7 @@ def _run_plots(d: Path, summary: dict, slos: dict) -> list[str]:
     if ts_path.is_file():
         ts = _read_parquet(
             ts_path,
-            ["pool", "replica", "t_s", "running", "waiting", "kv_util", "state_gib", "replication"],
+            ["pool", "replica", "t_s", "running", "waiting", "kv_util", "memory_util", "state_gib", "replication"],
             ["pool", "replica", "t_s", "running", "waiting"],
             "the replica time series servesim run -o writes",
         )
@@ -577,9 +585,9 @@ def _run_plots(d: Path, summary: dict, slos: dict) -> list[str]:
             rows = ts[ts["pool"] == pool]
             if rows.empty or ("kv_util" not in rows and "state_gib" not in rows):
                 continue
-            fig = replica_state(rows, MAX_STATE_REPLICAS)
+            fig = replica_state(rows, MAX_STATE_REPLICAS, warmup_s=float(summary.get("warmup_s") or 0))
             fig.suptitle(f"pool {pool}: replica state over time")
-            caption = f"First replication, first {MAX_STATE_REPLICAS} replicas: batch size, waiting queue, memory held."
+            caption = f"First replication, first {MAX_STATE_REPLICAS} replicas: batch size, waiting queue, memory held against the pool's budget (dashed); the warm-up, left out of every statistic, shaded."
             out.append(_figure(fig, f"replica state of pool {pool}", caption))
     elif (d / "replica_state.png").is_file():
         out.append(

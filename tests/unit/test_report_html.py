@@ -255,7 +255,16 @@ def test_latency_cdfs_show_the_slo_targets(run_dir):
 
     summary = json.loads((run_dir / "summary.json").read_text())
     fig = latency_cdfs(pd.read_parquet(run_dir / "requests.parquet"), 5.0)
-    assert mark_slos(fig, summary["slo"]) == 2  # quickstart: TTFT and TPOT targets
+    # quickstart: TTFT and TPOT targets, on the CDF (top) and the tail (bottom) panels
+    assert mark_slos(fig, summary["slo"]) == 4
+    level = summary["slo"]["chat"]["percentile"] / 100
+    dots = {
+        (ax.get_yscale(), round(float(line.get_ydata()[0]), 6))
+        for ax in fig.axes
+        for line in ax.get_lines()
+        if line.get_gid() == "slo" and line.get_marker() == "o"
+    }
+    assert dots == {("linear", round(level, 6)), ("log", round(1 - level, 6))}
 
 
 def test_an_attainment_slo(tmp_path):
