@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from sim import catalog
-from sim.errors import ConfigError
+from sim.errors import ConfigError, ServesimError
 
 MAX_SECONDS = 1e7
 """Longest simulated span a duration may ask for (about 116 days), and the longest one step of
@@ -693,6 +693,58 @@ class PlanConfig(Strict):
         return self
 
 
+class ScenarioCatalog(Strict):
+    """LLMs, GPUs and diffusion pipelines the shipped catalog lacks, defined by the scenario.
+    Each entry is written as in ``sim/catalog/data/*.yaml`` (with its ``name``) and validated the
+    same way. An LLM may give ``config_json: path/to/config.json`` (a Hugging Face config file you
+    have; relative to the scenario file) instead of its shapes; a GPU needs only its peaks
+    (``bf16_tflops``, ``memory_gib``, ``hbm_tb_s``) and ``price: {usd_per_gpu_hour: ...}``, its
+    roofline efficiencies then being the catalog's assumed defaults. A name already in the
+    catalog with other values is an error."""
+
+    models: list[dict[str, Any]] = Field(default_factory=list)
+    gpus: list[dict[str, Any]] = Field(default_factory=list)
+    diffusion_models: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_configs(cls, data: Any) -> Any:
+        """An LLM's ``config_json`` becomes its shapes, so that the scenario stands alone once
+        read (scenario.json holds the shapes, not the path)."""
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+            return data
+        models = []
+        for i, entry in enumerate(data["models"]):
+            if isinstance(entry, dict) and "config_json" in entry:
+                entry = dict(entry)
+                path = Path(str(entry.pop("config_json")))
+                try:
+                    config = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:
+                    raise ValueError(f"models.{i}.config_json: cannot read {path} as JSON ({exc})") from None
+                if not isinstance(config, dict):
+                    raise ValueError(f"models.{i}.config_json: {path} is not a JSON object")
+                name = entry.get("name", f"models.{i}")
+                entry = {**catalog.llm_from_hf_config(config, name), **entry}
+            models.append(entry)
+        return {**data, "models": models}
+
+    @model_validator(mode="after")
+    def _add(self) -> ScenarioCatalog:
+        try:
+            self.add()
+        except ServesimError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def add(self) -> None:
+        """Add the entries to this process's catalog (every process that simulates the scenario
+        calls it; adding again is a no-op)."""
+        for kind in ("models", "gpus", "diffusion_models"):
+            specs = [catalog.entry_spec(kind, raw, f"{kind}.{i}") for i, raw in enumerate(getattr(self, kind))]
+            catalog.add_entries(kind, specs)
+
+
 class Scenario(Strict):
     """One question about a fleet: pools of replicas, request classes, how long to run."""
 
@@ -710,6 +762,9 @@ class Scenario(Strict):
     drain_timeout_s: Float | None = Field(default=None, gt=0)
     """Stop at last arrival + this; unfinished requests are reported in flight. None: run
     until every request has finished or been rejected."""
+    catalog: ScenarioCatalog | None = None
+    """Models, GPUs and diffusion pipelines the scenario defines (validated before its pools,
+    which may use them)."""
     pools: list[PoolConfig] = Field(min_length=1)
     classes: list[RequestClass] = Field(min_length=1)
     slo: SLO | None = None
@@ -1010,6 +1065,11 @@ def load_scenario(path: str | os.PathLike, overrides: list[str] | tuple[str, ...
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a scenario must be a YAML mapping of fields (got {type(raw).__name__})")
     raw = apply_overrides(raw, overrides)
+    cat = raw.get("catalog")
+    if isinstance(cat, dict) and isinstance(cat.get("models"), list):
+        for entry in cat["models"]:
+            if isinstance(entry, dict) and isinstance(entry.get("config_json"), str):
+                entry["config_json"] = str(path.parent / Path(entry["config_json"]).expanduser())
     return parse_scenario(raw, source=str(path)), path.parent
 
 

@@ -562,6 +562,8 @@ def search(task: tuple) -> dict:
     """Size one candidate (a worker's job): the fewest replicas meeting every check, at most
     ``cap``. Returns the candidate's fields to update."""
     _, scenario, base_dir, settings, problem, cand, cap, cache, cache_path = task
+    if scenario.catalog is not None:
+        scenario.catalog.add()  # a worker process: the scenario's own models and GPUs
     ev = Evaluator(scenario, Path(base_dir), settings, cache, Path(cache_path) if cache_path else None)
     checks = checks_for(scenario, problem.classes)
     results: dict[int, dict] = {}

@@ -85,6 +85,8 @@ def run_scenario(
     elif overrides:
         scenario = parse_scenario(apply_overrides(scenario.model_dump(), overrides))
     base_dir = base_dir or Path(".")
+    if scenario.catalog is not None:
+        scenario.catalog.add()  # in a worker process too (sweep points)
     preflight(scenario, base_dir)
     reps: list[ReplicationResult] = []
     for child in replication_seeds(scenario.seed, scenario.replications):

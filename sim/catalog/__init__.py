@@ -423,3 +423,115 @@ def assumed_efficiency_note(gpu: str) -> str | None:
         f"{gpu}'s roofline efficiencies are assumed, not fitted on measurements of that GPU "
         f"({g.efficiency.source}); latencies and capacity on it are estimates: calibrate a profile to rely on them"
     )
+
+
+# -- Entries a scenario brings ------------------------------------------------------------------
+#
+# A scenario's ``catalog:`` block adds models, GPUs and diffusion pipelines the shipped catalog
+# does not have, validated by the same specs. They are added to this process's tables (every
+# process that simulates the scenario adds them again: ``add_entries`` is idempotent); a name
+# already in the catalog with other values is an error, so that no scenario changes another's.
+
+ASSUMED_INTERCONNECT_GB_S = 128.0
+"""A user GPU's scale-up link when its entry gives none: PCIe Gen5 x16, 64 GB/s per direction
+(PCI-SIG PCIe 5.0 specification: 32 GT/s x 16 lanes, 128b/130b encoding)."""
+
+
+def _gpu_defaults() -> dict:
+    text = resources.files("sim.catalog").joinpath("data", "gpus.yaml").read_text()
+    return yaml.safe_load(text)["defaults"]
+
+
+def llm_from_hf_config(config: dict, name: str) -> dict:
+    """The catalog fields of a Llama-family decoder from its Hugging Face ``config.json``
+    (dense models only: mixture-of-experts configs are refused, issue 21)."""
+    if any(k in config for k in ("num_local_experts", "n_routed_experts", "num_experts")):
+        raise ConfigError(
+            f"models {name!r}: config.json describes a mixture-of-experts model, which servesim does not model yet"
+        )
+    try:
+        heads = int(config["num_attention_heads"])
+        hidden = int(config["hidden_size"])
+        return {
+            "num_layers": int(config["num_hidden_layers"]),
+            "hidden_size": hidden,
+            "num_attention_heads": heads,
+            "num_key_value_heads": int(config.get("num_key_value_heads") or heads),
+            "head_dim": int(config.get("head_dim") or hidden // heads),
+            "intermediate_size": int(config["intermediate_size"]),
+            "vocab_size": int(config["vocab_size"]),
+            "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
+            # Qwen2 puts biases on q, k and v without saying so; Llama says attention_bias
+            "qkv_bias": bool(config.get("attention_bias", config.get("model_type") == "qwen2")),
+            "max_position_embeddings": int(config["max_position_embeddings"]),
+        }
+    except KeyError as exc:
+        raise ConfigError(f"models {name!r}: config.json has no {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"models {name!r}: config.json holds a value that is not a number ({exc})") from None
+
+
+def entry_spec(kind: str, raw: dict, where: str) -> _Spec:
+    """A scenario's catalog entry as the spec the shipped entries are (``kind``: models, gpus or
+    diffusion_models), with what a user entry may leave out filled in: an LLM's shapes from its
+    ``config_json`` (a local Hugging Face config.json; read by the scenario's loader), display
+    name, source and parameter count; a GPU's efficiencies and host overheads (the catalog's
+    assumed defaults, so it is flagged as assumed), and its link (``ASSUMED_INTERCONNECT_GB_S``)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+        raise ConfigError(f"{where}: each entry is a mapping with a 'name'")
+    entry = dict(raw)
+    name = entry["name"]
+    entry.setdefault("display_name", name)
+    entry.setdefault("source", "defined in the scenario")
+    if kind == "models":
+        hf = entry.pop("hf_config", None)
+        if hf is not None:
+            entry = {**llm_from_hf_config(hf, name), **entry}
+        entry.setdefault("hf_id", "")
+        entry.setdefault("tie_word_embeddings", False)
+        entry.setdefault("qkv_bias", False)
+        cls: type[_Spec] = ModelSpec
+        if "num_parameters" not in entry:
+            try:
+                probe = ModelSpec(**{**entry, "num_parameters": 1.0})
+            except ValidationError as exc:
+                raise ConfigError(f"{where} {name!r}: {_first_error(exc)}") from None
+            entry["num_parameters"] = float(probe.params_total)
+    elif kind == "gpus":
+        defaults = _gpu_defaults()
+        entry.setdefault("efficiency", defaults["efficiency"])
+        entry.setdefault("overheads", defaults["overheads"])
+        entry.setdefault("interconnect", "assumed PCIe Gen5 x16")
+        entry.setdefault("interconnect_gb_s", ASSUMED_INTERCONNECT_GB_S)
+        entry.setdefault("allreduce_latency_s", 2.0e-5)
+        entry.setdefault("tdp_w", 700.0)
+        price = entry.get("price")
+        if isinstance(price, dict):
+            entry["price"] = {"date": "given in the scenario", "source": "given in the scenario", **price}
+        cls = GPUSpec
+    elif kind == "diffusion_models":
+        cls = DiffusionModelSpec
+    else:
+        raise ConfigError(f"{where}: unknown kind {kind!r}; allowed: models, gpus, diffusion_models")
+    try:
+        return cls(**entry)
+    except ValidationError as exc:
+        raise ConfigError(f"{where} {name!r}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else err["msg"]
+
+
+def add_entries(kind: str, specs: list[_Spec]) -> None:
+    """Add a scenario's entries to this process's catalog (again: a no-op)."""
+    table = {"models": models, "gpus": gpus, "diffusion_models": diffusion_models}[kind]()
+    for spec in specs:
+        old = table.get(spec.name)
+        if old is not None and old != spec:
+            raise ConfigError(
+                f"{kind}: {spec.name!r} is already in the catalog with other values; give the scenario's entry another name"
+            )
+        table[spec.name] = spec

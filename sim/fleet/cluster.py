@@ -193,6 +193,8 @@ def simulate(
     replica failures). ``decode_spans`` False runs LLM replicas one decode step per event (the
     same results; a time-series sample per step)."""
     wall0 = time.perf_counter()
+    if scenario.catalog is not None:
+        scenario.catalog.add()  # a worker process has not parsed the scenario: add its entries here
     env = Environment()
     recorder = Recorder([c.name for c in scenario.classes])
     retry = {i: c.retry for i, c in enumerate(scenario.classes)}
