@@ -78,22 +78,23 @@ OVERLOAD_GROWTH = 0.05
 """Queue growth (seconds of extra wait per second of arrivals) above which a replication is
 overloaded. A fleet that serves ``mu`` requests per second while ``lambda > mu`` arrive holds
 ``(lambda - mu) t`` requests in its queue at time ``t``, and the request arriving then waits
-``(lambda - mu) t / mu``: the wait grows at ``lambda/mu - 1`` seconds per second (the fluid limit
-of any queue). 0.05 means arrivals exceed what the fleet serves by about 5 %. A stable queue's wait fluctuates but does not
-trend, so its growth stays near zero however long its requests run."""
+``(lambda - mu) t / mu``: the wait grows at ``lambda/mu - 1`` seconds per second (the fluid
+limit of any queue). 0.05 means arrivals exceed what the fleet serves by about 5 %. A stable
+queue's wait fluctuates but does not trend, so its growth stays near zero however long its
+requests run."""
 
 
 def queue_growth(df: pd.DataFrame, window: tuple[float, float]) -> float:
     """How fast the wait for service grows over the window, in seconds per second.
 
     The window is cut into four equal spans of arrival time; each span's median wait is the
-    time its admitted requests spent queued before their first scheduling. The growth is the rise from the
-    first span's median to the last's, over the 3/4 of the window between their middles, and
-    counts only when the medians never fall from one span to the next: a queue that builds up
-    rises throughout, while a stable queue's busy periods come and go. Zero when a span has no
-    arrivals (too few to tell); infinite when most of the last span was never scheduled before the
-    run stopped (a drain timeout). Requests that gave up waiting (a deadline) are
-    counted as failed, not here."""
+    time its admitted requests spent queued before their first scheduling. The growth is the
+    rise from the first span's median to the last's, over the 3/4 of the window between their
+    middles, and counts only when the medians never fall from one span to the next: a queue
+    that builds up rises throughout, while a stable queue's busy periods come and go. Zero when
+    a span has no arrivals (too few to tell); infinite when most of the last span was never
+    scheduled before the run stopped (a drain timeout). Requests that gave up waiting (a
+    deadline) are counted as failed, not here."""
     t0, t1 = window
     if t1 <= t0:
         return 0.0
