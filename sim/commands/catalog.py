@@ -25,7 +25,7 @@ def run(args) -> int:
     console = stdout_console()
     if args.what in (None, "models"):
         t = Table(title="LLMs")
-        for col in ("name", "params (B)", "layers", "hidden", "heads/kv", "KV KiB/token", "max len"):
+        for col in ("name", "params (B)", "layers", "hidden", "heads/kv", "KV KiB/token", "max len", "shapes from"):
             t.add_column(col)
         for m in catalog.models().values():
             t.add_row(
@@ -36,11 +36,22 @@ def run(args) -> int:
                 f"{m.num_attention_heads}/{m.num_key_value_heads}",
                 f"{m.kv_bytes_per_token(2) / 1024:g}",
                 str(m.max_position_embeddings),
+                m.hf_id or m.source,
             )
         console.print(t)
     if args.what in (None, "diffusion"):
         t = Table(title="Diffusion pipelines")
-        for col in ("name", "kind", "denoiser", "params (B)", "default size", "steps", "CFG", "eager counts"):
+        for col in (
+            "name",
+            "kind",
+            "denoiser",
+            "params (B)",
+            "default size",
+            "steps",
+            "CFG",
+            "eager counts",
+            "shapes from",
+        ):
             t.add_column(col)
         for d in catalog.diffusion_models().values():
             size = f"{d.default_width}x{d.default_height}" + (f"x{d.default_frames}" if d.default_frames > 1 else "")
@@ -53,11 +64,14 @@ def run(args) -> int:
                 str(d.default_steps),
                 "yes" if d.cfg else "no",
                 "yes" if d.eager else "-",
+                d.hf_id,
             )
         console.print(t)
     if args.what in (None, "gpus"):
         t = Table(title="GPUs")
-        for col in ("name", "BF16 TFLOP/s", "FP8", "memory GiB", "TB/s", "link GB/s", "TDP W", "$/GPU-h", "price date"):
+        for col in (
+            "name", "BF16 TFLOP/s", "FP8", "memory GiB", "TB/s", "link GB/s", "TDP W", "$/GPU-h", "price date", "roofline",
+        ):  # fmt: skip
             t.add_column(col)
         for g in catalog.gpus().values():
             t.add_row(
@@ -70,6 +84,7 @@ def run(args) -> int:
                 f"{g.tdp_w:g}",
                 f"{g.price.usd_per_gpu_hour:.2f}",
                 g.price.date,
+                "fitted" if g.efficiency.fitted else "assumed",
             )
         console.print(t)
     return 0

@@ -23,6 +23,11 @@ def test_catalog_prints_every_name_whole(capsys, monkeypatch):
     check_whole(out)
     for names in (catalog.models(), catalog.diffusion_models(), catalog.gpus()):
         assert all(f" {name} " in out for name in names)
+    # each GPU says whether its roofline efficiencies were fitted or are assumed (issue 20, item 5)
+    for name, gpu in catalog.gpus().items():
+        row = next(line for line in out.splitlines() if line.startswith(f"│ {name} "))
+        assert ("fitted" if gpu.efficiency.fitted else "assumed") in row
+    assert "meta-llama/Llama-3.2-1B" in out  # where an LLM's shapes come from
 
 
 def test_price_prints_whole_figures_and_progress_on_stderr(capsys, monkeypatch):
