@@ -693,15 +693,50 @@ class PlanConfig(Strict):
         return self
 
 
+def _include_catalog_files(data: dict) -> dict:
+    """A catalog block's ``files`` (catalog files several scenarios share: ``models``, ``gpus``
+    and ``diffusion_models`` lists at their top level) merged into its own lists; an LLM's
+    ``config_json`` in a file is relative to that file."""
+    files = data.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ValueError("files: a list of catalog file paths")
+    out = {k: list(v) for k, v in data.items() if k != "files" and isinstance(v, list)}
+    out.update({k: v for k, v in data.items() if k != "files" and not isinstance(v, list)})
+    for i, name in enumerate(files):
+        path = Path(name)
+        try:
+            raw = read_yaml(path, "catalog file")
+        except ConfigError as exc:
+            raise ValueError(f"files.{i}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"files.{i}: {path} is not a mapping of models, gpus and diffusion_models")
+        unknown = sorted(set(raw) - {"models", "gpus", "diffusion_models"})
+        if unknown:
+            raise ValueError(f"files.{i}: {path}: unknown key {unknown[0]!r}; allowed: models, gpus, diffusion_models")
+        for kind in ("models", "gpus", "diffusion_models"):
+            entries = raw.get(kind) or []
+            if not isinstance(entries, list):
+                raise ValueError(f"files.{i}: {path}: {kind} is not a list")
+            for entry in entries:
+                if kind == "models" and isinstance(entry, dict) and isinstance(entry.get("config_json"), str):
+                    entry = {**entry, "config_json": str(path.parent / Path(entry["config_json"]).expanduser())}
+                out.setdefault(kind, []).append(entry)
+    return out
+
+
 class ScenarioCatalog(Strict):
     """LLMs, GPUs and diffusion pipelines the shipped catalog lacks, defined by the scenario.
     Each entry is written as in ``sim/catalog/data/*.yaml`` (with its ``name``) and validated the
     same way. An LLM may give ``config_json: path/to/config.json`` (a Hugging Face config file you
     have; relative to the scenario file) instead of its shapes; a GPU needs only its peaks
     (``bf16_tflops``, ``memory_gib``, ``hbm_tb_s``) and ``price: {usd_per_gpu_hour: ...}``, its
-    roofline efficiencies then being the catalog's assumed defaults. A name already in the
-    catalog with other values is an error."""
+    roofline efficiencies then being the catalog's assumed defaults. ``files: [...]`` reads in
+    catalog files several scenarios share (their ``models``, ``gpus`` and ``diffusion_models``
+    lists). A name already in the catalog with other values is an error."""
 
+    files: list[str] = Field(default_factory=list, exclude=True)
+    """Catalog files read in (relative to the scenario file); once read, their entries stand in
+    the lists below and the paths are not kept (nor written out)."""
     models: list[dict[str, Any]] = Field(default_factory=list)
     gpus: list[dict[str, Any]] = Field(default_factory=list)
     diffusion_models: list[dict[str, Any]] = Field(default_factory=list)
@@ -709,8 +744,11 @@ class ScenarioCatalog(Strict):
     @model_validator(mode="before")
     @classmethod
     def _read_configs(cls, data: Any) -> Any:
-        """An LLM's ``config_json`` becomes its shapes, so that the scenario stands alone once
-        read (scenario.json holds the shapes, not the path)."""
+        """``files`` are read in (their entries join the scenario's own), and an LLM's
+        ``config_json`` becomes its shapes, so that the scenario stands alone once read
+        (scenario.json holds the entries, not the paths)."""
+        if isinstance(data, dict) and "files" in data:
+            data = _include_catalog_files(data)
         if not isinstance(data, dict) or not isinstance(data.get("models"), list):
             return data
         models = []
@@ -1066,10 +1104,12 @@ def load_scenario(path: str | os.PathLike, overrides: list[str] | tuple[str, ...
         raise ConfigError(f"{path}: a scenario must be a YAML mapping of fields (got {type(raw).__name__})")
     raw = apply_overrides(raw, overrides)
     cat = raw.get("catalog")
-    if isinstance(cat, dict) and isinstance(cat.get("models"), list):
-        for entry in cat["models"]:
+    if isinstance(cat, dict):  # paths in the catalog block are relative to the scenario file
+        for entry in cat.get("models") if isinstance(cat.get("models"), list) else ():
             if isinstance(entry, dict) and isinstance(entry.get("config_json"), str):
                 entry["config_json"] = str(path.parent / Path(entry["config_json"]).expanduser())
+        if isinstance(cat.get("files"), list):
+            cat["files"] = [str(path.parent / Path(f).expanduser()) if isinstance(f, str) else f for f in cat["files"]]
     return parse_scenario(raw, source=str(path)), path.parent
 
 

@@ -109,3 +109,31 @@ def test_a_bad_entry_is_one_line_naming_it(tmp_path, capsys, block, config, need
     assert main(["validate-scenario", str(path)]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+def test_catalog_files_shared_by_scenarios(tmp_path, capsys):
+    """A catalog file (with its own config.json beside it) read in by `catalog: {files: [...]}`;
+    what the run writes out holds the entries, not the paths."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "config.json").write_text(json.dumps(CONFIG))
+    gpu = {
+        "name": "shared-gpu",
+        "bf16_tflops": 400,
+        "memory_gib": 96,
+        "hbm_tb_s": 4.0,
+        "price": {"usd_per_gpu_hour": 3.0},
+    }
+    (shared / "catalog.yaml").write_text(
+        yaml.safe_dump({"models": [{"name": "shared-1b", "config_json": "config.json"}], "gpus": [gpu]})
+    )
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(scenario("shared-1b", "shared-gpu", files=["shared/catalog.yaml"])))
+    assert main(["run", str(path), "-o", str(tmp_path / "out"), "--no-plots", "--quiet"]) == 0
+    assert "1 x shared-1b on shared-gpu" in capsys.readouterr().out
+    written = json.loads((tmp_path / "out" / "scenario.json").read_text())
+    assert "files" not in written["catalog"] and written["catalog"]["models"][0]["num_layers"] == 16
+    assert parse_scenario(written).catalog.gpus[0]["name"] == "shared-gpu"
+    path.write_text(yaml.safe_dump(scenario("shared-1b", "shared-gpu", files=["shared/nothing.yaml"])))
+    assert main(["validate-scenario", str(path)]) == 2
+    assert "files.0" in capsys.readouterr().err
