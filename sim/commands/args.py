@@ -66,3 +66,11 @@ def add_scenario_arguments(
         )
     if replications:
         p.add_argument("--replications", type=positive_int, help="seeded replications (default: the scenario's)")
+
+
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype`` of the commands that run real kernels (calibrate, validate)."""
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on cuda, float32 on cpu"
+    )

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sim.commands.args import positive_int
+from sim.commands.args import add_device_arguments, positive_int
 from sim.commands.profile import print_profile
 from sim.console import Ticker, stdout_console
 
@@ -14,10 +14,7 @@ from sim.console import Ticker, stdout_console
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cal = subparsers.add_parser("calibrate", help="time a model's kernels on this machine and write a profile")
     cal.add_argument("--model", default="llama-tiny", help="catalog model (default llama-tiny, a CPU-sized LLM)")
-    cal.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    cal.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on cuda, float32 on cpu"
-    )
+    add_device_arguments(cal)
     cal.add_argument("--quick", action="store_true", help="a coarse grid (minutes on a CPU)")
     cal.add_argument("--threads", type=positive_int, default=1, help="CPU threads to time with (default 1)")
     cal.add_argument(

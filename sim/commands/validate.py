@@ -6,17 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sim.commands.args import positive_int, seed_int
+from sim.commands.args import add_device_arguments, positive_int, seed_int
 from sim.console import stdout_console
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     val = subparsers.add_parser("validate", help="run a real serving loop here, simulate the same workload, compare")
     val.add_argument("--model", default="llama-tiny", help="catalog model (default llama-tiny)")
-    val.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    val.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on cuda, float32 on cpu"
-    )
+    add_device_arguments(val)
     val.add_argument("--quick", action="store_true", help="two load levels, short runs, CPU-sized lengths")
     val.add_argument("--profile", type=Path, help="profile to validate (default: calibrate one now, quick grid)")
     val.add_argument(
