@@ -18,7 +18,7 @@ $(VENV)/.test-deps: $(BIN)/servesim pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,calibration,sweep]"
 	touch $@
 
-.PHONY: demo quickstart test bench lint two-shapes schema calibrate
+.PHONY: demo quickstart test bench lint two-shapes schema reference docs-check calibrate
 demo: $(BIN)/servesim
 	$(BIN)/servesim plan scenarios/plan_mixed_chat_image.yaml -o results/plan_mixed
 	$(BIN)/servesim report results/plan_mixed
@@ -37,10 +37,19 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff format --check .
 
 two-shapes: $(BIN)/servesim
-	$(BIN)/python -m sim.docgen.two_shapes --out docs
+	$(BIN)/python -m sim.docgen.two_shapes --out docs/explanation
 
 schema: $(BIN)/servesim
 	$(BIN)/python -m sim.docgen.schema
+
+# docs/reference/: scenario fields, CLI flags and the catalog, generated from the code
+reference: $(BIN)/servesim
+	$(BIN)/python -m sim.docgen.reference
+
+# every `servesim` command and Python snippet in README.md and docs/, the slow ones too (calibrate,
+# validate, fidelity, plan, sweep, bench: many minutes on 2 cores); `make test` runs the cheap ones
+docs-check: $(VENV)/.test-deps
+	SERVESIM_DOC_SLOW=1 $(BIN)/python -m pytest tests/unit/test_doc_commands.py
 
 calibrate: $(VENV)/.test-deps
 	$(BIN)/servesim calibrate --model llama-tiny --device cpu --quick -o profiles/cpu

@@ -28,7 +28,7 @@ an op's sweep at its deadline once it has a few points (``measure.Deadlines``; p
 an order whose every prefix spans the grid). A serving phase measures as it goes: model load
 and warm-up, then the capacity burst; the scored runs' request counts are then set from the
 measured capacity so that each run, arrivals plus drain, fits its share of what is left; a
-run still going at its deadline is stopped there and says so. ``docs/calibration.md`` gives
+run still going at its deadline is stopped there and says so. ``docs/how-to/calibrate-on-a-gpu.md`` gives
 the measured phase times.
 
 At home, ``python -m calibration.home OUT`` fits the profiles, simulates the runs' workloads

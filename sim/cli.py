@@ -1,5 +1,6 @@
 """The ``servesim`` command.
 
+    servesim init --model NAME --gpu NAME [--rate R] [--replicas N] [-o FILE] [--force]
     servesim run SCENARIO [-o DIR] [--set key.path=value ...] [--seed N] [--replications K]
     servesim validate-scenario SCENARIO [--set ...]
     servesim catalog [models|gpus]
@@ -12,6 +13,7 @@
     servesim report RESULTS_DIR [-o FILE]
     servesim validate [--model NAME] [--device cpu|cuda] [--quick] [--profile FILE] [--seed N] [-o DIR]
     servesim fidelity [--points FILE] [--split calibrate|held_out|all] [-o DIR]
+    servesim completion bash|zsh|fish
 
 Each sub-command is a module of ``sim.commands`` (its parser and its handler); this module
 builds the parser and runs the handler. Bad input (scenario fields, traces, flags) prints one
@@ -29,7 +31,9 @@ from sim.commands import (
     bench,
     calibrate,
     catalog,
+    completion,
     fidelity,
+    init,
     plan,
     price,
     profile,
@@ -42,7 +46,22 @@ from sim.commands import (
 from sim.commands.args import EXIT_USAGE, Parser
 from sim.errors import ServesimError
 
-COMMANDS = (run, validate_scenario, catalog, bench, calibrate, validate, fidelity, profile, sweep, price, plan, report)
+COMMANDS = (
+    init,
+    run,
+    validate_scenario,
+    catalog,
+    bench,
+    calibrate,
+    validate,
+    fidelity,
+    profile,
+    sweep,
+    price,
+    plan,
+    report,
+    completion,
+)
 """In the order ``servesim --help`` lists them."""
 
 

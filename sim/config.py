@@ -63,23 +63,32 @@ TokenCount = Annotated[Int, Field(ge=1, le=MAX_TOKENS)]
 class Strict(BaseModel):
     """Base of every config model: frozen, unknown keys rejected, floats finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # use_attribute_docstrings: the docstring under each field is its description (in the JSON
+    # Schema, and in the reference that sim.docgen.reference writes from it).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
 
 
 # --------------------------------------------------------------------------- lengths
 
 
 class FixedLength(Strict):
+    """``dist: fixed``: one length for every request."""
+
     dist: Literal["fixed"]
+    """Selects this distribution."""
     value: Int = Field(ge=1, le=MAX_TOKENS)
     """Every request gets exactly this many tokens."""
 
 
 class UniformLength(Strict):
+    """``dist: uniform``: integers drawn uniformly from [``low``, ``high``], both ends included."""
+
     dist: Literal["uniform"]
+    """Selects this distribution."""
     low: Int = Field(ge=1, le=MAX_TOKENS)
+    """Smallest value; at most ``high``."""
     high: Int = Field(ge=1, le=MAX_TOKENS)
-    """Integers drawn uniformly from [low, high], both ends included."""
+    """Largest value."""
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformLength:
@@ -89,13 +98,20 @@ class UniformLength(Strict):
 
 
 class LognormalLength(Strict):
+    """``dist: lognormal``: lognormal draws, rounded to the nearest integer, then clipped to
+    [``min``, ``max``]."""
+
     dist: Literal["lognormal"]
+    """Selects this distribution."""
     mean: Float = Field(gt=0, le=MAX_TOKENS)
+    """Mean of the un-clipped lognormal. Clipping moves the sample mean: the quickstart's
+    prompts (mean 1000, cv 1, max 6000) average about 990 tokens."""
     cv: Float = Field(gt=0, le=20)
-    """Coefficient of variation (std / mean) of the un-truncated lognormal."""
+    """Coefficient of variation (std / mean) of the un-clipped lognormal."""
     min: Int = Field(default=1, ge=1, le=MAX_TOKENS)
+    """Lower clip; at most ``max``."""
     max: Int | None = Field(default=None, ge=1, le=MAX_TOKENS)
-    """Values are clipped to [min, max]."""
+    """Upper clip; ``null``: 10,000,000."""
 
     @model_validator(mode="after")
     def _ordered(self) -> LognormalLength:
@@ -105,17 +121,32 @@ class LognormalLength(Strict):
 
 
 class ExponentialLength(Strict):
+    """``dist: exponential``: geometric on {1, 2, ...}, the discrete memoryless length."""
+
     dist: Literal["exponential"]
+    """Selects this distribution."""
     mean: Float = Field(ge=1, le=MAX_TOKENS)
-    """Geometric on {1, 2, ...} with this mean: the discrete memoryless length."""
+    """Mean length (success probability 1/``mean``; ``mean: 1`` always gives 1). Draws are
+    capped at 10,000,000."""
 
 
 class EmpiricalLength(Strict):
+    """``dist: empirical``: resample observed lengths, either a list you give or a column of a
+    trace file."""
+
     dist: Literal["empirical"]
+    """Selects this distribution."""
     values: list[TokenCount] | None = Field(default=None, min_length=1)
+    """Lengths to draw from (with replacement). Give exactly one of ``values`` and ``trace``."""
     weights: list[Annotated[Float, Field(ge=0)]] | None = None
-    """Either values (with optional weights), or a trace whose column is resampled."""
+    """Relative probabilities of the ``values``: one per value, not all 0; only with ``values``.
+    ``null``: equally likely."""
     trace: TraceSource | None = None
+    """Draw from a trace file's column: its prompt lengths when used for ``prompt_tokens``, its
+    output lengths for ``output_tokens``; no ``time_scale`` or ``target_rate``. All rows are
+    used, or the first ``max_requests`` in file order; ``hash_block_tokens`` is ignored. Prompt
+    and output are drawn independently (use a class-level ``trace`` with ``arrival`` to keep
+    pairs). Lengths-only Vidur files (no ``arrived_at`` column) work here."""
 
     @model_validator(mode="after")
     def _one_source(self) -> EmpiricalLength:
@@ -156,32 +187,52 @@ LengthDist = Annotated[
 
 
 class PoissonArrival(Strict):
+    """``process: poisson``: exponential inter-arrival times, so independent arrivals at a
+    constant mean rate."""
+
     process: Literal["poisson"]
+    """Selects this process."""
     rate: Float = Field(gt=0)
     """Mean arrivals per second."""
 
 
 class GammaArrival(Strict):
+    """``process: gamma``: gamma-distributed inter-arrival times; Poisson-like at ``cv`` 1,
+    burstier above, more regular below."""
+
     process: Literal["gamma"]
+    """Selects this process."""
     rate: Float = Field(gt=0)
+    """Mean arrivals per second."""
     cv: Float = Field(gt=0, le=50)
-    """Coefficient of variation of inter-arrival times (1 = Poisson, > 1 bursty)."""
+    """Coefficient of variation (std / mean) of the inter-arrival times (gamma shape 1/cv²)."""
 
 
 class ConstantArrival(Strict):
+    """``process: constant``: evenly spaced arrivals at 1/rate, 2/rate, ... (the first is at
+    1/rate, not at 0)."""
+
     process: Literal["constant"]
+    """Selects this process."""
     rate: Float = Field(gt=0)
+    """Arrivals per second."""
 
 
 class PiecewiseArrival(Strict):
-    """A non-homogeneous Poisson process whose rate follows a curve (e.g. diurnal)."""
+    """``process: piecewise``: a non-homogeneous Poisson process whose rate follows a curve, e.g.
+    a daily cycle (generated by thinning a Poisson process at the curve's peak)."""
 
     process: Literal["piecewise"]
+    """Selects this process."""
     points: list[tuple[Float, Float]] = Field(min_length=1)
-    """(time_s, rate) pairs, times ascending from 0."""
+    """The rate curve, as ``[time_s, rate]`` pairs: the first at time 0, times strictly
+    ascending, rates ≥ 0 and not all 0. After the last point the last rate holds (unless
+    ``period_s`` repeats the curve)."""
     interpolation: Literal["step", "linear"] = "step"
+    """``step``: each rate holds until the next point. ``linear``: the rate ramps linearly
+    between points."""
     period_s: Float | None = Field(default=None, gt=0)
-    """Repeat the curve with this period (86400 for a daily cycle)."""
+    """Repeat the curve with this period (86400 for a daily cycle); times are taken modulo it."""
 
     @field_validator("points")
     @classmethod
@@ -195,34 +246,128 @@ class PiecewiseArrival(Strict):
         return pts
 
 
+class ClosedArrival(Strict):
+    """A closed loop: ``users`` users, each sending a request, waiting for its answer (finished,
+    rejected or failed), thinking, then sending the next. The load follows the fleet's speed
+    (as ``vllm bench serve --max-concurrency`` and chat users do) instead of a fixed rate. With
+    a conversation trace (sharegpt), each user plays one conversation's turns in order, then the
+    next conversation."""
+
+    process: Literal["closed"]
+    """Selects this process."""
+    users: Int = Field(ge=1, le=1_000_000)
+    """Concurrent users (requests in flight, think time aside)."""
+    think_time_s: Float = Field(default=0.0, ge=0, le=1e6)
+    """Mean think time between an answer and the user's next request, in seconds."""
+    think: Literal["exponential", "fixed"] = "exponential"
+    """Think times drawn exponentially around the mean, or always the mean."""
+    ramp_s: Float = Field(default=0.0, ge=0, le=1e6)
+    """Users start evenly spread over this many seconds (0: all at once, as a benchmark does)."""
+
+
 Arrival = Annotated[
-    Union[PoissonArrival, GammaArrival, ConstantArrival, PiecewiseArrival],
+    Union[PoissonArrival, GammaArrival, ConstantArrival, PiecewiseArrival, ClosedArrival],
     Field(discriminator="process"),
 ]
 
 
+class TraceColumns(Strict):
+    """Column names of a generic CSV trace."""
+
+    arrival: str | None = None
+    """Arrival time column (unit: ``time_unit``); without it the file gives lengths only."""
+    prompt: str
+    """Prompt tokens column."""
+    output: str
+    """Output tokens column."""
+
+
 class TraceSource(Strict):
-    """A published trace file: arrivals and lengths replayed as recorded, or rescaled."""
+    """A published trace file: arrivals and lengths replayed as recorded, or rescaled. Used as a
+    class's ``trace`` (replay) and as an ``empirical`` length's ``trace``. Token counts of 0 in a
+    file are read as 1. The shipped samples are described in ``sim/data/traces/README.md``; no
+    sample of the ``alibaba`` trace is shipped (it is published without a licence).
+
+    The published formats: ``azure``, CSV ``TIMESTAMP,ContextTokens,GeneratedTokens``
+    (wall-clock times); ``mooncake``, JSON Lines with ``timestamp`` (ms), ``input_length``,
+    ``output_length`` and optional ``hash_ids`` (prefix hashes, which drive prefix caching);
+    ``vidur``, CSV ``arrived_at`` (s), ``num_prefill_tokens``, ``num_decode_tokens``;
+    ``alibaba`` (images, as an image class's ``trace`` only, without ``arrival``), the Alibaba
+    GenTD26 image-request CSV (``lora_request_trace.csv``): ``gmt_create`` (wall-clock, 1 s
+    resolution), ``num_inference_steps`` and ``num_images_per_prompt`` of the rows whose
+    ``predict_status`` is ``SUCCEED``. Arrivals are sorted and shifted to start at 0."""
 
     path: str
-    """File path, relative to the scenario file, or ``builtin:NAME`` for a shipped sample."""
-    format: Literal["azure", "mooncake", "vidur", "alibaba"]
-    """azure, mooncake, vidur: text requests; alibaba: image requests (Alibaba GenTD26:
-    arrival times, denoising steps, images per prompt)."""
+    """The trace file, relative to the scenario file's directory, ``builtin:NAME`` or
+    ``shared:PATH``. ``builtin:`` names a shipped sample: ``azure_conv_2023.csv``,
+    ``azure_code_2023_sample.csv``, ``mooncake_conversation_sample.jsonl``,
+    ``vidur_splitwise_conv_sample.csv``. ``shared:`` is a path inside a shared data folder:
+    ``$SERVESIM_SHARED``, else the first folder named ``shared`` in the scenario's folder or one
+    of its parents."""
+    format: Literal["azure", "mooncake", "vidur", "burstgpt", "csv", "vllm-bench", "sharegpt", "servegen", "alibaba"]
+    """Text requests: azure, mooncake, vidur (published traces), burstgpt, csv (columns named in
+    ``columns``), vllm-bench (a ``vllm bench serve --save-result`` JSON), sharegpt (conversations:
+    turns with a growing shared prefix; needs ``arrival``), servegen (a client's arrival and length
+    fits, generated seeded). Image requests: alibaba (Alibaba GenTD26: arrival times, denoising
+    steps, images per prompt)."""
+    columns: TraceColumns | None = None
+    """csv: which columns hold the arrival time, prompt tokens and output tokens."""
+    time_unit: Literal["s", "ms", "us", "datetime"] = "s"
+    """csv: unit of the arrival column (datetime: date-time text such as 2026-01-31 13:05:00)."""
+    where: dict[str, str | list[str]] | None = None
+    """burstgpt, csv: keep only rows whose column holds one of these values, e.g.
+    ``{Model: ChatGPT, Log Type: Conversation log}``."""
+    chars_per_token: Float = Field(default=4.0, gt=0, le=100)
+    """sharegpt: characters of text per token when no ``tokenizer`` is given (4: OpenAI's rule of
+    thumb for English)."""
+    tokenizer: str | None = None
+    """sharegpt: a local Hugging Face tokenizer folder to count tokens with (needs transformers;
+    nothing is downloaded)."""
+    start_s: Float = Field(default=0.0, ge=0)
+    """Skip the trace's first start_s seconds (servegen: start this far into the client's day)."""
     time_scale: Float | None = Field(default=None, gt=0, le=1e6)
-    """Multiply inter-arrival times by this (2 = half the rate)."""
+    """Multiply every inter-arrival time by this (2 = half the rate). Not with
+    ``target_rate``; replay only (not with ``arrival``, not in an ``empirical`` length)."""
     target_rate: Float | None = Field(default=None, gt=0)
-    """Rescale arrival times so the requests the run keeps (those arriving within duration_s,
-    or the first num_requests) arrive at this mean rate, in requests per second."""
+    """Rescale arrival times so the requests the run keeps arrive at this many requests per
+    second: those within ``duration_s`` when it is set (a multi-day trace's first hour is then
+    at this rate, not the days' average), else the first ``num_requests``, else the whole trace
+    ((requests − 1) / span). Burstiness is kept. Not with ``time_scale``; replay only (not with
+    ``arrival``, not in an ``empirical`` length)."""
     max_requests: Int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
+    """Keep only the first N requests: by arrival time for a replay (before rescaling and
+    before ``duration_s`` / ``num_requests``), in file order for (prompt, output) pairs under an
+    ``arrival`` process (Mooncake: by arrival time), in file order for an ``empirical``
+    length."""
     hash_block_tokens: Int = Field(default=512, ge=1, le=MAX_TOKENS)
-    """Tokens covered by one prefix hash id (Mooncake: 512)."""
+    """Prompt tokens covered by one prefix hash id in the file (Mooncake: 512). Used to map hash
+    ids onto KV blocks of ``block_size`` tokens; ignored by formats without hashes."""
 
     @model_validator(mode="after")
     def _one_scale(self) -> TraceSource:
         if self.time_scale is not None and self.target_rate is not None:
             raise ValueError("give at most one of 'time_scale' or 'target_rate'")
+        if (self.format == "csv") != (self.columns is not None):
+            raise ValueError(
+                "the csv format needs 'columns' ({prompt: NAME, output: NAME, arrival: NAME})"
+                if self.format == "csv"
+                else f"'columns' is for the csv format, not {self.format!r}"
+            )
+        if self.where is not None and self.format not in ("csv", "burstgpt"):
+            raise ValueError(f"'where' filters csv and burstgpt rows, not {self.format!r}")
+        if self.tokenizer is not None and self.format != "sharegpt":
+            raise ValueError(f"'tokenizer' counts the tokens of sharegpt text, not of {self.format!r}")
         return self
+
+    def read_options(self):
+        """The fields the user-format readers need (sim.workload.readers.ReadOptions)."""
+        from sim.workload.readers import ReadOptions
+
+        where = None
+        if self.where is not None:
+            where = {k: tuple(v.strip() for v in ([w] if isinstance(w, str) else w)) for k, w in self.where.items()}
+        columns = self.columns.model_dump(exclude_none=True) if self.columns is not None else None
+        return ReadOptions(columns, self.time_unit, where, self.chars_per_token, self.tokenizer)
 
 
 EmpiricalLength.model_rebuild()
@@ -239,23 +384,39 @@ Sampler = Literal["ddim", "dpmpp_2m", "unipc", "euler", "ddpm", "euler_ancestral
 
 
 class ImageSpec(Strict):
-    """What an image or video request asks a diffusion pool for. Unset fields take the
-    model's defaults from the diffusion catalog."""
+    """What each request of an image class (or image stage) asks of its diffusion pool. Unset
+    fields take the model's defaults from the diffusion catalog
+    (``sim/catalog/data/diffusion_models.yaml``): 1024 × 1024 for ``sdxl``, ``sd3-medium`` and
+    the Flux models, 512 × 512 for ``sd-1.5``; 49 frames of 720 × 480 for ``cogvideox-2b``, 81
+    of 832 × 480 for ``wan2.1-1.3b``."""
 
     width: Int | None = Field(default=None, ge=8, le=16384)
+    """Image width in pixels, a multiple of 8 for ``sd-1.5`` and ``sdxl``, of 16 for the
+    others (VAE factor × patch size); ``null``: the model's. The denoiser's tokens per row grow
+    with width × height."""
     height: Int | None = Field(default=None, ge=8, le=16384)
+    """Image height in pixels, the same multiples as ``width``; ``null``: the model's."""
     frames: Int | None = Field(default=None, ge=1, le=10_000)
-    """Video frames (video models only; images have one)."""
+    """Frames of a video: video models only, 4k + 1 (1, 5, 9, ..., 49, 81); ``null``: the
+    model's. Image models refuse it."""
     steps: Int | LengthDist | None = None
-    """Denoising steps: a number, or a distribution drawn per request."""
+    """Denoising steps: an integer 1 – 10000, or a length distribution drawn per request (draws
+    capped at 10000); ``null``: the model's default (30 for ``sdxl``, 50 for ``sd-1.5`` and the
+    video models, 28 for ``sd3-medium`` and ``flux-dev``, 4 for ``flux-schnell``). With an
+    ``alibaba`` trace, an integer replaces the trace's steps."""
     cfg: bool | None = None
-    """Classifier-free guidance: doubles the denoiser's rows every step. Default: the
-    model's (guidance-distilled models such as Flux run without)."""
+    """Classifier-free guidance: two denoiser rows per image every step (twice the compute and
+    activation memory) and two text encodings. ``null``: the model's (on, except for the
+    guidance-distilled ``flux-dev`` and ``flux-schnell``)."""
     sampler: Sampler = "dpmpp_2m"
-    """Deterministic (ddim, dpmpp_2m, unipc, euler) or stochastic (ddpm, euler_ancestral):
-    decides whether a retry after a fault may resume from a saved step."""
+    """Deterministic (``ddim``, ``dpmpp_2m``, ``unipc``, ``euler``) or stochastic (``ddpm``,
+    ``euler_ancestral``). Matters only after a replica failure: a deterministic sampler resumes
+    from the last checkpoint (``checkpoint_every``), a stochastic one, which draws fresh noise
+    every step, starts again. Step cost does not depend on it."""
     images_per_prompt: Int | LengthDist = 1
-    """Images generated together for one request (one latent each)."""
+    """Images generated together for one request, one latent each: an integer 1 – 10000, or a
+    length distribution drawn per request (draws capped at 10000). They count towards
+    ``max_batch_size``. With an ``alibaba`` trace the trace's counts are used."""
 
     @field_validator("steps", "images_per_prompt")
     @classmethod
@@ -266,23 +427,45 @@ class ImageSpec(Strict):
 
 
 class RetryPolicy(Strict):
-    """What happens to a request whose replica fails, and how long it may take."""
+    """What happens to a request whose replica fails, and how long it may take. A request fails,
+    and is reported ``failed`` with a ``fail_reason``, when its retry budget or its time runs
+    out. Failed requests are left out of the latency percentiles and count against goodput and
+    SLO attainment, and ``SLO met`` fails when rejected and failed requests together exceed
+    (100 − ``percentile``) % of the window's arrivals. Every request ends up counted once in
+    ``arrived = finished + rejected + failed + in flight``."""
 
     max_retries: Int = Field(default=3, ge=0, le=1000)
-    """Attempts after the first; a request that needs more is reported failed."""
+    """How many times a request may lose its replica while running and be started again on
+    another (see ``FaultConfig``); the next loss fails it (``replica N failed and the retry
+    budget (B) is spent``). ``0``: no retries."""
     timeout_s: Float | None = Field(default=None, gt=0)
-    """A request not finished this long after its arrival is abandoned and reported failed."""
+    """A request not finished this long after its arrival is abandoned and fails (``not
+    finished within timeout_s T s``). An LLM request, queued or running, is aborted at its
+    replica's next step boundary (one that finishes in the step in flight is kept). A queued
+    image request leaves at once; one in a static batch stays until the batch ends and its
+    result is discarded; under ``step`` it leaves after the step in flight. A pipeline's
+    deadline counts from the pipeline's arrival. ``null``: no limit."""
 
 
 class Stage(Strict):
-    """One stage of a pipeline request: a text request to an LLM pool or an image request
-    to a diffusion pool. The next stage starts when this one finishes."""
+    """One stage of a pipeline class: a text request to an LLM pool (``prompt_tokens`` and
+    ``output_tokens``) or an image request to a diffusion pool (``image``), never both. Its
+    lengths or steps are drawn per arrival. The stage is submitted the moment the one before it
+    finishes; a stage that is rejected or fails rejects or fails the pipeline, with the stage
+    named in the reason. The summary gives each stage's mean latency and its shares of the
+    pipelines' latency and cost (``stage_<name>_e2e_s_mean``, ``stage_<name>_latency_share``,
+    ``stage_<name>_cost_share`` in ``summary.json``)."""
 
     name: str = Field(min_length=1)
+    """Labels the stage in the summary; unique within the class."""
     pool: str
+    """The ``name`` of the pool that runs this stage, a pool of the stage's kind."""
     prompt_tokens: LengthDist | None = None
+    """Text stage: prompt length. Required with ``output_tokens``; not with ``image``."""
     output_tokens: LengthDist | None = None
+    """Text stage: tokens generated. Required with ``prompt_tokens``; not with ``image``."""
     image: ImageSpec | None = None
+    """Image stage: what the diffusion pool generates."""
 
     @model_validator(mode="after")
     def _kind(self) -> Stage:
@@ -298,16 +481,26 @@ class Stage(Strict):
 
 
 class SLO(Strict):
-    """Per-request latency targets; goodput counts requests meeting all of them."""
+    """Per-request latency targets; goodput counts requests meeting all of them. Any subset of
+    the three targets may be given. ``ttft_s`` and ``tpot_s`` apply to text requests only; image
+    and pipeline classes are judged on ``e2e_s``."""
 
     ttft_s: Float | None = Field(default=None, gt=0)
+    """Time-to-first-token target, seconds (text only)."""
     tpot_s: Float | None = Field(default=None, gt=0)
+    """Time-per-output-token target, seconds (text only; requests with one output token pass)."""
     e2e_s: Float | None = Field(default=None, gt=0)
+    """End-to-end latency target, seconds."""
     percentile: Float = Field(default=99.0, gt=0, lt=100)
-    """The SLO holds when this percentile of each metric is within its target."""
+    """``SLO met`` requires this percentile of each targeted metric to be within its target,
+    and at most (100 − ``percentile``) % of the window's arrivals to be rejected or failed. The
+    summary always computes p50, p90, p95, p99 and p99.9, and adds this percentile when it is
+    another value (``ttft_s_p97.5``...). Goodput and SLO attainment are per request and do not
+    use it."""
     attainment: Float | None = Field(default=None, gt=0, le=1)
-    """Alternatively, the SLO holds when at least this fraction of requests meets every target
-    (DistServe's SLO attainment); ``percentile`` is then not used."""
+    """Instead of a percentile: the SLO holds when at least this fraction of the window's
+    arrivals meets every target (DistServe's SLO attainment; rejected, failed and unfinished
+    requests count as misses). Needs at least one target."""
 
     @model_validator(mode="after")
     def _targets(self) -> SLO:
@@ -323,27 +516,52 @@ class SLO(Strict):
 
 
 class RequestClass(Strict):
-    """A stream of requests with its own arrivals, routed to one pool: text requests
-    (prompt and output lengths, or a text trace), image/video requests (``image``), or
-    pipelines whose stages run on several pools in turn (``stages``)."""
+    """A stream of requests with its own arrivals. It is one of three kinds, named in the
+    summary's table titles:
+
+    - **text**, sent to an LLM ``pool``: give either ``arrival``, ``prompt_tokens`` and
+      ``output_tokens`` (synthetic traffic), or ``trace`` (replay). With ``trace`` and
+      ``arrival`` both given, arrivals come from the process and each request takes a (prompt,
+      output) pair drawn at random, jointly, from the trace (a Mooncake pair keeps its prefix
+      hashes); the trace's arrival times are not used, so ``time_scale`` and ``target_rate``
+      are not allowed there, lengths-only Vidur files (no ``arrived_at`` column) can be used,
+      and the scenario needs ``duration_s`` or ``num_requests`` to know when arrivals stop.
+    - **image** (or video), sent to a diffusion ``pool``: give ``image`` and ``arrival``, or an
+      ``alibaba`` ``trace`` (arrivals, steps and images per request as recorded; ``image`` may
+      still set the resolution and, as an integer, the steps). No token lengths.
+    - **pipeline**: give ``stages`` and ``arrival``, and no ``pool``, lengths, ``image`` or
+      ``trace``; each arrival runs the stages in turn, each on its own pool."""
 
     name: str = Field(min_length=1)
+    """Labels the class in the summary and in the ``class`` column; unique among classes. With
+    several classes the summary adds a row named ``all``, so that name is rejected then."""
     pool: str | None = None
-    """Name of the pool that serves this class (pipelines name a pool per stage instead)."""
+    """The ``name`` of the pool that serves this class: an LLM pool for text, a diffusion pool
+    for images. Required unless ``stages`` is given (a pipeline names a pool per stage)."""
     arrival: Arrival | None = None
+    """When requests arrive: an arrival process, chosen by ``process``. Required without
+    ``trace``; not allowed with an ``alibaba`` trace."""
     prompt_tokens: LengthDist | None = None
+    """Prompt length of each request (text classes only): a length distribution, chosen by
+    ``dist``. Required without ``trace``, not allowed with it."""
     output_tokens: LengthDist | None = None
+    """Tokens each request generates (text classes only); the simulator knows it in advance and
+    always generates exactly this many (no early end). Required without ``trace``, not allowed
+    with it."""
     image: ImageSpec | None = None
-    """Image or video requests to a diffusion pool."""
+    """Makes the class an image (or video) class: what each request asks the diffusion pool
+    for."""
     stages: list[Stage] | None = Field(default=None, min_length=1)
-    """A pipeline: each arrival runs these stages in order, each on its own pool."""
+    """Makes the class a pipeline: every arrival runs these stages in order, each on its own
+    pool. Stage names are unique."""
     trace: TraceSource | None = None
-    """Replay a trace (arrivals and lengths). With ``arrival`` also given, the trace only
-    supplies (prompt, output) pairs, resampled jointly (Mooncake: with their prefix hash
-    ids); its arrival times are not needed, so lengths-only Vidur files work here. Image
-    classes take the ``alibaba`` format (arrivals, steps, images per prompt)."""
+    """Replay a published trace: arrival times and lengths as recorded (optionally rescaled), or
+    only its (prompt, output) pairs when ``arrival`` is also given. An ``alibaba`` trace makes an
+    image class."""
     retry: RetryPolicy = RetryPolicy()
+    """How often a request that loses its replica is started again, and how long it may take."""
     slo: SLO | None = None
+    """This class's latency targets; ``null`` uses the scenario's ``slo``."""
 
     @property
     def kind(self) -> str:
@@ -357,6 +575,8 @@ class RequestClass(Strict):
     @model_validator(mode="after")
     def _sources(self) -> RequestClass:
         lengths = (self.prompt_tokens is not None, self.output_tokens is not None)
+        if isinstance(self.arrival, ClosedArrival) and (self.stages is not None or self.image is not None):
+            raise ValueError("closed-loop arrivals ('process: closed') are for text classes")
         if self.stages is not None:
             if self.pool is not None:
                 raise ValueError("a pipeline names a pool per stage: drop 'pool'")
@@ -383,6 +603,11 @@ class RequestClass(Strict):
             if alibaba and self.arrival is not None:
                 raise ValueError("with an 'alibaba' trace, arrivals come from the trace: drop 'arrival'")
             return self
+        if self.trace is not None and self.trace.format == "sharegpt" and self.arrival is None:
+            raise ValueError(
+                "a sharegpt file has no arrival times: give 'arrival' (e.g. {process: closed, users: 16, "
+                "think_time_s: 5} to play its conversations turn by turn)"
+            )
         if self.trace is None:
             if self.arrival is None or not all(lengths):
                 raise ValueError("without 'trace', give 'arrival', 'prompt_tokens' and 'output_tokens'")
@@ -400,32 +625,67 @@ class RequestClass(Strict):
 
 
 class EngineConfig(Strict):
-    """vLLM engine knobs for an LLM replica (names as in vLLM's EngineArgs)."""
+    """vLLM engine knobs for an LLM replica. Names and defaults follow vLLM's engine arguments
+    (EngineArgs), so a pool reads like a launch command."""
 
     scheduler: Literal["continuous", "static"] = "continuous"
-    """continuous: vLLM v1 iteration-level scheduling. static: request-level batches that run
-    until their longest member ends, nobody joins (the pre-Orca baseline)."""
+    """``continuous``: vLLM v1's iteration-level scheduling. ``static``: request-level batches
+    that run until their longest member ends, nobody joins (the pre-Orca baseline). Both are
+    explained in docs/explanation/how-the-model-works.md. Not a vLLM flag: vLLM is always
+    continuous."""
     max_num_seqs: Int = Field(default=256, ge=1, le=MAX_TOKENS)
+    """vLLM ``--max-num-seqs``: the most requests running at once (static: the batch size).
+    Also sizes the logits in the activation estimate."""
     max_num_batched_tokens: Int = Field(default=8192, ge=1, le=MAX_TOKENS)
+    """vLLM ``--max-num-batched-tokens``: the token budget of one step (prefill chunks plus one
+    token per decode); at least ``max_num_seqs``. A larger budget means larger prefill chunks
+    (longer stalls for decodes) and a larger activation reserve (fewer KV blocks)."""
     block_size: Int = Field(default=16, ge=1, le=1024)
+    """vLLM ``--block-size``: tokens per KV block. KV is allocated, and prefix-cache hits
+    counted, in whole blocks."""
     gpu_memory_utilization: Float = Field(default=0.9, gt=0, le=1)
+    """vLLM ``--gpu-memory-utilization``: the fraction of GPU memory the engine may use for
+    weights, activations and KV cache (how the KV blocks follow from it:
+    docs/explanation/how-the-model-works.md)."""
     enable_chunked_prefill: bool = True
+    """vLLM ``--enable-chunked-prefill`` / ``--no-enable-chunked-prefill``. On: a prompt longer
+    than the step's remaining budget is split over several steps. Off: a waiting request is
+    admitted only when its whole prompt fits the remaining budget, and a request whose prompt +
+    output exceeds ``max_num_batched_tokens`` is rejected at arrival (a recompute after
+    preemption would prefill all of it in one step). Static batching always chunks its
+    prefill."""
     enable_prefix_caching: bool = True
+    """vLLM ``--enable-prefix-caching`` / ``--no-enable-prefix-caching``: KV blocks of a prompt
+    prefix already in the cache are reused instead of recomputed. Requests carry prompt content
+    only when they come from a trace with prefix hashes (Mooncake ``hash_ids``); synthetic
+    requests and Azure or Vidur traces never hit. Ignored by ``static``."""
     num_gpu_blocks: Int | None = Field(default=None, ge=1, le=1_000_000_000)
-    """Override the KV block count derived from memory (vLLM's num_gpu_blocks_override)."""
+    """vLLM ``--num-gpu-blocks-override``: use this many KV blocks per replica instead of
+    deriving them from memory (for example a count read from a real vLLM log). Memory is then
+    not checked."""
     max_model_len: Int | None = Field(default=None, ge=1, le=MAX_TOKENS)
-    """Longest prompt + output; default the model's max_position_embeddings."""
+    """vLLM ``--max-model-len``: the longest prompt + output a request may have; longer requests
+    are rejected at arrival. ``null``: the model's ``max_position_embeddings`` from the
+    catalog."""
     activation_reserve_gib: Float | None = Field(default=None, ge=0)
-    """Memory kept for activations, CUDA graphs and context; default estimated from the
-    model and max_num_batched_tokens."""
+    """GiB per GPU held back for activations, CUDA graphs and context. vLLM measures this by
+    profiling; ``null`` uses servesim's estimate from the model and ``max_num_batched_tokens``
+    (docs/explanation/how-the-model-works.md)."""
     dtype: Literal["bfloat16", "fp8"] = "bfloat16"
+    """Weight precision. ``bfloat16`` is vLLM ``--dtype bfloat16``; ``fp8`` stands for FP8
+    weights (vLLM ``--quantization fp8``): 1 byte per weight (more KV blocks, faster weight
+    streaming) and the GPU's FP8 peak in the roofline. The GPU must support FP8 (``a100-80gb``
+    does not)."""
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    """vLLM ``--kv-cache-dtype``: ``auto`` keeps KV in bf16 (2 bytes, also with FP8 weights);
+    ``fp8`` stores 1 byte per element, about doubling the tokens that fit and halving KV read
+    time."""
     capacity_scheduler_policy: Literal["max_utilization", "guaranteed_no_evict"] = "max_utilization"
-    """Admission against the KV cache (continuous scheduler). max_utilization: vLLM's, admit
-    while the blocks a step needs are free, preempt (recompute) the newest request when they
-    run out. guaranteed_no_evict: TensorRT-LLM's default capacity scheduler, admit a request
-    only when its whole prompt + output fits beside every running request's whole prompt +
-    output; nothing is ever preempted."""
+    """Admission against the KV cache. ``max_utilization`` is vLLM's: admit while the blocks a
+    step needs are free, and preempt (recompute) the newest request when they run out.
+    ``guaranteed_no_evict`` is TensorRT-LLM's default capacity scheduler: admit a request only
+    when its whole prompt + output fits beside every running request's whole prompt + output,
+    so nothing is ever preempted (fewer requests run at once when outputs are long)."""
 
     @model_validator(mode="after")
     def _budget(self) -> EngineConfig:
@@ -448,39 +708,78 @@ class EngineConfig(Strict):
 
 
 class DiffusionBatching(Strict):
-    """How a diffusion replica batches image and video requests."""
+    """How a diffusion replica batches image and video requests. A replica runs a batch as text
+    encoding, then the denoising steps, then the VAE decode (``sim/diffusion/batcher.py``,
+    ``sim/fleet/diffusion_replica.py``). A request holds its memory (latents, the denoiser
+    activations of its rows, its share of the VAE workspace) for as long as it is in a batch;
+    the requests of a batch must fit together in what ``gpu_memory_utilization`` × GPU memory
+    leaves after the weights (denoiser, text encoders and VAE, all resident in bf16), and a
+    request that cannot fit on an empty replica is rejected at arrival. A row is one image's
+    latent; with classifier-free guidance each image has two."""
 
     policy: Literal["static", "step"] = "static"
-    """static: a batch forms, runs text encode -> every step -> VAE decode, and finishes
-    together; nobody joins. step: requests join and leave between denoising steps."""
+    """``static``: when the replica is free, the oldest waiting request opens a batch and later
+    ones join in arrival order while there is room; the batch runs every step and all its
+    members finish with its last VAE decode; nobody joins a running batch. ``step``: step-level
+    batching: waiting requests join a running batch between two denoising steps (their text
+    encoding runs with that step) and members leave after their own last step, with their VAE
+    decode, so a short request does not wait for a long one."""
     max_batch_size: Int = Field(default=4, ge=1, le=4096)
-    """Most images in a batch (a request with more images than this runs alone)."""
+    """The most images in a batch; a request with more images than this runs alone."""
     max_wait_s: Float = Field(default=0.0, ge=0)
-    """Hold a batch that is not full until its oldest request has waited this long (from its
-    arrival, as Triton's max_queue_delay); 0 dispatches whatever is waiting."""
+    """A free replica holds a batch that is not full until its oldest request has waited this
+    long since its arrival (Triton's ``max_queue_delay``), then runs what it has. ``0``: run
+    whatever is waiting at once. The wait is the ``batch forming`` row. Under ``step`` it
+    applies only to opening a batch on an idle replica."""
     shapes: Literal["bucket", "pad"] = "bucket"
-    """bucket: a batch holds one shape (resolution, frames, steps); pad: any shapes, padded
-    to the largest latent and run for the most steps."""
+    """``bucket``: a batch holds one shape, the same resolution and frames, and under
+    ``static`` the same number of steps still to run; requests of other shapes wait for a later
+    batch. ``pad``: any shapes share a batch, computed (and holding memory) at the largest
+    latent; a static batch runs for its longest member's steps."""
     preview_every: Int = Field(default=0, ge=0)
-    """Decode a preview image every k steps for "streaming" (an extra VAE decode); 0: none."""
+    """Decode a preview of each member's images every k steps (for a client that streams
+    progress): an extra VAE decode each time, which lengthens the batch. Its latency is the
+    ``first preview`` row. ``0``: no previews."""
     checkpoint_every: Int = Field(default=0, ge=0)
-    """Save the latents every k steps, so a deterministic sampler resumes there after a
-    fault; 0: no checkpoints."""
+    """Save each request's latents every k steps. After a replica failure a request with a
+    deterministic ``sampler`` resumes on another replica from its last checkpoint; a stochastic
+    one starts again. Saving is not charged any time. ``0``: every retry starts from step 0."""
     gpu_memory_utilization: Float = Field(default=0.9, gt=0, le=1)
-    """Fraction of GPU memory for weights, latents and activations."""
+    """Fraction of GPU memory for weights, latents and activations; what is left after the
+    weights is the pool line's ``GiB for latents/replica``."""
 
 
 class FaultConfig(Strict):
-    """Replica failures: each replica fails after an up time and comes back after a repair."""
+    """Replica failures: each replica of the pool fails on its own. It runs for an up time of
+    mean ``mtbf_s``, goes down for a repair time of mean ``mttr_s``, comes back empty, and so on
+    until the run ends (times come from a random stream of the replication, so runs stay
+    reproducible). What a failure does:
+
+    - An LLM replica loses the step in flight and its whole KV cache. Its running requests are
+      retried on the replicas still up (each counts against the class's ``max_retries``) and
+      start from scratch: the prompt is prefilled and the output generated again, the lost
+      attempt's GPU time stays in ``gpu_s``, and TTFT runs from the arrival to the new attempt's
+      first token. Its queued requests move to other replicas without counting a retry.
+    - A diffusion replica loses the batch in flight. Its requests are retried the same way,
+      resuming from their last checkpoint (``checkpoint_every``) if their sampler is
+      deterministic, from step 0 otherwise; ``steps_computed`` counts the lost steps too.
+    - While every replica of the pool is down, its requests wait for the first one to come back.
+
+    With faults (or a ``timeout_s``) in a scenario the run continues until every request has
+    finished, been rejected or failed, or until ``drain_timeout_s``."""
 
     mtbf_s: Float | None = Field(default=None, gt=0)
-    """Mean time between failures of one replica."""
+    """Mean time between failures of one replica: its up time before each failure. Give
+    ``mtbf_s`` or ``at_s``."""
     mttr_s: Float = Field(default=60.0, gt=0)
-    """Mean time to repair."""
+    """Mean time to repair: how long a failed replica stays down."""
     distribution: Literal["exponential", "fixed"] = "exponential"
-    """Up and repair times: exponential with these means, or exactly these values."""
+    """``exponential``: up and repair times drawn from exponentials with these means. ``fixed``:
+    exactly ``mtbf_s`` and ``mttr_s``, so every replica fails at the same moments."""
     at_s: list[tuple[Int, Float]] | None = None
-    """Instead of (or besides) mtbf_s: failures at given times, as (replica index, time_s)."""
+    """Failures at given times, as ``[replica, time_s]`` pairs (the replica's index within the
+    pool, from 0; a time ≥ 0), instead of or besides ``mtbf_s``; each is repaired after a
+    repair time as above. An index past the pool's last replica is an error."""
 
     @model_validator(mode="after")
     def _some(self) -> FaultConfig:
@@ -492,64 +791,134 @@ class FaultConfig(Strict):
 
 
 class RooflineCost(Strict):
-    """Analytic step cost from FLOPs and bytes against the GPU's peaks (the default)."""
+    """The default cost model: step time from FLOPs and bytes against the GPU's peaks, scaled by
+    efficiency factors (docs/explanation/how-the-model-works.md). For a diffusion pool the same
+    idea prices the text encoders, each denoising step (its rows × latent tokens) and the VAE
+    decode, with per-component efficiency factors from
+    ``sim/catalog/data/diffusion_models.yaml``."""
 
     kind: Literal["roofline"] = "roofline"
+    """Selects this cost model."""
     compute_efficiency: Float | None = Field(default=None, gt=0, le=1)
+    """Fraction of peak TFLOP/s the kernels reach; ``null`` uses the GPU catalog's factor (0.715
+    for ``h100-sxm``; prefill attention uses its own, 0.65). For a diffusion pool it replaces
+    the denoiser's factor only; text encoders and VAE keep theirs."""
     bandwidth_efficiency: Float | None = Field(default=None, gt=0, le=1)
-    """Override the GPU catalog's efficiency factors."""
+    """Fraction of HBM bandwidth reached when streaming weights and KV; ``null`` uses the
+    catalog's factor (0.923 for ``h100-sxm``; the KV-cache read uses its own, 0.80). For a
+    diffusion pool, the denoiser's only."""
     execution: Literal["compiled", "eager"] = "compiled"
-    """Diffusion pools: how the denoiser runs. compiled (torch.compile, TensorRT, CUDA
-    graphs): elementwise ops fused, the host hidden. eager (plain PyTorch, as a diffusers
-    pipeline runs by default): every op a kernel dispatched from Python and every elementwise
-    op's tensors through HBM; a step takes max(GPU + elementwise traffic, host dispatch)."""
+    """Diffusion pools: how the denoiser runs. ``compiled`` (torch.compile, TensorRT, CUDA
+    graphs) fuses the elementwise ops and hides the host. ``eager`` (a plain diffusers
+    pipeline) launches every op from Python and streams every elementwise op's tensors through
+    HBM: a step takes the longer of the GPU time plus that traffic (op counts and bytes per
+    model in the diffusion catalog, ``eager:``) and the host's dispatch of every op
+    (``overheads.eager_op_s`` in the GPU catalog). LLM pools ignore it."""
 
 
 class ConstantCost(Strict):
-    """LLM step time = step_s + prefill_token_s x prefill tokens + decode_seq_s x decodes.
-    Diffusion: a denoising step takes step_s + per_row_s x rows; a batch adds text_encode_s
-    once and vae_decode_s per image."""
+    """Step times you set yourself.
+
+    LLM pools: step time = ``step_s`` + ``prefill_token_s`` × prefill tokens in the step +
+    ``decode_seq_s`` × decoding requests in the step. With the last two at zero every step
+    costs the same, which makes a replica with ``max_num_seqs: 1`` an M/D/1 queue (useful for
+    checking against queueing theory). KV capacity is still derived from the pool's model and
+    GPU.
+
+    Diffusion pools: a denoising step takes ``step_s`` + ``per_row_s`` × rows in the batch; a
+    batch adds ``text_encode_s`` once for its text encoding (under ``policy: step``, once for
+    each step at which requests join), and every VAE decode, final or preview, adds
+    ``vae_decode_s`` per image. Memory is still derived from the pool's model and GPU. Each kind
+    of pool ignores the other kind's fields."""
 
     kind: Literal["constant"]
+    """Selects this cost model."""
     step_s: Float = Field(gt=0, le=3600)
+    """Seconds every step costs (LLM engine step or denoising step)."""
     prefill_token_s: Float = Field(default=0.0, ge=0, le=3600)
+    """LLM: extra seconds per prompt token computed in the step."""
     decode_seq_s: Float = Field(default=0.0, ge=0, le=3600)
+    """LLM: extra seconds per decoding request in the step."""
     per_row_s: Float = Field(default=0.0, ge=0, le=3600)
+    """Diffusion: extra seconds per denoiser row in the step (one per image, two with
+    guidance)."""
     text_encode_s: Float = Field(default=0.0, ge=0, le=3600)
+    """Diffusion: seconds of text encoding per batch, whatever its size."""
     vae_decode_s: Float = Field(default=0.0, ge=0, le=3600)
+    """Diffusion: seconds of VAE decoding per image, for the final image and for each
+    preview."""
 
 
 class ProfileCost(Strict):
-    """Step costs from a calibration profile (``servesim-profile/1``, docs/profile-format.md):
-    per-op timings measured (or imported from Vidur) for one model, GPU and tensor-parallel
-    degree. The profile's model, kind and tp must match the pool's, and so must its GPU when it
-    names one; the pool's gpu still sets memory, KV capacity and price."""
+    """Step times from a calibration profile (format ``servesim-profile/1``,
+    docs/profile-format.md): per-op timings measured on a device (or imported from Vidur) for
+    one model, dtype and tensor-parallel degree, fitted to a table over tokens (the linear
+    layers) and linear forms (attention, all-reduce, LM head, host overhead). ``profiles/vidur/``
+    ships profiles imported from Vidur's published H100 and A100 timings (``python -m
+    calibration.vidur`` regenerates them); ``scenarios/llama2_7b_h100_profile.yaml`` runs one.
+    The profile's ``model`` and ``tp`` must equal the pool's ``model`` and
+    ``tensor_parallel_size``, an LLM pool needs an LLM profile and a diffusion pool a diffusion
+    one, and a profile measured on a catalog GPU (``device.gpu``) only prices a pool on that
+    GPU; a profile of an uncatalogued device (``device.gpu: null``, a CPU for instance) prices
+    any. The pool's ``gpu`` still sets memory, KV capacity and price. A step beyond the
+    profile's ``extrapolation_limit`` × its measured range (more tokens in a step than were
+    measured, say) stops the run with a one-line error naming the op and the range."""
 
     kind: Literal["profile"]
+    """Selects this cost model."""
     path: str = Field(min_length=1)
-    """Profile YAML file, relative to the scenario file (``../profiles/vidur/...``) or absolute."""
+    """Path of the profile YAML file, relative to the scenario file (for a shipped scenario:
+    ``../profiles/vidur/llama-2-7b-h100-sxm-float16-tp1.yaml``) or absolute."""
 
 
 CostModelConfig = Annotated[Union[RooflineCost, ConstantCost, ProfileCost], Field(discriminator="kind")]
 
 
 class PoolConfig(Strict):
-    """N identical replicas of one model on one GPU type, behind one router. An LLM pool
-    takes ``engine``; a diffusion pool (a model from the diffusion catalog) ``batching``."""
+    """``replicas`` identical replicas of one model on one GPU type, behind one router. A
+    replica of an LLM is one vLLM engine, set by ``engine``; a replica of a diffusion model (a
+    model from the diffusion catalog) runs text encoding, denoising steps and VAE decoding in
+    batches, set by ``batching``."""
 
     name: str = Field(min_length=1)
+    """How classes, stages and ``--set`` refer to the pool; unique among pools."""
     model: str
+    """An LLM from ``sim/catalog/data/models.yaml`` (its shapes set the weights, KV bytes per
+    token, step cost and the default ``max_model_len``), or a diffusion pipeline from
+    ``sim/catalog/data/diffusion_models.yaml`` (denoiser, text encoders, VAE, default
+    resolution, frames and steps), or one the scenario's ``catalog`` defines. The names are
+    listed by ``servesim catalog`` and in docs/reference/catalog.md. Text classes need an LLM
+    pool, image classes a diffusion pool."""
     gpu: str
+    """A GPU from ``sim/catalog/data/gpus.yaml`` (or the scenario's ``catalog``): memory, peaks,
+    efficiencies, interconnect and dated price (``servesim catalog gpus``,
+    docs/reference/catalog.md)."""
     replicas: Int = Field(default=1, ge=1, le=10_000)
+    """Number of replicas; each has its own scheduler and KV cache (diffusion: its own batches
+    and memory)."""
     tensor_parallel_size: Int = Field(default=1, ge=1, le=64)
+    """GPUs per replica (vLLM ``--tensor-parallel-size``); must divide the model's attention
+    heads, and be 1 for a diffusion model. Weights, KV heads and compute are split across them
+    and each layer adds two all-reduces; cost counts ``replicas`` × ``tensor_parallel_size``
+    GPUs."""
     engine: EngineConfig = EngineConfig()
+    """The replica's vLLM engine knobs (LLM pools only)."""
     batching: DiffusionBatching | None = None
-    """Diffusion pools only (default: static batches of up to 4 images)."""
+    """How a diffusion replica forms batches (diffusion pools only); ``null``: all defaults
+    (static batches of up to 4 images, no waiting)."""
     router: Literal["round_robin", "least_outstanding", "jsq_tokens"] = "round_robin"
+    """Picks the replica for each arriving request (and for each retry), among the replicas that
+    are up: ``round_robin`` in turn; ``least_outstanding`` the fewest unfinished requests routed
+    to it; ``jsq_tokens`` the least work still to do (LLM: prompt and output tokens of its
+    unfinished requests; diffusion: remaining steps × rows). Ties go round robin."""
     cost_model: CostModelConfig = RooflineCost()
+    """How long an engine step (LLM) or a text encode, denoising step and VAE decode (diffusion)
+    take: a cost model, chosen by ``kind``."""
     price_per_gpu_hour: Float | None = Field(default=None, gt=0)
-    """Override the catalog's dated price ($ per GPU-hour)."""
+    """Dollars per GPU-hour for cost figures; ``null`` uses the catalog's dated price for the
+    GPU."""
     faults: FaultConfig | None = None
+    """Replica failures and repairs; ``null``: replicas never fail."""
 
     @property
     def is_diffusion(self) -> bool:
@@ -614,13 +983,17 @@ class PlanPoolSpace(Strict):
     the plan-wide option, else the pool's own setting)."""
 
     gpus: list[str] | None = Field(default=None, min_length=1)
+    """GPU types for this pool (catalog GPUs)."""
     tensor_parallel_size: list[Annotated[Int, Field(ge=1, le=64)]] | None = Field(default=None, min_length=1)
+    """TP degrees for this pool (diffusion pools run TP 1)."""
     models: list[str] | None = Field(default=None, min_length=1)
-    """Alternative models serving the same classes (e.g. sdxl vs flux-schnell)."""
+    """Alternative models serving the same classes (``[sdxl, flux-schnell]``). An image class
+    that does not fix ``steps`` runs each model's default step count."""
     variants: list[dict[str, Any]] | None = Field(default=None, min_length=1)
     """Knob alternatives: each a mapping of pool fields, dotted (``engine.max_num_seqs: 128``,
     ``batching.max_batch_size: 8``, ``router: jsq_tokens``), applied over the pool."""
     max_replicas: Int | None = Field(default=None, ge=1, le=10_000)
+    """This pool's cap on replicas (default: the plan's)."""
 
     @field_validator("gpus")
     @classmethod
@@ -645,30 +1018,41 @@ class PlanLayout(Strict):
     shared pool (the first listed gives its knobs); pools not merged stay as they are."""
 
     name: str = Field(min_length=1)
+    """The layout's name in the output; unique among layouts."""
     merge: dict[str, list[str]] = {}
+    """New pool name → the pools it joins (at least two, of one model; a pool in one group at
+    most). The new pool serves all their classes; the first listed gives its knobs."""
 
 
 class PlanConfig(Strict):
-    """The search space and the statistics of ``servesim plan``."""
+    """The ``plan:`` block of a scenario: what ``servesim plan`` may choose and how sure it must
+    be (docs/how-to/plan-a-fleet.md). The scenario's pools give everything else (router, engine
+    knobs, batching); their ``replicas`` are ignored: the plan finds them."""
 
     gpus: list[str] | None = Field(default=None, min_length=1)
-    """GPU types tried for every pool (default: each pool's own)."""
+    """GPU types (catalog GPUs) tried for every pool. ``null``: each pool's own ``gpu``."""
     tensor_parallel_size: list[Annotated[Int, Field(ge=1, le=64)]] | None = Field(default=None, min_length=1)
-    """TP degrees tried for every LLM pool (default: each pool's own)."""
+    """TP degrees tried for every LLM pool (a degree that does not divide the model's heads is
+    rejected with its reason). ``null``: each pool's own."""
     prices: dict[str, Annotated[Float, Field(gt=0)]] = {}
-    """$ per GPU-hour by GPU type, overriding the catalog's dated prices."""
+    """$ per GPU-hour by GPU type, overriding the catalog's dated prices (a pool's own
+    ``price_per_gpu_hour`` applies when its GPU is not changed)."""
     max_replicas: Int = Field(default=64, ge=1, le=10_000)
     """Most replicas of one pool; a candidate that needs more is rejected."""
     replications: Int = Field(default=3, ge=2, le=100)
-    """Seeded replications per evaluation (the CI of each percentile comes from them)."""
+    """Seeded replications per evaluation; each check's 95 % CI comes from them. A workload
+    with nothing random (a trace replayed with its own arrivals, no faults) uses one."""
     max_replications: Int = Field(default=8, ge=2, le=1000)
-    """When the CI of a check still straddles its target, add replications up to this many."""
+    """When a check's CI straddles its target, replications are added up to this many (at
+    least ``replications``); still undecided, the evaluation counts as a miss."""
     duration_s: Float | None = Field(default=None, gt=0, le=MAX_SECONDS)
-    """Arrivals per evaluation (default: the scenario's duration_s)."""
+    """Arrivals per evaluation. ``null``: the scenario's ``duration_s``."""
     pools: dict[str, PlanPoolSpace] = {}
-    """Per-pool search space, by pool name (a merged pool: by its new name)."""
+    """Per-pool search space by pool name (merged pools by their new name), overriding the
+    plan-wide lists."""
     layouts: list[PlanLayout] | None = Field(default=None, min_length=1)
-    """Pool layouts to compare (e.g. split vs shared); default: the scenario's own."""
+    """Pool layouts to compare (split vs shared), with unique names. ``null``: the scenario's
+    own pools, as one layout named ``as-given``."""
 
     @field_validator("gpus")
     @classmethod
@@ -725,21 +1109,37 @@ def _include_catalog_files(data: dict) -> dict:
 
 
 class ScenarioCatalog(Strict):
-    """LLMs, GPUs and diffusion pipelines the shipped catalog lacks, defined by the scenario.
-    Each entry is written as in ``sim/catalog/data/*.yaml`` (with its ``name``) and validated the
-    same way. An LLM may give ``config_json: path/to/config.json`` (a Hugging Face config file you
-    have; relative to the scenario file) instead of its shapes; a GPU needs only its peaks
-    (``bf16_tflops``, ``memory_gib``, ``hbm_tb_s``) and ``price: {usd_per_gpu_hour: ...}``, its
-    roofline efficiencies then being the catalog's assumed defaults. ``files: [...]`` reads in
-    catalog files several scenarios share (their ``models``, ``gpus`` and ``diffusion_models``
-    lists). A name already in the catalog with other values is an error."""
+    """LLMs, GPUs and diffusion pipelines the shipped catalog lacks, defined by the scenario for
+    its pools. Each entry is written as in ``sim/catalog/data/*.yaml`` (with its ``name``) and
+    validated the same way; a name the catalog already has with other values is an error (one
+    line naming the entry). Every process that simulates the scenario (sweep and plan workers
+    too) sees its entries, and ``scenario.json`` writes them out whole.
+
+    An LLM may give ``config_json: path/to/config.json`` (a Hugging Face config file you have,
+    relative to the scenario file; no download) instead of its shapes: its layers, hidden size,
+    attention and KV heads, head size, MLP width, vocabulary, tied embeddings, q/k/v biases and
+    context length come from the file, and its parameter count from those shapes; Llama-family
+    dense decoders only (a mixture-of-experts config is refused). A GPU needs only its peaks
+    (``bf16_tflops``, ``memory_gib``, ``hbm_tb_s``) and ``price: {usd_per_gpu_hour: ...}``; its
+    roofline efficiencies and host overheads are then the catalog's assumed defaults (the run
+    says so, as for any GPU without a fit), and its link PCIe Gen5 x16 unless
+    ``interconnect_gb_s`` is given. A diffusion pipeline gives every field of a
+    ``diffusion_models.yaml`` entry. Entries several scenarios share go in a catalog file (a
+    YAML mapping with ``models``, ``gpus`` and ``diffusion_models`` lists; its ``config_json``
+    paths relative to it) that each scenario reads in with ``catalog: {files: [...]}``. A worked
+    example: docs/how-to/bring-your-own-model-or-gpu.md."""
 
     files: list[str] = Field(default_factory=list, exclude=True)
-    """Catalog files read in (relative to the scenario file); once read, their entries stand in
-    the lists below and the paths are not kept (nor written out)."""
+    """Catalog files several scenarios share, read in (paths relative to the scenario file);
+    once read, their entries stand in the lists below and the paths are not kept (nor written
+    out)."""
     models: list[dict[str, Any]] = Field(default_factory=list)
+    """LLMs: entries as in ``models.yaml``, or with ``config_json``."""
     gpus: list[dict[str, Any]] = Field(default_factory=list)
+    """GPUs: entries as in ``gpus.yaml``; ``efficiency``, ``overheads`` and the link
+    (``interconnect_gb_s``) optional."""
     diffusion_models: list[dict[str, Any]] = Field(default_factory=list)
+    """Diffusion pipelines: entries as in ``diffusion_models.yaml``."""
 
     @model_validator(mode="before")
     @classmethod
@@ -787,28 +1187,45 @@ class Scenario(Strict):
     """One question about a fleet: pools of replicas, request classes, how long to run."""
 
     name: str = Field(min_length=1)
+    """Names the run: first line of the summary, ``scenario`` in ``summary.json``."""
     description: str = ""
+    """Free text for readers; kept in ``scenario.json``, not used by the simulation."""
     seed: Int = Field(default=0, ge=0)
+    """Root of all randomness (``--seed`` on the command line). Same seed, same results."""
     replications: Int = Field(default=1, ge=1, le=1000)
-    """Independent seeded runs; percentiles get confidence intervals across them."""
+    """Independent runs, each with its own random streams derived from ``seed``; the summary
+    reports mean ± 95 % interval across them (``--replications``)."""
     duration_s: Float | None = Field(default=None, gt=0, le=MAX_SECONDS)
-    """Arrivals are generated for this long (traces: cut at this time)."""
+    """Synthetic arrivals are generated in [0, ``duration_s``); a replayed trace is cut at this
+    time (after rescaling). The simulation itself continues until the requests drain."""
     num_requests: Int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
-    """Alternatively (or also), stop generating after this many arrivals per class."""
+    """Stop each class after this many arrivals (with ``duration_s`` too, whichever comes first;
+    a trace keeps its first N). A class with an ``arrival`` process (also one that takes its
+    lengths from a ``trace``) needs ``duration_s`` or ``num_requests``, and may not be set up to
+    generate more than 100,000,000 arrivals (rate, or a piecewise curve's peak rate, ×
+    ``duration_s``)."""
     warmup_s: Float = Field(default=0.0, ge=0)
-    """Requests arriving before this time are simulated but left out of the summary."""
+    """Start of the measurement window: requests arriving earlier are simulated (they fill the
+    caches and queues) but left out of the summary. Must be below ``duration_s`` (checked on
+    validation) and below every replication's last arrival time (checked after the first
+    replication that breaks it)."""
     drain_timeout_s: Float | None = Field(default=None, gt=0)
-    """Stop at last arrival + this; unfinished requests are reported in flight. None: run
-    until every request has finished or been rejected."""
+    """Stop the run this long after the last arrival; unfinished requests are reported ``in
+    flight`` and left out of latency statistics. ``null``: run until every request has
+    finished, been rejected or failed."""
     catalog: ScenarioCatalog | None = None
-    """Models, GPUs and diffusion pipelines the scenario defines (validated before its pools,
-    which may use them)."""
+    """Models, GPUs and diffusion pipelines the scenario defines for its pools (the shipped
+    catalog lacks them); validated before the pools, which may use them."""
     pools: list[PoolConfig] = Field(min_length=1)
+    """The serving fleet, with unique ``name``s."""
     classes: list[RequestClass] = Field(min_length=1)
+    """The traffic, with unique ``name``s."""
     slo: SLO | None = None
-    """Default SLO for classes that give none."""
+    """Default SLO for classes without their own, and the SLO of the ``all`` row when there are
+    several classes."""
     plan: PlanConfig | None = None
-    """What ``servesim plan`` searches over (``run`` ignores it)."""
+    """What ``servesim plan`` may choose (GPU types, TP, models, knobs, layouts) and its
+    statistics; ``run`` ignores it."""
 
     @model_validator(mode="after")
     def _links(self) -> Scenario:
@@ -849,7 +1266,7 @@ class Scenario(Strict):
             if c.arrival is not None and self.duration_s is None and self.num_requests is None:
                 raise ValueError(f"class {c.name!r} has a synthetic arrival process: give duration_s or num_requests")
         for c in self.classes:
-            if c.arrival is None or self.duration_s is None:
+            if c.arrival is None or self.duration_s is None or isinstance(c.arrival, ClosedArrival):
                 continue
             # Arrivals are drawn at the peak rate over duration_s (piecewise: then thinned).
             peak = max(r for _, r in c.arrival.points) if isinstance(c.arrival, PiecewiseArrival) else c.arrival.rate

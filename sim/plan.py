@@ -365,14 +365,18 @@ class Evaluator:
         """Replication ``rep``'s last arrival over every class of the scenario."""
         if rep not in self._ends:
             from sim.fleet.cluster import build_stream_for
+            from sim.workload.stream import ClosedStream
 
             s = self.settings
             full = self.scenario.model_copy(update={"duration_s": s.duration_s, "seed": s.seed, "plan": None})
-            ends = [
-                build_stream_for(full, c, class_rng(s.seed, rep, i), self.base_dir).arrival_s
-                for i, c in enumerate(full.classes)
-            ]
-            self._ends[rep] = max((float(a[-1]) for a in ends if len(a)), default=0.0)
+            ends = [0.0]
+            for i, c in enumerate(full.classes):
+                stream = build_stream_for(full, c, class_rng(s.seed, rep, i), self.base_dir)
+                if len(stream.arrival_s):
+                    ends.append(float(stream.arrival_s[-1]))
+                elif isinstance(stream, ClosedStream) and s.duration_s is not None:
+                    ends.append(float(s.duration_s))  # a closed loop: arrivals follow answers until then
+            self._ends[rep] = max(ends)
         return self._ends[rep]
 
     def key(self, pool: PoolConfig, classes: tuple[int, ...], rep: int) -> str:
@@ -1012,15 +1016,19 @@ def write_plan(result: PlanResult, out_dir: Path, scenario_file: str | None = No
 # --------------------------------------------------------------------------- CLI
 
 
-def plan_blocks(result: PlanResult) -> list:
-    """What ``servesim plan`` shows: the answer, its SLO checks, layouts and candidates."""
+def plan_blocks(plan: dict) -> list:
+    """What ``servesim plan`` shows, from its ``plan.json`` content (``plan_json``): the answer,
+    its SLO checks, layouts and candidates. The report renders the same blocks."""
     from sim.console import Line, Table, term
 
     out: list = []
-    a = result.answer
+    a = plan["answer"]
+    name = plan.get("scenario") or ""
+    resolved = plan.get("resolved_scenario") or {}
+    kinds = {p.get("name"): (p.get("cost_model") or {}).get("kind", "roofline") for p in resolved.get("pools") or []}
     if a["feasible"]:
         t = Table(
-            title=f"{term(result.scenario.name)}: cheapest fleet, layout {a['layout']}: ${a['cost_per_hour']:,.2f}/h, {a['gpus']} GPUs"
+            title=f"{term(name)}: cheapest fleet, layout {a['layout']}: ${a['cost_per_hour']:,.2f}/h, {a['gpus']} GPUs"
         )
         for col in ("pool", "model", "gpu", "TP", "knobs", "replicas", "$/h", "SLO margin", "one fewer"):
             t.add_column(col, justify="right" if col in ("TP", "replicas", "$/h", "SLO margin") else "left")
@@ -1055,22 +1063,18 @@ def plan_blocks(result: PlanResult) -> list:
         out.append(checks)
         from sim.catalog import assumed_efficiency_note
 
-        kinds = {p.name: p.cost_model.kind for p in result.scenario.pools}
         for gpu in dict.fromkeys(p["gpu"] for p in a["pools"] if kinds.get(p["pool"], "roofline") == "roofline"):
             note = assumed_efficiency_note(gpu)
             if note:
                 out.append(Line(f"[yellow]note:[/yellow] the answer rests on {note}", highlight=False))
     else:
-        out.append(
-            Line(
-                f"[bold red]no fleet meets every SLO[/bold red] within the search space of {term(result.scenario.name)}"
-            )
-        )
-    if len(result.layout_rows) > 1:
+        out.append(Line(f"[bold red]no fleet meets every SLO[/bold red] within the search space of {term(name)}"))
+    layouts = plan.get("layouts") or []
+    if len(layouts) > 1:
         lt = Table(title="layouts")
         for col in ("layout", "$/h", "note"):
             lt.add_column(col)
-        for row in result.layout_rows:
+        for row in layouts:
             lt.add_row(
                 term(row["name"]),
                 "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:,.2f}",
@@ -1080,22 +1084,22 @@ def plan_blocks(result: PlanResult) -> list:
     ct = Table(title="candidates")
     for col in ("pool", "candidate", "status", "replicas", "$/h", "margin", "why"):
         ct.add_column(col, overflow="fold")
-    for cs in result.candidates.values():
-        for c in cs:
-            cost = c.cost(c.replicas)
-            ct.add_row(
-                c.problem,
-                describe(c.label),
-                c.status,
-                "-" if c.replicas is None else str(c.replicas),
-                "-" if cost is None else f"{cost:,.2f}",
-                "-" if c.margin is None else _pct(c.margin),
-                c.reason or "",
-            )
+    for c in plan.get("candidates") or []:
+        cost = c.get("cost_per_hour")
+        ct.add_row(
+            c["pool"],
+            describe(c),
+            c["status"],
+            "-" if c.get("replicas") is None else str(c["replicas"]),
+            "-" if cost is None else f"{cost:,.2f}",
+            "-" if c.get("margin") is None else _pct(c["margin"]),
+            c.get("reason") or "",
+        )
     out.append(ct)
     out.append(
         Line(
-            f"{result.simulated} replications simulated in {result.wall_s:.1f} s; frontier: {len(result.frontier)} points",
+            f"{plan.get('simulated_replications', 0)} replications simulated in {plan.get('wall_s', 0.0):.1f} s; "
+            f"frontier: {len(plan.get('frontier') or [])} points",
             highlight=False,
         )
     )

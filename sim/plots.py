@@ -70,20 +70,59 @@ def latency_cdfs(requests: pd.DataFrame, warmup_s: float = 0.0) -> Figure:
     return fig
 
 
-def replica_state(timeseries: pd.DataFrame, max_replicas: int = 4, warmup_s: float = 0.0) -> Figure:
+def replica_state(
+    timeseries: pd.DataFrame,
+    max_replicas: int = 4,
+    warmup_s: float = 0.0,
+    batch_limits: dict[str, int] | None = None,
+    outages: list | None = None,
+) -> Figure:
     """Batch size, waiting queue and memory held over time (first replication, its first
     ``max_replicas`` replicas): KV cache blocks for an LLM replica, latents and activations for
-    a diffusion replica, against the replica's memory budget (dashed). The warm-up, left out of
-    every statistic, is shaded."""
+    a diffusion replica, against the replica's memory budget (dashed). ``batch_limits`` (pool ->
+    max_num_seqs or max_batch_size) draws each pool's batch limit (dashed); ``outages``
+    ([replication, replica, down at, up at or None], as a run's summary lists them) shades each
+    shown replica's time down in red with an x where it failed. The warm-up, left out of every
+    statistic, is shaded grey."""
     fig = Figure(figsize=(12, 6), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True)
     ts = timeseries[timeseries["replication"] == 0] if "replication" in timeseries else timeseries
-    for replica, grp in list(ts.groupby("replica"))[:max_replicas]:
+    shown = list(ts.groupby("replica"))[:max_replicas]
+    colours = {}
+    for replica, grp in shown:
         t = grp["t_s"].to_numpy()
-        axes[0].step(t, grp["running"], where="post", lw=0.8, label=f"replica {replica}")
+        (line,) = axes[0].step(t, grp["running"], where="post", lw=0.8, label=f"replica {replica}")
+        colours[replica] = line.get_color()
         axes[1].step(t, grp["waiting"], where="post", lw=0.8)
         mem = grp["state_gib"] if "state_gib" in grp else 100 * grp["kv_util"]
         axes[2].step(t, mem, where="post", lw=0.8)
+    above = []
+    for pool, limit in (batch_limits or {}).items():
+        mine = ts[ts["pool"].astype(str) == pool] if "pool" in ts else ts
+        if mine.empty:
+            continue
+        if limit > 3 * max(1, int(mine["running"].max())):
+            above.append(f"{pool}: {limit}")  # a line that far up would flatten the batches
+            continue
+        axes[0].axhline(limit, color="0.3", lw=0.8, ls="--")
+        axes[0].annotate(f"batch limit of pool {pool}: {limit}", (0.005, limit), xycoords=("axes fraction", "data"),
+                         fontsize="x-small", color="0.3", va="bottom")  # fmt: skip
+        axes[0].set_ylim(bottom=0, top=max(axes[0].get_ylim()[1], 1.15 * limit))
+    if above:
+        axes[0].annotate("batch limit far above the batches (" + ", ".join(above) + ")", (0.005, 0.97),
+                         xycoords="axes fraction", fontsize="x-small", color="0.3", va="top")  # fmt: skip
+    end = float(ts["t_s"].max()) if len(ts) else 0.0
+    failed = False
+    for rep, replica, down, up in outages or ():
+        if rep != 0 or replica not in colours:
+            continue
+        failed = True
+        for ax in axes:
+            ax.axvspan(down, end if up is None else up, color="tab:red", alpha=0.12, lw=0, zorder=0)
+        axes[0].plot([down], [1.0], "x", color=colours[replica], ms=7, mew=2,
+                     transform=axes[0].get_xaxis_transform(), clip_on=False)  # fmt: skip
+    if failed:
+        axes[0].plot([], [], "x", color="tab:red", ms=7, mew=2, label="replica failed (red: down)")
     if "state_gib" in ts and "memory_util" in ts:
         held = ts[ts["memory_util"] > 0]
         top = 0.0
@@ -98,7 +137,7 @@ def replica_state(timeseries: pd.DataFrame, max_replicas: int = 4, warmup_s: flo
     if warmup_s > 0:
         for ax in axes:
             ax.axvspan(0, warmup_s, color="0.85", lw=0, zorder=0)
-        axes[0].annotate("warm-up", (warmup_s / 2, 1.0), xycoords=("data", "axes fraction"), ha="center", va="top",
+        axes[1].annotate("warm-up", (warmup_s / 2, 1.0), xycoords=("data", "axes fraction"), ha="center", va="top",
                          fontsize="x-small", color="0.4")  # fmt: skip
     axes[0].set_ylabel("running (batch)")
     axes[1].set_ylabel("waiting")
@@ -114,12 +153,32 @@ def replica_state(timeseries: pd.DataFrame, max_replicas: int = 4, warmup_s: flo
 
 def save_run_plots(result, out_dir: Path) -> list[Path]:
     paths = []
+    pools = result.summary["pools"]
     for name, fig in (
         ("latency_cdf.png", latency_cdfs(result.requests, result.scenario.warmup_s)),
-        ("replica_state.png", replica_state(result.timeseries, warmup_s=result.scenario.warmup_s)),
+        (
+            "replica_state.png",
+            replica_state(
+                result.timeseries,
+                warmup_s=result.scenario.warmup_s,
+                batch_limits=batch_limits(pools),
+                outages=[o for p in pools.values() for o in p.get("outages", ())],
+            ),
+        ),
     ):
         from sim.outputs import write_atomic
 
         path = write_atomic(out_dir / name, lambda p, fig=fig: fig.savefig(p, dpi=110))
         paths.append(path)
     return paths
+
+
+def batch_limits(pools: dict) -> dict[str, int]:
+    """Each pool's batch limit from a run summary's pools: max_num_seqs (LLM) or
+    max_batch_size (diffusion)."""
+    out = {}
+    for name, p in pools.items():
+        limit = p.get("max_num_seqs", p.get("max_batch_size"))
+        if isinstance(limit, int):
+            out[name] = limit
+    return out

@@ -6,7 +6,7 @@
     report.classes      # per class: cost per request percentiles, $ per unit, revenue, margin
     report.overall      # fleet bill, attributed and idle cost, revenue, margin, break-even utilisation
 
-The rules, stated once (the CLI prints them, docs/tutorial.md section 13 derives them):
+The rules, stated once (the CLI prints them, docs/how-to/price-requests.md derives them):
 
 * **Attributed cost**: a request's GPU-seconds (the engine shares each step's GPU time among
   its rows per token scheduled, or per latent row for diffusion) x its pool's $/GPU-second.
@@ -538,6 +538,12 @@ def scale_load(raw: dict[str, Any], factor: float) -> tuple[dict[str, Any], list
                 arrival["rate"] = arrival["rate"] * factor
             elif arrival.get("points"):
                 arrival["points"] = [[t, r * factor] for t, r in arrival["points"]]
+            elif arrival.get("users") is not None:
+                # A closed loop's load is its users: as many more of them.
+                users = max(1, round(arrival["users"] * factor))
+                if users != arrival["users"] * factor:
+                    notes.append(f"class {cls['name']}: {arrival['users']} users x {factor:g} rounded to {users}")
+                arrival["users"] = users
             else:
                 notes.append(f"class {cls['name']}: arrival {arrival.get('process')} not scaled")
         elif trace is not None:

@@ -142,7 +142,8 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
     requests["status"] = requests["status"].astype("category")
     replicas_df = pd.concat(replicas, ignore_index=True)
     prices = {p.name: price_per_gpu_hour(p) for p in scenario.pools}
-    summary = summarize(scenario, requests, replicas_df, windows, prices)
+    itl = [(r.itl_counts, r.itl_total_s) for r in reps] if all(r.itl_counts is not None for r in reps) else None
+    summary = summarize(scenario, requests, replicas_df, windows, prices, itl)
     summary["scenario"] = scenario.name
     summary["seed"] = scenario.seed
     summary["warmup_s"] = scenario.warmup_s
@@ -188,6 +189,13 @@ def _pool_stats(p, replicas_df: pd.DataFrame, series: list[pd.DataFrame], reps, 
         "price_per_gpu_hour": price,
         "busy_fraction": _busy_fraction(replicas_df, p.name, reps),
         "mean_batch": _mean_over_time(series, p.name, "running"),
+        # Replica failures: [replication, replica, down at, back up at (None: still down)].
+        "outages": [
+            [rep, o[0], o[1], o[2]]
+            for rep, r in enumerate(reps)
+            for o in r.outages
+            if o[0] < len(r.replicas) and r.replicas["pool"].iloc[o[0]] == p.name
+        ],
     }
     if p.is_diffusion:
         b = p.diffusion
@@ -204,6 +212,7 @@ def _pool_stats(p, replicas_df: pd.DataFrame, series: list[pd.DataFrame], reps, 
         stats_.update(
             {
                 "scheduler": p.engine.scheduler,
+                "max_num_seqs": p.engine.max_num_seqs,
                 "num_gpu_blocks": blocks,
                 "kv_capacity_tokens": blocks * p.engine.block_size,
                 "mean_kv_util": _mean_over_time(series, p.name, "kv_util"),
@@ -344,6 +353,7 @@ ROWS = {
     "text": (
         ("ttft_s", "TTFT (ms)", 1e3),
         ("tpot_s", "TPOT (ms)", 1e3),
+        ("itl_s", "ITL (ms)", 1e3),
         ("max_itl_s", "max ITL (ms)", 1e3),
         ("e2e_s", "E2E (s)", 1.0),
         ("queue_s", "queue (ms)", 1e3),

@@ -406,6 +406,15 @@ def diffusion_models() -> dict[str, DiffusionModelSpec]:
     return _load("diffusion_models.yaml", "diffusion_models", DiffusionModelSpec)  # type: ignore[return-value]
 
 
+def shipped(kind: str) -> dict[str, _Spec]:
+    """The entries of one shipped data file (``models``, ``gpus`` or ``diffusion_models``), read
+    afresh: without the entries scenarios added to this process's catalog (``add_entries``)."""
+    files = {"models": ModelSpec, "gpus": GPUSpec, "diffusion_models": DiffusionModelSpec}
+    if kind not in files:
+        raise ValueError(f"unknown catalog {kind!r}; allowed: {', '.join(files)}")
+    return _load(f"{kind}.yaml", kind, files[kind])
+
+
 def get_diffusion_model(name: str) -> DiffusionModelSpec:
     try:
         return diffusion_models()[name]

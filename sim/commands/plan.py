@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sim.config import load_scenario
     from sim.console import Ticker, show, term
-    from sim.plan import EVALUATIONS_FILE, plan_blocks, plan_fleet, write_plan
+    from sim.plan import EVALUATIONS_FILE, plan_blocks, plan_fleet, plan_json, write_plan
     from sim.run import check_output_dir
 
     if args.address is not None and args.backend != "ray":
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     scenario, base_dir = load_scenario(args.scenario, scenario_overrides(args))
     if scenario.plan is None:
         raise ConfigError(
-            f"{args.scenario}: no 'plan' block; add one to say what the plan may choose (docs/tutorial.md, section 14)"
+            f"{args.scenario}: no 'plan' block; add one to say what the plan may choose (docs/how-to/plan-a-fleet.md)"
         )
     if args.output is not None:
         check_output_dir(args.output)
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if ticker is not None:
         ticker.done(f"{result.simulated} replications simulated")
-    show(plan_blocks(result), stdout_console())
+    show(plan_blocks(plan_json(result, str(args.scenario))), stdout_console())
     if args.output is not None:
         paths = write_plan(result, args.output, str(args.scenario))
         names = [p.name for p in paths] + [EVALUATIONS_FILE] * (args.output / EVALUATIONS_FILE).is_file()

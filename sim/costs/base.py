@@ -76,10 +76,26 @@ class StepLine:
         if self._affine is not None:
             a, s = self._affine
             return num_steps * (a + s * ctx0) + s * dctx * num_steps * (num_steps - 1) / 2
-        pieces = self.pieces
-        # Per-step time in j is max_p(A_p + B_p*j); walk its upper envelope segment by segment.
-        lines = [(a + s * ctx0, s * dctx) for a, s in pieces]
         total = 0.0
+        for j, end, cur in self._envelope(ctx0, dctx, num_steps):
+            n = end - j
+            total += n * cur[0] + cur[1] * (j + end - 1) * n / 2
+        return total
+
+    def segments(self, ctx0: float, dctx: float, num_steps: int):
+        """The steps j = 0..num_steps-1 as affine runs: (first step's seconds, seconds added
+        per step, number of steps), in order."""
+        if num_steps <= 0:
+            return []
+        if self._affine is not None:
+            a, s = self._affine
+            return [(a + s * ctx0, s * dctx, num_steps)]
+        return [(c0 + c1 * j, c1, end - j) for j, end, (c0, c1) in self._envelope(ctx0, dctx, num_steps)]
+
+    def _envelope(self, ctx0: float, dctx: float, num_steps: int):
+        """Per-step time in j is max_p(A_p + B_p*j): its upper envelope segment by segment, as
+        (first j, end j, (A, B) of the line on top)."""
+        lines = [(a + s * ctx0, s * dctx) for a, s in self.pieces]
         j = 0
         while j < num_steps:
             cur = max(lines, key=lambda ln: (ln[0] + ln[1] * j, ln[1]))
@@ -92,10 +108,8 @@ class StepLine:
                         cross = math.floor(ratio) + 1
                         if j < cross < end:
                             end = cross
-            n = end - j
-            total += n * cur[0] + cur[1] * (j + end - 1) * n / 2
+            yield j, end, cur
             j = end
-        return total
 
     def steps_within(self, ctx0: float, dctx: float, elapsed_s: float, max_steps: int) -> int:
         """How many whole steps (at most max_steps) have finished ``elapsed_s`` after the start."""

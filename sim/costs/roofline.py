@@ -1,7 +1,7 @@
 """Roofline step cost: FLOPs and bytes of a step from the model config, against GPU peaks.
 
 Each part of a step is bound by compute, memory traffic or a kernel's least duration, at the
-efficiencies the GPU catalog gives for that kind of kernel (gpus.yaml; docs/calibration.md,
+efficiencies the GPU catalog gives for that kind of kernel (gpus.yaml; docs/explanation/calibration.md,
 "The roofline's terms"):
 
 * token-parallel GEMMs (QKV/O/gate-up/down and the LM head): 2 FLOPs per weight per token

@@ -1,6 +1,6 @@
 """The "two shapes" page: the seed article's autoregressive-vs-iterative-refinement table, measured.
 
-``python -m sim.docgen.two_shapes [--out docs] [--quick]`` builds scenarios in code (a
+``python -m sim.docgen.two_shapes [--out docs/explanation] [--quick]`` builds scenarios in code (a
 Llama-3-8B chat service and an SDXL image service on the same GPU, an H100 SXM), runs them and
 writes ``<out>/two-shapes.md`` with its plots in ``<out>/img/two-shapes/``. Every number on the
 page is read from these runs; the text only says what was measured. Sections: state over time,
@@ -996,7 +996,7 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def main(out_dir: str | Path = "docs", quick: bool = False) -> Path:
+def main(out_dir: str | Path = "docs/explanation", quick: bool = False) -> Path:
     """Run every scenario and write ``two-shapes.md`` and its plots under ``out_dir``."""
     out = Path(out_dir)
     img = out / "img" / "two-shapes"
@@ -1014,7 +1014,11 @@ def main(out_dir: str | Path = "docs", quick: bool = False) -> Path:
 
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs", help="directory for two-shapes.md and img/two-shapes/ (default: docs)")
+    parser.add_argument(
+        "--out",
+        default="docs/explanation",
+        help="directory for two-shapes.md and img/two-shapes/ (default: docs/explanation)",
+    )
     parser.add_argument("--quick", action="store_true", help="short runs, one replication (seconds; rougher numbers)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from sim.llm.request import Request
 from sim.metrics.recorder import Recorder
 from sim.seeds import class_rngs, fault_rng
 from sim.workload.images import ImageStream, build_image_stream
-from sim.workload.stream import Stream, block_keys, build_stream
+from sim.workload.stream import ClosedStream, Stream, block_keys, build_stream
 
 # --------------------------------------------------------------------------- a replication
 
@@ -45,6 +45,12 @@ class ReplicationResult:
     wall_s: float
     num_steps: int
     replicas: pd.DataFrame = field(default_factory=pd.DataFrame)
+    itl_counts: np.ndarray | None = None
+    """Inter-token gaps per class (rows) and bin (sim.metrics.itl)."""
+    itl_total_s: np.ndarray | None = None
+    """Their exact sum per class."""
+    outages: list = field(default_factory=list)
+    """[replica, down at, back up at or None] per replica failure."""
 
 
 class _Feed:
@@ -79,24 +85,110 @@ class _Feed:
         self.finished.succeed()
 
 
-def _text_arrivals(env, stream: Stream, class_id: int, pool: LLMPool, ids, rec: Recorder, on_arrival, timeout_s):
+class _User:
+    """One closed-loop user: its session's turns and the next turn's index."""
+
+    __slots__ = ("feed", "turns", "turn")
+
+    def __init__(self, feed: _ClosedFeed):
+        self.feed = feed
+        self.turns: list | None = None
+        self.turn = 0
+
+    def go(self, _timer: int) -> None:
+        self.feed.next(self)
+
+    def done(self, _req) -> None:
+        """Its request ended: think, then go on."""
+        feed = self.feed
+        feed.env.call_later(feed.stream.think_s(), self.go)
+
+
+class _ClosedFeed:
+    """A closed-loop class: each user sends a request, waits for its end (finished, rejected or
+    failed), thinks, and sends the next (the next turn of its session, or the first of a new
+    one). Users stop at the run's duration, when the run's request count is reached, or when a
+    conversation file runs out; ``finished`` succeeds when the last user stops."""
+
+    def __init__(self, env: Environment, stream: ClosedStream, send, duration_s: float | None, limit: int | None):
+        self.env = env
+        self.stream = stream
+        self.send = send
+        self.duration_s = duration_s
+        self.limit = limit
+        self.sent = 0
+        spec = stream.spec
+        self.active = spec.users
+        self.finished = env.event()
+        self.last_arrival_s = 0.0
+        for u in range(spec.users):
+            delay = spec.ramp_s * u / spec.users
+            env.call_later(delay, _User(self).go, urgent=delay == 0.0)
+
+    def next(self, user: _User) -> None:
+        now = self.env._now
+        if (self.duration_s is not None and now >= self.duration_s) or (
+            self.limit is not None and self.sent >= self.limit
+        ):
+            self._stop()
+            return
+        if user.turns is None or user.turn >= len(user.turns):
+            user.turns = self.stream.next_session()
+            user.turn = 0
+            if user.turns is None:
+                self._stop()
+                return
+        turn = user.turns[user.turn]
+        user.turn += 1
+        self.sent += 1
+        self.last_arrival_s = now
+        self.send(now, turn, user.done)
+
+    def _stop(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self.finished.succeed()
+
+
+def _text_sender(
+    env, block_tokens: int | None, class_id: int, pool: LLMPool, ids, rec: Recorder, on_arrival, timeout_s
+):
+    """``send(t, prompt, output, hashes, done)``: a text request arrives at ``t`` (its prefix
+    block keys from ``hashes`` when the pool caches prefixes; ``done`` called when it ends)."""
     block_size = pool.cfg.engine.block_size
-    prefix = pool.cfg.engine.enable_prefix_caching and stream.prefix_hashes is not None
-    prompts = stream.prompt_tokens.tolist()
-    outputs = stream.output_tokens.tolist()
-    hashes = stream.prefix_hashes
+    prefix = pool.cfg.engine.enable_prefix_caching and block_tokens is not None
     record = rec.arrival
     route = pool.route
 
-    def arrive(i: int, t: float) -> None:
-        keys = block_keys(hashes[i], prompts[i], block_size, stream.hash_block_tokens) if prefix else None
-        req = Request(next(ids), class_id, t, prompts[i], outputs[i], keys)
+    def send(t: float, prompt: int, output: int, hashes, done) -> None:
+        keys = block_keys(hashes, prompt, block_size, block_tokens) if prefix and hashes is not None else None
+        req = Request(next(ids), class_id, t, prompt, output, keys)
+        if done is not None:
+            req.on_done = done
         record(req)
         route(req)
         if timeout_s is not None:
             _deadline(env, pool, req, timeout_s)
         if on_arrival is not None:
             on_arrival()
+
+    return send
+
+
+def _closed_sends(env, stream: ClosedStream, class_id: int, pool: LLMPool, ids, rec: Recorder, on_arrival, timeout_s):
+    send = _text_sender(env, stream.hash_block_tokens, class_id, pool, ids, rec, on_arrival, timeout_s)
+    return lambda t, turn, done: send(t, turn[0], turn[1], turn[2], done)
+
+
+def _text_arrivals(env, stream: Stream, class_id: int, pool: LLMPool, ids, rec: Recorder, on_arrival, timeout_s):
+    block_tokens = stream.hash_block_tokens if stream.prefix_hashes is not None else None
+    send = _text_sender(env, block_tokens, class_id, pool, ids, rec, on_arrival, timeout_s)
+    prompts = stream.prompt_tokens.tolist()
+    outputs = stream.output_tokens.tolist()
+    hashes = stream.prefix_hashes or ()
+
+    def arrive(i: int, t: float) -> None:
+        send(t, prompts[i], outputs[i], hashes[i] if hashes else None, None)
 
     return arrive
 
@@ -136,25 +228,33 @@ def _deadline(env, pool: Pool, req, timeout_s: float) -> None:
     env.timeout(timeout_s).callbacks.append(lambda _e: pool.timeout(req, timeout_s))
 
 
-def _faults(env, pool: Pool, rng: np.random.Generator):
-    """Failure and repair times for every replica of a pool."""
+def _faults(env, pool: Pool, rng: np.random.Generator, rec: Recorder):
+    """Failure and repair times for every replica of a pool (each outage recorded)."""
     f = pool.cfg.faults
 
     def draw(mean: float) -> float:
         return float(rng.exponential(mean)) if f.distribution == "exponential" else mean
 
+    def down(i: int) -> list:
+        pool.fail(i)
+        return rec.outage(pool.replicas[i].index, env.now)
+
+    def up(i: int, outage: list) -> None:
+        pool.recover(i)
+        outage[2] = env.now
+
     def cycle(i: int):
         while True:
             yield env.timeout(draw(f.mtbf_s))
-            pool.fail(i)
+            outage = down(i)
             yield env.timeout(draw(f.mttr_s))
-            pool.recover(i)
+            up(i, outage)
 
     def scheduled(i: int, at: float):
         yield env.timeout(at)
-        pool.fail(i)
+        outage = down(i)
         yield env.timeout(draw(f.mttr_s))
-        pool.recover(i)
+        up(i, outage)
 
     procs = []
     if f.mtbf_s is not None:
@@ -196,7 +296,7 @@ def simulate(
     if scenario.catalog is not None:
         scenario.catalog.add()  # a worker process has not parsed the scenario: add its entries here
     env = Environment()
-    recorder = Recorder([c.name for c in scenario.classes])
+    recorder = Recorder([c.name for c in scenario.classes], scenario.warmup_s)
     retry = {i: c.retry for i, c in enumerate(scenario.classes)}
     pools: dict[str, Pool] = {}
     for p in scenario.pools:
@@ -210,8 +310,15 @@ def simulate(
         streams = [build_stream_for(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]
     ids = iter(range(1 << 62))
     feeders = []
+    closed: list[_ClosedFeed] = []
     for class_id, (cls, stream) in enumerate(zip(scenario.classes, streams)):
         timeout_s = cls.retry.timeout_s
+        if isinstance(stream, ClosedStream):
+            send = _closed_sends(env, stream, class_id, pools[cls.pool], ids, recorder, on_arrival, timeout_s)
+            feed = _ClosedFeed(env, stream, send, scenario.duration_s, scenario.num_requests)
+            closed.append(feed)
+            feeders.append(feed.finished)
+            continue
         if cls.kind == "pipeline":
             arrive = _pipeline_arrivals(env, stream, class_id, pools, ids, recorder, on_arrival, timeout_s)
         elif cls.kind == "image":
@@ -223,12 +330,16 @@ def simulate(
     until = last_arrival + scenario.drain_timeout_s if scenario.drain_timeout_s is not None else None
     faulty = [p for p in pools.values() if p.cfg.faults is not None]
     timeouts = any(c.retry.timeout_s is not None for c in scenario.classes)
-    if faulty or timeouts:
+    if closed:
+        # Arrivals follow answers: the run ends when every user has stopped and the fleet is idle,
+        # or the drain timeout after the last user stopped.
+        until = None
+    if faulty or timeouts or closed:
         # Failure cycles and deadlines never run out of events: stop when every request has
         # finished, been rejected or failed (or at the drain timeout).
         faults = fault_rng(seed)
         for p in faulty:
-            _faults(env, p, faults)
+            _faults(env, p, faults, recorder)
         stop = env.event()
 
         def check() -> None:
@@ -245,6 +356,14 @@ def simulate(
             f.callbacks.append(lambda _e: check())
         if until is not None:
             env.timeout(until).callbacks.append(lambda _e: stop.triggered or stop.succeed())
+        elif closed and scenario.drain_timeout_s is not None:
+
+            def drain_clock(_e) -> None:
+                if all(f.triggered for f in feeders):
+                    env.timeout(scenario.drain_timeout_s).callbacks.append(lambda _e: stop.triggered or stop.succeed())
+
+            for f in feeders:
+                f.callbacks.append(drain_clock)
         with _cyclic_gc_paused():
             env.run(until=stop)
     else:
@@ -259,7 +378,13 @@ def simulate(
             "busy_s": recorder.replica_busy_s,
         }
     )
+    if closed:
+        last_arrival = max([last_arrival, *(f.last_arrival_s for f in closed)])
+    itl = recorder.itl()
     return ReplicationResult(
+        outages=recorder.outages,
+        itl_counts=itl.counts,
+        itl_total_s=itl.total_s,
         requests=recorder.requests_frame(),
         timeseries=recorder.timeseries_frame(),
         end_s=float(env.now),

@@ -31,6 +31,7 @@ from sim.costs.base import CostModel
 from sim.fleet.timers import NORMAL, Environment
 from sim.llm.request import Request
 from sim.llm.scheduler import BatchScheduler
+from sim.metrics.itl import pack_run
 from sim.metrics.recorder import Recorder
 from sim.status import RequestStatus
 
@@ -67,6 +68,10 @@ class LLMReplica:
         self._cohort_last_s = 0.0  # end of the latest cohort step
         # Monotonic stack of (scheduler clock after a step, its duration), durations decreasing.
         self._itl: list[tuple[int, float]] = []
+        # Inter-token gaps, pooled per class (requests that arrived after the warm-up): the
+        # histogram, and how many cohort members of each class each cohort step emits for.
+        self._warmup_s = recorder.warmup_s
+        self._cohort_classes: dict[int, int] = {}  # class -> members (none at 0)
         self._target = -1  # id of the timer the engine waits on (-1: none)
         self._idle_now = False  # set while idle: submit() wakes the engine
         # A decode span in flight. An arrival that can join replaces its end (the target)
@@ -126,6 +131,9 @@ class LLMReplica:
         req.gpu_mark = self._row_gpu_s
         req.itl_mark = self.scheduler.clock
         req.cohort_marked = True
+        if req.arrival_s >= self._warmup_s:
+            classes = self._cohort_classes
+            classes[req.class_id] = classes.get(req.class_id, 0) + 1
 
     def _settle(self, req: Request) -> None:
         """Fold a leaving member's lazily accrued metrics into its record."""
@@ -137,6 +145,13 @@ class LLMReplica:
         if self._cohort_last_s > req.last_token_s:
             req.last_token_s = self._cohort_last_s
         req.cohort_marked = False
+        if req.arrival_s >= self._warmup_s:
+            classes = self._cohort_classes
+            left = classes[req.class_id] - 1
+            if left:
+                classes[req.class_id] = left
+            else:
+                del classes[req.class_id]
 
     # ------------------------------------------------------------------ engine loop
     # The engine is a chain of bare timers (``Environment.call_later``) rather than a SimPy
@@ -222,8 +237,11 @@ class LLMReplica:
                 req.prefill_gpu_s += gpu_per_token * n
         if out.num_cohort:
             self._cohort_step(sched.clock, dur, now, gpu_per_token)
+            for key, members in self._cohort_classes.items():  # a gap of this step per member
+                self.recorder.gap_log += pack_run(key, dur, 0.0, 1, members)
         self.outstanding_tokens -= out.shape.num_tokens
         cohort_last = self._cohort_last_s
+        warmup = self._warmup_s
         for req in emitted:
             if req.first_token_s < 0:
                 req.first_token_s = now
@@ -233,6 +251,8 @@ class LLMReplica:
                     last = cohort_last
                 if now - last > req.max_itl_s:
                     req.max_itl_s = now - last
+                if req.arrival_s >= warmup:
+                    self.recorder.gap_log += pack_run(req.class_id, now - last, 0.0, 1, 1.0)
             req.last_token_s = now
         for req in joined:
             if req.cohort_marked:
@@ -260,6 +280,12 @@ class LLMReplica:
         if span.cohort:
             finished = sched.advance_decode(done)
             self._cohort_step(sched.clock, last_step, end, total * self.num_gpus / span.num_rows)
+            classes = self._cohort_classes
+            if classes:
+                log = self.recorder.gap_log
+                for first_s, slope_s, steps in line.segments(span.ctx_sum, span.ctx_growth, done):
+                    for key, members in classes.items():  # each member: a gap per step
+                        log += pack_run(key, first_s, slope_s, steps, members)
         else:
             finished = self._commit_exact_span(span, line, done, start, total, last_step)
         self.outstanding_tokens -= span.ctx_growth * done
@@ -279,10 +305,24 @@ class LLMReplica:
         end = start + total
         for req in running:
             req.gpu_s += gpu_each
+        segments = line.segments(span.ctx_sum, span.ctx_growth, done)
+        warmup = self._warmup_s
+        log = self.recorder.gap_log
         for req in emitting:
             gap = max(first_end - req.last_token_s, last_step)
             if gap > req.max_itl_s:
                 req.max_itl_s = gap
+            if req.arrival_s >= warmup:
+                # The first step's gap runs from its previous token (none before the first
+                # token); the others are steps.
+                key = req.class_id
+                if req.last_token_s >= 0:
+                    log += pack_run(key, first_end - req.last_token_s, 0.0, 1, 1.0)
+                first_s, slope_s, steps = segments[0]
+                if steps > 1:
+                    log += pack_run(key, first_s + slope_s, slope_s, steps - 1, 1.0)
+                for first_s, slope_s, steps in segments[1:]:
+                    log += pack_run(key, first_s, slope_s, steps, 1.0)
             req.last_token_s = end
         return finished
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sim.llm.request import Request
+from sim.metrics.itl import ITLHistogram
 
 # Request status -> the word in the tables: a request is finished, rejected (with a reason,
 # on arrival), failed (retries spent or timed out, with a reason), or still in flight.
@@ -55,8 +56,14 @@ def _names(names: list[str], idx: np.ndarray) -> pd.Categorical:
 
 
 class Recorder:
-    def __init__(self, class_names: list[str]):
+    def __init__(self, class_names: list[str], warmup_s: float = 0.0):
         self.class_names = class_names
+        self.warmup_s = warmup_s
+        """Inter-token gaps are pooled for requests arriving at or after this time."""
+        self.gap_log = bytearray()
+        """Inter-token gaps as packed runs of steps (sim.metrics.itl.RUN), binned at the end."""
+        self.outages: list[list] = []
+        """[replica, down at, back up at (None while down)] for every replica failure."""
         self.requests: list[Request] = []
         self.image_requests: list = []
         self.pipelines: list = []
@@ -79,6 +86,18 @@ class Recorder:
         self.replica_gpus.append(num_gpus)
         self.replica_unit_gib.append(unit_gib)
         return len(self.replica_pool) - 1
+
+    def itl(self) -> ITLHistogram:
+        """The run's inter-token gaps per class, binned."""
+        hist = ITLHistogram(len(self.class_names))
+        hist.add_log(self.gap_log)
+        return hist
+
+    def outage(self, replica: int, t: float) -> list:
+        """A replica went down at ``t``; the caller sets the entry's end when it is back up."""
+        entry = [replica, t, None]
+        self.outages.append(entry)
+        return entry
 
     def arrival(self, req: Request) -> None:
         self.requests.append(req)

@@ -205,6 +205,11 @@ def _replication_stats(
     return out
 
 
+def _percentiles(slo: SLO | None) -> tuple[float, ...]:
+    """The summary's percentiles, and the SLO's when it is another."""
+    return PERCENTILES if slo is None or slo.percentile in PERCENTILES else (*PERCENTILES, slo.percentile)
+
+
 def _stage_shares(
     children: pd.DataFrame, parents: pd.DataFrame, window: tuple[float, float], stages: list[str]
 ) -> dict[str, float]:
@@ -231,14 +236,19 @@ def summarize(
     replicas: pd.DataFrame,
     windows: list[tuple[float, float]],
     prices: dict[str, float],
+    itl: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict:
     """Summary dict: per class and overall, each statistic a mean with a 95 % CI.
 
     ``requests`` and ``replicas`` carry a ``replication`` column; ``windows`` holds each
     replication's measurement window; ``prices`` the $/GPU-hour of each pool. A class's fleet
     cost is, for every pool its requests ran on, the pool's GPU-hours in the window times its
-    price, shared among classes by the GPU time their requests used there.
+    price, shared among classes by the GPU time their requests used there. ``itl`` holds each
+    replication's inter-token gap histogram and gap sums per class (sim.metrics.itl): text
+    classes get the pooled ITL mean and percentiles from it.
     """
+    from sim.metrics import itl as itl_gaps
+
     groups: dict[str, list[dict[str, float]]] = {}
     for rep, (t0, t1) in enumerate(windows):
         rdf = requests[requests["replication"] == rep]
@@ -264,15 +274,25 @@ def summarize(
             stats_ = _replication_stats(cdf, (t0, t1), scenario.slo_for(cls), hours, cost, cls.kind)
             if cls.kind == "pipeline":
                 stats_.update(_stage_shares(mine, cdf, (t0, t1), [s.name for s in cls.stages]))
+            if cls.kind == "text" and itl is not None:
+                counts, total_s = itl[rep]
+                stats_.update(
+                    itl_gaps.summary(counts[class_id], total_s[class_id], _percentiles(scenario.slo_for(cls)))
+                )
             groups.setdefault(cls.name, []).append(stats_)
         if len(scenario.classes) > 1:
             total_hours = float(hours_by_pool.sum())
             cost = float(sum(hours_by_pool.get(p, 0.0) * prices[p] for p in prices))
             kinds = {c.kind for c in scenario.classes}
             kind = kinds.pop() if len(kinds) == 1 else "mixed"
-            groups.setdefault("all", []).append(
-                _replication_stats(top, (t0, t1), scenario.slo, total_hours, cost, kind)
-            )
+            stats_ = _replication_stats(top, (t0, t1), scenario.slo, total_hours, cost, kind)
+            text = [i for i, c in enumerate(scenario.classes) if c.kind == "text"]
+            if kind == "text" and itl is not None:
+                counts, total_s = itl[rep]
+                stats_.update(
+                    itl_gaps.summary(counts[text].sum(axis=0), float(total_s[text].sum()), _percentiles(scenario.slo))
+                )
+            groups.setdefault("all", []).append(stats_)
     result: dict = {"replications": len(windows), "classes": {}}
     for name, rows in groups.items():
         keys = dict.fromkeys(k for r in rows for k in r)

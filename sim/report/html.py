@@ -545,7 +545,7 @@ def mark_slos(fig: Figure, slos: dict) -> int:
 
 
 def _run_plots(d: Path, summary: dict, slos: dict) -> list[str]:
-    from sim.plots import latency_cdfs, replica_state
+    from sim.plots import batch_limits, latency_cdfs, replica_state
 
     out = ["<h3>Latency</h3>\n"]
     req_path = d / "requests.parquet"
@@ -585,9 +585,22 @@ def _run_plots(d: Path, summary: dict, slos: dict) -> list[str]:
             rows = ts[ts["pool"] == pool]
             if rows.empty or ("kv_util" not in rows and "state_gib" not in rows):
                 continue
-            fig = replica_state(rows, MAX_STATE_REPLICAS, warmup_s=float(summary.get("warmup_s") or 0))
+            info = summary["pools"][pool] if isinstance(summary["pools"][pool], dict) else {}
+            outages = [o for o in info.get("outages") or () if isinstance(o, list) and len(o) == 4]
+            fig = replica_state(
+                rows,
+                MAX_STATE_REPLICAS,
+                warmup_s=float(summary.get("warmup_s") or 0),
+                batch_limits={k: v for k, v in batch_limits(summary["pools"]).items() if k == pool},
+                outages=outages,
+            )
             fig.suptitle(f"pool {pool}: replica state over time")
-            caption = f"First replication, first {MAX_STATE_REPLICAS} replicas: batch size, waiting queue, memory held against the pool's budget (dashed); the warm-up, left out of every statistic, shaded."
+            caption = (
+                f"First replication, first {MAX_STATE_REPLICAS} replicas: batch size against the pool's batch limit "
+                "(dashed), waiting queue, memory held against the pool's budget (dashed); the warm-up, left out of "
+                "every statistic, shaded grey"
+                + ("; a replica's failure marked x, its time down shaded red." if outages else ".")
+            )
             out.append(_figure(fig, f"replica state of pool {pool}", caption))
     elif (d / "replica_state.png").is_file():
         out.append(
@@ -629,19 +642,23 @@ def blocks_html(blocks: Iterable[Any]) -> str:
     return "".join(parts)
 
 
+def _command_blocks(blocks_of, data: Any, path: Path, expected: str) -> str:
+    """What a command prints of ``data`` (its blocks, built by ``blocks_of``) as HTML; content
+    it cannot read is a one-line error naming the file."""
+    try:
+        blocks = blocks_of(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"{path}: unexpected content ({type(exc).__name__}: {exc}); expected {expected}") from None
+    return blocks_html(blocks)
+
+
 def _price_section(d: Path, about: _About) -> str:
     from sim.price import PRICE_EXPECTED, read_price_json, report_blocks
 
     path = d / "price.json"
     report = read_price_json(_read_json(path, PRICE_EXPECTED), path)
     about.name = about.name or report.scenario
-    try:
-        blocks = report_blocks(report)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(
-            f"{path}: unexpected content ({type(exc).__name__}: {exc}); expected {PRICE_EXPECTED}"
-        ) from None
-    body = [blocks_html(blocks)]
+    body = [_command_blocks(report_blocks, report, path, PRICE_EXPECTED)]
     if report.sensitivity is not None and len(report.sensitivity):
         fig = _sensitivity_figure(report.sensitivity)
         if fig is not None:
@@ -797,13 +814,26 @@ def _sweep_section(d: Path, about: _About) -> str:
         if len(failed):
             body.append(_note(f"{len(failed)} point(s) failed on their input; the first: {failed['error'].iloc[0]}"))
     slos = {c.name: base.slo_for(c).model_dump() for c in base.classes if base.slo_for(c)} if base is not None else {}
-    fig = _sweep_figure(df, grid_keys, slos)
+    ci = pd.DataFrame([r.get("ci95") or {} for r in records], index=df.index)
+    fig = _sweep_figure(df, grid_keys, slos, ci)
     if fig is not None:
         body.append(
             _figure(
                 fig,
                 "tail latency against achieved throughput",
-                "One line per value of the other grid keys, in order of the swept value; dashed: SLO targets.",
+                "One line per value of the other grid keys, in order of the swept value, ±95 % CI over "
+                "replications; dashed: SLO targets; x at the top: overloaded (requests never finished).",
+            )
+        )
+    fig = _sweep_cost_figure(df, grid_keys, slos)
+    if fig is not None:
+        body.append(
+            _figure(
+                fig,
+                "cost against tail latency",
+                "Every point of the sweep: what an output token (or image) costs against the tail latency its SLO "
+                "is on; filled: the SLO is met; the line joins the cheapest points for each latency (the cost "
+                "frontier), labelled with their grid values.",
             )
         )
     return _section("sweep", "Sweep", body)
@@ -868,7 +898,7 @@ def _plain_sweep_table(df: pd.DataFrame, grid_keys: list[str]) -> str:
     return _table(grid_keys + metrics, rows, align="r" * (len(grid_keys) + len(metrics)))
 
 
-def _sweep_figure(df: pd.DataFrame, grid_keys: list[str], slos: dict) -> Figure | None:
+def _sweep_figure(df: pd.DataFrame, grid_keys: list[str], slos: dict, ci: pd.DataFrame | None = None) -> Figure | None:
     """Per latency metric, its percentile (the class's SLO's, else p99) against each class's
     achieved throughput: a line per value of the grid keys other than the swept one (the first
     numeric key whose name ends in 'rate', else the first numeric key)."""
@@ -902,7 +932,10 @@ def _sweep_figure(df: pd.DataFrame, grid_keys: list[str], slos: dict) -> Figure 
             for name, grp in df.groupby(series, sort=False):
                 grp = grp.sort_values(swept or xcol)
                 curve = " ".join(x for x in (cls if len(classes) > 1 else "", name) if x) or cls
-                panel.curves.append((curve, grp[xcol].tolist(), grp[col].tolist(), None, False))
+                errs = None
+                if ci is not None and col in ci:
+                    errs = [e if _finite(e) else 0.0 for e in ci.loc[grp.index, col].tolist()]
+                panel.curves.append((curve, grp[xcol].tolist(), grp[col].tolist(), errs, False))
             target = (slos.get(cls) or {}).get(metric)
             if _finite(target):
                 panel.slos[f"{cls} SLO" if len(classes) > 1 else "SLO"] = float(target)
@@ -913,10 +946,80 @@ def _sweep_figure(df: pd.DataFrame, grid_keys: list[str], slos: dict) -> Figure 
     return _curves_figure(panels, "Tail latency against achieved throughput" + (f" (swept: {swept})" if swept else ""))
 
 
+COST_UNITS = (
+    ("cost_per_1m_output_tokens_usd", "$ per 1M output tokens"),
+    ("cost_per_image_usd", "$ per image"),
+    ("request_cost_usd_mean", "$ per request (attributed)"),
+)
+
+
+def _sweep_cost_figure(df: pd.DataFrame, grid_keys: list[str], slos: dict) -> Figure | None:
+    """Per class: cost per unit against the latency its SLO is on (its first target: TTFT, TPOT,
+    then E2E; p99 E2E without an SLO), every point, SLO met filled, and the Pareto frontier (no
+    other point both cheaper and faster) joined and labelled."""
+    from sim.console import plain_number, yaml_text
+
+    if "error" in df:
+        df = df[df["error"].isna()]
+    classes = _metric_classes(df.columns)
+    if len(classes) > 1:
+        classes = [c for c in classes if c != "all"]
+    panels = []
+    for cls in classes:
+        slo = slos.get(cls) or {}
+        metric = next((m for m in ("ttft_s", "tpot_s", "e2e_s") if _finite(slo.get(m))), "e2e_s")
+        col = f"{cls}.{metric}_p{slo.get('percentile', 99.0):g}"
+        unit = next(((f"{cls}.{k}", label) for k, label in COST_UNITS if f"{cls}.{k}" in df), None)
+        if col not in df or unit is None:
+            continue
+        rows = df[[col, unit[0], *grid_keys] + ([f"{cls}.slo_met"] if f"{cls}.slo_met" in df else [])].dropna(
+            subset=[col, unit[0]]
+        )
+        rows = rows[np.isfinite(rows[col].astype(float)) & np.isfinite(rows[unit[0]].astype(float))]
+        if len(rows) < 2:
+            continue
+        panels.append((cls, metric, col, unit, rows, slo))
+    if not panels:
+        return None
+    fig = Figure(figsize=(max(7.0, 5.2 * len(panels)), 4.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (cls, metric, col, (ucol, ulabel), rows, slo) in zip(axes, panels):
+        x = rows[col].astype(float).to_numpy()
+        y = rows[ucol].astype(float).to_numpy()
+        met = rows[f"{cls}.slo_met"].to_numpy() if f"{cls}.slo_met" in rows else np.full(len(rows), None)
+        ok = np.array([m is True or m == 1 for m in met])
+        ax.scatter(x[ok], y[ok], c="tab:green", s=28, label="SLO met", zorder=3)
+        ax.scatter(x[~ok], y[~ok], facecolors="none", edgecolors="tab:red", s=28, label="SLO missed", zorder=3)
+        order = np.lexsort((x, y))  # cheapest first, then fastest
+        frontier, best = [], math.inf
+        for i in order:
+            if x[i] < best:
+                frontier.append(i)
+                best = x[i]
+        frontier.sort(key=lambda i: x[i])
+        ax.plot(x[frontier], y[frontier], color="0.3", lw=1, zorder=2, label="cost frontier")
+        for i in frontier:
+            text = ", ".join(f"{k.rpartition('.')[2]}={yaml_text(plain_number(rows[k].iloc[i]))}" for k in grid_keys)
+            ax.annotate(text, (x[i], y[i]), textcoords="offset points", xytext=(4, 4), fontsize="x-small", color="0.25")
+        if _finite(slo.get(metric)):
+            ax.axvline(float(slo[metric]), color="0.15", ls="--", lw=1)
+            ax.annotate(
+                "SLO", (float(slo[metric]), 0.98), xycoords=("data", "axes fraction"), fontsize="x-small", va="top"
+            )
+        if x.max() / max(x.min(), 1e-12) > 30:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{metric.removesuffix('_s').upper()} p{slo.get('percentile', 99.0):g} (s)")
+        ax.set_ylabel(ulabel)
+        ax.set_title(cls, fontsize="medium")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="x-small", loc="best")
+    fig.suptitle("Cost against tail latency")
+    return fig
+
+
 # --------------------------------------------------------------------------- a plan
 
 PLAN_EXPECTED = "the plan.json that servesim plan -o writes"
-STATUS_ORDER = {"chosen": 0, "feasible": 1, "rejected": 2}
 
 
 def _plan_section(d: Path, about: _About) -> str:
@@ -937,19 +1040,10 @@ def _plan_section(d: Path, about: _About) -> str:
         )
     else:
         headline = f"<p>{_status('no feasible fleet', False)}: no fleet in the search space meets every SLO.</p>\n"
-    body = ["<h3>Answer</h3>\n", headline, _fleet_table(answer["pools"]), _checks_table(answer["pools"])]
-    layouts = [x for x in plan.get("layouts") or [] if isinstance(x, dict)]
-    if layouts:
-        rows = [
-            [
-                x.get("name", "-"),
-                _status("yes" if x.get("feasible") else "no", bool(x.get("feasible"))),
-                _num(x.get("cost_per_hour")),
-                x.get("reason") or "",
-            ]
-            for x in layouts
-        ]
-        body.append(_table(["layout", "feasible", "$/hour", "reason"], rows, "layouts", align="llrl"))
+    from sim.plan import plan_blocks
+
+    # The answer, its checks, the layouts and the candidates as servesim plan prints them.
+    body = ["<h3>Answer</h3>\n", headline, _command_blocks(plan_blocks, plan, path, PLAN_EXPECTED)]
     frontier = sorted(
         (
             f
@@ -969,9 +1063,7 @@ def _plan_section(d: Path, about: _About) -> str:
         body += ["<h3>Cost frontier</h3>\n", _figure(_frontier_figure(frontier, answer), "cost frontier", caption)]
         body.append(_table(["#", "$/hour", "margin (%)", "layout", "fleet"], rows, align="rrrll"))
     candidates = [c for c in plan.get("candidates") or [] if isinstance(c, dict)]
-    candidates.sort(key=lambda c: STATUS_ORDER.get(c.get("status"), 3))
     if candidates:
-        body += ["<h3>Candidates</h3>\n", _candidates_table(candidates)]
         for pool, shown, fig in _evaluation_figures(candidates):
             caption = f"Pool {pool}, {shown}: each evaluated replica count, ±95 % CI over replications; dashed: the SLO target; x at the top: overloaded (requests never finished)."
             body.append(_figure(fig, f"candidates of pool {pool}: metrics against replicas", caption))
@@ -1003,31 +1095,6 @@ def _candidate_label(c: dict) -> str:
     return " ".join(str(x) for x in parts if x)
 
 
-def _fleet_table(pools: list[dict]) -> str:
-    headers = ["pool", "model", "GPU", "TP", "replicas", "knobs", "$/hour", "margin (%)", "one replica fewer"]
-    rows = []
-    for p in pools:
-        fewer = p.get("one_fewer")
-        fewer_text = "-"
-        if isinstance(fewer, dict):
-            verdict = "meets" if fewer.get("meets") else "misses"
-            m = fewer.get("margin")
-            shown = "below -100 %" if _finite(m) and m < -1 or m == float("-inf") else f"{_percent(m)} %"
-            fewer_text = f"{fewer.get('replicas', '?')}: margin {shown} ({verdict})"
-        rows.append(
-            [
-                p.get("pool", "-"),
-                *_fleet_cells(p),
-                _knobs(p.get("knobs")),
-                _num(p.get("cost_per_hour")),
-                _percent(p.get("margin")),
-                fewer_text,
-            ]
-        )
-    caption = "the fleet (margin: the smallest (SLO − value) / SLO over the pool's checks)"
-    return _table(headers, rows, caption, align="lllrrlrrl")
-
-
 def _check_view(check: dict) -> tuple[str, float, bool]:
     """How a plan check reads: its metric with unit, the scale of its values, and whether it is
     a latency (a latency of ``sim.plan.LATE_S`` means requests never finished)."""
@@ -1042,49 +1109,6 @@ def _overloaded(value: Any) -> bool:
     from sim.plan import LATE_S
 
     return _finite(value) and value >= LATE_S / 10
-
-
-def _checks_table(pools: list[dict]) -> str:
-    from sim.console import with_ci
-
-    rows = []
-    for p in pools:
-        for c in p.get("checks") or []:
-            label, scale, latency = _check_view(c)
-            value, hw = c.get("value"), c.get("ci95")
-            if latency and _overloaded(value):
-                shown = "overloaded"
-            else:
-                shown = with_ci(value * scale, hw * scale if _finite(hw) else None) if _finite(value) else "-"
-            met = (
-                _met(c.get("met"))
-                if c.get("met") or c.get("decided", True)
-                else _status("unsure (CI straddles the SLO)", None)
-            )
-            rows.append([p.get("pool", "-"), c.get("class", "-"), label, _num(c.get("slo"), scale), shown, met])
-    if not rows:
-        return ""
-    headers = ["pool", "class", "metric (unit)", "SLO", "value", "met"]
-    return _table(headers, rows, "SLO checks of the answer (value: mean over replications ± 95 % CI)", align="lllrrl")
-
-
-def _candidates_table(candidates: list[dict]) -> str:
-    headers = ["pool", "candidate", "layout", "status", "replicas", "$/hour", "margin (%)", "reason"]
-    good = {"chosen": True, "rejected": False}
-    rows = [
-        [
-            c.get("pool", "-"),
-            _candidate_label(c),
-            c.get("layout") or ", ".join(c.get("layout_pools") or []) or "-",
-            _status(str(c.get("status", "?")), good.get(c.get("status"))),
-            _num(c.get("replicas")),
-            _num(c.get("cost_per_hour")),
-            _percent(c.get("margin")),
-            c.get("reason") or "",
-        ]
-        for c in candidates
-    ]
-    return _table(headers, rows, align="llllrrrl")
 
 
 def _fleet_label(pools: Any) -> str:

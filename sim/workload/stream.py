@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.config import EmpiricalLength, RequestClass, Scenario, TraceSource
+from sim.config import ClosedArrival, EmpiricalLength, RequestClass, Scenario, TraceSource
 from sim.errors import ConfigError, TraceError
 from sim.workload.arrivals import arrival_times
 from sim.workload.lengths import sample_lengths
@@ -103,9 +103,30 @@ def read_trace_files(scenario: Scenario, base_dir: Path) -> None:
                 load_pairs(spec.trace, base_dir)
 
 
-def load_trace(src: TraceSource, base_dir: Path, window_s: float | None = None, limit: int | None = None) -> Trace:
+def load_trace(
+    src: TraceSource,
+    base_dir: Path,
+    window_s: float | None = None,
+    limit: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> Trace:
+    """A class's trace, read (or, for servegen, generated from ``rng``) and rescaled."""
     path = resolve_path(src.path, base_dir)
-    trace = read_trace(path, src.format, src.max_requests, src.hash_block_tokens)
+    span = None
+    if src.format == "servegen" and window_s is not None:
+        # Generate what the run keeps: its window in the trace's own time (time_scale multiplies
+        # the gaps, so the run's window holds window_s / time_scale seconds of the trace).
+        span = window_s / (src.time_scale or 1.0) if src.target_rate is None else None
+    trace = read_trace(
+        path,
+        src.format,
+        src.max_requests,
+        src.hash_block_tokens,
+        src.read_options(),
+        start_s=src.start_s,
+        rng=rng,
+        duration_s=span,
+    )
     if src.target_rate is not None and len(trace) and trace.duration_s <= 0:
         raise TraceError(
             f"{path}: cannot rescale to target_rate {src.target_rate:g}: the mean rate is undefined because all "
@@ -117,27 +138,52 @@ def load_trace(src: TraceSource, base_dir: Path, window_s: float | None = None, 
     return trace
 
 
-def load_pairs(src: TraceSource, base_dir: Path) -> tuple[np.ndarray, np.ndarray, tuple | None, int | None]:
-    """A trace's (prompt, output) pairs for resampling under a synthetic arrival process:
-    (prompt, output, prefix hashes or None, tokens per hash id or None).
+@dataclass(frozen=True)
+class Pairs:
+    """A trace's requests without their arrival times: lengths, prefix hash ids (or None) and
+    the conversation each request is a turn of (or None), in file order."""
+
+    prompt: np.ndarray
+    output: np.ndarray
+    prefix: tuple | list | None = None
+    block_tokens: int | None = None
+    session: np.ndarray | None = None
+
+
+def load_pairs(src: TraceSource, base_dir: Path, rng: np.random.Generator | None = None) -> Pairs:
+    """A trace's (prompt, output) pairs for resampling under a synthetic arrival process.
 
     Arrival times are not needed, so they are not read (lengths-only Vidur files work), except
     for Mooncake, whose prefix hash ids are only read with the whole trace (read_trace) and are
-    resampled together with their lengths. ``max_requests`` keeps the first N rows in file order
-    (Mooncake: the first N by arrival time)."""
+    resampled together with their lengths, and ServeGen, whose lengths are generated with its
+    arrivals. A conversation file (sharegpt) gives its turns with their sessions and prefix hash
+    ids. ``max_requests`` keeps the first N rows in file order (Mooncake: the first N by arrival
+    time)."""
+    from sim.workload.readers import read_records
+
     path = resolve_path(src.path, base_dir)
-    if src.format == "mooncake":
-        trace = read_trace(path, src.format, src.max_requests, src.hash_block_tokens)
-        return trace.prompt_tokens, trace.output_tokens, trace.prefix_hashes, trace.hash_block_tokens
-    prompt, output = read_lengths(path, src.format)
+    if src.format in ("mooncake", "servegen"):
+        trace = read_trace(path, src.format, src.max_requests, src.hash_block_tokens, start_s=src.start_s, rng=rng)
+        return Pairs(trace.prompt_tokens, trace.output_tokens, trace.prefix_hashes, trace.hash_block_tokens)
+    if src.format in ("azure", "vidur"):
+        prompt, output = read_lengths(path, src.format)
+        prefix = block = session = None
+    else:
+        rec = read_records(path, src.format, src.read_options(), with_times=False)
+        prompt, output = rec.prompt_tokens, rec.output_tokens
+        prefix, block, session = rec.prefix_hashes, rec.hash_block_tokens, rec.session
     if src.max_requests is not None:
-        prompt, output = prompt[: src.max_requests], output[: src.max_requests]
-    return prompt, output, None, None
+        k = src.max_requests
+        prompt, output = prompt[:k], output[:k]
+        prefix = prefix[:k] if prefix is not None else None
+        session = session[:k] if session is not None else None
+    return Pairs(prompt, output, prefix, block, session)
 
 
 def _empirical_column(spec, base_dir: Path, column: int) -> np.ndarray | None:
     if isinstance(spec, EmpiricalLength) and spec.trace is not None:
-        return load_pairs(spec.trace, base_dir)[column]
+        pairs = load_pairs(spec.trace, base_dir)
+        return pairs.prompt if column == 0 else pairs.output
     return None
 
 
@@ -152,11 +198,88 @@ def class_arrivals(
     return times
 
 
+class ClosedStream:
+    """A closed-loop class's requests: drawn as its users ask for them (sessions of turns), with
+    their think times. Arrival times are not known before the run: each follows an answer."""
+
+    def __init__(self, cls: RequestClass, rng: np.random.Generator, base_dir: Path, limit: int | None):
+        spec = cls.arrival
+        assert isinstance(spec, ClosedArrival)
+        self.spec = spec
+        self.limit = limit
+        self.hash_block_tokens: int | None = None
+        self._rng = rng
+        self._think_rng = rng.spawn(1)[0]
+        self._queue: list = []  # drawn requests not yet handed out: (prompt, output, hashes)
+        self._sessions: list[np.ndarray] | None = None
+        self._pairs: Pairs | None = None
+        self._cls = cls
+        self._base_dir = base_dir
+        if cls.trace is not None:
+            pairs = load_pairs(cls.trace, base_dir, rng)
+            self._pairs = pairs
+            self.hash_block_tokens = pairs.block_tokens
+            if pairs.session is not None:
+                # Conversations in file order, each a list of its turns in order.
+                order = np.argsort(pairs.session, kind="stable")
+                cuts = np.flatnonzero(np.diff(pairs.session[order])) + 1
+                self._sessions = np.split(order, cuts)[::-1]  # popped from the end
+        self.arrival_s = np.empty(0)  # not known before the run
+
+    def __len__(self) -> int:
+        return 0
+
+    @property
+    def prefix_hashes(self):
+        return self._pairs.prefix if self._pairs is not None else None
+
+    def next_session(self) -> list[tuple[int, int, tuple | None]] | None:
+        """The next user session's turns: (prompt, output, prefix hash ids); None when a finite
+        conversation file has no conversation left."""
+        pairs = self._pairs
+        if self._sessions is not None:
+            if not self._sessions:
+                return None
+            idx = self._sessions.pop()
+            prefix = pairs.prefix
+            return [
+                (int(pairs.prompt[i]), int(pairs.output[i]), prefix[i] if prefix is not None else None)
+                for i in idx.tolist()
+            ]
+        if not self._queue:
+            self._draw(256)
+        return [self._queue.pop()]
+
+    def _draw(self, n: int) -> None:
+        rng = self._rng
+        pairs = self._pairs
+        if pairs is not None:
+            pick = rng.integers(0, len(pairs.prompt), n).tolist()
+            prefix = pairs.prefix
+            batch = [
+                (int(pairs.prompt[i]), int(pairs.output[i]), prefix[i] if prefix is not None else None) for i in pick
+            ]
+        else:
+            cls, base = self._cls, self._base_dir
+            prompt = sample_lengths(cls.prompt_tokens, rng, n, _empirical_column(cls.prompt_tokens, base, 0))
+            output = sample_lengths(cls.output_tokens, rng, n, _empirical_column(cls.output_tokens, base, 1))
+            batch = [(int(p), int(o), None) for p, o in zip(prompt.tolist(), output.tolist())]
+        self._queue = batch[::-1]
+
+    def think_s(self) -> float:
+        mean = self.spec.think_time_s
+        if mean <= 0 or self.spec.think == "fixed":
+            return mean
+        return float(self._think_rng.exponential(mean))
+
+
 def build_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Generator, base_dir: Path) -> Stream:
     duration, limit = scenario.duration_s, scenario.num_requests
+    if isinstance(cls.arrival, ClosedArrival):
+        return ClosedStream(cls, rng, base_dir, limit)
     if cls.trace is not None:
         if cls.arrival is None:
-            trace = load_trace(cls.trace, base_dir, duration, limit)
+            trace = load_trace(cls.trace, base_dir, duration, limit, rng)
             keep = np.ones(len(trace), dtype=bool)
             if duration is not None:
                 keep &= trace.arrival_s < duration
@@ -174,13 +297,13 @@ def build_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Generator
                 trace.hash_block_tokens,
             )
         # With an arrival process, the trace only supplies (prompt, output) pairs, resampled jointly.
-        prompt, output, prefix, block_tokens = load_pairs(cls.trace, base_dir)
+        pairs = load_pairs(cls.trace, base_dir, rng)
         times = class_arrivals(cls, rng, duration, limit)
-        pick = rng.integers(0, len(prompt), len(times))
+        pick = rng.integers(0, len(pairs.prompt), len(times))
         hashes = None
-        if prefix is not None:
-            hashes = tuple(prefix[i] for i in pick)
-        return Stream(times, prompt[pick], output[pick], hashes, block_tokens)
+        if pairs.prefix is not None:
+            hashes = tuple(pairs.prefix[i] for i in pick)
+        return Stream(times, pairs.prompt[pick], pairs.output[pick], hashes, pairs.block_tokens)
     times = class_arrivals(cls, rng, duration, limit)
     n = len(times)
     prompt = sample_lengths(cls.prompt_tokens, rng, n, _empirical_column(cls.prompt_tokens, base_dir, 0))

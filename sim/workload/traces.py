@@ -1,6 +1,9 @@
 """Readers for published request traces, and shipped samples of them.
 
-Three text-request formats are understood:
+Three published text-request formats are read here (the formats of users' own files —
+burstgpt, csv, vllm-bench, sharegpt — are read in :mod:`sim.workload.readers`, and ServeGen's
+client fits are generated from in :mod:`sim.workload.servegen`; :func:`read_trace` and
+:func:`read_lengths` read them all):
 
 * ``azure`` — Azure LLM inference trace 2023 (Splitwise, ISCA'24) CSVs:
   ``TIMESTAMP,ContextTokens,GeneratedTokens`` with wall-clock timestamps.
@@ -56,7 +59,7 @@ __all__ = [
     "sample_path",
 ]
 
-TRACE_FORMATS = ("azure", "mooncake", "vidur")
+TRACE_FORMATS = ("azure", "mooncake", "vidur", "burstgpt", "csv", "vllm-bench", "sharegpt", "servegen")
 """Formats of text-request traces, read by :func:`read_trace` and :func:`read_lengths`."""
 DIFFUSION_TRACE_FORMATS = ("alibaba",)
 """Formats of image-request (diffusion) traces, read by :func:`read_diffusion_trace`."""
@@ -199,18 +202,37 @@ def read_trace(
     format: str,
     max_requests: int | None = None,
     hash_block_tokens: int = 512,
+    options=None,
+    *,
+    start_s: float = 0.0,
+    rng: np.random.Generator | None = None,
+    duration_s: float | None = None,
 ) -> Trace:
     """Read a trace file of the given format.
 
     Requests are sorted by arrival time (stably, so ties keep file order) and arrivals are
-    shifted to start at 0.0. ``max_requests`` keeps the first N by arrival time.
+    shifted to start at 0.0. ``start_s`` first drops the requests of the trace's first
+    ``start_s`` seconds. ``max_requests`` keeps the first N by arrival time.
     ``hash_block_tokens`` is the number of prompt tokens each Mooncake hash id covers.
+    ``options`` (:class:`sim.workload.readers.ReadOptions`) says how to read the user formats
+    (burstgpt, csv, vllm-bench). A ``servegen`` stream is generated: from ``rng`` (default seed
+    0), ``start_s`` into the clients' day, for ``duration_s`` seconds (default: the rest of it).
     """
+    from sim.workload.readers import ReadOptions, read_records
+
     fmt = _check_format(format)
     shown = os.fspath(path)
     _check_max_requests(shown, max_requests)
     if isinstance(hash_block_tokens, bool) or not isinstance(hash_block_tokens, int) or hash_block_tokens < 1:
         raise TraceError(f"{shown}: hash_block_tokens must be a whole number >= 1, got {hash_block_tokens!r}")
+    if fmt == "servegen":
+        if not pathlib.Path(path).exists():
+            raise TraceError(f"{shown}: trace file not found")
+        from sim.workload.servegen import generate
+
+        rng = rng if rng is not None else np.random.default_rng(0)
+        arrival, prompt, output = generate(path, rng, start_s, duration_s, max_requests)
+        return Trace(arrival - arrival[0], prompt, output, None, None, pathlib.Path(path).name)
     _check_file(path)
 
     hashes: list[tuple[int, ...]] | None = None
@@ -218,13 +240,22 @@ def read_trace(
         arrival, prompt, output = _read_azure(path, with_times=True)
     elif fmt == "vidur":
         arrival, prompt, output = _read_vidur(path, with_times=True)
-    else:
+    elif fmt == "mooncake":
         arrival, prompt, output, hashes = _read_mooncake(path, with_times=True)
+    else:
+        rec = read_records(path, fmt, options or ReadOptions(), with_times=True)
+        arrival, prompt, output, hashes = rec.arrival_s, rec.prompt_tokens, rec.output_tokens, rec.prefix_hashes
+        if rec.hash_block_tokens is not None:
+            hash_block_tokens = rec.hash_block_tokens
     assert arrival is not None
 
     # Stable sort: Mooncake has many requests sharing a millisecond, and their file order is
     # the only order information there is.
     order = np.argsort(arrival, kind="stable")
+    if start_s:
+        order = order[arrival[order] - arrival[order[0]] >= start_s]
+        if not len(order):
+            raise TraceError(f"{shown}: no request arrives {start_s:g} s or more after the first (start_s)")
     if max_requests is not None:
         order = order[:max_requests]
     arrival = arrival[order]
@@ -245,6 +276,7 @@ def read_trace(
 def read_lengths(
     path: str | os.PathLike[str],
     format: str,
+    options=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read only the token counts of a trace: ``(prompt_tokens, output_tokens)``, int64 >= 1.
 
@@ -253,13 +285,22 @@ def read_lengths(
     are neither required nor parsed.
     """
     fmt = _check_format(format)
+    if fmt == "servegen":
+        raise TraceError(
+            f"{os.fspath(path)}: a servegen stream is generated with its arrivals; read it with read_trace"
+        )
     _check_file(path)
     if fmt == "azure":
         _, prompt, output = _read_azure(path, with_times=False)
     elif fmt == "vidur":
         _, prompt, output = _read_vidur(path, with_times=False)
-    else:
+    elif fmt == "mooncake":
         _, prompt, output, _ = _read_mooncake(path, with_times=False)
+    else:
+        from sim.workload.readers import ReadOptions, read_records
+
+        rec = read_records(path, fmt, options or ReadOptions(), with_times=False)
+        prompt, output = rec.prompt_tokens.copy(), rec.output_tokens.copy()
     prompt.flags.writeable = False
     output.flags.writeable = False
     return prompt, output

@@ -302,9 +302,9 @@ CASES = [
     ),
     case(
         "unknown-trace-format",
-        validate(trace_class("x.csv", "csv")),
+        validate(trace_class("x.parquet", "parquet")),
         "classes.0.trace.format",
-        "'azure', 'mooncake', 'vidur' or 'alibaba'",
+        "'vllm-bench', 'sharegpt', 'servegen' or 'alibaba'",
     ),
     # ---- cross-field rules
     case(

@@ -66,7 +66,8 @@ def _plan_json() -> dict:
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory) -> dict[str, Path]:
-    """Report pages: a run with its price study, and a plan."""
+    """Report pages: a run with its price study, a plan, and a sweep (its curves with CI bars and
+    its cost frontier)."""
     run_dir = tmp_path_factory.mktemp("run")
     result = run_scenario(
         ROOT / "scenarios/pricing_study.yaml", overrides=("duration_s=30", "warmup_s=2", "replications=2")
@@ -75,7 +76,13 @@ def pages(tmp_path_factory) -> dict[str, Path]:
     write_price_outputs(price_scenario(result), run_dir)
     plan_dir = tmp_path_factory.mktemp("plan")
     (plan_dir / "plan.json").write_text(json.dumps(_plan_json()))
-    return {"run+price": write_report(run_dir), "plan": write_report(plan_dir)}
+    from sim.sweep import run_sweep
+
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    grid = {"classes.chat.arrival.rate": [5, 15, 25], "pools.chat.replicas": [1, 2]}
+    overrides = ("duration_s=20", "warmup_s=2", "replications=2")
+    run_sweep(ROOT / "scenarios/quickstart.yaml", grid, sweep_dir, overrides=overrides, workers=1)
+    return {"run+price": write_report(run_dir), "plan": write_report(plan_dir), "sweep": write_report(sweep_dir)}
 
 
 def _non_white(png: Path, box: dict) -> float:
@@ -89,7 +96,7 @@ def _non_white(png: Path, box: dict) -> float:
     return float((region.min(axis=2) < 235).mean())
 
 
-@pytest.mark.parametrize("name", ["run+price", "plan"])
+@pytest.mark.parametrize("name", ["run+price", "plan", "sweep"])
 def test_report_renders_offline_with_its_plots(browser, pages, name, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
     problems, urls = [], []

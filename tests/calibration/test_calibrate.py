@@ -142,7 +142,7 @@ classes:
 
 def test_fits_of_measured_kernels_are_close_on_held_out_points(llm_raw):
     """A weak bound on a tiny grid (the figure that matters comes from the quick grid and is
-    in docs/calibration.md); it still fails if a form cannot describe the kernels at all."""
+    in docs/explanation/calibration.md); it still fails if a form cannot describe the kernels at all."""
     raw, meta = load_raw(llm_raw)
     ops = build_profile(raw, meta, None)["ops"]
     for name in ("attn_decode", "lm_head", "step"):

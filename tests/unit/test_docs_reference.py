@@ -1,128 +1,45 @@
-"""The tutorial's scenario reference must stay in step with the schema in ``sim/config.py``.
+"""The generated reference (``sim/docgen/reference.py``, ``docs/reference/``) is complete and current.
 
-Walks every pydantic model reachable from ``sim.config.Scenario`` (through lists, optionals and
-discriminated unions) and checks ``docs/tutorial.md``:
-
-* every field name appears in the document as ```field_name```;
-* each model has a reference section: a heading that names the model's class in backticks
-  (e.g. ``### Pools (`PoolConfig`)``), whose table has one row per field (``| `field` | ...``),
-  no rows for fields that do not exist, the field's default in its default column (``required``
-  for a required field, ```null```, ```8192```, ```continuous```... otherwise), and every allowed
-  value of a ``Literal`` field in backticks.
+* every field of every model reachable from ``sim.config.Scenario`` says what it means (its
+  docstring, which pydantic makes its description), and every model has a docstring for its
+  section;
+* ``docs/reference/*.md`` equal a fresh generation (``make reference``);
+* the scenario page has a section per model, a row per field with its default, and every
+  allowed value of a ``Literal`` field; the CLI page names every sub-command and flag; the
+  catalog page every shipped LLM, diffusion pipeline and GPU.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import re
-import types
-import typing
-from pathlib import Path
+import subprocess
+import sys
 
 import pytest
-from pydantic import BaseModel
 
 from sim.config import Scenario
+from sim.docgen import reference
 
-TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial.md"
-HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
-ROW = re.compile(r"^\|\s*`([A-Za-z_][A-Za-z0-9_]*)`\s*\|")
-
-
-def _models_in(annotation: typing.Any) -> list[type[BaseModel]]:
-    """Pydantic models inside a type annotation (Annotated, Union, Optional, list, tuple...)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    found: list[type[BaseModel]] = []
-    for arg in typing.get_args(annotation):
-        found += _models_in(arg)
-    return found
-
-
-def reachable_models(root: type[BaseModel] = Scenario) -> list[type[BaseModel]]:
-    seen: list[type[BaseModel]] = []
-    todo = [root]
-    while todo:
-        model = todo.pop(0)
-        if model in seen:
-            continue
-        seen.append(model)
-        for field in model.model_fields.values():
-            todo += _models_in(field.annotation)
-    return seen
-
-
-MODELS = reachable_models()
-
-
-def _doc() -> str:
-    return TUTORIAL.read_text(encoding="utf-8")
-
-
-def _section(text: str, model: type[BaseModel]) -> list[str]:
-    """Lines under the heading naming `Model`, up to the next heading of the same or higher level."""
-    lines = text.splitlines()
-    tag = f"`{model.__name__}`"
-    for i, line in enumerate(lines):
-        m = HEADING.match(line)
-        if m and tag in m.group(2):
-            level = len(m.group(1))
-            body = []
-            for nxt in lines[i + 1 :]:
-                h = HEADING.match(nxt)
-                if h and len(h.group(1)) <= level:
-                    break
-                body.append(nxt)
-            return body
-    return []
-
-
-def _rows(section: list[str]) -> dict[str, list[str]]:
-    """Field-table rows of a section: field name -> the row's cells (field cell first)."""
-    rows: dict[str, list[str]] = {}
-    for line in section:
-        m = ROW.match(line)
-        if m:
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            rows[m.group(1)] = cells
-    return rows
-
-
-def _yaml_default(value: typing.Any) -> str | None:
-    """How a scalar default is written in the reference (None for non-scalar defaults)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value if value else '""'
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return None
-
-
-def _literal_values(annotation: typing.Any) -> list[typing.Any]:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        return list(typing.get_args(annotation))
-    if origin in (typing.Union, types.UnionType):
-        out: list[typing.Any] = []
-        for arg in typing.get_args(annotation):
-            out += _literal_values(arg)
-        return out
-    return []
+MODELS = reference.reachable_models(Scenario)
+SHIPPED = {name: reference.DEFAULT_OUT / name for name in reference.PAGES}
+fresh_pages = functools.cache(reference.pages)
+"""The pages as generated now (once per session)."""
 
 
 def test_the_walk_reaches_every_model_of_the_schema():
     names = {m.__name__ for m in MODELS}
-    # Spot checks that union members and nested models are found.
     for expected in (
         "Scenario",
+        "ScenarioCatalog",
         "PoolConfig",
         "EngineConfig",
+        "DiffusionBatching",
+        "FaultConfig",
         "RooflineCost",
         "ConstantCost",
+        "ProfileCost",
         "RequestClass",
         "PoissonArrival",
         "GammaArrival",
@@ -134,48 +51,107 @@ def test_the_walk_reaches_every_model_of_the_schema():
         "ExponentialLength",
         "EmpiricalLength",
         "TraceSource",
+        "ImageSpec",
+        "Stage",
+        "RetryPolicy",
         "SLO",
+        "PlanConfig",
+        "PlanPoolSpace",
+        "PlanLayout",
     ):
         assert expected in names
-
-
-def test_tutorial_exists():
-    assert TUTORIAL.is_file(), f"{TUTORIAL} is missing"
+    assert len(names) == len(MODELS), "a model is visited twice"
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
-def test_every_field_name_appears_in_the_tutorial(model):
-    text = _doc()
-    missing = [name for name in model.model_fields if f"`{name}`" not in text]
-    assert not missing, f"docs/tutorial.md never mentions {model.__name__} field(s) {missing} as `name`"
+def test_every_field_says_what_it_means(model):
+    missing = [name for name, f in model.model_fields.items() if not (f.description or "").strip()]
+    assert not missing, (
+        f"{model.__name__} field(s) {missing} have no description: write a docstring under each field in "
+        "sim/config.py, then run `make reference`"
+    )
+    assert (model.__dict__.get("__doc__") or "").strip(), f"{model.__name__} has no docstring (its section's text)"
+
+
+@pytest.mark.parametrize("name", reference.PAGES)
+def test_the_shipped_page_is_current(name):
+    shipped = SHIPPED[name]
+    assert shipped.is_file(), f"docs/reference/{name} is missing: run `make reference`"
+    fresh = fresh_pages()[name]
+    assert shipped.read_text(encoding="utf-8") == fresh, f"docs/reference/{name} is stale: run `make reference`"
+
+
+def _section(text: str, model) -> list[str]:
+    """The lines under the heading that names `Model`, up to the next heading."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#") and f"`{model.__name__}`" in line)
+    body = []
+    for line in lines[start + 1 :]:
+        if line.startswith("#"):
+            break
+        body.append(line)
+    return body
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
-def test_reference_section_matches_the_model(model):
-    section = _section(_doc(), model)
-    assert section, f"docs/tutorial.md has no heading naming `{model.__name__}` (the reference section)"
-    rows = _rows(section)
-    fields = model.model_fields
-    missing = [name for name in fields if name not in rows]
-    assert not missing, f"the `{model.__name__}` table has no row for field(s) {missing}"
-    stale = [name for name in rows if name not in fields]
-    assert not stale, f"the `{model.__name__}` table documents field(s) {stale} that the schema does not have"
-    for name, field in fields.items():
-        cells = rows[name]
-        assert len(cells) >= 5, (
-            f"`{model.__name__}.{name}` row should be: field | type | default | allowed | what it does"
-        )
-        default_cell, row_text = cells[2], " | ".join(cells[1:])
+def test_the_scenario_page_has_a_row_per_field_with_its_default_and_allowed_values(model):
+    text = fresh_pages()["scenario.md"]
+    rows = {}
+    for line in _section(text, model):
+        m = re.match(r"^\| `(\w+)` \|", line)
+        if m:
+            rows[m.group(1)] = [c.strip() for c in line.strip().strip("|").split(" | ")]
+    assert list(rows) == list(model.model_fields), f"{model.__name__}: rows {list(rows)}"
+    for name, field in model.model_fields.items():
+        _, _type, default, allowed, meaning = rows[name]
         if field.is_required():
-            assert "required" in default_cell, (
-                f"`{model.__name__}.{name}` is required; its default cell says {default_cell!r}"
-            )
-        else:
-            shown = _yaml_default(field.default)
-            if shown is not None:
-                assert f"`{shown}`" in default_cell, (
-                    f"`{model.__name__}.{name}` defaults to {field.default!r}; its default cell should contain "
-                    f"`{shown}` but says {default_cell!r}"
-                )
-        for value in _literal_values(field.annotation):
-            assert f"`{value}`" in row_text, f"`{model.__name__}.{name}` row does not list allowed value `{value}`"
+            assert default == "required"
+        elif field.default is None:
+            assert default == "`null`"
+        for value in reference.literal_values(field.annotation):
+            assert f"`{value}`" in allowed, f"{model.__name__}.{name}: allowed value `{value}` not listed"
+        assert meaning, f"{model.__name__}.{name}: no meaning"
+
+
+def _flags(parser: argparse.ArgumentParser, prog: str):
+    """``(command, option string)`` of every flag of every sub-command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _flags(sub, f"{prog} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            for option in action.option_strings or [action.metavar or action.dest.upper()]:
+                yield prog, option
+
+
+def test_the_cli_page_names_every_command_and_flag():
+    from sim.cli import build_parser
+
+    text = fresh_pages()["cli.md"]
+    sections = re.split(r"\n(?=#+ `servesim )", text)
+    by_command = {re.match(r"#+ `([^`]+)`", s).group(1): s for s in sections[1:]}
+    for prog, option in _flags(build_parser(), "servesim"):
+        if prog == "servesim":
+            continue  # --version: said in the introduction
+        assert prog in by_command, f"no section for {prog}"
+        assert f"`{option}`" in by_command[prog], f"{prog}: {option} is not in its table"
+
+
+def test_the_catalog_page_lists_every_shipped_entry():
+    from sim import catalog
+
+    text = fresh_pages()["catalog.md"]
+    for kind in ("models", "diffusion_models", "gpus"):
+        for name in catalog.shipped(kind):
+            assert f"| {name} |" in text, f"{kind} {name} is not in docs/reference/catalog.md"
+
+
+def test_building_the_parser_imports_no_heavy_module():
+    """The CLI reference is generated from the parser, and ``servesim --help`` stays fast: building
+    it imports neither pydantic, pandas nor numpy."""
+    code = (
+        "import sys; from sim.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('pydantic', 'pandas', 'numpy', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -274,6 +274,21 @@ def test_an_attainment_slo(tmp_path):
     assert "TTFT ≤ 500 ms, TPOT ≤ 50.0 ms for ≥ 95.0 % of requests" in page
 
 
+def test_replica_state_marks_failures_and_batch_limits(tmp_path):
+    """A run with replica failures lists each outage in its summary, within the run, and the
+    report's replica-state figure marks them (and draws the pool's batch limit)."""
+    result = run_scenario(ROOT / "scenarios/faults_retry.yaml", overrides=("duration_s=300", "replications=1"))
+    chat = result.summary["pools"]["chat"]
+    assert chat["outages"] and chat["max_num_seqs"] == result.scenario.pools[0].engine.max_num_seqs
+    indices = set(result.replicas.loc[result.replicas["pool"] == "chat", "replica"])
+    for rep, replica, down, up in chat["outages"]:
+        assert rep == 0 and replica in indices and 0 <= down and (up is None or down < up)
+    write_outputs(result, tmp_path, plots=False)
+    page = write_report(tmp_path).read_text()
+    assert "a replica&#x27;s failure marked x, its time down shaded red" in page or "failure marked x" in page
+    assert "against the pool&#x27;s batch limit" in page or "batch limit" in page
+
+
 def test_the_report_says_what_the_terminal_says_of_an_assumed_gpu(tmp_path, capsys):
     """servesim run's note on a GPU whose roofline efficiencies are assumed is in the report too;
     a fitted GPU gets none."""
@@ -315,13 +330,14 @@ def test_sweep(tmp_path):
     page = write_report(tmp_path).read_text()
     assert '<section id="sweep">' in page and "arrival.rate" in page and "2 of 2 points finished" in page
     assert "TTFT p99 ms" in page  # the table servesim sweep prints
-    assert len(images(page)) == 1  # the throughput-latency curve
+    assert len(images(page)) == 2  # the throughput-latency curves and the cost frontier
+    assert "±95 % CI over replications" in page and "cost frontier" in page
     assert_self_contained(page)
     # The base scenario gone: a plain table, the curve without SLO lines, and a note saying so.
     manifest = json.loads((tmp_path / "sweep.json").read_text())
     (tmp_path / "sweep.json").write_text(json.dumps({**manifest, "scenario": str(tmp_path / "gone.yaml")}))
     page = write_report(tmp_path).read_text()
-    assert "does not load from here" in page and "chat.ttft_s_p99" in page and len(images(page)) == 1
+    assert "does not load from here" in page and "chat.ttft_s_p99" in page and len(images(page)) == 2
 
 
 def test_plan(plan_dir):
@@ -332,12 +348,11 @@ def test_plan(plan_dir):
         "binding pool image",
         "$30.8/hour",
         "one replica fewer",
-        "2: margin -24.0 %",
+        "-24% (misses)",
         "they cannot fit the KV cache",
         "no candidate meets the SLOs of pool(s) shared",
         "fleet.yaml",
-        "p99 TTFT (s)",
-        "0.210±0.020",
+        "p99 TTFT",
         "llama-3-8b a100-80gb engine.max_num_seqs=256",
         "chosen",
         "rejected",
@@ -345,6 +360,21 @@ def test_plan(plan_dir):
         assert needle in page, needle
     # The frontier, and one replicas-vs-metric figure per pool with evaluations.
     assert len(images(page)) == 3
+    # Everything servesim plan prints is on the page: every line (notes included) and every
+    # table cell.
+    import html
+
+    from sim.console import Table, plain
+    from sim.plan import plan_blocks
+
+    text = html.unescape(page)
+    for block in plan_blocks(json.loads((plan_dir / "plan.json").read_text())):
+        if isinstance(block, Table):
+            cells = [plain(c) for row in block.rows for c in row] + [plain(block.title or "")]
+        else:
+            cells = [plain(block.markup).strip()]
+        for cell in cells:
+            assert cell in text, cell
 
 
 def test_plan_with_missing_optional_fields(tmp_path):

@@ -2,7 +2,7 @@
 the report holds every figure the method promises (every run's error, the median, the worst,
 the noise floor), each figure is recomputed from the files it came from, and the prediction is
 a function of the calibration alone (calibrate -> freeze -> predict). Accuracy on this shared
-2-core machine is a report (docs/validation.md), never an assertion here: its speed drifts by
+2-core machine is a report (docs/explanation/validation.md), never an assertion here: its speed drifts by
 10-30 % within a minute."""
 
 from __future__ import annotations

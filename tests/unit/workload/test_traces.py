@@ -82,7 +82,7 @@ def test_sample_path_unknown_name_lists_available() -> None:
 
 def test_trace_error_is_a_servesim_error() -> None:
     assert issubclass(TraceError, ServesimError)
-    assert TRACE_FORMATS == ("azure", "mooncake", "vidur")
+    assert TRACE_FORMATS == ("azure", "mooncake", "vidur", "burstgpt", "csv", "vllm-bench", "sharegpt", "servegen")
 
 
 # ----------------------------------------------------------------------------- azure
