@@ -301,7 +301,9 @@ class TraceSource(Strict):
     """The trace file, relative to the scenario file's directory, ``builtin:NAME`` or
     ``shared:PATH``. ``builtin:`` names a shipped sample: ``azure_conv_2023.csv``,
     ``azure_code_2023_sample.csv``, ``mooncake_conversation_sample.jsonl``,
-    ``vidur_splitwise_conv_sample.csv``. ``shared:`` is a path inside a shared data folder:
+    ``vidur_splitwise_conv_sample.csv``, ``servegen_deepseek_r1_chunk-70-trace.csv``, or a format
+    example written for servesim: ``burstgpt_format_example.csv``, ``requests_log_example.csv``,
+    ``vllm_bench_example.json``, ``sharegpt_example.json``. ``shared:`` is a path inside a shared data folder:
     ``$SERVESIM_SHARED``, else the first folder named ``shared`` in the scenario's folder or one
     of its parents."""
     format: Literal["azure", "mooncake", "vidur", "burstgpt", "csv", "vllm-bench", "sharegpt", "servegen", "alibaba"]

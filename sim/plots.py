@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 TAIL_LEVELS = ((1e-2, "p99"), (1e-3, "p99.9"))
 
@@ -60,6 +61,7 @@ def latency_cdfs(requests: pd.DataFrame, warmup_s: float = 0.0) -> Figure:
             )
         for ax in (cdf, tail):
             ax.grid(alpha=0.3, which="both")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow decade's minor labels collide
     handles = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):

@@ -55,17 +55,17 @@ class StepLine:
     affine piece), which makes the time of j steps a closed-form sum.
     """
 
-    __slots__ = ("pieces", "_affine")
+    __slots__ = ("pieces", "affine")
 
     def __init__(self, pieces: list[tuple[float, float]]):
         if not pieces:
             raise ValueError("a StepLine needs at least one (intercept, slope) piece")
         self.pieces = pieces
-        self._affine = pieces[0] if len(pieces) == 1 else None  # the common one-piece case
+        self.affine = pieces[0] if len(pieces) == 1 else None  # the common one-piece case
 
     def step_s(self, ctx: float) -> float:
-        if self._affine is not None:
-            a, s = self._affine
+        if self.affine is not None:
+            a, s = self.affine
             return a + s * ctx
         return max(a + s * ctx for a, s in self.pieces)
 
@@ -73,8 +73,8 @@ class StepLine:
         """Seconds for steps j = 0..num_steps-1 at contexts ctx0 + j*dctx."""
         if num_steps <= 0:
             return 0.0
-        if self._affine is not None:
-            a, s = self._affine
+        if self.affine is not None:
+            a, s = self.affine
             return num_steps * (a + s * ctx0) + s * dctx * num_steps * (num_steps - 1) / 2
         total = 0.0
         for j, end, cur in self._envelope(ctx0, dctx, num_steps):
@@ -87,8 +87,8 @@ class StepLine:
         per step, number of steps), in order."""
         if num_steps <= 0:
             return []
-        if self._affine is not None:
-            a, s = self._affine
+        if self.affine is not None:
+            a, s = self.affine
             return [(a + s * ctx0, s * dctx, num_steps)]
         return [(c0 + c1 * j, c1, end - j) for j, end, (c0, c1) in self._envelope(ctx0, dctx, num_steps)]
 
@@ -126,11 +126,11 @@ class StepLine:
     def _steps_within(self, ctx0: float, dctx: float, elapsed_s: float, max_steps: int) -> tuple[int, float]:
         """(j, total of j+1 steps) where j is ``steps_within``; the total is only meaningful
         when j < max_steps (it comes for free from the search, and a cut needs it)."""
-        if self._affine is not None:
+        if self.affine is not None:
             # total(j) = j*a + b*j*(j-1)/2 is increasing: solve the quadratic for an estimate,
             # then settle the float rounding by checking the neighbours (the answer does not
             # depend on the estimate).
-            a0, s = self._affine
+            a0, s = self.affine
             a, b = a0 + s * ctx0, s * dctx
             if b > 0:
                 h = a - b / 2

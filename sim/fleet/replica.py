@@ -71,6 +71,7 @@ class LLMReplica:
         # Inter-token gaps, pooled per class (requests that arrived after the warm-up): the
         # histogram, and how many cohort members of each class each cohort step emits for.
         self._warmup_s = recorder.warmup_s
+        self._gap_log = recorder.gap_log  # the recorder's bytearray, appended to in place
         self._cohort_classes: dict[int, int] = {}  # class -> members (none at 0)
         self._target = -1  # id of the timer the engine waits on (-1: none)
         self._idle_now = False  # set while idle: submit() wakes the engine
@@ -238,7 +239,7 @@ class LLMReplica:
         if out.num_cohort:
             self._cohort_step(sched.clock, dur, now, gpu_per_token)
             for key, members in self._cohort_classes.items():  # a gap of this step per member
-                self.recorder.gap_log += pack_run(key, dur, 0.0, 1, members)
+                self._gap_log += pack_run(key, dur, 0.0, 1, members)
         self.outstanding_tokens -= out.shape.num_tokens
         cohort_last = self._cohort_last_s
         warmup = self._warmup_s
@@ -252,7 +253,7 @@ class LLMReplica:
                 if now - last > req.max_itl_s:
                     req.max_itl_s = now - last
                 if req.arrival_s >= warmup:
-                    self.recorder.gap_log += pack_run(req.class_id, now - last, 0.0, 1, 1.0)
+                    self._gap_log += pack_run(req.class_id, now - last, 0.0, 1, 1.0)
             req.last_token_s = now
         for req in joined:
             if req.cohort_marked:
@@ -281,11 +282,17 @@ class LLMReplica:
             finished = sched.advance_decode(done)
             self._cohort_step(sched.clock, last_step, end, total * self.num_gpus / span.num_rows)
             classes = self._cohort_classes
-            if classes:
-                log = self.recorder.gap_log
-                for first_s, slope_s, steps in line.segments(span.ctx_sum, span.ctx_growth, done):
-                    for key, members in classes.items():  # each member: a gap per step
-                        log += pack_run(key, first_s, slope_s, steps, members)
+            if classes:  # each member: a gap per step
+                log = self._gap_log
+                affine = line.affine
+                if affine is not None:  # one run of steps (the common case, inlined)
+                    first_s, slope_s = affine[0] + affine[1] * span.ctx_sum, affine[1] * span.ctx_growth
+                    for key, members in classes.items():
+                        log += pack_run(key, first_s, slope_s, done, members)
+                else:
+                    for first_s, slope_s, steps in line.segments(span.ctx_sum, span.ctx_growth, done):
+                        for key, members in classes.items():
+                            log += pack_run(key, first_s, slope_s, steps, members)
         else:
             finished = self._commit_exact_span(span, line, done, start, total, last_step)
         self.outstanding_tokens -= span.ctx_growth * done
@@ -307,7 +314,7 @@ class LLMReplica:
             req.gpu_s += gpu_each
         segments = line.segments(span.ctx_sum, span.ctx_growth, done)
         warmup = self._warmup_s
-        log = self.recorder.gap_log
+        log = self._gap_log
         for req in emitting:
             gap = max(first_end - req.last_token_s, last_step)
             if gap > req.max_itl_s:

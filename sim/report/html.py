@@ -998,9 +998,11 @@ def _sweep_cost_figure(df: pd.DataFrame, grid_keys: list[str], slos: dict) -> Fi
                 best = x[i]
         frontier.sort(key=lambda i: x[i])
         ax.plot(x[frontier], y[frontier], color="0.3", lw=1, zorder=2, label="cost frontier")
-        for i in frontier:
+        for n_, i in enumerate(frontier):
             text = ", ".join(f"{k.rpartition('.')[2]}={yaml_text(plain_number(rows[k].iloc[i]))}" for k in grid_keys)
-            ax.annotate(text, (x[i], y[i]), textcoords="offset points", xytext=(4, 4), fontsize="x-small", color="0.25")
+            # Neighbours on the frontier are often close: labels alternate above and below.
+            offset = (5, 4) if n_ % 2 == 0 else (5, -11)
+            ax.annotate(text, (x[i], y[i]), textcoords="offset points", xytext=offset, fontsize="x-small", color="0.25")
         if _finite(slo.get(metric)):
             ax.axvline(float(slo[metric]), color="0.15", ls="--", lw=1)
             ax.annotate(

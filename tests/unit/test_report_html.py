@@ -333,6 +333,16 @@ def test_sweep(tmp_path):
     assert len(images(page)) == 2  # the throughput-latency curves and the cost frontier
     assert "±95 % CI over replications" in page and "cost frontier" in page
     assert_self_contained(page)
+    # Every cell of the table servesim sweep prints is on the page.
+    from sim.config import load_scenario
+    from sim.console import plain
+    from sim.sweep import read_results, results_frame, sweep_table
+
+    base, _ = load_scenario(ROOT / "scenarios/quickstart.yaml", list(SHORT))
+    table = sweep_table(results_frame(read_results(tmp_path), list(grid)), base, list(grid))
+    text = html.unescape(page)
+    for cell in [plain(c) for row in table.rows for c in row] + [plain(c.header) for c in table.columns]:
+        assert cell in text, cell
     # The base scenario gone: a plain table, the curve without SLO lines, and a note saying so.
     manifest = json.loads((tmp_path / "sweep.json").read_text())
     (tmp_path / "sweep.json").write_text(json.dumps({**manifest, "scenario": str(tmp_path / "gone.yaml")}))
