@@ -673,11 +673,18 @@ class EngineConfig(Strict):
     """GiB per GPU held back for activations, CUDA graphs and context. vLLM measures this by
     profiling; ``null`` uses servesim's estimate from the model and ``max_num_batched_tokens``
     (docs/explanation/how-the-model-works.md)."""
-    dtype: Literal["bfloat16", "fp8"] = "bfloat16"
+    dtype: Literal["bfloat16", "fp8", "int8", "int4"] = "bfloat16"
     """Weight precision. ``bfloat16`` is vLLM ``--dtype bfloat16``; ``fp8`` stands for FP8
     weights (vLLM ``--quantization fp8``): 1 byte per weight (more KV blocks, faster weight
     streaming) and the GPU's FP8 peak in the roofline. The GPU must support FP8 (``a100-80gb``
-    does not)."""
+    does not). ``int8`` and ``int4`` are weight-only quantisation as AWQ and GPTQ checkpoints
+    have it (vLLM ``--quantization awq``/``gptq``, W8A16/W4A16): the transformer blocks' weights
+    in 8 or 4 bits with an fp16 scale and a zero point per ``quantization_group_size`` weights,
+    the embeddings and LM head kept in bf16, and the matrix products at the GPU's bf16 peak
+    (weights are widened to bf16 in the kernel): less memory and faster weight streaming, the
+    same compute."""
+    quantization_group_size: Int = Field(default=128, ge=16, le=65536)
+    """int8, int4: weights sharing one scale and zero point (AWQ and GPTQ use 128)."""
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     """vLLM ``--kv-cache-dtype``: ``auto`` keeps KV in bf16 (2 bytes, also with FP8 weights);
     ``fp8`` stores 1 byte per element, about doubling the tokens that fit and halving KV read
@@ -699,8 +706,20 @@ class EngineConfig(Strict):
 
     @property
     def weight_bytes_per_elem(self) -> float:
-        """Bytes per weight element: 1 for FP8 weights, else 2 (bf16)."""
+        """Bytes per weight of the transformer blocks: 2 (bf16), 1 (FP8), or for weight-only
+        int8/int4 the quantised value plus its share of the group's fp16 scale and q-bit zero
+        point: (q + (16 + q) / group) / 8 (AWQ: Lin et al., MLSys 2024; GPTQ: Frantar et al.,
+        ICLR 2023), 0.52 bytes for int4 in groups of 128."""
+        if self.dtype in ("int8", "int4"):
+            q = 8 if self.dtype == "int8" else 4
+            return (q + (16 + q) / self.quantization_group_size) / 8
         return 1.0 if self.dtype == "fp8" else 2.0
+
+    @property
+    def head_bytes_per_elem(self) -> float:
+        """Bytes per weight of the embeddings and the LM head: weight-only quantisation leaves
+        them in bf16; otherwise as the blocks' weights."""
+        return 2.0 if self.dtype in ("int8", "int4") else self.weight_bytes_per_elem
 
     @property
     def kv_bytes_per_elem(self) -> float:

@@ -28,6 +28,8 @@ def build_cost_model(pool: PoolConfig, base_dir: Path | None = None) -> CostMode
         kv_bytes=pool.engine.kv_bytes_per_elem,
         compute_efficiency=cm.compute_efficiency,
         bandwidth_efficiency=cm.bandwidth_efficiency,
+        head_bytes=pool.engine.head_bytes_per_elem,
+        fp8_compute=pool.engine.dtype == "fp8",
     )
 
 

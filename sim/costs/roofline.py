@@ -66,12 +66,18 @@ class RooflineCostModel:
         kv_bytes: float = 2.0,
         compute_efficiency: float | None = None,
         bandwidth_efficiency: float | None = None,
+        head_bytes: float | None = None,
+        fp8_compute: bool | None = None,
     ):
+        """``weight_bytes``: bytes per weight of the transformer blocks; ``head_bytes``: of the LM
+        head (default: the same); ``fp8_compute``: matrix products at the GPU's FP8 peak
+        (default: when weights are 1 byte, i.e. FP8)."""
         self.model, self.gpu, self.tp = model, gpu, tp
         eff = gpu.efficiency
         eff_c = compute_efficiency or eff.compute
         eff_b = bandwidth_efficiency or eff.bandwidth
-        peak_tflops = gpu.fp8_tflops if weight_bytes == 1 and gpu.fp8_tflops else gpu.bf16_tflops
+        fp8 = weight_bytes == 1 if fp8_compute is None else fp8_compute
+        peak_tflops = gpu.fp8_tflops if fp8 and gpu.fp8_tflops else gpu.bf16_tflops
         flops_per_s = peak_tflops * 1e12 * eff_c
         bytes_per_s = gpu.hbm_tb_s * 1e12 * eff_b
         # attention runs in bf16 whatever the weights' precision
@@ -81,7 +87,11 @@ class RooflineCostModel:
         # Seconds per unit of work on one rank (work divides evenly across TP ranks).
         self._lin_s_per_token = 2 * L * model.params_per_layer / tp / flops_per_s
         self._head_s_per_row = 2 * d * model.vocab_size / tp / flops_per_s
-        self._weights_s = weight_bytes * model.params_active / tp / bytes_per_s
+        # Weights streamed once per step: every block's and the LM head's (the embedding lookup
+        # is a gather of a few rows).
+        head = weight_bytes if head_bytes is None else head_bytes
+        streamed = weight_bytes * L * model.params_per_layer + head * (model.params_active - L * model.params_per_layer)
+        self._weights_s = streamed / tp / bytes_per_s
         self._overlap = eff.overlap
         self._attn_flop_s_per_pair = 4 * L * model.num_attention_heads * h / tp / attn_flops_per_s
         self._kv_s_per_token = model.kv_bytes_per_token(kv_bytes, tp) / kv_bytes_per_s

@@ -49,11 +49,18 @@ def activation_bytes(model: ModelSpec, engine: EngineConfig, tp: int) -> float:
     return n * per_token + logits + NON_TORCH_BYTES
 
 
+def weight_bytes(model: ModelSpec, engine: EngineConfig) -> float:
+    """Bytes of the model's weights: the transformer blocks at the engine's weight precision,
+    the embeddings (and an untied LM head) at ``head_bytes_per_elem``."""
+    blocks = model.num_layers * model.params_per_layer
+    return engine.weight_bytes_per_elem * blocks + engine.head_bytes_per_elem * (model.params_total - blocks)
+
+
 def kv_budget(model: ModelSpec, gpu: GPUSpec, engine: EngineConfig, tp: int) -> KVBudget:
     """Blocks per replica (each block spans all TP ranks). Raises CapacityError if the model
     does not fit."""
     kv_tok = model.kv_bytes_per_token(engine.kv_bytes_per_elem, tp)
-    weights = engine.weight_bytes_per_elem * model.params_total / tp
+    weights = weight_bytes(model, engine) / tp
     act = (
         engine.activation_reserve_gib * GIB
         if engine.activation_reserve_gib is not None
