@@ -39,14 +39,73 @@ class ModelSpec(_Spec):
     """Published/counted parameter count (a test checks it against the shapes)."""
     max_position_embeddings: int = Field(ge=1)
     source: str
+    num_experts: int = Field(default=0, ge=0)
+    """Mixture-of-experts: routed experts per layer (0: a dense model)."""
+    num_experts_per_tok: int = Field(default=0, ge=0)
+    """Mixture-of-experts: experts each token is routed to (top-k)."""
+    moe_intermediate_size: int | None = Field(default=None, ge=1)
+    """Mixture-of-experts: each expert's SwiGLU width (default: ``intermediate_size``)."""
+    num_shared_experts: int = Field(default=0, ge=0)
+    """Mixture-of-experts: experts every token goes through besides its routed ones."""
+
+    @model_validator(mode="after")
+    def _moe(self) -> ModelSpec:
+        if self.num_experts and not 1 <= self.num_experts_per_tok <= self.num_experts:
+            raise ValueError("num_experts_per_tok must be between 1 and num_experts for a mixture-of-experts model")
+        if not self.num_experts and (self.num_experts_per_tok or self.num_shared_experts):
+            raise ValueError("num_experts_per_tok and num_shared_experts need num_experts")
+        return self
 
     @property
-    def params_per_layer(self) -> int:
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def expert_params(self) -> int:
+        """Parameters of one expert (a SwiGLU MLP: gate, up and down)."""
+        return 3 * self.hidden_size * (self.moe_intermediate_size or self.intermediate_size)
+
+    @property
+    def attention_params_per_layer(self) -> int:
+        """Attention (QKV, output, their biases) and the two norms of one layer."""
         d, h = self.hidden_size, self.head_dim
         nq, nkv = self.num_attention_heads, self.num_key_value_heads
         attn = d * h * (nq + 2 * nkv) + nq * h * d
         bias = h * (nq + 2 * nkv) if self.qkv_bias else 0
-        return attn + bias + 3 * d * self.intermediate_size + 2 * d
+        return attn + bias + 2 * d
+
+    @property
+    def params_per_layer(self) -> int:
+        """Every parameter of one layer: a dense MLP, or every expert, the shared ones and the
+        router."""
+        d = self.hidden_size
+        if not self.is_moe:
+            return self.attention_params_per_layer + 3 * d * self.intermediate_size
+        experts = (self.num_experts + self.num_shared_experts) * self.expert_params
+        return self.attention_params_per_layer + experts + d * self.num_experts
+
+    @property
+    def active_params_per_layer(self) -> int:
+        """What one token multiplies with in a layer: a dense MLP, or its top-k experts, the
+        shared ones and the router."""
+        if not self.is_moe:
+            return self.params_per_layer
+        experts = (self.num_experts_per_tok + self.num_shared_experts) * self.expert_params
+        return self.attention_params_per_layer + experts + self.hidden_size * self.num_experts
+
+    @property
+    def ffn_width_per_token(self) -> int:
+        """SwiGLU width a token's activations pass through in one layer (its experts' together)."""
+        if not self.is_moe:
+            return self.intermediate_size
+        width = self.moe_intermediate_size or self.intermediate_size
+        return (self.num_experts_per_tok + self.num_shared_experts) * width
+
+    def distinct_experts(self, tokens: float) -> float:
+        """Expected routed experts a layer's ``tokens`` touch together, each token choosing
+        top-k of E with every expert equally likely: E (1 - (1 - k/E)^tokens)."""
+        e, k = self.num_experts, self.num_experts_per_tok
+        return e * (1.0 - (1.0 - k / e) ** tokens) if tokens > 0 else 0.0
 
     @property
     def params_total(self) -> int:
@@ -56,8 +115,9 @@ class ModelSpec(_Spec):
 
     @property
     def params_active(self) -> int:
-        """Parameters a token's forward pass multiplies with (embedding lookup is a gather)."""
-        return self.num_layers * self.params_per_layer + self.vocab_size * self.hidden_size
+        """Parameters a token's forward pass multiplies with (embedding lookup is a gather; a
+        mixture-of-experts token only its experts)."""
+        return self.num_layers * self.active_params_per_layer + self.vocab_size * self.hidden_size
 
     def kv_bytes_per_token(self, kv_bytes_per_elem: float, tp: int = 1) -> float:
         """KV-cache bytes one token occupies on one GPU at tensor-parallel degree ``tp``.
@@ -452,12 +512,29 @@ def _gpu_defaults() -> dict:
 
 
 def llm_from_hf_config(config: dict, name: str) -> dict:
-    """The catalog fields of a Llama-family decoder from its Hugging Face ``config.json``
-    (dense models only: mixture-of-experts configs are refused, issue 21)."""
-    if any(k in config for k in ("num_local_experts", "n_routed_experts", "num_experts")):
+    """The catalog fields of a Llama-family decoder from its Hugging Face ``config.json``:
+    dense, or mixture-of-experts with every layer sparse (Mixtral ``num_local_experts``, Qwen-MoE
+    ``num_experts`` and ``moe_intermediate_size``). DeepSeek's MLA attention and dense first
+    layers are not modelled: such configs are refused."""
+    if "n_routed_experts" in config or "kv_lora_rank" in config or config.get("first_k_dense_replace"):
         raise ConfigError(
-            f"models {name!r}: config.json describes a mixture-of-experts model, which servesim does not model yet"
+            f"models {name!r}: config.json describes a DeepSeek-style model (MLA attention, dense first layers), "
+            f"which servesim does not model yet"
         )
+    if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step", 1) or 1) != 1:
+        raise ConfigError(
+            f"models {name!r}: config.json mixes dense and sparse layers, which servesim does not model yet"
+        )
+    experts = int(config.get("num_local_experts") or config.get("num_experts") or 0)
+    moe = {}
+    if experts:
+        moe = {"num_experts": experts, "num_experts_per_tok": int(config.get("num_experts_per_tok") or 0)}
+        if config.get("moe_intermediate_size"):
+            moe["moe_intermediate_size"] = int(config["moe_intermediate_size"])
+        if config.get("shared_expert_intermediate_size"):
+            raise ConfigError(
+                f"models {name!r}: config.json has a shared expert of its own width, which servesim does not model yet"
+            )
     try:
         heads = int(config["num_attention_heads"])
         hidden = int(config["hidden_size"])
@@ -473,6 +550,7 @@ def llm_from_hf_config(config: dict, name: str) -> dict:
             # Qwen2 puts biases on q, k and v without saying so; Llama says attention_bias
             "qkv_bias": bool(config.get("attention_bias", config.get("model_type") == "qwen2")),
             "max_position_embeddings": int(config["max_position_embeddings"]),
+            **moe,
         }
     except KeyError as exc:
         raise ConfigError(f"models {name!r}: config.json has no {exc.args[0]!r}") from None

@@ -85,19 +85,31 @@ class RooflineCostModel:
         kv_bytes_per_s = gpu.hbm_tb_s * 1e12 * (bandwidth_efficiency or eff.attention_bandwidth or eff.bandwidth)
         L, d, h = model.num_layers, model.hidden_size, model.head_dim
         # Seconds per unit of work on one rank (work divides evenly across TP ranks).
-        self._lin_s_per_token = 2 * L * model.params_per_layer / tp / flops_per_s
+        self._lin_s_per_token = 2 * L * model.active_params_per_layer / tp / flops_per_s
         self._head_s_per_row = 2 * d * model.vocab_size / tp / flops_per_s
         # Weights streamed once per step: every block's and the LM head's (the embedding lookup
-        # is a gather of a few rows).
+        # is a gather of a few rows). A mixture-of-experts step reads only the experts its
+        # tokens were routed to: attention, router and shared experts always, and of the routed
+        # experts as many as the step's tokens touch (ModelSpec.distinct_experts).
         head = weight_bytes if head_bytes is None else head_bytes
-        streamed = weight_bytes * L * model.params_per_layer + head * (model.params_active - L * model.params_per_layer)
-        self._weights_s = streamed / tp / bytes_per_s
+        head_params = model.vocab_size * d
+        self.model_is_moe = model.is_moe
+        if model.is_moe:
+            fixed = L * (model.params_per_layer - model.num_experts * model.expert_params)
+            self._weights_s = (weight_bytes * fixed + head * head_params) / tp / bytes_per_s
+            self._expert_s = weight_bytes * L * model.expert_params / tp / bytes_per_s
+        else:
+            streamed = weight_bytes * L * model.params_per_layer + head * (
+                model.params_active - L * model.params_per_layer
+            )
+            self._weights_s = streamed / tp / bytes_per_s
+            self._expert_s = 0.0
         self._overlap = eff.overlap
         self._attn_flop_s_per_pair = 4 * L * model.num_attention_heads * h / tp / attn_flops_per_s
         self._kv_s_per_token = model.kv_bytes_per_token(kv_bytes, tp) / kv_bytes_per_s
         if eff.elementwise_bandwidth is not None:
             act = elementwise_bytes_per_token(
-                d, model.intermediate_size, model.num_attention_heads, model.num_key_value_heads, h, tp
+                d, model.ffn_width_per_token, model.num_attention_heads, model.num_key_value_heads, h, tp
             )
             self._elem_s_per_token = L * act / (gpu.hbm_tb_s * 1e12 * eff.elementwise_bandwidth)
         else:
@@ -117,9 +129,16 @@ class RooflineCostModel:
         self._dec_attn_s_per_pair = max(self._attn_flop_s_per_pair, self._kv_s_per_token)
         self._lines: dict[int, StepLine] = {}
 
+    def weights_s(self, num_tokens: int) -> float:
+        """Seconds to stream the weights a step of ``num_tokens`` tokens reads."""
+        if not self.model_is_moe:
+            return self._weights_s
+        return self._weights_s + self._expert_s * self.model.distinct_experts(num_tokens)
+
     def _common_s(self, num_tokens: int, num_seqs: int) -> float:
+        weights = self._weights_s if not self.model_is_moe else self.weights_s(num_tokens)
         linear = overlapped(
-            self._lin_s_per_token * num_tokens + self._head_s_per_row * num_seqs, self._weights_s, self._overlap
+            self._lin_s_per_token * num_tokens + self._head_s_per_row * num_seqs, weights, self._overlap
         )
         comm = self._ar_fixed_s + self._ar_s_per_token * num_tokens if num_tokens else 0.0
         elementwise = self._elem_s_per_token * num_tokens

@@ -43,7 +43,7 @@ def activation_bytes(model: ModelSpec, engine: EngineConfig, tp: int) -> float:
     per_token = (
         2 * d  # residual stream and normalised input
         + (model.num_attention_heads + 2 * model.num_key_value_heads) * h / tp  # q, k, v
-        + 3 * model.intermediate_size / tp  # gate, up and their product
+        + 3 * model.ffn_width_per_token / tp  # gate, up and their product (a token's experts)
     ) * 2  # bf16
     logits = min(engine.max_num_seqs, n) * model.vocab_size / tp * 4  # fp32 logits
     return n * per_token + logits + NON_TORCH_BYTES
