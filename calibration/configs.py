@@ -73,16 +73,20 @@ def _catalog() -> dict[str, dict[str, Any]]:
 
 
 def llm_models() -> list[str]:
-    """Names of the catalog's LLMs, in file order."""
-    return list(_catalog())
+    """Names of the catalog's dense LLMs, in file order: the kit's decoder is a dense Llama;
+    mixture-of-experts entries (``num_experts``) are not calibrated by it yet."""
+    return [name for name, m in _catalog().items() if not m.get("num_experts")]
 
 
 def llm_config(name: str) -> LlamaConfig:
     """The catalog entry ``name`` as a :class:`LlamaConfig`."""
-    try:
-        m = _catalog()[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(llm_models())}") from None
+    m = _catalog().get(name)
+    if m is not None and m.get("num_experts"):
+        raise ValueError(
+            f"{name} is a mixture-of-experts model; the calibration kit runs dense Llama-family decoders only"
+        )
+    if m is None:
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(llm_models())}")
     return LlamaConfig(
         name=name,
         num_layers=m["num_layers"],

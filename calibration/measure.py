@@ -496,6 +496,9 @@ def model_kind(name: str) -> str:
         return "llm"
     if name in diffusion_models():
         return "diffusion"
+    from calibration.configs import llm_config
+
+    llm_config(name)  # a mixture-of-experts entry says so
     raise ValueError(f"unknown model {name!r}; allowed: {', '.join([*llm_models(), *diffusion_models()])}")
 
 

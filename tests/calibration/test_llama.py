@@ -74,7 +74,10 @@ def reference(model, ids, positions):
 
 def test_every_catalog_llm_loads_with_its_parameter_count():
     catalog = yaml.safe_load(MODELS_YAML.read_text())["models"]
-    assert llm_models() == list(catalog) and "llama-tiny" in catalog
+    dense = [name for name, m in catalog.items() if not m.get("num_experts")]
+    assert llm_models() == dense and "llama-tiny" in dense and len(dense) < len(catalog)
+    with pytest.raises(ValueError, match="mixture-of-experts"):
+        llm_config("mixtral-8x7b")
     for name in llm_models():
         cfg = llm_config(name)
         assert cfg.params_total() == pytest.approx(catalog[name]["num_parameters"], rel=0.02), name
