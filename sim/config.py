@@ -895,6 +895,45 @@ class ProfileCost(Strict):
 CostModelConfig = Annotated[Union[RooflineCost, ConstantCost, ProfileCost], Field(discriminator="kind")]
 
 
+class Disaggregation(Strict):
+    """Prefill/decode disaggregation (DistServe, Splitwise, Mooncake, NVIDIA Dynamo, llm-d): this
+    pool only decodes. A request sent here first runs its prompt on ``prefill_pool`` (as a
+    one-token request, vLLM's remote-prefill recipe), which keeps the prompt's KV cache; a
+    replica of this pool then admits it, allocating blocks for the prompt, and reads that KV
+    cache over ``link`` (bytes: the model's KV bytes per token × prompt tokens); then the
+    prefill side frees it, and this side computes the last prompt token again for the first
+    output token (as vLLM does) and decodes. TTFT therefore includes the prefill pool's queue
+    and prefill, the wait for a decode replica's blocks, the transfer and one decode step."""
+
+    prefill_pool: str = Field(min_length=1)
+    """The LLM pool that runs the prompts: same model, ``block_size`` and KV cache dtype, a
+    continuous scheduler. Other classes may send it requests of their own."""
+    link: str = "infiniband-ndr"
+    """The link between the two pools' GPUs, from the link catalog (``servesim catalog links``):
+    its rate per GPU (line rate × measured efficiency) and latency. Each tensor-parallel rank sends its share of the KV cache
+    on its own link; the transfers into one decode replica queue for its links."""
+    bandwidth_gb_s: Float | None = Field(default=None, gt=0)
+    """Overrides the link's rate per GPU, one direction, in GB/s, as reached (the catalog's line
+    rate × efficiency otherwise): e.g. the rate your transfer library measured."""
+    latency_s: Float | None = Field(default=None, ge=0)
+    """Overrides the link's fixed time per transfer, in seconds."""
+
+    @field_validator("link")
+    @classmethod
+    def _known_link(cls, name: str) -> str:
+        if name not in catalog.links():
+            raise ValueError(f"unknown link {name!r}; allowed: {', '.join(catalog.links())}")
+        return name
+
+    @property
+    def gb_s(self) -> float:
+        return self.bandwidth_gb_s or catalog.get_link(self.link).effective_gb_s
+
+    @property
+    def transfer_latency_s(self) -> float:
+        return self.latency_s if self.latency_s is not None else catalog.get_link(self.link).latency_s
+
+
 class PoolConfig(Strict):
     """``replicas`` identical replicas of one model on one GPU type, behind one router. A
     replica of an LLM is one vLLM engine, set by ``engine``; a replica of a diffusion model (a
@@ -940,6 +979,10 @@ class PoolConfig(Strict):
     GPU."""
     faults: FaultConfig | None = None
     """Replica failures and repairs; ``null``: replicas never fail."""
+    disaggregation: Disaggregation | None = None
+    """This LLM pool decodes only: its requests' prompts run on another pool and their KV cache
+    crosses a link (prefill/decode disaggregation); ``null``: it prefills and decodes
+    (aggregated serving)."""
 
     @property
     def is_diffusion(self) -> bool:
@@ -1307,6 +1350,7 @@ class Scenario(Strict):
                         f"pools.{pool.name}.faults.at_s: replica index {i} at {at:g} s, but the pool has "
                         f"{pool.replicas} replica(s) (indices 0-{pool.replicas - 1})"
                     )
+        self._check_disaggregation(pools)
         for c in self.classes:
             # a class none of whose requests could ever fit its pool serves nothing: say so now
             if (
@@ -1329,6 +1373,53 @@ class Scenario(Strict):
         if self.plan is not None:
             self._check_plan(pools)
         return self
+
+    def _check_disaggregation(self, pools: dict[str, PoolConfig]) -> None:
+        for d in self.pools:
+            if d.disaggregation is None:
+                continue
+            where = f"pools.{d.name}.disaggregation"
+            name = d.disaggregation.prefill_pool
+            if name not in pools or name == d.name:
+                others = [p for p in pools if p != d.name]
+                raise ValueError(f"{where}.prefill_pool: {name!r} is not another pool; pools: {', '.join(others)}")
+            p = pools[name]
+            if d.is_diffusion or p.is_diffusion:
+                raise ValueError(f"{where}: both pools must serve an LLM")
+            if p.disaggregation is not None:
+                raise ValueError(
+                    f"{where}.prefill_pool: pool {name!r} itself decodes only; it cannot prefill for another"
+                )
+            if p.model != d.model:
+                raise ValueError(
+                    f"{where}: prefill pool {name!r} serves {p.model}, this pool {d.model}: they must match"
+                )
+            for field_ in ("block_size", "kv_cache_dtype"):
+                a, b = getattr(p.engine, field_), getattr(d.engine, field_)
+                if a != b:
+                    raise ValueError(
+                        f"{where}: engine.{field_} is {a!r} on prefill pool {name!r} and {b!r} here: they must match"
+                    )
+            for pool in (p, d):
+                if pool.engine.scheduler != "continuous":
+                    raise ValueError(f"{where}: pool {pool.name!r} must use the continuous scheduler")
+                if pool.faults is not None:
+                    raise ValueError(
+                        f"pools.{pool.name}.faults: replica failures are not modelled with disaggregated "
+                        "serving yet; remove faults or the disaggregation"
+                    )
+            for c in self.classes:
+                if c.pool == d.name and c.retry.timeout_s is not None:
+                    raise ValueError(
+                        f"classes.{c.name}.retry.timeout_s: deadlines are not modelled for a disaggregated pool "
+                        f"({d.name!r}) yet; remove timeout_s"
+                    )
+                for st in c.stages or ():
+                    if st.pool == d.name:
+                        raise ValueError(
+                            f"classes.{c.name}: stage {st.name!r} runs on the disaggregated pool {d.name!r}; "
+                            "pipeline stages need an aggregated pool"
+                        )
 
     def _check_plan(self, pools: dict[str, PoolConfig]) -> None:
         names = set(pools)

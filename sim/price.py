@@ -45,7 +45,7 @@ import pandas as pd
 from sim import catalog
 from sim.config import Scenario, parse_scenario, read_yaml
 from sim.errors import ConfigError
-from sim.metrics.summary import t_half_width
+from sim.metrics.summary import fold_prefill_legs, t_half_width
 
 IDLE_RULE = "idle GPU time is allocated to classes in proportion to their attributed GPU-seconds within each pool"
 SPLIT_RULE = "a text request's cost is split between input and output by the GPU time it was attributed in prefill steps (its prompt, and recompute after a preemption) vs decode steps"
@@ -362,8 +362,12 @@ def price_scenario(result, price_list: PriceList | None = None) -> PriceReport:
     req["loaded_usd"] = 0.0
     req.loc[leaf, "loaded_usd"] = req.loc[leaf, "cost_usd"].to_numpy() * factor.reindex(keys).fillna(1.0).to_numpy()
     if "prefill_gpu_s" in req:
-        gpu = req["gpu_s"].where(req["gpu_s"] > 0)
-        req["input_share"] = np.where(req["kind"] == "text", (req["prefill_gpu_s"].fillna(0) / gpu).clip(0, 1), np.nan)
+        # A disaggregated request's input share counts its prefill leg's GPU time.
+        folded = fold_prefill_legs(req, req, ["gpu_s", "prefill_gpu_s"])
+        gpu = folded["gpu_s"].where(folded["gpu_s"] > 0)
+        req["input_share"] = np.where(
+            req["kind"] == "text", (folded["prefill_gpu_s"].fillna(0) / gpu).clip(0, 1), np.nan
+        )
     price = {p: result.summary["pools"][p]["price_per_gpu_hour"] for p in result.summary["pools"]}
     req["capacity_usd"] = 0.0
     req.loc[leaf, "capacity_usd"] = (
@@ -374,7 +378,7 @@ def price_scenario(result, price_list: PriceList | None = None) -> PriceReport:
         stage = req[req["parent_id"] >= 0].groupby(["replication", "parent_id"])[["loaded_usd", "capacity_usd"]].sum()
         pk = pd.MultiIndex.from_arrays([req.loc[pipes, "replication"], req.loc[pipes, "request_id"]])
         req.loc[pipes, ["loaded_usd", "capacity_usd"]] = stage.reindex(pk).fillna(0.0).to_numpy()
-    top = req[req["parent_id"] < 0].copy()
+    top = fold_prefill_legs(req[req["parent_id"] < 0].copy(), req, ["cost_usd", "loaded_usd", "capacity_usd"])
     top["revenue_usd"] = _revenue(top, prices)
     reps = range(len(result.replications))
     classes = [_class_row(c, top, prices, reps) for c in sc.classes]

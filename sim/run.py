@@ -148,6 +148,9 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
     summary["seed"] = scenario.seed
     summary["warmup_s"] = scenario.warmup_s
     summary["pools"] = {p.name: _pool_stats(p, replicas_df, series, reps, prices[p.name]) for p in scenario.pools}
+    for p in scenario.pools:
+        if p.disaggregation is not None:
+            summary["pools"][p.name]["disaggregation"] = _transfer_stats(p, requests, scenario.warmup_s)
     summary["conservation"] = conservation(requests)
     summary["simulation"] = {
         "wall_s": sum(r.wall_s for r in reps),
@@ -219,6 +222,23 @@ def _pool_stats(p, replicas_df: pd.DataFrame, series: list[pd.DataFrame], reps, 
             }
         )
     return stats_
+
+
+def _transfer_stats(p, requests: pd.DataFrame, warmup_s: float) -> dict:
+    """A decode-only pool's link and the KV transfers into it (requests after the warm-up)."""
+    d = p.disaggregation
+    rows = requests[(requests["pool"] == p.name) & (requests["arrival_s"] >= warmup_s)]
+    t = rows["kv_transfer_s"].to_numpy(dtype=float) if "kv_transfer_s" in rows else np.array([])
+    t = t[t >= 0]
+    return {
+        "prefill_pool": d.prefill_pool,
+        "link": d.link,
+        "link_gb_s": d.gb_s,
+        "link_latency_s": d.transfer_latency_s,
+        "transfers": int(len(t)),
+        "kv_transfer_s_mean": float(t.mean()) if len(t) else math.nan,
+        "kv_transfer_s_p99": float(np.percentile(t, 99)) if len(t) else math.nan,
+    }
 
 
 def _mean_over_time(series: list[pd.DataFrame], pool: str, column: str) -> float:
@@ -341,12 +361,20 @@ def _pool_line(name: str, pool: dict) -> str:
             + tail
             + f"mean memory use {pool['mean_memory_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
         )
-    return (
+    line = (
         head
         + f"({pool['scheduler']}), {pool['kv_capacity_tokens']:,} KV tokens/replica, "
         + tail
         + f"mean KV use {pool['mean_kv_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
     )
+    d = pool.get("disaggregation")
+    if d is not None:
+        line += (
+            f"; decodes only: prompts prefilled on {term(d['prefill_pool'])}, KV over {d['link']} "
+            f"({d['link_gb_s']:.4g} GB/s per GPU), transfer mean {d['kv_transfer_s_mean'] * 1e3:.3g} ms, "
+            f"p99 {d['kv_transfer_s_p99'] * 1e3:.3g} ms"
+        )
+    return line
 
 
 ROWS = {

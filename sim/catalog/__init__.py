@@ -231,6 +231,45 @@ def get_gpu(name: str) -> GPUSpec:
         raise ConfigError(f"unknown gpu {name!r}; allowed: {', '.join(gpus())}") from None
 
 
+# -- Links between replicas ---------------------------------------------------------------------
+
+
+class LinkSpec(_Spec):
+    """A link a KV cache crosses between a prefill and a decode replica (prefill/decode
+    disaggregation): what one GPU can send on it in one direction, and a transfer's latency."""
+
+    name: str
+    display_name: str
+    gb_s: float = Field(gt=0)
+    """Bandwidth per GPU, one direction, in GB/s (10^9 bytes per second): the line rate of the
+    GPU's own NVLink ports or network adapter."""
+    efficiency: float = Field(gt=0, le=1)
+    """Fraction of ``gb_s`` a bulk GPU-to-GPU transfer reaches (measured, see ``source``)."""
+    latency_s: float = Field(ge=0)
+    """From a transfer's start to its first bytes arriving (read request, switch hops, the
+    notification that it is done)."""
+    scope: Literal["node", "network"]
+    """``node``: both replicas in one server (NVLink, PCIe); ``network``: across servers."""
+    source: str
+
+    @property
+    def effective_gb_s(self) -> float:
+        return self.gb_s * self.efficiency
+
+
+@functools.cache
+def links() -> dict[str, LinkSpec]:
+    """Every link in the catalog, by name."""
+    return _load("links.yaml", "links", LinkSpec)  # type: ignore[return-value]
+
+
+def get_link(name: str) -> LinkSpec:
+    try:
+        return links()[name]
+    except KeyError:
+        raise ConfigError(f"unknown link {name!r}; allowed: {', '.join(links())}") from None
+
+
 # -- Diffusion pipelines ------------------------------------------------------------------------
 #
 # Shapes and FLOP forms follow the project's calibration notes (sections "Diffusion: what
@@ -467,9 +506,9 @@ def diffusion_models() -> dict[str, DiffusionModelSpec]:
 
 
 def shipped(kind: str) -> dict[str, _Spec]:
-    """The entries of one shipped data file (``models``, ``gpus`` or ``diffusion_models``), read
+    """The entries of one shipped data file (``models``, ``gpus``, ``diffusion_models`` or ``links``), read
     afresh: without the entries scenarios added to this process's catalog (``add_entries``)."""
-    files = {"models": ModelSpec, "gpus": GPUSpec, "diffusion_models": DiffusionModelSpec}
+    files = {"models": ModelSpec, "gpus": GPUSpec, "diffusion_models": DiffusionModelSpec, "links": LinkSpec}
     if kind not in files:
         raise ValueError(f"unknown catalog {kind!r}; allowed: {', '.join(files)}")
     return _load(f"{kind}.yaml", kind, files[kind])

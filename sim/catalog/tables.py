@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sim.catalog import DiffusionModelSpec, GPUSpec, ModelSpec
+from sim.catalog import DiffusionModelSpec, GPUSpec, LinkSpec, ModelSpec
 from sim.console import Table
 
-KINDS = ("models", "diffusion", "gpus")
+KINDS = ("models", "diffusion", "gpus", "links")
 """The tables, in the order ``servesim catalog`` prints them."""
 
 
@@ -91,13 +91,32 @@ def gpu_table(gpus: Mapping[str, GPUSpec]) -> Table:
     return t
 
 
+def link_table(links: Mapping[str, LinkSpec]) -> Table:
+    """One row per link a KV cache may cross between a prefill and a decode replica."""
+    t = Table(title="Links (prefill/decode KV transfer)")
+    for col in ("name", "link", "scope", "line GB/s", "efficiency", "GB/s reached", "latency us"):
+        t.add_column(col)
+    for k in links.values():
+        t.add_row(
+            k.name,
+            k.display_name,
+            k.scope,
+            f"{k.gb_s:g}",
+            f"{k.efficiency:g}",
+            f"{k.effective_gb_s:.4g}",
+            f"{k.latency_s * 1e6:g}",
+        )
+    return t
+
+
 def catalog_tables(
     what: str | None,
     models: Mapping[str, ModelSpec],
     pipelines: Mapping[str, DiffusionModelSpec],
     gpus: Mapping[str, GPUSpec],
+    links: Mapping[str, LinkSpec] | None = None,
 ) -> list[Table]:
-    """The tables ``what`` names (``models``, ``diffusion`` or ``gpus``; None: all three)."""
+    """The tables ``what`` names (``models``, ``diffusion``, ``gpus`` or ``links``; None: all)."""
     if what is not None and what not in KINDS:
         raise ValueError(f"unknown catalog table {what!r}; allowed: {', '.join(KINDS)}")
     out = []
@@ -107,4 +126,6 @@ def catalog_tables(
         out.append(diffusion_table(pipelines))
     if what in (None, "gpus"):
         out.append(gpu_table(gpus))
+    if what in (None, "links") and links is not None:
+        out.append(link_table(links))
     return out

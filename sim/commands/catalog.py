@@ -1,4 +1,4 @@
-"""``servesim catalog``: the LLMs, diffusion pipelines and GPUs servesim knows."""
+"""``servesim catalog``: the LLMs, diffusion pipelines, GPUs and links servesim knows."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ from sim.console import stdout_console
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    cat = subparsers.add_parser("catalog", help="list the LLMs, diffusion pipelines and GPUs servesim knows")
+    cat = subparsers.add_parser("catalog", help="list the LLMs, diffusion pipelines, GPUs and links servesim knows")
     cat.add_argument(
-        "what", nargs="?", choices=["models", "diffusion", "gpus"], default=None, help="one table (default: all three)"
+        "what",
+        nargs="?",
+        choices=["models", "diffusion", "gpus", "links"],
+        default=None,
+        help="one table (default: all four)",
     )
     cat.set_defaults(handler=run)
     return cat
@@ -23,6 +27,8 @@ def run(args) -> int:
     from sim.console import to_rich
 
     console = stdout_console()
-    for table in catalog_tables(args.what, catalog.models(), catalog.diffusion_models(), catalog.gpus()):
+    for table in catalog_tables(
+        args.what, catalog.models(), catalog.diffusion_models(), catalog.gpus(), catalog.links()
+    ):
         console.print(to_rich(table))
     return 0

@@ -474,7 +474,10 @@ frames), default steps, whether it runs classifier-free guidance, whether its ea
 counts are known (`execution: eager`), and its source; a GPU's dense BF16 and FP8 peaks, memory,
 HBM bandwidth, interconnect, power, dated price per GPU-hour and whether its roofline
 efficiencies were fitted on measurements or are assumed (explained in
-[calibration](../explanation/calibration.md#the-rooflines-terms)).
+[calibration](../explanation/calibration.md#the-rooflines-terms)); a link's scope (one server or
+a network), line rate per GPU in one direction, the measured fraction of it a bulk transfer
+reaches, that rate, and its latency per transfer (prefill/decode disaggregation, explained in
+[how the model works](../explanation/how-the-model-works.md#prefilldecode-disaggregation)).
 """
 
 
@@ -482,7 +485,7 @@ def catalog_page() -> str:
     from sim import catalog
     from sim.catalog.tables import catalog_tables
 
-    shipped = [catalog.shipped(kind) for kind in ("models", "diffusion_models", "gpus")]
+    shipped = [catalog.shipped(kind) for kind in ("models", "diffusion_models", "gpus", "links")]
     parts = [header("the data files in `sim/catalog/data/`"), "# Catalog reference\n\n", CATALOG_INTRO]
     for t in catalog_tables(None, *shipped):
         parts.append(f"\n## {t.title}\n\n")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from sim.config import Scenario
 from sim.fleet.pipeline import PipelineRequest, PipelineStream, build_pipeline_stream
-from sim.fleet.pools import DiffusionPool, LLMPool, Pool
+from sim.fleet.pools import DiffusionPool, DisaggregatedPool, LLMPool, Pool
 from sim.fleet.timers import Environment
 from sim.llm.request import Request
 from sim.metrics.recorder import Recorder
@@ -155,8 +155,9 @@ def _text_sender(
 ):
     """``send(t, prompt, output, hashes, done)``: a text request arrives at ``t`` (its prefix
     block keys from ``hashes`` when the pool caches prefixes; ``done`` called when it ends)."""
-    block_size = pool.cfg.engine.block_size
-    prefix = pool.cfg.engine.enable_prefix_caching and block_tokens is not None
+    engine = pool.prefix_engine
+    block_size = engine.block_size
+    prefix = engine.enable_prefix_caching and block_tokens is not None
     record = rec.arrival
     route = pool.route
 
@@ -300,15 +301,19 @@ def simulate(
     retry = {i: c.retry for i, c in enumerate(scenario.classes)}
     pools: dict[str, Pool] = {}
     for p in scenario.pools:
-        pools[p.name] = (
-            DiffusionPool(env, p, recorder, retry, base_dir)
-            if p.is_diffusion
-            else LLMPool(env, p, recorder, retry, base_dir, decode_spans)
-        )
+        if p.is_diffusion:
+            pools[p.name] = DiffusionPool(env, p, recorder, retry, base_dir)
+        else:
+            kind = DisaggregatedPool if p.disaggregation is not None else LLMPool
+            pools[p.name] = kind(env, p, recorder, retry, base_dir, decode_spans)
     if streams is None:
         rngs = class_rngs(seed, len(scenario.classes))
         streams = [build_stream_for(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]
     ids = iter(range(1 << 62))
+    for pool in pools.values():
+        if isinstance(pool, DisaggregatedPool):
+            pool.connect(pools[pool.cfg.disaggregation.prefill_pool], ids)
+            recorder.kv_transfers = True
     feeders = []
     closed: list[_ClosedFeed] = []
     for class_id, (cls, stream) in enumerate(zip(scenario.classes, streams)):

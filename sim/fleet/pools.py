@@ -5,6 +5,7 @@ memory, scheduler and price follow from its configuration."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -239,6 +240,101 @@ class LLMPool(Pool):
             self._adopt(
                 LLMReplica(env, index, sched_cls(sched_cfg, kv), cost, recorder, cfg.tensor_parallel_size, decode_spans)
             )
+
+    @property
+    def prefix_engine(self):
+        """The engine whose prefix cache an arrival's block keys are made for."""
+        return self.cfg.engine
+
+
+class DisaggregatedPool(LLMPool):
+    """A decode-only LLM pool (``disaggregation``): each request it is sent first runs its prompt
+    on the prefill pool as a one-token leg (a request of its own, recorded as the request's
+    child, stage 0), whose KV blocks stay held when it finishes. The request is then routed to a
+    replica here; when that replica admits it (allocating blocks for the prompt), the prompt's
+    KV cache crosses the link, the prefill side frees the leg's blocks, and the request takes its
+    first step here.
+
+    The transfer: bytes = KV bytes per token per rank (at the prefill pool's tensor-parallel
+    size) × prompt tokens, sent by every prefill rank on its own link; when the decode replica
+    has fewer ranks, each of its links takes several shares. A transfer starts when the
+    replica's links are free (transfers into one replica queue, first come first served) and
+    ends bytes ÷ bandwidth later plus the link's latency."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        d = self.cfg.disaggregation
+        self.bandwidth_b_s = d.gb_s * 1e9
+        self.latency_s = d.transfer_latency_s
+        self.prefill: LLMPool | None = None
+        self.ids = None
+        self._link_free = [0.0] * len(self.replicas)
+        for i, rep in enumerate(self.replicas):
+            rep.receive = partial(self._transfer, i)
+
+    def connect(self, prefill: LLMPool, ids) -> None:
+        """Attach the prefill pool and the run's request ids (legs are requests too)."""
+        self.prefill = prefill
+        self.ids = ids
+        tp_p, tp_d = prefill.cfg.tensor_parallel_size, self.cfg.tensor_parallel_size
+        per_rank = catalog.get_model(self.cfg.model).kv_bytes_per_token(prefill.cfg.engine.kv_bytes_per_elem, tp_p)
+        self.link_bytes_per_token = per_rank * max(1.0, tp_p / tp_d)
+        """Bytes one link carries per prompt token (the busiest link when the sides differ)."""
+
+    @property
+    def prefix_engine(self):
+        return self.prefill.cfg.engine
+
+    def route(self, req) -> None:
+        if req.kv_source is not None or req.num_retries:
+            super().route(req)
+            return
+        leg = Request(next(self.ids), req.class_id, req.arrival_s, req.num_prompt_tokens, 1, req.block_hashes)
+        req.block_hashes = None  # the prompt's blocks are cached (and looked up) on the prefill side
+        leg.hold_kv = True
+        leg.parent = req
+        leg.stage = 0
+        leg.on_done = self._prefilled
+        req.kv_source = leg
+        self.recorder.arrival(leg)
+        self.prefill.route(leg)
+
+    def _prefilled(self, leg: Request) -> None:
+        req = leg.parent
+        if leg.status == RequestStatus.FINISHED:
+            req.first_scheduled_s = leg.first_scheduled_s
+            req.num_external_tokens = req.num_prompt_tokens
+            super().route(req)
+            return
+        req.status = leg.status
+        req.reject_reason = f"prefill pool {self.prefill.cfg.name!r}: {leg.reject_reason}" if leg.reject_reason else ""
+        req.fail_reason = f"prefill pool {self.prefill.cfg.name!r}: {leg.fail_reason}" if leg.fail_reason else ""
+        if req.on_done is not None:
+            req.on_done(req)
+
+    def _transfer(self, i: int, req: Request) -> None:
+        env = self.env
+        now = env.now
+        start = max(now, self._link_free[i])
+        busy = self.link_bytes_per_token * req.num_prompt_tokens / self.bandwidth_b_s
+        self._link_free[i] = start + busy
+        env.call_later(start + busy + self.latency_s - now, _Transfer(self, i, req, now).arrived)
+
+
+class _Transfer:
+    """One prompt's KV cache crossing the link into decode replica ``i``."""
+
+    __slots__ = ("pool", "i", "req", "started")
+
+    def __init__(self, pool: DisaggregatedPool, i: int, req: Request, started: float):
+        self.pool, self.i, self.req, self.started = pool, i, req, started
+
+    def arrived(self, _timer: int) -> None:
+        pool, req = self.pool, self.req
+        req.kv_transfer_s = pool.env.now - self.started
+        leg = req.kv_source
+        pool.prefill.replicas[leg.replica - pool.prefill.first_index].release(leg)
+        pool.replicas[self.i].received(req)
 
 
 class DiffusionPool(Pool):

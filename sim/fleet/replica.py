@@ -88,6 +88,9 @@ class LLMReplica:
         """Called when the last outstanding request finishes (set by the cluster)."""
         self.fail_request = None
         """Called with (request, reason) for a request given up on (set by the pool)."""
+        self.receive = None
+        """Disaggregated serving, a decode replica: called with a request admitted to receive
+        its prompt's KV cache; it calls ``received`` when the transfer ends (set by the pool)."""
         self._cancels: list[Request] = []
         self._step_start = 0.0
         self._step_dur = 0.0
@@ -102,12 +105,28 @@ class LLMReplica:
         if self.scheduler.add_request(req):
             return  # rejected with its reason (the request's record says which)
         self.num_outstanding += 1
-        self.outstanding_tokens += req.num_prompt_tokens + req.max_tokens
+        self.outstanding_tokens += req.num_prompt_tokens - req.num_external_tokens + req.max_tokens
         if self._idle_now:
             self._wake_up()
         elif self._in_span and self.scheduler.admits_mid_batch:
             # The step in flight completes; the newcomer joins the next one.
             self._cut_span()
+
+    def received(self, req: Request) -> None:
+        """A request's prompt KV cache has arrived from its prefill replica: it can take its
+        first step (as an arrival would, it wakes the engine or ends a span)."""
+        self.scheduler.finish_receiving(req)
+        if self._idle_now:
+            self._wake_up()
+        elif self._in_span:
+            self._cut_span()
+
+    def release(self, req: Request) -> None:
+        """A prefill leg's KV cache has been read by the decode side: its blocks are free (a
+        request waiting for them may now be admitted)."""
+        self.scheduler.release(req)
+        if self._idle_now and self.up and self.scheduler.has_unfinished_requests():
+            self._wake_up()
 
     def _cut_span(self) -> None:
         """End the decode span in flight at the end of its current step."""
@@ -201,7 +220,15 @@ class LLMReplica:
             return
 
         out = sched.schedule()
+        if out.receiving:
+            for req in out.receiving:
+                self.receive(req)
         if not out.requests and not out.num_cohort:
+            if getattr(sched, "receiving", None) or getattr(sched, "held", None):
+                # Waiting for a prompt's KV cache to arrive, or for blocks a prefill leg holds
+                # until the decode side has read them.
+                self._idle()
+                return
             raise RuntimeError(f"replica {self.index}: scheduler made no progress with requests pending")
         dur = self.cost.step_s(out.shape)
         self._step_start = now

@@ -40,6 +40,12 @@ class Request:
     """Times the engine resubmitted it after an abort or a drain (reset_for_retry keeps it)."""
     num_cached_tokens: int = -1
     """Prompt tokens served from the prefix cache at first scheduling (-1: not yet)."""
+    num_external_tokens: int = 0
+    """Prompt tokens whose KV cache arrives from a prefill replica instead of being computed
+    here (prefill/decode disaggregation); 0 once it has arrived, or for a local prefill."""
+    hold_kv: bool = False
+    """A prefill leg: keep its KV blocks after it finishes, until the decode side has read them
+    (``Scheduler.release``)."""
     # Decode cohort (scheduler-owned): while a request is a cohort member its counters above
     # lag by (scheduler clock - cohort_mark) steps and are brought up to date on demand.
     cohort_mark: int = 0
@@ -71,6 +77,11 @@ class Request:
     parent: object = None
     """The pipeline request this is a stage of (None: a request of its own)."""
     stage: int = -1
+    kv_source: object = None
+    """Disaggregated serving: the prefill leg that computes this request's prompt elsewhere."""
+    kv_transfer_s: float = -1.0
+    """Disaggregated serving: from the decode replica admitting it (KV blocks allocated) to its
+    prompt's KV cache having arrived (-1: none)."""
 
     def __post_init__(self) -> None:
         self.num_tokens = self.num_prompt_tokens + self.num_output_tokens
@@ -90,6 +101,7 @@ class Request:
         self.num_computed_tokens = 0
         self.num_hashed_blocks = 0
         self.num_cached_tokens = -1
+        self.num_external_tokens = 0  # a retry prefills locally (vLLM's recompute on a lost load)
         self.cohort_mark = 0
         self.cohort_base = 0
         self.cohort_finish_clock = 0

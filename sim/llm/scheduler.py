@@ -83,6 +83,9 @@ class SchedulerOutput:
     """Requests scheduled for the first time (their queueing delay ends now; a list when any,
     like ``preempted``: most steps have none, and an empty list per step is not free)."""
     preempted: list[Request] | tuple = ()
+    receiving: list[Request] | tuple = ()
+    """Requests admitted to wait for their prompt's KV cache from a prefill replica (blocks
+    allocated, nothing computed: the engine starts their transfers)."""
 
 
 @runtime_checkable
@@ -182,6 +185,13 @@ class Scheduler:
         self._finish_heap: list[tuple[int, int, Request]] = []
         self._reserved = 0
         """Blocks reserved by running requests (guaranteed_no_evict; 0 otherwise)."""
+        # Prefill/decode disaggregation (vLLM's KV connector): on a decode replica, requests
+        # whose prompt KV is in flight (blocks allocated, WAITING_FOR_REMOTE_KVS), then those
+        # whose KV has arrived and wait for their first step; on a prefill replica, finished
+        # legs whose blocks stay until the decode side has read them.
+        self.receiving: dict[Request, None] = {}
+        self.received: deque[Request] = deque()
+        self.held: dict[Request, None] = {}
 
     # ------------------------------------------------------------------ requests in
 
@@ -193,7 +203,7 @@ class Scheduler:
         return queue_or_reject(req, self.config, self.kv, self.waiting)
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.cohort or self.others or self.waiting)
+        return bool(self.cohort or self.others or self.waiting or self.receiving or self.received)
 
     @property
     def num_waiting(self) -> int:
@@ -247,10 +257,19 @@ class Scheduler:
             kv.free(req)
             req.reserved_blocks = 0
         self._reserved = 0
-        out = running + list(self.waiting)
+        remote = [*self.received, *self.receiving]
+        for req in remote:
+            kv.free(req)
+            req.reserved_blocks = 0
+        for req in self.held:
+            kv.free(req)
+        out = running + remote + list(self.waiting)
         for req in out:
             req.status = RequestStatus.ABORTED
         self.waiting.clear()
+        self.receiving.clear()
+        self.received.clear()
+        self.held.clear()
         self.cohort.clear()
         self.others = []
         self._ctx_base = 0
@@ -375,10 +394,26 @@ class Scheduler:
             i += 1
 
         if not out.preempted:
-            waiting = self.waiting
             # The cohort does not change from here on: only `others` grows.
+            received = self.received
+            while received and budget > 0 and n_dec + len(others) < cfg.max_num_seqs:
+                # Its KV arrived: its first step recomputes the last prompt token for the
+                # logits (its blocks were allocated for the whole prompt, so it needs none).
+                req = received[0]
+                if not kv.allocate_slots(req, 1):
+                    break
+                received.popleft()
+                req.status = RequestStatus.RUNNING
+                others.append(req)
+                self._add(out, req, 1)
+                budget -= 1
+            waiting = self.waiting
             while waiting and budget > 0 and n_dec + len(others) < cfg.max_num_seqs:
                 req = waiting[0]
+                if req.num_external_tokens:
+                    if not self._start_receiving(req, out):
+                        break
+                    continue
                 hits = kv.get_computed_blocks(req) if req.num_computed_tokens == 0 and req.block_hashes else 0
                 cached = hits * kv.block_size
                 n = req.num_tokens - req.num_computed_tokens - cached
@@ -409,6 +444,41 @@ class Scheduler:
         if shape.num_tokens > cfg.max_num_batched_tokens or n_dec + len(others) > cfg.max_num_seqs:
             raise AssertionError("scheduler exceeded its token budget or max_num_seqs")
         return out
+
+    def _start_receiving(self, req: Request, out: SchedulerOutput) -> bool:
+        """Admit the head of WAITING to receive its prompt's KV cache: blocks for the whole
+        prompt now, no tokens this step (vLLM: WAITING_FOR_REMOTE_KVS). False if they are
+        short."""
+        kv = self.kv
+        if self.config.guaranteed_no_evict:
+            reserve = kv.blocks_for(req.num_prompt_tokens + req.max_tokens)
+            if self._reserved + reserve > kv.pool.num_blocks:
+                return False
+        if not kv.allocate_slots(req, req.num_prompt_tokens):
+            return False
+        if self.config.guaranteed_no_evict:
+            req.reserved_blocks = reserve
+            self._reserved += reserve
+        self.waiting.popleft()
+        req.num_cached_tokens = 0  # queued until its prefill began elsewhere (set by the pool)
+        self.receiving[req] = None
+        if not out.receiving:
+            out.receiving = []
+        out.receiving.append(req)
+        return True
+
+    def finish_receiving(self, req: Request) -> None:
+        """Its prompt's KV cache has arrived. As vLLM does when every prompt token is loaded,
+        the last one is computed again (its logits give the first output token)."""
+        del self.receiving[req]
+        req.num_computed_tokens = req.num_tokens - 1
+        req.num_external_tokens = 0
+        self.received.append(req)
+
+    def release(self, req: Request) -> None:
+        """A held prefill leg's KV cache has been read: free its blocks."""
+        del self.held[req]
+        self.kv.free(req)
 
     def _add(self, out: SchedulerOutput, req: Request, n: int) -> None:
         computed = req.num_computed_tokens
@@ -468,7 +538,10 @@ class Scheduler:
 
     def _finish(self, req: Request) -> None:
         req.status = RequestStatus.FINISHED
-        self.kv.free(req)
+        if req.hold_kv:
+            self.held[req] = None
+        else:
+            self.kv.free(req)
         self._release(req)
 
     def _release(self, req: Request) -> None:
@@ -487,7 +560,7 @@ class Scheduler:
         if self.others or not self.cohort:
             return None
         n = len(self.cohort)
-        if self.waiting and n < self.config.max_num_seqs and self._can_admit_head(n):
+        if n < self.config.max_num_seqs and (self.received or (self.waiting and self._can_admit_head(n))):
             return None
         k = self._next_finish_clock() - self.clock
         bs = self.block_size
@@ -507,6 +580,14 @@ class Scheduler:
         if budget <= 0:
             return False
         req = self.waiting[0]
+        if req.num_external_tokens:
+            blocks = kv.blocks_for(req.num_prompt_tokens)
+            if (
+                self.config.guaranteed_no_evict
+                and self._reserved + kv.blocks_for(req.num_prompt_tokens + req.max_tokens) > kv.pool.num_blocks
+            ):
+                return False
+            return blocks - req.num_blocks <= kv.pool.num_free
         # Cheap test first: if it fits without cache hits it is admitted whatever the hits
         # (the prefix lookup walks the prompt's blocks, so it is only done when it matters).
         if self._admissible(req, budget, 0):

@@ -67,6 +67,8 @@ class Recorder:
         self.requests: list[Request] = []
         self.image_requests: list = []
         self.pipelines: list = []
+        self.kv_transfers = False
+        """A pool decodes for another's prefills: text rows get ``kv_transfer_s``."""
         # Per-replica time series, one sample per engine step or decode span (at its start),
         # packed into bytes: one append per sample in the hot loop.
         self._samples = bytearray()
@@ -200,6 +202,7 @@ class Recorder:
                 "max_itl_s": ("max_itl_s", np.float64),
                 "preemptions": ("num_preemptions", np.int32),
                 "prefill_gpu_s": ("prefill_gpu_s", np.float64),
+                **({"kv_transfer_s": ("kv_transfer_s", np.float64)} if self.kv_transfers else {}),
             },
         )
         df["cached_tokens"] = df["cached_tokens"].clip(lower=0)  # -1: never scheduled

@@ -58,6 +58,28 @@ class Estimate:
         return {"mean": self.mean, "ci95": self.half_width, "n": self.n}
 
 
+def fold_prefill_legs(top: pd.DataFrame, rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``top`` (requests without a parent) with each disaggregated request's prefill leg (a text
+    child row of a text request, in ``rows``) added into its ``columns``: the request's whole
+    cost. The legs' own rows stay as they are, by pool, for the pools' books."""
+    if "parent_id" not in rows or "kind" not in rows:
+        return top
+    legs = rows[(rows["kind"] == "text") & (rows["parent_id"] >= 0)]
+    if not len(legs):
+        return top
+    parents = (top["kind"] == "text").to_numpy()
+    sums = legs.groupby(["replication", "parent_id"])[columns].sum()
+    keys = pd.MultiIndex.from_arrays([top.loc[parents, "replication"], top.loc[parents, "request_id"]])
+    add = sums.reindex(keys)
+    has = add[columns[0]].notna().to_numpy()
+    if not has.any():
+        return top
+    top = top.copy()
+    idx = top.index[parents][has]
+    top.loc[idx, columns] = top.loc[idx, columns].to_numpy() + add[has].to_numpy()
+    return top
+
+
 def meets_slo(df: pd.DataFrame, slo: SLO | None) -> pd.Series:
     """Per request: finished and within every per-request target of the SLO. TTFT and TPOT
     targets apply to text requests only (an image or a pipeline has no token stream)."""
@@ -259,6 +281,8 @@ def summarize(
             leaves.groupby("pool", observed=True)["gpu_s"].sum() if "pool" in leaves else pd.Series(dtype=float)
         )
         top = rdf[rdf["parent_id"] < 0] if "parent_id" in rdf else rdf
+        if "cost_usd" in top:
+            top = fold_prefill_legs(top, rdf, ["cost_usd"])
         for class_id, cls in enumerate(scenario.classes):
             mine = leaves[leaves["class_id"] == class_id]
             hours = cost = 0.0
