@@ -1057,7 +1057,20 @@ class PlanPoolSpace(Strict):
     """Knob alternatives: each a mapping of pool fields, dotted (``engine.max_num_seqs: 128``,
     ``batching.max_batch_size: 8``, ``router: jsq_tokens``), applied over the pool."""
     max_replicas: Int | None = Field(default=None, ge=1, le=10_000)
-    """This pool's cap on replicas (default: the plan's)."""
+    """This pool's cap on replicas (default: the plan's; a disaggregated pool: on units)."""
+    pd_ratios: list[str] | None = Field(default=None, min_length=1)
+    """A disaggregated (decode) pool: the prefill:decode replica ratios tried, as ``"P:D"``
+    (``"1:3"``). A fleet is a number of units of P prefill and D decode replicas, and the plan
+    finds the fewest units for each ratio. ``null``: 3:1, 2:1, 1:1, 1:2, 1:3. The prefill side's
+    GPUs and TP degrees come from the prefill pool's own entry here (else the plan-wide lists,
+    else its own)."""
+
+    @field_validator("pd_ratios")
+    @classmethod
+    def _ratios(cls, ratios: list[str] | None) -> list[str] | None:
+        for r in ratios or ():
+            parse_pd_ratio(r)
+        return ratios
 
     @field_validator("gpus")
     @classmethod
@@ -1075,6 +1088,38 @@ class PlanPoolSpace(Strict):
             if name not in known:
                 raise ValueError(f"unknown model {name!r}; allowed: {', '.join(known)}")
         return names
+
+
+DEFAULT_PD_RATIOS = ["3:1", "2:1", "1:1", "1:2", "1:3"]
+
+
+def parse_pd_ratio(text: str) -> tuple[int, int]:
+    """``"P:D"`` -> (P, D), both whole numbers from 1 to 64."""
+    parts = str(text).split(":")
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        p, d = int(parts[0]), int(parts[1])
+        if 1 <= p <= 64 and 1 <= d <= 64:
+            return p, d
+    raise ValueError(f"pd ratio {text!r}: write prefill:decode replicas as two whole numbers from 1 to 64, e.g. '1:3'")
+
+
+def disaggregation_mismatch(prefill: PoolConfig, decode: PoolConfig) -> str:
+    """Why ``decode`` cannot decode for ``prefill`` ('' if it can)."""
+    name = prefill.name
+    if decode.is_diffusion or prefill.is_diffusion:
+        return "both pools must serve an LLM"
+    if prefill.disaggregation is not None:
+        return f"pool {name!r} itself decodes only; it cannot prefill for another"
+    if prefill.model != decode.model:
+        return f"prefill pool {name!r} serves {prefill.model}, this pool {decode.model}: they must match"
+    for field_ in ("block_size", "kv_cache_dtype"):
+        a, b = getattr(prefill.engine, field_), getattr(decode.engine, field_)
+        if a != b:
+            return f"engine.{field_} is {a!r} on prefill pool {name!r} and {b!r} here: they must match"
+    for pool in (prefill, decode):
+        if pool.engine.scheduler != "continuous":
+            return f"pool {pool.name!r} must use the continuous scheduler"
+    return ""
 
 
 class PlanLayout(Strict):
@@ -1384,25 +1429,10 @@ class Scenario(Strict):
                 others = [p for p in pools if p != d.name]
                 raise ValueError(f"{where}.prefill_pool: {name!r} is not another pool; pools: {', '.join(others)}")
             p = pools[name]
-            if d.is_diffusion or p.is_diffusion:
-                raise ValueError(f"{where}: both pools must serve an LLM")
-            if p.disaggregation is not None:
-                raise ValueError(
-                    f"{where}.prefill_pool: pool {name!r} itself decodes only; it cannot prefill for another"
-                )
-            if p.model != d.model:
-                raise ValueError(
-                    f"{where}: prefill pool {name!r} serves {p.model}, this pool {d.model}: they must match"
-                )
-            for field_ in ("block_size", "kv_cache_dtype"):
-                a, b = getattr(p.engine, field_), getattr(d.engine, field_)
-                if a != b:
-                    raise ValueError(
-                        f"{where}: engine.{field_} is {a!r} on prefill pool {name!r} and {b!r} here: they must match"
-                    )
+            why = disaggregation_mismatch(p, d)
+            if why:
+                raise ValueError(f"{where}: {why}")
             for pool in (p, d):
-                if pool.engine.scheduler != "continuous":
-                    raise ValueError(f"{where}: pool {pool.name!r} must use the continuous scheduler")
                 if pool.faults is not None:
                     raise ValueError(
                         f"pools.{pool.name}.faults: replica failures are not modelled with disaggregated "

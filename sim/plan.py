@@ -48,13 +48,16 @@ from pydantic import ValidationError
 
 from sim import __version__, catalog, journal
 from sim.config import (
+    DEFAULT_PD_RATIOS,
     SLO,
     PlanConfig,
     PlanLayout,
     PoolConfig,
     Scenario,
     apply_overrides,
+    disaggregation_mismatch,
     format_validation_error,
+    parse_pd_ratio,
 )
 from sim.costs.base import StepShape
 from sim.errors import ConfigError, ServesimError
@@ -80,10 +83,14 @@ class Problem:
     name: str
     pool: PoolConfig
     classes: tuple[int, ...]
+    prefill: PoolConfig | None = None
+    """A disaggregated pool's prefill pool, sized with it (replicas ignored)."""
 
     @property
     def key(self) -> str:
         text = self.pool.model_dump_json(exclude={"replicas"}) + json.dumps(self.classes)
+        if self.prefill is not None:
+            text += self.prefill.model_dump_json(exclude={"replicas"})
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -113,8 +120,33 @@ def layouts(scenario: Scenario) -> list[Layout]:
                 problems[name] = (p.model_copy(update={"name": name}), [])
         for i, c in enumerate(scenario.classes):
             problems[into.get(c.pool, c.pool)][1].append(i)
-        out.append(Layout(spec.name, [Problem(n, pool, tuple(ix)) for n, (pool, ix) in problems.items() if ix]))
+        found = []
+        for n, (pool, ix) in problems.items():
+            if not ix:
+                continue
+            prefill = None
+            if pool.disaggregation is not None:
+                pool, prefill = _prefill_side(spec.name, n, pool, problems, into)
+            found.append(Problem(n, pool, tuple(ix), prefill))
+        out.append(Layout(spec.name, found))
     return out
+
+
+def _prefill_side(layout: str, name: str, pool: PoolConfig, problems: dict, into: dict) -> tuple:
+    """A disaggregated pool of a layout and its prefill pool's config (None when the layout
+    merges the two: it serves aggregated). The prefill pool is sized with it, so it may not
+    serve classes of its own."""
+    own = into.get(pool.disaggregation.prefill_pool, pool.disaggregation.prefill_pool)
+    if own == name:
+        return pool.model_copy(update={"disaggregation": None}), None
+    prefill, classes = problems[own]
+    if classes:
+        raise ConfigError(
+            f"plan, layout {layout!r}: pool {own!r} prefills for {name!r} and also serves classes of its own; "
+            "plan sizes a prefill pool together with its decode pool: give those classes another pool"
+        )
+    d = pool.disaggregation.model_copy(update={"prefill_pool": own})
+    return pool.model_copy(update={"disaggregation": d}), prefill
 
 
 # --------------------------------------------------------------------------- candidates
@@ -136,9 +168,25 @@ class Candidate:
     margin: float | None = None
     evaluations: list[dict] = field(default_factory=list)
     max_replicas: int = 64
+    prefill: PoolConfig | None = None
+    """Disaggregated: the prefill pool; ``replicas`` then counts units of ``ratio``."""
+    ratio: tuple[int, int] | None = None
+    """Disaggregated: prefill and decode replicas per unit."""
+    side_usd: tuple[float, float] | None = None
+    """Disaggregated: $ per replica-hour of the prefill side and of the decode side."""
 
     def cost(self, replicas: int | None) -> float | None:
         return None if replicas is None else replicas * self.usd_per_replica_hour
+
+    def fleet(self, n: int) -> tuple[PoolConfig, ...]:
+        """The pools at ``n`` replicas (disaggregated: ``n`` units; the prefill pool first)."""
+        if self.ratio is None:
+            return (self.pool.model_copy(update={"replicas": n}),)
+        p, d = self.ratio
+        return (
+            self.prefill.model_copy(update={"replicas": n * p}),
+            self.pool.model_copy(update={"replicas": n * d}),
+        )
 
 
 def gpu_price(plan: PlanConfig, pool: PoolConfig, base: PoolConfig) -> float:
@@ -184,7 +232,54 @@ def candidates(scenario: Scenario, problem: Problem) -> list[Candidate]:
                         cand.status, cand.reason = "rejected", f"invalid variant: {exc}"
                     else:
                         cand.usd_per_replica_hour = cand.pool.tensor_parallel_size * gpu_price(plan, cand.pool, base)
+                    if problem.prefill is not None:
+                        out += _disaggregated(plan, problem, cand)
+                        continue
                     out.append(cand)
+    return out
+
+
+def _disaggregated(plan: PlanConfig, problem: Problem, decode: Candidate) -> list[Candidate]:
+    """A disaggregated pool's candidates from one decode-side candidate: every prefill-side GPU
+    and TP degree (the prefill pool's search space) and every prefill:decode ratio. Each costs
+    per unit: P prefill replicas and D decode replicas."""
+    base = problem.prefill
+    space = plan.pools.get(base.name)
+    gpus = (space and space.gpus) or plan.gpus or [base.gpu]
+    tps = (space and space.tensor_parallel_size) or plan.tensor_parallel_size or [base.tensor_parallel_size]
+    own = plan.pools.get(problem.name)
+    ratios = [parse_pd_ratio(r) for r in (own and own.pd_ratios) or DEFAULT_PD_RATIOS]
+    raw = base.model_dump(exclude_unset=True, exclude={"replicas"})
+    out = []
+    for gpu in gpus:
+        for tp in tps:
+            for p, d in ratios:
+                label = {
+                    **decode.label,
+                    "prefill": {"gpu": gpu, "tensor_parallel_size": tp},
+                    "pd_ratio": f"{p}:{d}",
+                }
+                cand = Candidate(problem.name, [], decode.pool, label, max_replicas=decode.max_replicas, ratio=(p, d))
+                if decode.status == "rejected":
+                    cand.status, cand.reason = decode.status, decode.reason
+                    out.append(cand)
+                    continue
+                try:
+                    pre = {**raw, "model": decode.pool.model, "gpu": gpu, "tensor_parallel_size": tp}
+                    if gpu != base.gpu:
+                        pre.pop("price_per_gpu_hour", None)
+                    cand.prefill = PoolConfig.model_validate(pre)
+                except ValidationError as exc:
+                    cand.status, cand.reason = "rejected", f"invalid prefill pool: {format_validation_error(exc)}"
+                    out.append(cand)
+                    continue
+                why = disaggregation_mismatch(cand.prefill, decode.pool)
+                if why:
+                    cand.status, cand.reason = "rejected", why
+                else:
+                    cand.side_usd = (tp * gpu_price(plan, cand.prefill, base), decode.usd_per_replica_hour)
+                    cand.usd_per_replica_hour = p * cand.side_usd[0] + d * cand.side_usd[1]
+                out.append(cand)
     return out
 
 
@@ -215,12 +310,16 @@ class Settings:
         )
 
 
-def sub_scenario(scenario: Scenario, pool: PoolConfig, classes: tuple[int, ...], settings: Settings) -> Scenario:
-    """The pool alone with its classes, as the plan simulates it."""
-    picked = [scenario.classes[i].model_copy(update={"pool": pool.name}) for i in classes]
+def sub_scenario(
+    scenario: Scenario, pools: PoolConfig | tuple[PoolConfig, ...], classes: tuple[int, ...], settings: Settings
+) -> Scenario:
+    """The pool alone with its classes (a disaggregated pool: with its prefill pool, first), as
+    the plan simulates it."""
+    pools = (pools,) if isinstance(pools, PoolConfig) else pools
+    picked = [scenario.classes[i].model_copy(update={"pool": pools[-1].name}) for i in classes]
     return scenario.model_copy(
         update={
-            "pools": [pool],
+            "pools": list(pools),
             "classes": picked,
             "duration_s": settings.duration_s,
             "seed": settings.seed,
@@ -284,6 +383,8 @@ def measure(checks: list[Check], sub: Scenario, result, window_end: float) -> di
     over the window from warm-up to ``window_end`` (the last arrival of the whole scenario, as
     ``servesim run`` measures it)."""
     df = result.requests
+    if "parent_id" in df:
+        df = df[df["parent_id"] < 0]  # a disaggregated request's prefill leg is part of it
     t0, t1 = sub.warmup_s, window_end
     out: dict[str, Any] = {"values": {}, "rejected": {}}
     names = [c.name for c in sub.classes]
@@ -379,10 +480,11 @@ class Evaluator:
             self._ends[rep] = max(ends)
         return self._ends[rep]
 
-    def key(self, pool: PoolConfig, classes: tuple[int, ...], rep: int) -> str:
+    def key(self, fleet: tuple[PoolConfig, ...], classes: tuple[int, ...], rep: int) -> str:
+        pools = [p.model_dump(mode="json") for p in fleet]
         text = json.dumps(
             [
-                pool.model_dump(mode="json"),
+                pools[0] if len(pools) == 1 else pools,
                 classes,
                 asdict(self.settings) | {"replications": 0, "max_replications": 0},
                 rep,
@@ -392,14 +494,16 @@ class Evaluator:
         )
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
-    def replication(self, pool: PoolConfig, classes: tuple[int, ...], checks: list[Check], rep: int) -> dict:
-        key = self.key(pool, classes, rep)
+    def replication(
+        self, fleet: tuple[PoolConfig, ...], classes: tuple[int, ...], checks: list[Check], rep: int
+    ) -> dict:
+        key = self.key(fleet, classes, rep)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
         from sim.fleet.cluster import simulate
 
-        sub = sub_scenario(self.scenario, pool, classes, self.settings)
+        sub = sub_scenario(self.scenario, fleet, classes, self.settings)
         streams = _streams(sub, classes, rep, self.base_dir)
         t0 = time.perf_counter()
         result = simulate(
@@ -416,25 +520,28 @@ class Evaluator:
             journal.append(self.cache_path, record)
         return record
 
-    def evaluate(self, pool: PoolConfig, classes: tuple[int, ...], checks: list[Check]) -> dict:
-        """Replications until every check is decided (or max_replications); the verdict.
-        A workload with nothing random (trace replay, no faults) needs one replication."""
+    def evaluate(self, fleet: tuple[PoolConfig, ...], classes: tuple[int, ...], checks: list[Check], n: int) -> dict:
+        """Replications of the pools ``fleet`` (``n`` replicas, or units of a disaggregated
+        pair) until every check is decided (or max_replications); the verdict. A workload with
+        nothing random (trace replay, no faults) needs one replication."""
         s = self.settings
-        first = 1 if deterministic(self.scenario, pool, classes) else s.replications
-        reps = [self.replication(pool, classes, checks, r) for r in range(first)]
+        first = 1 if deterministic(self.scenario, fleet, classes) else s.replications
+        reps = [self.replication(fleet, classes, checks, r) for r in range(first)]
         verdict = decide(checks, reps)
         while first > 1 and not verdict["decided"] and len(reps) < s.max_replications:
-            reps.append(self.replication(pool, classes, checks, len(reps)))
+            reps.append(self.replication(fleet, classes, checks, len(reps)))
             verdict = decide(checks, reps)
         rejected = {c: float(np.mean([r["rejected"][c] for r in reps])) for c in reps[0]["rejected"]}
-        return {"replicas": pool.replicas, "replications": len(reps), **verdict, "rejected": rejected}
+        return {"replicas": n, "replications": len(reps), **verdict, "rejected": rejected}
 
 
-def deterministic(scenario: Scenario, pool: PoolConfig, classes: tuple[int, ...]) -> bool:
+def deterministic(scenario: Scenario, fleet: tuple[PoolConfig, ...], classes: tuple[int, ...]) -> bool:
     """True when every replication would be the same: text classes replaying a trace's own
     arrivals and lengths, and no replica failures."""
     picked = [scenario.classes[i] for i in classes]
-    return pool.faults is None and all(c.kind == "text" and c.trace is not None and c.arrival is None for c in picked)
+    return all(p.faults is None for p in fleet) and all(
+        c.kind == "text" and c.trace is not None and c.arrival is None for c in picked
+    )
 
 
 def read_cache(path: Path) -> dict[str, dict]:
@@ -454,6 +561,8 @@ def bounds(
     from sim.fleet.pools import check_pool_fits
 
     pool = cand.pool
+    if cand.prefill is not None:
+        return _disaggregated_bounds(scenario, cand, classes, settings, base_dir)
     try:
         check_pool_fits(pool)
     except ServesimError as exc:
@@ -478,17 +587,93 @@ def bounds(
             per_req, floors = _text_bounds(pool, cost, stream, q)
         work += len(stream) / span * per_req
         cand.bounds[f"{cls.name}/gpu_s_per_request"] = per_req
-        for metric, target in _targets(slo, cls.kind):
-            if metric in floors:
-                cand.bounds[f"{cls.name}/{metric}_floor"] = floors[metric]
-                if floors[metric] > target:
-                    what = f"p{q:g} " if slo.attainment is None else ""
-                    return (
-                        f"{cls.name}: {what}{metric.removesuffix('_s').upper()} is at least {_secs(floors[metric])} even on an idle "
-                        f"replica (SLO {_secs(target)})"
-                    )
+        why = _floor_miss(cand, cls, slo, q, floors, "an idle replica")
+        if why:
+            return why
     cand.bounds["offered_load"] = work
     cand.bounds["min_replicas"] = max(1, math.floor(work) + 1)
+    return None
+
+
+def _floor_miss(cand: Candidate, cls, slo: SLO | None, q: float, floors: dict[str, float], where: str) -> str:
+    """Record the class's SLO floors in ``cand.bounds``; why one is beyond its target ('' if none)."""
+    for metric, target in _targets(slo, cls.kind):
+        if metric in floors:
+            cand.bounds[f"{cls.name}/{metric}_floor"] = floors[metric]
+            if floors[metric] > target:
+                what = f"p{q:g} " if slo.attainment is None else ""
+                return (
+                    f"{cls.name}: {what}{metric.removesuffix('_s').upper()} is at least {_secs(floors[metric])} even on "
+                    f"{where} (SLO {_secs(target)})"
+                )
+    return ""
+
+
+def _disaggregated_bounds(
+    scenario: Scenario, cand: Candidate, classes: tuple[int, ...], settings: Settings, base_dir: Path
+) -> str | None:
+    """``bounds`` for a prefill/decode pair: the prefill side's work is the prompts (full
+    chunks: a prefill replica batches prompts up to its token budget), the decode side's the
+    outputs at the full decode batch; the fewest units keep both sides below full use. The TTFT
+    floor is a prompt's prefill alone, its transfer on an idle link and one decode step; the
+    TPOT floor a decode batch of one."""
+    from sim.costs.factory import build_cost_model
+    from sim.fleet.capacity import text_capacity
+    from sim.fleet.pools import check_pool_fits, transfer_s
+
+    pre, dec = cand.prefill, cand.pool
+    for side, p in (("prefill", pre), ("decode", dec)):
+        try:
+            check_pool_fits(p)
+        except ServesimError as exc:
+            return f"{side} side does not fit: {exc}"
+    sub = sub_scenario(scenario, cand.fleet(1), classes, settings)
+    try:
+        streams = _streams(sub, classes, 0, base_dir)
+        cost_p, cost_d = build_cost_model(pre, base_dir), build_cost_model(dec, base_dir)
+    except ServesimError as exc:
+        return str(exc)
+    span = max((float(s.arrival_s[-1]) for s in streams if len(s)), default=0.0) or 1.0
+    chunk = pre.engine.max_num_batched_tokens
+    full = StepShape()
+    full.add_prefill(chunk, 0)
+    prefill_token_s = cost_p.step_s(full) / chunk
+    work_p = work_d = 0.0
+    for cls, stream in zip(sub.classes, streams):
+        if not len(stream):
+            continue
+        slo = sub.slo_for(cls)
+        q = slo.percentile if slo is not None and slo.attainment is None else 50.0
+        prompt = stream.prompt_tokens.astype(float)
+        output = stream.output_tokens.astype(float)
+        cap = text_capacity(dec, cost_d, float(np.mean(prompt + output)), float(np.mean(prompt + output / 2)))
+        cached = stream.prefix_hashes is not None and pre.engine.enable_prefix_caching
+        per_p = 0.0 if cached else float(np.mean(prompt)) * prefill_token_s
+        per_d = float(np.mean(output)) * cap.decode_token_s
+        rate = len(stream) / span
+        work_p += rate * per_p
+        work_d += rate * per_d
+        cand.bounds[f"{cls.name}/gpu_s_per_request"] = per_p + per_d
+        one = StepShape()
+        one.add_decode(int(np.percentile(prompt + output / 2, q)))
+        floors = {"tpot_s": cost_d.step_s(one)}
+        if not cached:
+            tokens = int(np.percentile(prompt, q))
+            first = StepShape()
+            first.add_decode(tokens)
+            floors["ttft_s"] = (
+                _prefill_s(cost_p, tokens, chunk if pre.engine.enable_chunked_prefill else None)
+                + transfer_s(pre, dec, tokens)
+                + cost_d.step_s(first)
+            )
+        why = _floor_miss(cand, cls, slo, q, floors, "idle replicas")
+        if why:
+            return why
+    p, d = cand.ratio
+    cand.bounds["offered_load"] = work_p + work_d
+    cand.bounds["offered_load_prefill"] = work_p
+    cand.bounds["offered_load_decode"] = work_d
+    cand.bounds["min_replicas"] = max(1, math.floor(work_p / p) + 1, math.floor(work_d / d) + 1)
     return None
 
 
@@ -575,7 +760,7 @@ def search(task: tuple) -> dict:
 
     def at(n: int) -> dict:
         if n not in results:
-            results[n] = ev.evaluate(cand.pool.model_copy(update={"replicas": n}), problem.classes, checks)
+            results[n] = ev.evaluate(cand.fleet(n), problem.classes, checks, n)
         return results[n]
 
     def out(status: str, replicas: int | None, reason: str | None = None) -> dict:
@@ -614,7 +799,9 @@ def search(task: tuple) -> dict:
             worst = min(r["checks"], key=lambda x: x["margin"])
             why = "the cheapest found so far" if cap < cand.max_replicas else f"max_replicas ({cand.max_replicas})"
             return out(
-                "rejected", None, f"misses at {_n(n, 'replica')}, the most allowed by {why}: {_check_text(worst)}"
+                "rejected",
+                None,
+                f"misses at {count_text(cand.label, n)}, the most allowed by {why}: {_check_text(worst)}",
             )
         n, step = min(cap, n + step), step * 2
     if first_meet == lo and lo > 1:
@@ -701,7 +888,7 @@ def plan_fleet(
                 why = bounds(scenario, c, prob.classes, settings, base_dir)
                 if why is None and c.bounds["min_replicas"] > c.max_replicas:
                     why = (
-                        f"needs at least {_n(c.bounds['min_replicas'], 'replica')} by its throughput bound (offered load "
+                        f"needs at least {count_text(c.label, c.bounds['min_replicas'])} by its throughput bound (offered load "
                         f"{c.bounds['offered_load']:.3g} replicas' worth); max_replicas is {c.max_replicas}"
                     )
                 if why is not None:
@@ -739,7 +926,11 @@ def plan_fleet(
             if cap < c.bounds["min_replicas"]:
                 c.status = "rejected"
                 least = c.bounds["min_replicas"]
-                what = "one replica" if least == 1 else f"the {least} replicas its throughput bound needs"
+                what = (
+                    f"one {'unit' if c.ratio else 'replica'}"
+                    if least == 1
+                    else f"the {count_text(c.label, least)} its throughput bound needs"
+                )
                 c.reason = f"{what} (${least * c.usd_per_replica_hour:,.2f}/h) cost more than the ${best:,.2f}/h found"
                 if least == 1:
                     c.reason = c.reason.replace(" cost more", " costs more")
@@ -807,7 +998,7 @@ def _map(tasks: list, workers: int | None, backend: str, address: str | None, fa
 def _progress_line(c: Candidate) -> str:
     what = f"{c.problem}: {describe(c.label)}"
     if c.status == "feasible":
-        return f"{what}: {_n(c.replicas, 'replica')}, ${c.cost(c.replicas):,.2f}/h"
+        return f"{what}: {count_text(c.label, c.replicas)}, ${c.cost(c.replicas):,.2f}/h"
     return f"{what}: rejected ({c.reason})"
 
 
@@ -816,7 +1007,45 @@ def describe(label: dict) -> str:
     if label["tensor_parallel_size"] > 1:
         parts.append(f"TP{label['tensor_parallel_size']}")
     parts += [f"{k}={v}" for k, v in label["knobs"].items()]
+    pre = label.get("prefill")
+    if pre is not None:
+        tp = f" TP{pre['tensor_parallel_size']}" if pre["tensor_parallel_size"] > 1 else ""
+        parts.append(f"decode, prefill on {pre['gpu']}{tp}, P:D {label['pd_ratio']}")
     return " ".join(parts)
+
+
+def count_text(label: dict, n: int) -> str:
+    """``n`` replicas, or for a disaggregated pair ``n`` units and the replicas they make."""
+    ratio = label.get("pd_ratio")
+    if ratio is None:
+        return _n(n, "replica")
+    p, d = parse_pd_ratio(ratio)
+    return f"{_n(n, 'unit')} of {ratio} ({n * p}P:{n * d}D)"
+
+
+def _pick(c: Candidate, pool: str, n: int) -> dict:
+    """A pool's choice at ``n`` (replicas, or units of a disaggregated pair): its label, its
+    replicas and GPUs, and for a pair the prefill side's."""
+    out = {"pool": pool, **c.label, "replicas": n, "gpus": n * c.label["tensor_parallel_size"]}
+    if c.ratio is not None:
+        p, d = c.ratio
+        tp_p, tp_d = c.prefill.tensor_parallel_size, c.pool.tensor_parallel_size
+        out.update(
+            {
+                "units": n,
+                "replicas": n * d,
+                "gpus": n * (p * tp_p + d * tp_d),
+                "prefill": {
+                    "pool": c.prefill.name,
+                    "gpu": c.prefill.gpu,
+                    "tensor_parallel_size": tp_p,
+                    "replicas": n * p,
+                    "gpus": n * p * tp_p,
+                    "cost_per_hour": n * p * c.side_usd[0],
+                },
+            }
+        )
+    return out
 
 
 def _best(cs: list[Candidate]) -> Candidate | None:
@@ -832,12 +1061,17 @@ def _answer(scenario: Scenario, lays: list[Layout], cands: dict[str, list[Candid
         cost = sum(c.cost(c.replicas) for _, c in picks if c is not None)
         row = {"name": lay.name, "feasible": not missing, "cost_per_hour": None if missing else cost, "reason": None}
         if missing:
-            row["reason"] = f"no candidate meets the SLOs of pool(s) {', '.join(missing)}"
+            why = [f"{p.name}: {_closest_miss(cands[p.key])}" for p, c in picks if c is None]
+            row["reason"] = "no candidate meets the SLOs of " + "; ".join(why)
         elif cost < best_cost - 1e-9:
             best_layout, best_cost = lay, cost
         rows.append(row)
     if best_layout is None:
         return {"feasible": False, "layout": None, "cost_per_hour": None, "pools": []}, rows
+    for row in rows:
+        if row["feasible"] and row["name"] != best_layout.name:
+            extra = row["cost_per_hour"] - best_cost
+            row["reason"] = f"${extra:,.2f}/h ({extra / best_cost:.0%}) more than {best_layout.name} for the same SLOs"
     pools = []
     for p in best_layout.problems:
         c = _best(cands[p.key])
@@ -846,10 +1080,7 @@ def _answer(scenario: Scenario, lays: list[Layout], cands: dict[str, list[Candid
         chosen = next(e for e in c.evaluations if e["replicas"] == c.replicas)
         pools.append(
             {
-                "pool": p.name,
-                **{k: v for k, v in c.label.items()},
-                "replicas": c.replicas,
-                "gpus": c.replicas * c.label["tensor_parallel_size"],
+                **_pick(c, p.name, c.replicas),
                 "cost_per_hour": c.cost(c.replicas),
                 "usd_per_replica_hour": c.usd_per_replica_hour,
                 "margin": c.margin,
@@ -881,6 +1112,17 @@ def _answer(scenario: Scenario, lays: list[Layout], cands: dict[str, list[Candid
     return answer, rows
 
 
+def _closest_miss(cs: list[Candidate]) -> str:
+    """Why a pool has no answer, in one line: the reason of its candidate that came closest
+    (the one searched first: the cheapest lower bound), or of the first one rejected."""
+    searched = [c for c in cs if c.evaluations]
+    if searched:
+        c = min(searched, key=lambda c: c.usd_per_replica_hour * c.bounds.get("min_replicas", 1))
+        return f"{describe(c.label)}: {c.reason}"
+    c = next((c for c in cs if c.reason), None)
+    return f"{describe(c.label)}: {c.reason}" if c is not None else "no candidate"
+
+
 def _frontier(lays: list[Layout], cands: dict[str, list[Candidate]]) -> list[dict]:
     """Cheapest fleet for each SLO margin: every evaluation that met its SLOs is an option for
     its pool; a fleet's margin is its pools' smallest. Pareto points only (more margin costs
@@ -893,8 +1135,7 @@ def _frontier(lays: list[Layout], cands: dict[str, list[Candidate]]) -> list[dic
             for c in cands[p.key]:
                 for e in c.evaluations:
                     if e["meets"]:
-                        pick = {"pool": p.name, **c.label, "replicas": e["replicas"]}
-                        opts.append((c.cost(e["replicas"]), e["margin"], pick))
+                        opts.append((c.cost(e["replicas"]), e["margin"], _pick(c, p.name, e["replicas"])))
             options[p.name] = opts
         if not all(options.values()):
             continue
@@ -935,9 +1176,15 @@ def fleet_scenario(result: PlanResult) -> dict[str, Any]:
     pools, owner = [], {}
     for prob in lay.problems:
         c = next(c for c in result.candidates[prob.key] if c.status == "chosen")
+        pick = picks[prob.name]
+        if c.ratio is not None:
+            pre = c.prefill.model_dump(mode="json", exclude_unset=True)
+            pre["replicas"] = pick["prefill"]["replicas"]
+            pre["price_per_gpu_hour"] = c.side_usd[0] / c.prefill.tensor_parallel_size
+            pools.append(pre)
         d = c.pool.model_dump(mode="json", exclude_unset=True)
-        d["replicas"] = picks[prob.name]["replicas"]
-        d["price_per_gpu_hour"] = c.usd_per_replica_hour / c.pool.tensor_parallel_size
+        d["replicas"] = pick["replicas"]
+        d["price_per_gpu_hour"] = (c.side_usd[1] if c.ratio else c.usd_per_replica_hour) / c.pool.tensor_parallel_size
         pools.append(d)
         for i in prob.classes:
             owner[sc.classes[i].name] = prob.name
@@ -1040,6 +1287,22 @@ def plan_blocks(plan: dict) -> list:
                 else f"{_pct(p['one_fewer']['margin'])} ({'meets' if p['one_fewer']['meets'] else 'misses'})"
             )
             name = p["pool"] + (" (binding)" if p["pool"] == a["binding_pool"] else "")
+            cost = p["cost_per_hour"]
+            pre = p.get("prefill")
+            if pre is not None:
+                t.add_row(
+                    term(f"{pre['pool']} (prefill for {p['pool']})"),
+                    p["model"],
+                    pre["gpu"],
+                    str(pre["tensor_parallel_size"]),
+                    "-",
+                    str(pre["replicas"]),
+                    f"{pre['cost_per_hour']:,.2f}",
+                    "",
+                    "",
+                )
+                cost -= pre["cost_per_hour"]
+                name += f" (decode; P:D {p['pd_ratio']} x {p['units']})"
             t.add_row(
                 term(name),
                 p["model"],
@@ -1047,7 +1310,7 @@ def plan_blocks(plan: dict) -> list:
                 str(p["tensor_parallel_size"]),
                 knobs,
                 str(p["replicas"]),
-                f"{p['cost_per_hour']:,.2f}",
+                f"{cost:,.2f}",
                 _pct(p["margin"]),
                 fewer,
             )
@@ -1090,7 +1353,9 @@ def plan_blocks(plan: dict) -> list:
             c["pool"],
             describe(c),
             c["status"],
-            "-" if c.get("replicas") is None else str(c["replicas"]),
+            "-"
+            if c.get("replicas") is None
+            else (count_text(c, c["replicas"]) if c.get("pd_ratio") else str(c["replicas"])),
             "-" if cost is None else f"{cost:,.2f}",
             "-" if c.get("margin") is None else _pct(c["margin"]),
             c.get("reason") or "",

@@ -247,6 +247,21 @@ class LLMPool(Pool):
         return self.cfg.engine
 
 
+def link_bytes_per_token(prefill: PoolConfig, decode: PoolConfig) -> float:
+    """Bytes of a prompt token's KV cache that one link carries from a prefill replica to a
+    decode replica: each prefill rank's share; a decode link takes several shares when the
+    decode side has fewer ranks."""
+    tp_p, tp_d = prefill.tensor_parallel_size, decode.tensor_parallel_size
+    per_rank = catalog.get_model(decode.model).kv_bytes_per_token(prefill.engine.kv_bytes_per_elem, tp_p)
+    return per_rank * max(1.0, tp_p / tp_d)
+
+
+def transfer_s(prefill: PoolConfig, decode: PoolConfig, tokens: int) -> float:
+    """A prompt's KV transfer on an idle link: latency + bytes per link / rate."""
+    d = decode.disaggregation
+    return d.transfer_latency_s + link_bytes_per_token(prefill, decode) * tokens / (d.gb_s * 1e9)
+
+
 class DisaggregatedPool(LLMPool):
     """A decode-only LLM pool (``disaggregation``): each request it is sent first runs its prompt
     on the prefill pool as a one-token leg (a request of its own, recorded as the request's
@@ -276,9 +291,7 @@ class DisaggregatedPool(LLMPool):
         """Attach the prefill pool and the run's request ids (legs are requests too)."""
         self.prefill = prefill
         self.ids = ids
-        tp_p, tp_d = prefill.cfg.tensor_parallel_size, self.cfg.tensor_parallel_size
-        per_rank = catalog.get_model(self.cfg.model).kv_bytes_per_token(prefill.cfg.engine.kv_bytes_per_elem, tp_p)
-        self.link_bytes_per_token = per_rank * max(1.0, tp_p / tp_d)
+        self.link_bytes_per_token = link_bytes_per_token(prefill.cfg, self.cfg)
         """Bytes one link carries per prompt token (the busiest link when the sides differ)."""
 
     @property

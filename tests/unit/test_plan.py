@@ -421,3 +421,128 @@ def test_ray_backend_gives_the_local_answer(tmp_path):
         ray.shutdown()
     assert remote.answer == local.answer
     assert len((tmp_path / EVALUATIONS_FILE).read_text().splitlines()) == remote.simulated > 0
+
+
+def disaggregated(**plan) -> dict:
+    """A long-prompt class on a prefill pool + decode pool pair (Llama-3-8B, roofline), with
+    an aggregated layout to compare."""
+    return {
+        "name": "pd-plan-test",
+        "seed": 5,
+        "duration_s": 120,
+        "warmup_s": 10,
+        "pools": [
+            {"name": "pre", "model": "llama-3-8b", "gpu": "h100-sxm", "router": "least_outstanding"},
+            {
+                "name": "dec",
+                "model": "llama-3-8b",
+                "gpu": "h100-sxm",
+                "router": "least_outstanding",
+                "disaggregation": {"prefill_pool": "pre"},
+            },
+        ],
+        "classes": [
+            {
+                "name": "rag",
+                "pool": "dec",
+                "arrival": {"process": "poisson", "rate": 12},
+                "prompt_tokens": {"dist": "lognormal", "mean": 3000, "cv": 0.5, "max": 7000},
+                "output_tokens": {"dist": "lognormal", "mean": 150, "cv": 0.8, "max": 600},
+                "slo": {"ttft_s": 0.5, "tpot_s": 0.0125, "percentile": 99},
+            }
+        ],
+        "plan": {
+            "replications": 3,
+            "max_replications": 5,
+            "max_replicas": 12,
+            "pools": {"dec": {"pd_ratios": ["2:1", "1:1", "1:2"]}},
+            "layouts": [{"name": "disaggregated"}, {"name": "aggregated", "merge": {"both": ["pre", "dec"]}}],
+            **plan,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def pd_plan(tmp_path_factory):
+    sc = parse_scenario(disaggregated())
+    out = tmp_path_factory.mktemp("pd-plan")
+    result = plan_fleet(sc, ROOT, out_dir=out, workers=1)
+    write_plan(result, out)
+    return sc, result, out
+
+
+def test_a_disaggregated_pool_is_sized_with_its_prefill_pool_in_units_of_a_ratio(pd_plan):
+    sc, result, out = pd_plan
+    lays = {lay.name: lay for lay in result.layouts}
+    (dis,) = lays["disaggregated"].problems
+    assert dis.prefill is not None and dis.prefill.name == "pre" and dis.pool.disaggregation is not None
+    (agg,) = lays["aggregated"].problems
+    assert agg.prefill is None and agg.pool.disaggregation is None  # merged: it prefills and decodes
+    cands = result.candidates[dis.key]
+    assert sorted(c.label["pd_ratio"] for c in cands) == ["1:1", "1:2", "2:1"]
+    price = 6.16  # the catalog's H100 price
+    for c in cands:
+        p, d = c.ratio
+        assert c.usd_per_replica_hour == pytest.approx((p + d) * price)
+        pre, dec = c.fleet(3)
+        assert (pre.replicas, dec.replicas) == (3 * p, 3 * d)
+        # The throughput bound holds each side below full use.
+        assert c.bounds["min_replicas"] * p > c.bounds["offered_load_prefill"]
+        assert c.bounds["min_replicas"] * d > c.bounds["offered_load_decode"]
+        for e in c.evaluations:
+            assert e["replicas"] >= 1  # units
+
+
+def test_plan_compares_disaggregated_with_aggregated_and_says_why_the_other_lost(pd_plan):
+    sc, result, out = pd_plan
+    a = result.answer
+    assert a["feasible"]
+    rows = {r["name"]: r for r in result.layout_rows}
+    loser = rows["aggregated" if a["layout"] == "disaggregated" else "disaggregated"]
+    assert loser["reason"]
+    if loser["feasible"]:
+        assert loser["reason"].startswith(f"${loser['cost_per_hour'] - a['cost_per_hour']:,.2f}/h")
+    (pick,) = a["pools"]
+    assert all(c["met"] for c in pick["checks"])
+    if a["layout"] == "disaggregated":
+        p, d = (int(x) for x in pick["pd_ratio"].split(":"))
+        assert pick["replicas"] == pick["units"] * d and pick["prefill"]["replicas"] == pick["units"] * p
+        assert a["gpus"] == pick["replicas"] + pick["prefill"]["replicas"]
+        assert pick["cost_per_hour"] == pytest.approx(a["gpus"] * 6.16)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["answer"]["pools"] == json.loads(json.dumps(a["pools"]))
+
+
+def test_the_disaggregated_fleet_yaml_reproduces_the_plans_figures(pd_plan):
+    sc, result, out = pd_plan
+    fleet = parse_scenario(yaml.safe_load((out / "fleet.yaml").read_text()))
+    run = run_scenario(fleet, ROOT)
+    (pick,) = result.answer["pools"]
+    if pick["replications"] != fleet.replications:
+        pytest.skip("the run covers more replications than the plan needed")
+    for c in pick["checks"]:
+        got = run.summary["classes"][c["class"]][f"{c['metric']}_p{c['percentile']:g}"]["mean"]
+        assert got == pytest.approx(c["value"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r["plan"]["pools"]["dec"].update(pd_ratios=["1-2"]), "write prefill:decode replicas"),
+        (lambda r: r["plan"]["pools"]["dec"].update(pd_ratios=["0:1"]), "from 1 to 64"),
+    ],
+)
+def test_bad_pd_ratios_are_one_line(change, message):
+    raw = disaggregated()
+    change(raw)
+    with pytest.raises(ConfigError, match=message) as exc:
+        parse_scenario(raw)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_prefill_pool_serving_classes_of_its_own_is_refused_by_the_plan():
+    raw = disaggregated()
+    raw["classes"].append({**raw["classes"][0], "name": "direct", "pool": "pre"})
+    raw["plan"]["layouts"] = None
+    with pytest.raises(ConfigError, match="prefills for 'dec' and also serves classes"):
+        layouts(parse_scenario(raw))
