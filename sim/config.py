@@ -966,11 +966,18 @@ class PoolConfig(Strict):
     batching: DiffusionBatching | None = None
     """How a diffusion replica forms batches (diffusion pools only); ``null``: all defaults
     (static batches of up to 4 images, no waiting)."""
-    router: Literal["round_robin", "least_outstanding", "jsq_tokens"] = "round_robin"
+    router: Literal["round_robin", "least_outstanding", "jsq_tokens", "cache_aware"] = "round_robin"
     """Picks the replica for each arriving request (and for each retry), among the replicas that
     are up: ``round_robin`` in turn; ``least_outstanding`` the fewest unfinished requests routed
     to it; ``jsq_tokens`` the least work still to do (LLM: prompt and output tokens of its
-    unfinished requests; diffusion: remaining steps × rows). Ties go round robin."""
+    unfinished requests; diffusion: remaining steps × rows); ``cache_aware`` (LLM pools) NVIDIA
+    Dynamo's KV-aware cost: ``router_overlap_weight`` × the prefill blocks it would wait behind
+    and add (its prompt less what the replica's prefix cache holds) + the KV blocks in use and
+    those it would add. Ties go round robin."""
+    router_overlap_weight: Float = Field(default=1.0, ge=0, le=1000)
+    """``cache_aware`` router: the weight of the prefill term against the blocks in use (Dynamo's
+    ``overlap_score_weight``, default 1); larger follows cache hits harder, 0 balances memory
+    only."""
     cost_model: CostModelConfig = RooflineCost()
     """How long an engine step (LLM) or a text encode, denoising step and VAE decode (diffusion)
     take: a cost model, chosen by ``kind``."""
@@ -1025,6 +1032,8 @@ class PoolConfig(Strict):
                 raise ValueError(f"{self.model} is a diffusion model: its pool takes 'batching', not 'engine'")
             if tp != 1:
                 raise ValueError(f"tensor_parallel_size must be 1 for diffusion model {self.model} (got {tp})")
+            if self.router == "cache_aware":
+                raise ValueError(f"router cache_aware reads an LLM's KV cache; {self.model} is a diffusion model")
             return self
         if self.batching is not None:
             raise ValueError(f"{self.model} is an LLM: its pool takes 'engine', not 'batching'")

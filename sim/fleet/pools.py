@@ -95,7 +95,7 @@ class Pool:
         self.env = env
         self.cfg = cfg
         self.recorder = recorder
-        self.router = make_router(cfg.router)
+        self.router = make_router(cfg.router, cfg.router_overlap_weight)
         self.retry = retry
         self.replicas: list[Replica] = []
         self.up: list[Replica] = self.replicas
@@ -121,7 +121,7 @@ class Pool:
         if not up:
             self.pending.append(req)
             return
-        up[self.router.select(up)].submit(req)
+        up[self.router.select(up, req)].submit(req)
         if req.on_done is not None and req.status == RequestStatus.REJECTED:
             req.on_done(req)
 

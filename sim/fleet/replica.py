@@ -63,6 +63,9 @@ class LLMReplica:
         """Requests routed here and not yet finished (the router's load view)."""
         self.outstanding_tokens = 0
         """Tokens still to compute for them, prefill and decode (approximate mid-span)."""
+        self.pending_prefill_tokens = 0
+        """Prompt tokens of the requests routed here that have no first token yet (a prompt
+        whose KV cache comes from a prefill pool counts none): the cache-aware router's load."""
         # Lazily accrued cohort metrics.
         self._row_gpu_s = 0.0  # GPU-seconds one cohort row has accrued since the start
         self._cohort_last_s = 0.0  # end of the latest cohort step
@@ -106,6 +109,8 @@ class LLMReplica:
             return  # rejected with its reason (the request's record says which)
         self.num_outstanding += 1
         self.outstanding_tokens += req.num_prompt_tokens - req.num_external_tokens + req.max_tokens
+        if req.kv_source is None:
+            self.pending_prefill_tokens += req.num_prompt_tokens
         if self._idle_now:
             self._wake_up()
         elif self._in_span and self.scheduler.admits_mid_batch:
@@ -273,6 +278,8 @@ class LLMReplica:
         for req in emitted:
             if req.first_token_s < 0:
                 req.first_token_s = now
+                if req.kv_source is None:
+                    self.pending_prefill_tokens -= req.num_prompt_tokens
             else:
                 last = req.last_token_s
                 if req.cohort_marked and cohort_last > last:
@@ -394,6 +401,8 @@ class LLMReplica:
                 self._settle(req)
             sched.abort(req)
             self.num_outstanding -= 1
+            if req.first_token_s < 0 and req.kv_source is None:
+                self.pending_prefill_tokens -= req.num_prompt_tokens
             self.fail_request(req, reason)
         if self.num_outstanding == 0:
             self.outstanding_tokens = 0
@@ -455,6 +464,7 @@ class LLMReplica:
         self._cancels = []
         self.num_outstanding = 0
         self.outstanding_tokens = 0
+        self.pending_prefill_tokens = 0
         self.recorder.busy(self.index, now, 0.0, 0, 0, 0, 0)
         if self.on_lost is not None:
             self.on_lost(running, waiting)

@@ -1,7 +1,8 @@
 """Routers: pick the replica of a pool that takes an arriving request.
 
 A router sees only each replica's read-only load view (``num_outstanding``,
-``outstanding_tokens``); it never changes replica state.
+``outstanding_tokens``; the cache-aware router also its prefix cache, blocks in use and
+prompt tokens waiting for their prefill); it never changes replica state.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from typing import Protocol
 
 
 class Router(Protocol):
-    def select(self, replicas: Sequence) -> int: ...
+    def select(self, replicas: Sequence, req=None) -> int: ...
 
 
 class RoundRobin:
     def __init__(self) -> None:
         self._next = 0
 
-    def select(self, replicas: Sequence) -> int:
+    def select(self, replicas: Sequence, req=None) -> int:
         i = self._next % len(replicas)
         self._next = i + 1
         return i
@@ -33,7 +34,7 @@ class _LeastLoaded:
     def __init__(self) -> None:
         self._next = 0
 
-    def select(self, replicas: Sequence) -> int:
+    def select(self, replicas: Sequence, req=None) -> int:
         n = len(replicas)
         start = self._next
         attr = self.load_attr
@@ -59,12 +60,55 @@ class JoinShortestQueueTokens(_LeastLoaded):
     load_attr = "outstanding_tokens"
 
 
+class CacheAware:
+    """NVIDIA Dynamo's KV-aware router (its default worker selector at temperature 0): each
+    replica's cost, in KV blocks, is
+
+        w × (prompt tokens routed there still waiting for their prefill
+             + this prompt's tokens not in its prefix cache) / block_size
+        + blocks in use there + this prompt's blocks not already in use there
+
+    and the cheapest replica takes the request (ties round robin). The first term is the
+    prefill work the request would wait behind and add, the second the memory (decode) load;
+    ``w`` is Dynamo's ``overlap_score_weight`` (default 1). Dynamo reads each engine's cache
+    from its KV events; here the router reads the replica's cache itself, with the same
+    result. Requests without prefix keys (prefix caching off) see no overlap: the router then
+    balances prefill work and blocks in use."""
+
+    def __init__(self, weight: float = 1.0) -> None:
+        self.weight = weight
+        self._next = 0
+
+    def select(self, replicas: Sequence, req=None) -> int:
+        n = len(replicas)
+        start = self._next
+        w = self.weight
+        best, best_cost = start % n, None
+        for k in range(n):
+            i = (start + k) % n
+            rep = replicas[i]
+            kv = rep.kv
+            bs = kv.block_size
+            cached, active = kv.prefix_overlap(req)
+            prompt = 0 if req.kv_source is not None else req.num_prompt_tokens
+            new_tokens = max(0, prompt - cached * bs)
+            blocks = -(-req.num_prompt_tokens // bs)
+            cost = w * (rep.pending_prefill_tokens + new_tokens) / bs + kv.pool.num_used + blocks - active
+            if best_cost is None or cost < best_cost:
+                best, best_cost = i, cost
+        self._next = best + 1
+        return best
+
+
 ROUTERS = {
     "round_robin": RoundRobin,
     "least_outstanding": LeastOutstanding,
     "jsq_tokens": JoinShortestQueueTokens,
+    "cache_aware": CacheAware,
 }
 
 
-def make_router(name: str) -> Router:
+def make_router(name: str, overlap_weight: float = 1.0) -> Router:
+    if name == "cache_aware":
+        return CacheAware(overlap_weight)
     return ROUTERS[name]()

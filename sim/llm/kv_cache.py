@@ -123,6 +123,25 @@ class KVCacheManager:
             n += 1
         return n
 
+    def prefix_overlap(self, req: Request) -> tuple[int, int]:
+        """(leading prompt blocks in the cache, of those the ones in use by a request now),
+        without touching anything: what a cache-aware router reads (NVIDIA Dynamo's router
+        reads the same from the engines' KV events)."""
+        hashes = req.block_hashes
+        if not self.enable_prefix_caching or not hashes:
+            return 0, 0
+        limit = min(len(hashes), (req.num_tokens - 1) // self.block_size)
+        ref, free = self.pool.cached_ref, self.pool.cached_free
+        n = active = 0
+        while n < limit:
+            key = hashes[n]
+            if key in ref:
+                active += 1
+            elif key not in free:
+                break
+            n += 1
+        return n, active
+
     def allocate_slots(self, req: Request, num_new_tokens: int, num_hit_blocks: int = 0) -> bool:
         """Make room for ``num_new_tokens`` more tokens (after ``num_hit_blocks`` cache hits on
         a request that holds nothing yet). False, changing nothing, if the pool is short."""
