@@ -517,6 +517,28 @@ class SLO(Strict):
         return [(m, t) for m, t in pairs if t is not None and (kind == "text" or m == "e2e_s")]
 
 
+class AcceptanceRate(Strict):
+    """How often a target model accepts a speculated token: each draft token is accepted with
+    probability ``mean`` (given the ones before it were), and requests differ around it: each
+    request draws its own rate from a Beta distribution with this mean and coefficient of
+    variation (0: every request the same)."""
+
+    mean: Float = Field(gt=0, le=1)
+    """Mean per-token acceptance rate (vLLM reports it as ``spec_decode`` acceptance rate)."""
+    cv: Float = Field(default=0.0, ge=0)
+    """Coefficient of variation across requests (a Beta distribution needs cv² < (1 - mean) /
+    mean)."""
+
+    @model_validator(mode="after")
+    def _beta(self) -> AcceptanceRate:
+        if self.cv > 0 and (self.mean >= 1 or (self.cv * self.mean) ** 2 >= self.mean * (1 - self.mean)):
+            raise ValueError(
+                f"acceptance cv {self.cv:g} is too wide for mean {self.mean:g}: a Beta distribution needs "
+                f"cv < {((1 - self.mean) / self.mean) ** 0.5:.3g}"
+            )
+        return self
+
+
 class RequestClass(Strict):
     """A stream of requests with its own arrivals. It is one of three kinds, named in the
     summary's table titles:
@@ -562,6 +584,10 @@ class RequestClass(Strict):
     image class."""
     retry: RetryPolicy = RetryPolicy()
     """How often a request that loses its replica is started again, and how long it may take."""
+    speculative_acceptance: AcceptanceRate | None = None
+    """Text classes on a pool with speculative decoding: this class's acceptance rate (its
+    content accepts more or fewer speculated tokens than the pool's default); ``null``: the
+    pool's ``engine.speculative.acceptance``."""
     slo: SLO | None = None
     """This class's latency targets; ``null`` uses the scenario's ``slo``."""
 
@@ -624,6 +650,39 @@ class RequestClass(Strict):
 
 
 # --------------------------------------------------------------------------- pools
+
+
+class SpeculativeDecoding(Strict):
+    """vLLM ``--speculative-config``: each step, a proposer suggests ``num_speculative_tokens``
+    tokens per decoding request, and the target model verifies them all in one forward pass
+    (one query per proposed token plus one, like a short prefill chunk). The accepted prefix of
+    the proposal and one more token (the target's own at the first rejection) are emitted:
+    with a per-token acceptance rate a and k proposed, (1 - a^(k+1)) / (1 - a) tokens a step
+    on average. ``method``: ``draft_model`` runs a smaller LLM of the same tokenizer k times
+    per step (its weights and KV cache take GPU memory); ``eagle`` one decoder layer of the
+    target's shape over the target's hidden states, with the target's LM head (EAGLE, Li et
+    al. 2024; DeepSeek's MTP modules are the same shape); ``ngram`` looks the proposal up in
+    the prompt (no GPU time, no memory). Decoding requests then run one by one (not as the
+    closed-form cohort)."""
+
+    method: Literal["draft_model", "eagle", "ngram"]
+    """The proposer."""
+    num_speculative_tokens: Int = Field(ge=1, le=16)
+    """Tokens proposed per decoding request and step (k)."""
+    draft_model: str | None = None
+    """``draft_model``: the draft LLM (a catalog model with the target's vocabulary, e.g.
+    ``llama-3.2-1b`` for Llama-3 targets); it runs on the same GPUs at the same TP degree."""
+    acceptance: AcceptanceRate
+    """The acceptance rate of this proposer with this target; a class may set its own
+    (``speculative_acceptance``: code accepts more than open chat)."""
+
+    @model_validator(mode="after")
+    def _draft(self) -> SpeculativeDecoding:
+        if (self.method == "draft_model") != (self.draft_model is not None):
+            raise ValueError("draft_model is needed with method draft_model, and only then")
+        if self.draft_model is not None and self.draft_model not in catalog.models():
+            raise ValueError(f"unknown draft_model {self.draft_model!r}; allowed: {', '.join(catalog.models())}")
+        return self
 
 
 class EngineConfig(Strict):
@@ -689,6 +748,9 @@ class EngineConfig(Strict):
     """vLLM ``--kv-cache-dtype``: ``auto`` keeps KV in bf16 (2 bytes, also with FP8 weights);
     ``fp8`` stores 1 byte per element, about doubling the tokens that fit and halving KV read
     time."""
+    speculative: SpeculativeDecoding | None = None
+    """Speculative decoding (vLLM ``--speculative-config``); ``null``: off. Continuous
+    scheduler only."""
     capacity_scheduler_policy: Literal["max_utilization", "guaranteed_no_evict"] = "max_utilization"
     """Admission against the KV cache. ``max_utilization`` is vLLM's: admit while the blocks a
     step needs are free, and preempt (recompute) the newest request when they run out.
@@ -698,6 +760,8 @@ class EngineConfig(Strict):
 
     @model_validator(mode="after")
     def _budget(self) -> EngineConfig:
+        if self.speculative is not None and self.scheduler != "continuous":
+            raise ValueError("speculative decoding needs the continuous scheduler")
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"
@@ -1043,6 +1107,19 @@ class PoolConfig(Strict):
                 f"tensor_parallel_size {tp} must divide num_attention_heads "
                 f"({spec.num_attention_heads}) of {self.model}"
             )
+        spec = self.engine.speculative
+        if spec is not None and spec.draft_model is not None:
+            draft = catalog.get_model(spec.draft_model)
+            if draft.vocab_size != catalog.get_model(self.model).vocab_size:
+                raise ValueError(
+                    f"engine.speculative.draft_model {spec.draft_model} has a vocabulary of {draft.vocab_size:,}, "
+                    f"{self.model} {catalog.get_model(self.model).vocab_size:,}: a draft must share the target's tokenizer"
+                )
+            if draft.num_attention_heads % tp:
+                raise ValueError(
+                    f"engine.speculative.draft_model {spec.draft_model}: tensor_parallel_size {tp} must divide its "
+                    f"num_attention_heads ({draft.num_attention_heads})"
+                )
         if self.engine.dtype == "fp8" and catalog.get_gpu(self.gpu).fp8_tflops is None:
             raise ValueError(f"gpu {self.gpu} has no FP8 support; use dtype: bfloat16")
         return self

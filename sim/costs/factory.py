@@ -33,6 +33,41 @@ def build_cost_model(pool: PoolConfig, base_dir: Path | None = None) -> CostMode
     )
 
 
+def build_draft_cost(pool: PoolConfig) -> CostModel | None:
+    """The speculative proposer's step cost (None: no proposer, or n-gram lookup): a roofline
+    of the draft model (or EAGLE head) on the pool's GPU and TP degree, whatever the target's
+    cost model."""
+    from sim.llm.memory import draft_spec
+
+    draft = draft_spec(catalog.get_model(pool.model), pool.engine)
+    if draft is None:
+        return None
+    return DraftCost(
+        RooflineCostModel(
+            draft,
+            catalog.get_gpu(pool.gpu),
+            tp=pool.tensor_parallel_size,
+            weight_bytes=pool.engine.weight_bytes_per_elem,
+            kv_bytes=pool.engine.kv_bytes_per_elem,
+            head_bytes=pool.engine.head_bytes_per_elem,
+            fp8_compute=pool.engine.dtype == "fp8",
+        ),
+        catalog.get_gpu(pool.gpu).overheads.step_s,
+    )
+
+
+class DraftCost:
+    """A proposer's forward pass: the roofline's step less the engine's host time per step
+    (the proposals run inside the target's engine step, not as steps of their own)."""
+
+    def __init__(self, roofline: RooflineCostModel, host_step_s: float):
+        self.roofline = roofline
+        self.host_step_s = host_step_s
+
+    def step_s(self, shape) -> float:
+        return max(0.0, self.roofline.step_s(shape) - self.host_step_s) if shape.num_tokens else 0.0
+
+
 def build_diffusion_cost(pool: PoolConfig, base_dir: Path | None = None):
     cm = pool.cost_model
     if isinstance(cm, ConstantCost):

@@ -311,6 +311,13 @@ def simulate(
         streams = [build_stream_for(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]
     ids = iter(range(1 << 62))
     for pool in pools.values():
+        spec = None if pool.cfg.is_diffusion else pool.cfg.engine.speculative
+        if spec is not None:
+            acceptance = {None: (spec.acceptance.mean, spec.acceptance.cv)}
+            for i, c in enumerate(scenario.classes):
+                if c.speculative_acceptance is not None:
+                    acceptance[i] = (c.speculative_acceptance.mean, c.speculative_acceptance.cv)
+            pool.start_speculation(seed, acceptance)
         if isinstance(pool, DisaggregatedPool):
             pool.connect(pools[pool.cfg.disaggregation.prefill_pool], ids)
             recorder.kv_transfers = True

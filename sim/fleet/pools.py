@@ -13,7 +13,7 @@ import simpy
 
 from sim import catalog
 from sim.config import PoolConfig, RetryPolicy
-from sim.costs.factory import build_cost_model, build_diffusion_cost
+from sim.costs.factory import build_cost_model, build_diffusion_cost, build_draft_cost
 from sim.diffusion.batcher import DiffusionBatcher
 from sim.diffusion.cost import diffusion_memory_budget, request_bytes
 from sim.diffusion.request import ImageRequest
@@ -240,6 +240,24 @@ class LLMPool(Pool):
             self._adopt(
                 LLMReplica(env, index, sched_cls(sched_cfg, kv), cost, recorder, cfg.tensor_parallel_size, decode_spans)
             )
+        if cfg.engine.speculative is not None:
+            draft = build_draft_cost(cfg)
+            for rep in self.replicas:
+                rep.draft = draft
+
+    def start_speculation(self, seed, acceptance: dict) -> None:
+        """Turn speculative decoding on in every replica: each draws acceptances from its own
+        generator (``seed``: the replication's; the replica's index keys the stream), with the
+        classes' acceptance rates (``acceptance``: class id -> (mean, cv), None -> the pool's)."""
+        import random
+
+        import numpy as np
+
+        k = self.cfg.engine.speculative.num_speculative_tokens
+        for rep in self.replicas:
+            key = (*seed.spawn_key, 0x5EC, rep.index)
+            state = np.random.SeedSequence(seed.entropy, spawn_key=key).generate_state(2)
+            rep.scheduler.enable_speculation(k, random.Random(int(state[0]) << 32 | int(state[1])), acceptance)
 
     @property
     def prefix_engine(self):

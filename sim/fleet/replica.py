@@ -91,6 +91,8 @@ class LLMReplica:
         """Called when the last outstanding request finishes (set by the cluster)."""
         self.fail_request = None
         """Called with (request, reason) for a request given up on (set by the pool)."""
+        self.draft = None
+        """Speculative decoding: the proposer's cost model (None: none, or free n-gram lookup)."""
         self.receive = None
         """Disaggregated serving, a decode replica: called with a request admitted to receive
         its prompt's KV cache; it calls ``received`` when the transfer ends (set by the pool)."""
@@ -236,6 +238,10 @@ class LLMReplica:
                 return
             raise RuntimeError(f"replica {self.index}: scheduler made no progress with requests pending")
         dur = self.cost.step_s(out.shape)
+        if out.draft is not None and self.draft is not None:
+            # The proposer: one pass per proposed token over the decoding rows, and one over
+            # the prompt chunks (to keep its KV cache in step).
+            dur += max(out.spec_tokens) * self.draft.step_s(out.draft) + self.draft.step_s(out.draft_prefill)
         self._step_start = now
         self._step_dur = dur
         self._step_out = out
@@ -264,10 +270,17 @@ class LLMReplica:
         emitted, finished, joined = sched.update_from_output(out)
         # GPU time is shared among the step's rows in proportion to their tokens.
         gpu_per_token = dur * self.num_gpus / out.shape.num_tokens
-        for req, n in zip(out.requests, out.num_scheduled_tokens):
-            req.gpu_s += gpu_per_token * n
-            if n > 1:
-                req.prefill_gpu_s += gpu_per_token * n
+        if out.spec_tokens is None:
+            for req, n in zip(out.requests, out.num_scheduled_tokens):
+                req.gpu_s += gpu_per_token * n
+                if n > 1:
+                    req.prefill_gpu_s += gpu_per_token * n
+        else:
+            for req, n, k in zip(out.requests, out.num_scheduled_tokens, out.spec_tokens):
+                req.gpu_s += gpu_per_token * n
+                if n > 1 and not k:
+                    req.prefill_gpu_s += gpu_per_token * n
+            self.outstanding_tokens += out.spec_rejected  # proposed, rejected: still to do
         if out.num_cohort:
             self._cohort_step(sched.clock, dur, now, gpu_per_token)
             for key, members in self._cohort_classes.items():  # a gap of this step per member

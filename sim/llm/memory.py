@@ -56,11 +56,44 @@ def weight_bytes(model: ModelSpec, engine: EngineConfig) -> float:
     return engine.weight_bytes_per_elem * blocks + engine.head_bytes_per_elem * (model.params_total - blocks)
 
 
+def eagle_head(model: ModelSpec) -> ModelSpec:
+    """An EAGLE (or MTP) proposer for ``model``: one decoder layer of its shape, reading the
+    target's embeddings and LM head."""
+    return model.model_copy(update={"name": f"{model.name}-eagle", "num_layers": 1})
+
+
+def draft_spec(model: ModelSpec, engine: EngineConfig) -> ModelSpec | None:
+    """The model a speculative proposer runs (None: none, or n-gram lookup)."""
+    spec = engine.speculative
+    if spec is None or spec.method == "ngram":
+        return None
+    if spec.method == "eagle":
+        return eagle_head(model)
+    from sim import catalog
+
+    return catalog.get_model(spec.draft_model)
+
+
+def draft_bytes(model: ModelSpec, engine: EngineConfig, tp: int) -> tuple[float, float]:
+    """(weight bytes per GPU, KV bytes per token per GPU) a speculative proposer adds: a draft
+    model's whole weights and KV cache; an EAGLE head's one layer and its KV (it shares the
+    target's embeddings and LM head); nothing for n-gram lookup."""
+    draft = draft_spec(model, engine)
+    if draft is None:
+        return 0.0, 0.0
+    kv = draft.kv_bytes_per_token(engine.kv_bytes_per_elem, tp)
+    if engine.speculative.method == "eagle":
+        return engine.weight_bytes_per_elem * draft.params_per_layer / tp, kv
+    return weight_bytes(draft, engine) / tp, kv
+
+
 def kv_budget(model: ModelSpec, gpu: GPUSpec, engine: EngineConfig, tp: int) -> KVBudget:
-    """Blocks per replica (each block spans all TP ranks). Raises CapacityError if the model
-    does not fit."""
-    kv_tok = model.kv_bytes_per_token(engine.kv_bytes_per_elem, tp)
-    weights = weight_bytes(model, engine) / tp
+    """Blocks per replica (each block spans all TP ranks; with speculative decoding a block
+    holds the proposer's KV of its tokens too). Raises CapacityError if the model does not
+    fit."""
+    extra_weights, extra_kv = draft_bytes(model, engine, tp)
+    kv_tok = model.kv_bytes_per_token(engine.kv_bytes_per_elem, tp) + extra_kv
+    weights = weight_bytes(model, engine) / tp + extra_weights
     act = (
         engine.activation_reserve_gib * GIB
         if engine.activation_reserve_gib is not None

@@ -79,6 +79,9 @@ class Request:
     stage: int = -1
     kv_source: object = None
     """Disaggregated serving: the prefill leg that computes this request's prompt elsewhere."""
+    spec_alpha: float = -1.0
+    """Speculative decoding: this request's per-token acceptance rate (drawn at its first
+    proposal; -1: not yet)."""
     kv_transfer_s: float = -1.0
     """Disaggregated serving: from the decode replica admitting it (KV blocks allocated) to its
     prompt's KV cache having arrived (-1: none)."""

@@ -86,6 +86,14 @@ class SchedulerOutput:
     receiving: list[Request] | tuple = ()
     """Requests admitted to wait for their prompt's KV cache from a prefill replica (blocks
     allocated, nothing computed: the engine starts their transfers)."""
+    spec_tokens: list[int] | None = None
+    """Speculative decoding: tokens proposed for each of ``requests`` (0: not a decode); the
+    proposer's own work as shapes (``draft``: one proposal pass over the decoding rows,
+    ``draft_prefill``: the prompt chunks the proposer also reads)."""
+    draft: StepShape | None = None
+    draft_prefill: StepShape | None = None
+    spec_rejected: int = 0
+    """Proposed tokens the target rejected in this step (set by update_from_output)."""
 
 
 @runtime_checkable
@@ -192,6 +200,12 @@ class Scheduler:
         self.receiving: dict[Request, None] = {}
         self.received: deque[Request] = deque()
         self.held: dict[Request, None] = {}
+        self.spec_k = 0
+        """Speculative decoding: tokens proposed per decoding request and step (0: off)."""
+        self.spec_rng = None
+        """Its random.Random: per-request acceptance rates and per-step acceptances."""
+        self.spec_acceptance: dict = {}
+        """class id -> (mean, cv) of the acceptance rate; key None: the pool's."""
 
     # ------------------------------------------------------------------ requests in
 
@@ -353,6 +367,11 @@ class Scheduler:
         out = SchedulerOutput()
         shape = out.shape
         budget = cfg.max_num_batched_tokens
+        spec_k = self.spec_k
+        if spec_k:
+            out.spec_tokens = []
+            out.draft = StepShape()
+            out.draft_prefill = StepShape()
 
         n_dec = len(self.cohort)
         if n_dec:
@@ -375,6 +394,11 @@ class Scheduler:
         while i < len(others) and budget > 0:
             req = others[i]
             n = min(req.num_tokens - req.num_computed_tokens, budget)
+            k = 0
+            if spec_k and n == 1 and req.num_output_tokens:
+                # A decode: propose up to k tokens (never past its last one, nor the budget).
+                k = max(0, min(spec_k, req.max_tokens - req.num_output_tokens - 1, budget - 1))
+                n += k
             scheduled = True
             while not kv.allocate_slots(req, n):
                 # FCFS: preempt the last running request (always a non-member: members
@@ -389,7 +413,7 @@ class Scheduler:
                     break
             if not scheduled:
                 break
-            self._add(out, req, n)
+            self._add(out, req, n, k)
             budget -= n
             i += 1
 
@@ -480,12 +504,35 @@ class Scheduler:
         del self.held[req]
         self.kv.free(req)
 
-    def _add(self, out: SchedulerOutput, req: Request, n: int) -> None:
+    def enable_speculation(self, k: int, rng, acceptance: dict) -> None:
+        """Propose ``k`` tokens per decoding request each step. Decoding requests are then
+        scheduled one by one (no cohort): each advances by its own accepted count."""
+        self.spec_k = k
+        self.spec_rng = rng
+        self.spec_acceptance = acceptance
+        self.use_cohort = False
+
+    def _acceptance(self, req: Request) -> float:
+        mean, cv = self.spec_acceptance.get(req.class_id) or self.spec_acceptance[None]
+        if cv <= 0:
+            return mean
+        # Beta(a, b) with this mean and coefficient of variation.
+        kappa = (1 - mean) / (cv * cv * mean) - 1
+        return self.spec_rng.betavariate(mean * kappa, (1 - mean) * kappa)
+
+    def _add(self, out: SchedulerOutput, req: Request, n: int, k: int = 0) -> None:
         computed = req.num_computed_tokens
         if n == 1 and computed == req.num_tokens - 1:
             out.shape.add_decode(computed)
         else:
+            # A prefill chunk, or a decode with k proposed tokens: k + 1 queries to verify.
             out.shape.add_prefill(n, computed)
+        if out.spec_tokens is not None:
+            out.spec_tokens.append(k)
+            if k:
+                out.draft.add_decode(computed)  # a proposer pass over this row
+            elif n > 1:
+                out.draft_prefill.add_prefill(n, computed)  # the proposer reads the prompt too
         out.requests.append(req)
         out.num_scheduled_tokens.append(n)
         req.num_computed_tokens = computed + n
@@ -505,6 +552,8 @@ class Scheduler:
         Returns (individually scheduled requests that produced a token, requests that
         finished, requests that joined the decode cohort). Cohort members all produced a
         token; they are not listed."""
+        if out.spec_tokens is not None:
+            return self._update_speculative(out)
         finished: list[Request] = []
         if out.num_cohort:
             self.clock += 1
@@ -535,6 +584,41 @@ class Scheduler:
                     others.append(req)
             self.others = others
         return emitted, finished, joined
+
+    def _update_speculative(self, out: SchedulerOutput) -> tuple[list[Request], list[Request], list[Request]]:
+        """``update_from_output`` with speculation: a decode that proposed k tokens keeps the
+        accepted prefix a (each accepted with the request's rate, until the first rejection)
+        and the target's own next token, a + 1 tokens; the KV slots of the k - a rejected
+        ones are computed again later (vLLM rolls ``num_computed_tokens`` back; the blocks
+        stay). Nobody joins a cohort."""
+        rng = self.spec_rng
+        emitted: list[Request] = []
+        finished: list[Request] = []
+        rejected = 0
+        for req, k in zip(out.requests, out.spec_tokens):
+            if req.status != _RUNNING or req.num_computed_tokens < req.num_tokens:
+                continue
+            tokens = 1
+            if k:
+                alpha = req.spec_alpha
+                if alpha < 0:
+                    alpha = req.spec_alpha = self._acceptance(req)
+                a = 0
+                while a < k and rng.random() < alpha:
+                    a += 1
+                tokens += a
+                req.num_computed_tokens -= k - a
+                rejected += k - a
+            req.num_output_tokens += tokens
+            req.num_tokens += tokens
+            emitted.append(req)
+            if req.num_output_tokens >= req.max_tokens:
+                self._finish(req)
+                finished.append(req)
+        out.spec_rejected = rejected
+        if finished:
+            self.others = [r for r in self.others if r.status == _RUNNING]
+        return emitted, finished, []
 
     def _finish(self, req: Request) -> None:
         req.status = RequestStatus.FINISHED
