@@ -703,6 +703,8 @@ def _text_bounds(pool: PoolConfig, cost, stream, q: float) -> tuple[float, dict[
     one = StepShape()
     one.add_decode(int(np.percentile(prompt + output / 2, q)))
     floors["tpot_s"] = cost.step_s(one)
+    if e.speculative is not None:
+        floors["tpot_s"] /= e.speculative.num_speculative_tokens + 1  # a step may emit k + 1 tokens
     if stream.prefix_hashes is None:
         floors["ttft_s"] = _prefill_s(
             cost, int(np.percentile(prompt, q)), e.max_num_batched_tokens if e.enable_chunked_prefill else None

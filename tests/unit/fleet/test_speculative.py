@@ -191,3 +191,20 @@ def test_static_batching_refuses_speculation():
     spec = {"method": "ngram", "num_speculative_tokens": 3, "acceptance": {"mean": 0.7}}
     with pytest.raises(ConfigError, match="speculative decoding needs the continuous scheduler"):
         parse_scenario(scenario(spec, engine={"scheduler": "static"}))
+
+
+def test_plan_takes_speculation_when_plain_decoding_cannot_meet_the_tpot():
+    """A TPOT target below a plain decode step: only the speculative variant can meet it, and
+    its TPOT floor (a step may emit k + 1 tokens) must not prune it."""
+    from sim.plan import plan_fleet
+
+    raw = scenario(None, output=300, n=None, rate=1.0)
+    raw.update({"num_requests": None, "duration_s": 120, "warmup_s": 10})
+    raw["classes"][0]["slo"] = {"tpot_s": 0.006, "percentile": 50}
+    eagle = {"method": "eagle", "num_speculative_tokens": 4, "acceptance": {"mean": 0.7, "cv": 0.15}}
+    raw["plan"] = {"replications": 3, "pools": {"p": {"variants": [{}, {"engine.speculative": eagle}]}}}
+    result = plan_fleet(parse_scenario(raw), None, workers=1)
+    (pick,) = result.answer["pools"]
+    assert pick["knobs"] == {"engine.speculative": eagle}
+    plain = next(c for cs in result.candidates.values() for c in cs if not c.label["knobs"])
+    assert plain.status == "rejected" and "TPOT is at least" in plain.reason
