@@ -751,6 +751,22 @@ class EngineConfig(Strict):
     speculative: SpeculativeDecoding | None = None
     """Speculative decoding (vLLM ``--speculative-config``); ``null``: off. Continuous
     scheduler only."""
+    preemption_mode: Literal["recompute", "swap"] = "recompute"
+    """What a preempted request's KV cache becomes. ``recompute`` (vLLM v1's only mode): freed,
+    and the prompt and the tokens generated so far are computed again when it is readmitted.
+    ``swap`` (vLLM v0 ``--preemption-mode swap``): copied to CPU memory over PCIe and back
+    before anyone new is admitted, nothing computed again; when ``swap_space_gib`` is full it
+    recomputes. Each copy's time is the KV bytes over the GPU's host link (the GPU catalog's
+    ``host_link``), added to the step that makes it."""
+    swap_space_gib: Float = Field(default=4.0, ge=0, le=100_000)
+    """vLLM v0 ``--swap-space``: GiB of CPU memory per GPU for swapped-out KV (``swap``
+    mode)."""
+    kv_offloading_size: Float = Field(default=0.0, ge=0, le=100_000)
+    """vLLM ``--kv-offloading-size``: a CPU tier for the prefix cache, in GiB of CPU memory in
+    total across the replica's tensor-parallel ranks (as vLLM counts it). Prefix blocks the GPU
+    cache evicts move there (least recently used first out); a later prompt whose next blocks
+    are there loads them over PCIe instead of computing them (the load's time added to its
+    step, as LMCache's connector loads by default). 0: no CPU tier. Needs prefix caching."""
     capacity_scheduler_policy: Literal["max_utilization", "guaranteed_no_evict"] = "max_utilization"
     """Admission against the KV cache. ``max_utilization`` is vLLM's: admit while the blocks a
     step needs are free, and preempt (recompute) the newest request when they run out.
@@ -762,6 +778,8 @@ class EngineConfig(Strict):
     def _budget(self) -> EngineConfig:
         if self.speculative is not None and self.scheduler != "continuous":
             raise ValueError("speculative decoding needs the continuous scheduler")
+        if self.kv_offloading_size > 0 and (self.scheduler != "continuous" or not self.enable_prefix_caching):
+            raise ValueError("kv_offloading_size needs the continuous scheduler and enable_prefix_caching")
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"

@@ -182,11 +182,20 @@ class GPUSpec(_Spec):
     interconnect_gb_s: float = Field(gt=0)
     """Scale-up link bandwidth per GPU, both directions together."""
     allreduce_latency_s: float = Field(ge=0)
+    host_link: str = "pcie-gen5"
+    """The link between the GPU and host memory (a name in the link catalog): KV swapped out
+    or loaded from a CPU tier crosses it."""
     tdp_w: float = Field(gt=0)
     price: Price
     efficiency: Efficiency
     overheads: Overheads
     source: str
+
+    @model_validator(mode="after")
+    def _host_link(self) -> GPUSpec:
+        if self.host_link not in links():
+            raise ValueError(f"unknown host_link {self.host_link!r}; allowed: {', '.join(links())}")
+        return self
 
     @property
     def memory_bytes(self) -> float:

@@ -72,7 +72,8 @@ def gpu_table(gpus: Mapping[str, GPUSpec]) -> Table:
     efficiencies were fitted or are assumed."""
     t = Table(title="GPUs")
     for col in (
-        "name", "BF16 TFLOP/s", "FP8", "memory GiB", "TB/s", "link GB/s", "TDP W", "$/GPU-h", "price date", "roofline",
+        "name", "BF16 TFLOP/s", "FP8", "memory GiB", "TB/s", "link GB/s", "host link", "TDP W", "$/GPU-h", "price date",
+        "roofline",
     ):  # fmt: skip
         t.add_column(col)
     for g in gpus.values():
@@ -83,6 +84,7 @@ def gpu_table(gpus: Mapping[str, GPUSpec]) -> Table:
             f"{g.memory_gib:g}",
             f"{g.hbm_tb_s:g}",
             f"{g.interconnect_gb_s:g}",
+            g.host_link,
             f"{g.tdp_w:g}",
             f"{g.price.usd_per_gpu_hour:.2f}",
             g.price.date,

@@ -472,7 +472,7 @@ cache one token takes in bf16, its context length and where its shapes come from
 pipeline's kind, denoiser architecture, parameters of all its parts, default resolution (and
 frames), default steps, whether it runs classifier-free guidance, whether its eager-mode op
 counts are known (`execution: eager`), and its source; a GPU's dense BF16 and FP8 peaks, memory,
-HBM bandwidth, interconnect, power, dated price per GPU-hour and whether its roofline
+HBM bandwidth, interconnect, link to host memory, power, dated price per GPU-hour and whether its roofline
 efficiencies were fitted on measurements or are assumed (explained in
 [calibration](../explanation/calibration.md#the-rooflines-terms)); a link's scope (one server or
 a network), line rate per GPU in one direction, the measured fraction of it a bulk transfer

@@ -4,6 +4,7 @@ memory, scheduler and price follow from its configuration."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -234,12 +235,27 @@ class LLMPool(Pool):
             * cfg.engine.block_size
             / 2**30
         )
+        e = cfg.engine
+        # KV of one block on one GPU: what crosses each GPU's host link when it moves.
+        block_bytes = self.budget.kv_bytes_per_token * e.block_size
+        link = catalog.get_link(catalog.get_gpu(cfg.gpu).host_link)
+        host_s_per_token = self.budget.kv_bytes_per_token / (link.effective_gb_s * 1e9)
+        swap_blocks = int(e.swap_space_gib * 2**30 // block_bytes) if e.preemption_mode == "swap" else 0
+        cpu_blocks = int(e.kv_offloading_size * 2**30 // (block_bytes * cfg.tensor_parallel_size))
+        if swap_blocks or cpu_blocks:
+            recorder.kv_tiers = True
         for _ in range(cfg.replicas):
             kv = KVCacheManager(self.budget.num_gpu_blocks, cfg.engine.block_size, prefix)
+            if cpu_blocks:
+                kv.pool.cpu_tier = OrderedDict()
+                kv.pool.cpu_capacity = cpu_blocks
             index = recorder.add_replica(cfg.name, self.budget.num_gpu_blocks, cfg.tensor_parallel_size, block_gib)
-            self._adopt(
-                LLMReplica(env, index, sched_cls(sched_cfg, kv), cost, recorder, cfg.tensor_parallel_size, decode_spans)
-            )
+            sched = sched_cls(sched_cfg, kv)
+            if swap_blocks:
+                sched.swap_capacity_blocks = swap_blocks
+            rep = LLMReplica(env, index, sched, cost, recorder, cfg.tensor_parallel_size, decode_spans)
+            rep.host_s_per_token = host_s_per_token
+            self._adopt(rep)
         if cfg.engine.speculative is not None:
             draft = build_draft_cost(cfg)
             for rep in self.replicas:

@@ -91,6 +91,8 @@ class LLMReplica:
         """Called when the last outstanding request finishes (set by the cluster)."""
         self.fail_request = None
         """Called with (request, reason) for a request given up on (set by the pool)."""
+        self.host_s_per_token = 0.0
+        """Seconds to move one token's KV (per GPU) between GPU and host memory."""
         self.draft = None
         """Speculative decoding: the proposer's cost model (None: none, or free n-gram lookup)."""
         self.receive = None
@@ -242,6 +244,9 @@ class LLMReplica:
             # The proposer: one pass per proposed token over the decoding rows, and one over
             # the prompt chunks (to keep its KV cache in step).
             dur += max(out.spec_tokens) * self.draft.step_s(out.draft) + self.draft.step_s(out.draft_prefill)
+        if out.host_tokens:
+            # KV swapped out or in, or loaded from the CPU tier, before the step computes.
+            dur += out.host_tokens * self.host_s_per_token
         self._step_start = now
         self._step_dur = dur
         self._step_out = out

@@ -73,7 +73,10 @@ class CacheAware:
     ``w`` is Dynamo's ``overlap_score_weight`` (default 1). Dynamo reads each engine's cache
     from its KV events; here the router reads the replica's cache itself, with the same
     result. Requests without prefix keys (prefix caching off) see no overlap: the router then
-    balances prefill work and blocks in use."""
+    balances prefill work and blocks in use. Like ``jsq_tokens`` it reads a replica as last
+    committed: a closed-form decode span commits its blocks (and the evictions they cause) at
+    its end, so routing during a span sees the state at the span's start, and can differ from
+    simulating step by step (real routers read KV events and metrics that lag too)."""
 
     def __init__(self, weight: float = 1.0) -> None:
         self.weight = weight

@@ -31,6 +31,10 @@ class BlockPool:
         self.num_free_plain = num_blocks
         self.cached_free: OrderedDict = OrderedDict()
         self.cached_ref: dict = {}
+        self.cpu_tier: OrderedDict | None = None
+        """Prefix blocks held in CPU memory (KV offloading), least recently used first; None:
+        no CPU tier."""
+        self.cpu_capacity = 0
 
     @property
     def num_used(self) -> int:
@@ -46,8 +50,15 @@ class BlockPool:
             self.num_free_plain = plain - n
             return
         self.num_free_plain = 0
+        tier = self.cpu_tier
         for _ in range(n - plain):
-            self.cached_free.popitem(last=False)
+            key, _ = self.cached_free.popitem(last=False)
+            if tier is not None:
+                # Evicted from the GPU, kept in CPU memory (least recently used goes first).
+                tier[key] = True
+                tier.move_to_end(key)
+                if len(tier) > self.cpu_capacity:
+                    tier.popitem(last=False)
 
     def free_plain(self, n: int) -> None:
         self.num_free_plain += n
@@ -90,6 +101,8 @@ class BlockPool:
             raise RuntimeError(f"reset with {self.num_used} blocks still in use")
         self.cached_free.clear()
         self.num_free_plain = self.num_blocks
+        if self.cpu_tier is not None:
+            self.cpu_tier.clear()  # the engine's host memory is gone with it
 
 
 class KVCacheManager:
@@ -122,6 +135,26 @@ class KVCacheManager:
         while n < limit and pool.is_cached(hashes[n]):
             n += 1
         return n
+
+    def cpu_hits(self, req: Request, gpu_hits: int) -> int:
+        """Prompt blocks after the ``gpu_hits`` leading ones that the CPU tier holds, in a row
+        (the same cap as GPU hits: the last token is always computed)."""
+        tier = self.pool.cpu_tier
+        hashes = req.block_hashes
+        if tier is None or not self.enable_prefix_caching or not hashes:
+            return 0
+        limit = min(len(hashes), (req.num_tokens - 1) // self.block_size)
+        n = gpu_hits
+        while n < limit and hashes[n] in tier:
+            n += 1
+        return n - gpu_hits
+
+    def touch_cpu(self, req: Request, start: int, n: int) -> None:
+        """The request's blocks ``start .. start + n``, in the CPU tier, are about to be loaded:
+        the most recently used there now."""
+        tier = self.pool.cpu_tier
+        for key in req.block_hashes[start : start + n]:
+            tier.move_to_end(key)
 
     def prefix_overlap(self, req: Request) -> tuple[int, int]:
         """(leading prompt blocks in the cache, of those the ones in use by a request now),

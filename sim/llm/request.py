@@ -79,6 +79,10 @@ class Request:
     stage: int = -1
     kv_source: object = None
     """Disaggregated serving: the prefill leg that computes this request's prompt elsewhere."""
+    num_swapped_tokens: int = 0
+    """Tokens of KV this request moved over PCIe by swap preemption (out and back in)."""
+    num_cpu_hit_tokens: int = 0
+    """Prompt tokens whose KV it loaded from the CPU tier of the prefix cache."""
     spec_alpha: float = -1.0
     """Speculative decoding: this request's per-token acceptance rate (drawn at its first
     proposal; -1: not yet)."""

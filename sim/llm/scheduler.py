@@ -94,6 +94,9 @@ class SchedulerOutput:
     draft_prefill: StepShape | None = None
     spec_rejected: int = 0
     """Proposed tokens the target rejected in this step (set by update_from_output)."""
+    host_tokens: int = 0
+    """Tokens of KV this step moves between GPU and CPU memory (swap out, swap in, loads from
+    the CPU tier of the prefix cache); the engine charges their PCIe time to the step."""
 
 
 @runtime_checkable
@@ -200,6 +203,13 @@ class Scheduler:
         self.receiving: dict[Request, None] = {}
         self.received: deque[Request] = deque()
         self.held: dict[Request, None] = {}
+        self.swapped: deque[Request] = deque()
+        """Requests preempted by swapping their KV to CPU memory, next to swap in first."""
+        self.swap_capacity_blocks = 0
+        """CPU blocks for swapped KV (vLLM ``--swap-space``); 0: preemption recomputes."""
+        self._swap_used = 0
+        self._swapped_blocks: dict[Request, int] = {}
+        self._host_tokens = 0  # KV tokens moved over PCIe in the step being scheduled
         self.spec_k = 0
         """Speculative decoding: tokens proposed per decoding request and step (0: off)."""
         self.spec_rng = None
@@ -217,7 +227,7 @@ class Scheduler:
         return queue_or_reject(req, self.config, self.kv, self.waiting)
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.cohort or self.others or self.waiting or self.receiving or self.received)
+        return bool(self.cohort or self.others or self.waiting or self.receiving or self.received or self.swapped)
 
     @property
     def num_waiting(self) -> int:
@@ -256,6 +266,9 @@ class Scheduler:
                 self.others.remove(req)
             self.kv.free(req)
             self._release(req)
+        elif req in self._swapped_blocks:
+            self.swapped.remove(req)
+            self._swap_used -= self._swapped_blocks.pop(req)
         else:
             self.waiting.remove(req)  # near the head when the oldest time out first
         req.status = RequestStatus.ABORTED
@@ -277,9 +290,12 @@ class Scheduler:
             req.reserved_blocks = 0
         for req in self.held:
             kv.free(req)
-        out = running + remote + list(self.waiting)
+        out = running + remote + list(self.swapped) + list(self.waiting)
         for req in out:
             req.status = RequestStatus.ABORTED
+        self.swapped.clear()
+        self._swapped_blocks.clear()
+        self._swap_used = 0
         self.waiting.clear()
         self.receiving.clear()
         self.received.clear()
@@ -419,6 +435,21 @@ class Scheduler:
 
         if not out.preempted:
             # The cohort does not change from here on: only `others` grows.
+            swapped = self.swapped
+            while swapped and budget > 0 and n_dec + len(others) < cfg.max_num_seqs:
+                # Swapped-out requests come back first (vLLM v0), their KV copied in again.
+                req = swapped[0]
+                n = min(req.num_tokens - req.num_computed_tokens, budget)
+                if not kv.allocate_slots(req, n):
+                    break
+                swapped.popleft()
+                self._swap_used -= self._swapped_blocks.pop(req)
+                self._host_tokens += req.num_computed_tokens
+                req.num_swapped_tokens += req.num_computed_tokens
+                req.status = RequestStatus.RUNNING
+                others.append(req)
+                self._add(out, req, n)
+                budget -= n
             received = self.received
             while received and budget > 0 and n_dec + len(others) < cfg.max_num_seqs:
                 # Its KV arrived: its first step recomputes the last prompt token for the
@@ -431,16 +462,21 @@ class Scheduler:
                 others.append(req)
                 self._add(out, req, 1)
                 budget -= 1
-            waiting = self.waiting
+            # Nobody new while a swapped request waits to come back (vLLM v0).
+            waiting = self.waiting if not swapped else ()
             while waiting and budget > 0 and n_dec + len(others) < cfg.max_num_seqs:
                 req = waiting[0]
                 if req.num_external_tokens:
                     if not self._start_receiving(req, out):
                         break
                     continue
-                hits = kv.get_computed_blocks(req) if req.num_computed_tokens == 0 and req.block_hashes else 0
+                hits = loaded = 0
+                if req.num_computed_tokens == 0 and req.block_hashes:
+                    hits = kv.get_computed_blocks(req)
+                    if kv.pool.cpu_tier is not None:
+                        loaded = kv.cpu_hits(req, hits) * kv.block_size
                 cached = hits * kv.block_size
-                n = req.num_tokens - req.num_computed_tokens - cached
+                n = req.num_tokens - req.num_computed_tokens - cached - loaded
                 if not cfg.enable_chunked_prefill and n > budget:
                     break
                 n = min(n, budget)
@@ -448,12 +484,21 @@ class Scheduler:
                     reserve = kv.blocks_for(req.num_prompt_tokens + req.max_tokens)
                     if self._reserved + reserve > kv.pool.num_blocks:
                         break
-                if not kv.allocate_slots(req, n, hits):
+                if loaded:
+                    # Most recently used in the CPU tier now: the blocks the allocation below
+                    # evicts from the GPU into it must not push these out.
+                    kv.touch_cpu(req, hits, loaded // kv.block_size)
+                if not kv.allocate_slots(req, loaded + n, hits):
                     break
                 if cfg.guaranteed_no_evict:
                     req.reserved_blocks = reserve
                     self._reserved += reserve
                 waiting.popleft()
+                if loaded:
+                    # Prefix blocks the CPU tier holds: copied in, not computed.
+                    self._host_tokens += loaded
+                    req.num_cpu_hit_tokens += loaded
+                    cached += loaded
                 req.num_computed_tokens += cached
                 if req.num_cached_tokens < 0:
                     req.num_cached_tokens = cached
@@ -467,6 +512,9 @@ class Scheduler:
 
         if shape.num_tokens > cfg.max_num_batched_tokens or n_dec + len(others) > cfg.max_num_seqs:
             raise AssertionError("scheduler exceeded its token budget or max_num_seqs")
+        if self._host_tokens:
+            out.host_tokens = self._host_tokens
+            self._host_tokens = 0
         return out
 
     def _start_receiving(self, req: Request, out: SchedulerOutput) -> bool:
@@ -540,6 +588,19 @@ class Scheduler:
     def _preempt(self, req: Request) -> None:
         if self.config.guaranteed_no_evict:
             raise AssertionError("guaranteed_no_evict admitted more than the KV cache holds")
+        blocks = req.num_blocks
+        if self.swap_capacity_blocks and self._swap_used + blocks <= self.swap_capacity_blocks:
+            # Swap: its KV goes to CPU memory over PCIe and comes back before anyone new is
+            # admitted; nothing is computed again (vLLM v0 --preemption-mode swap).
+            self.kv.free(req)
+            self._swap_used += blocks
+            self._swapped_blocks[req] = blocks
+            self._host_tokens += req.num_computed_tokens
+            req.num_swapped_tokens += req.num_computed_tokens
+            req.status = RequestStatus.PREEMPTED
+            req.num_preemptions += 1
+            self.swapped.appendleft(req)
+            return
         self.kv.free(req)
         req.num_computed_tokens = 0
         req.status = RequestStatus.PREEMPTED
@@ -644,7 +705,11 @@ class Scheduler:
         if self.others or not self.cohort:
             return None
         n = len(self.cohort)
-        if n < self.config.max_num_seqs and (self.received or (self.waiting and self._can_admit_head(n))):
+        if n < self.config.max_num_seqs and (
+            self.received
+            or (self.swapped and self._can_swap_in(n))
+            or (self.waiting and not self.swapped and self._can_admit_head(n))
+        ):
             return None
         k = self._next_finish_clock() - self.clock
         bs = self.block_size
@@ -655,6 +720,15 @@ class Scheduler:
         if k <= 0:
             return None
         return DecodeSpan(k, n, self._ctx_base + n * self.clock, n, True)
+
+    def _can_swap_in(self, num_decodes: int) -> bool:
+        """Would the next schedule() swap the first swapped request back in?"""
+        req = self.swapped[0]
+        budget = self.config.max_num_batched_tokens - num_decodes
+        if budget <= 0:
+            return False
+        n = min(req.num_tokens - req.num_computed_tokens, budget)
+        return self.kv.blocks_for(req.num_computed_tokens + n) <= self.kv.pool.num_free
 
     def _can_admit_head(self, num_decodes: int) -> bool:
         """Would the next schedule() admit the head of WAITING (ahead of the decodes' own
@@ -679,11 +753,12 @@ class Scheduler:
         if req.num_computed_tokens or not req.block_hashes:
             return False
         hits = kv.get_computed_blocks(req)
-        return hits > 0 and self._admissible(req, budget, hits)
+        loaded = kv.cpu_hits(req, hits) * kv.block_size if kv.pool.cpu_tier is not None else 0
+        return (hits > 0 or loaded > 0) and self._admissible(req, budget, hits, loaded)
 
-    def _admissible(self, req: Request, budget: int, hits: int) -> bool:
+    def _admissible(self, req: Request, budget: int, hits: int, loaded: int = 0) -> bool:
         kv = self.kv
-        computed = req.num_computed_tokens + hits * kv.block_size
+        computed = req.num_computed_tokens + hits * kv.block_size + loaded
         n = req.num_tokens - computed
         if not self.config.enable_chunked_prefill and n > budget:
             return False

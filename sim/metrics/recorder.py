@@ -69,6 +69,9 @@ class Recorder:
         self.pipelines: list = []
         self.kv_transfers = False
         """A pool decodes for another's prefills: text rows get ``kv_transfer_s``."""
+        self.kv_tiers = False
+        """A pool swaps KV to CPU or has a CPU tier: text rows get ``swapped_tokens`` and
+        ``cpu_hit_tokens``."""
         # Per-replica time series, one sample per engine step or decode span (at its start),
         # packed into bytes: one append per sample in the hot loop.
         self._samples = bytearray()
@@ -203,6 +206,14 @@ class Recorder:
                 "preemptions": ("num_preemptions", np.int32),
                 "prefill_gpu_s": ("prefill_gpu_s", np.float64),
                 **({"kv_transfer_s": ("kv_transfer_s", np.float64)} if self.kv_transfers else {}),
+                **(
+                    {
+                        "swapped_tokens": ("num_swapped_tokens", np.int64),
+                        "cpu_hit_tokens": ("num_cpu_hit_tokens", np.int64),
+                    }
+                    if self.kv_tiers
+                    else {}
+                ),
             },
         )
         df["cached_tokens"] = df["cached_tokens"].clip(lower=0)  # -1: never scheduled

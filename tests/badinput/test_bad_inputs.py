@@ -284,7 +284,7 @@ CASES = [
         "unknown-router",
         validate({"pools.0.router": "random"}),
         "pools.0.router",
-        "'round_robin', 'least_outstanding' or 'jsq_tokens'",
+        "'round_robin', 'least_outstanding', 'jsq_tokens' or 'cache_aware'",
     ),
     case(
         "unknown-arrival-process",
