@@ -47,14 +47,73 @@ class ModelSpec(_Spec):
     """Mixture-of-experts: each expert's SwiGLU width (default: ``intermediate_size``)."""
     num_shared_experts: int = Field(default=0, ge=0)
     """Mixture-of-experts: experts every token goes through besides its routed ones."""
+    first_k_dense_replace: int = Field(default=0, ge=0)
+    """Mixture-of-experts: the first k layers have a dense MLP of ``intermediate_size`` instead
+    of experts (DeepSeek-V3: 3)."""
+    kv_lora_rank: int = Field(default=0, ge=0)
+    """Multi-head latent attention (MLA, DeepSeek-V2/V3): the rank of the compressed KV latent a
+    token keeps per layer, beside its ``qk_rope_head_dim`` positional key (0: ordinary
+    attention)."""
+    q_lora_rank: int = Field(default=0, ge=0)
+    """MLA: the rank of the compressed query (0: queries projected directly)."""
+    qk_nope_head_dim: int = Field(default=0, ge=0)
+    """MLA: per-head query/key width without rotary position."""
+    qk_rope_head_dim: int = Field(default=0, ge=0)
+    """MLA: per-head query/key width with rotary position (the key part is shared by all heads)."""
+    v_head_dim: int = Field(default=0, ge=0)
+    """MLA: per-head value width."""
 
     @model_validator(mode="after")
     def _moe(self) -> ModelSpec:
         if self.num_experts and not 1 <= self.num_experts_per_tok <= self.num_experts:
             raise ValueError("num_experts_per_tok must be between 1 and num_experts for a mixture-of-experts model")
-        if not self.num_experts and (self.num_experts_per_tok or self.num_shared_experts):
-            raise ValueError("num_experts_per_tok and num_shared_experts need num_experts")
+        if not self.num_experts and (self.num_experts_per_tok or self.num_shared_experts or self.first_k_dense_replace):
+            raise ValueError("num_experts_per_tok, num_shared_experts and first_k_dense_replace need num_experts")
+        if self.first_k_dense_replace > self.num_layers:
+            raise ValueError("first_k_dense_replace is more than num_layers")
+        if self.kv_lora_rank and not (self.qk_nope_head_dim and self.qk_rope_head_dim and self.v_head_dim):
+            raise ValueError(
+                "multi-head latent attention (kv_lora_rank) needs qk_nope_head_dim, qk_rope_head_dim and v_head_dim"
+            )
         return self
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def moe_layers(self) -> int:
+        """Layers with experts (the rest have a dense MLP)."""
+        return self.num_layers - self.first_k_dense_replace if self.is_moe else 0
+
+    def _all_blocks(self, per_layer: int) -> int:
+        """``per_layer`` over every layer, the dense first layers (a dense MLP) apart."""
+        if self.is_moe and self.first_k_dense_replace:
+            dense = self.attention_params_per_layer + 3 * self.hidden_size * self.intermediate_size
+            return self.first_k_dense_replace * dense + self.moe_layers * per_layer
+        return self.num_layers * per_layer
+
+    @property
+    def block_params(self) -> int:
+        """Every transformer block's parameters together (attention, norms, MLPs or experts)."""
+        return self._all_blocks(self.params_per_layer)
+
+    @property
+    def block_active_params(self) -> int:
+        """What one token multiplies with in all the blocks together."""
+        return self._all_blocks(self.active_params_per_layer)
+
+    def attention_flops_per_pair(self, decode: bool) -> float:
+        """FLOPs of one (query, key) pair in one layer, all heads: 4 per head and head dimension
+        (q.k and p.v). MLA decodes on the latent (vLLM absorbs the up-projections into the query
+        and output): q.k over the latent and the rotary part, p.v over the latent; it prefills
+        with the heads expanded (q.k over the no-rope and rope widths, p.v over the value
+        width)."""
+        if not self.is_mla:
+            return 4 * self.num_attention_heads * self.head_dim
+        if decode:
+            return 2 * self.num_attention_heads * (2 * self.kv_lora_rank + self.qk_rope_head_dim)
+        return 2 * self.num_attention_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
 
     @property
     def is_moe(self) -> bool:
@@ -67,7 +126,16 @@ class ModelSpec(_Spec):
 
     @property
     def attention_params_per_layer(self) -> int:
-        """Attention (QKV, output, their biases) and the two norms of one layer."""
+        """Attention (QKV, output, their biases) and the two norms of one layer. MLA: the
+        query's down and up projections (or its direct one), the joint KV down-projection with
+        the rotary key, the KV up-projection, the output, and the latents' norms."""
+        if self.is_mla:
+            d, n = self.hidden_size, self.num_attention_heads
+            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+            q = d * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * n * qk if self.q_lora_rank else d * n * qk
+            kv = d * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+            kv += self.kv_lora_rank * n * (self.qk_nope_head_dim + self.v_head_dim)
+            return q + kv + n * self.v_head_dim * d + 2 * d
         d, h = self.hidden_size, self.head_dim
         nq, nkv = self.num_attention_heads, self.num_key_value_heads
         attn = d * h * (nq + 2 * nkv) + nq * h * d
@@ -111,20 +179,23 @@ class ModelSpec(_Spec):
     def params_total(self) -> int:
         """Parameters computed from the shapes (embeddings counted once if tied)."""
         emb = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
-        return self.num_layers * self.params_per_layer + emb + self.hidden_size
+        return self.block_params + emb + self.hidden_size
 
     @property
     def params_active(self) -> int:
         """Parameters a token's forward pass multiplies with (embedding lookup is a gather; a
         mixture-of-experts token only its experts)."""
-        return self.num_layers * self.active_params_per_layer + self.vocab_size * self.hidden_size
+        return self.block_active_params + self.vocab_size * self.hidden_size
 
     def kv_bytes_per_token(self, kv_bytes_per_elem: float, tp: int = 1) -> float:
         """KV-cache bytes one token occupies on one GPU at tensor-parallel degree ``tp``.
 
         KV heads are split across ranks; with fewer KV heads than ranks each rank keeps one
-        (replicated), as vLLM does.
+        (replicated), as vLLM does. MLA keeps one latent (and rotary key) per token and layer,
+        which every rank holds whole (vLLM's tensor-parallel MLA).
         """
+        if self.is_mla:
+            return self.num_layers * (self.kv_lora_rank + self.qk_rope_head_dim) * kv_bytes_per_elem
         kv_heads = max(1, -(-self.num_key_value_heads // tp))
         return 2 * self.num_layers * kv_heads * self.head_dim * kv_bytes_per_elem
 
@@ -562,23 +633,36 @@ def _gpu_defaults() -> dict:
 def llm_from_hf_config(config: dict, name: str) -> dict:
     """The catalog fields of a Llama-family decoder from its Hugging Face ``config.json``:
     dense, or mixture-of-experts with every layer sparse (Mixtral ``num_local_experts``, Qwen-MoE
-    ``num_experts`` and ``moe_intermediate_size``). DeepSeek's MLA attention and dense first
-    layers are not modelled: such configs are refused."""
-    if "n_routed_experts" in config or "kv_lora_rank" in config or config.get("first_k_dense_replace"):
+    ``num_experts`` and ``moe_intermediate_size``), or DeepSeek-V2/V3-style (MLA attention,
+    ``n_routed_experts``, shared experts of the experts' width, dense first layers). Sparse
+    attention indexers (DeepSeek-V3.2) and MoE layers at a stride are refused."""
+    if "index_topk" in config or int(config.get("moe_layer_freq", 1) or 1) != 1:
         raise ConfigError(
-            f"models {name!r}: config.json describes a DeepSeek-style model (MLA attention, dense first layers), "
-            f"which servesim does not model yet"
+            f"models {name!r}: config.json has sparse attention or MoE layers at a stride, which servesim does not "
+            "model yet"
         )
     if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step", 1) or 1) != 1:
         raise ConfigError(
             f"models {name!r}: config.json mixes dense and sparse layers, which servesim does not model yet"
         )
-    experts = int(config.get("num_local_experts") or config.get("num_experts") or 0)
+    experts = int(config.get("num_local_experts") or config.get("num_experts") or config.get("n_routed_experts") or 0)
     moe = {}
     if experts:
         moe = {"num_experts": experts, "num_experts_per_tok": int(config.get("num_experts_per_tok") or 0)}
         if config.get("moe_intermediate_size"):
             moe["moe_intermediate_size"] = int(config["moe_intermediate_size"])
+        if config.get("n_shared_experts"):
+            moe["num_shared_experts"] = int(config["n_shared_experts"])
+        if config.get("first_k_dense_replace"):
+            moe["first_k_dense_replace"] = int(config["first_k_dense_replace"])
+    if config.get("kv_lora_rank"):
+        moe.update(
+            {
+                key: int(config.get(key) or 0)
+                for key in ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+            }
+        )
+        moe["head_dim"] = moe["qk_nope_head_dim"] + moe["qk_rope_head_dim"]
         if config.get("shared_expert_intermediate_size"):
             raise ConfigError(
                 f"models {name!r}: config.json has a shared expert of its own width, which servesim does not model yet"

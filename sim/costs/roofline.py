@@ -85,7 +85,7 @@ class RooflineCostModel:
         kv_bytes_per_s = gpu.hbm_tb_s * 1e12 * (bandwidth_efficiency or eff.attention_bandwidth or eff.bandwidth)
         L, d, h = model.num_layers, model.hidden_size, model.head_dim
         # Seconds per unit of work on one rank (work divides evenly across TP ranks).
-        self._lin_s_per_token = 2 * L * model.active_params_per_layer / tp / flops_per_s
+        self._lin_s_per_token = 2 * model.block_active_params / tp / flops_per_s
         self._head_s_per_row = 2 * d * model.vocab_size / tp / flops_per_s
         # Weights streamed once per step: every block's and the LM head's (the embedding lookup
         # is a gather of a few rows). A mixture-of-experts step reads only the experts its
@@ -95,17 +95,16 @@ class RooflineCostModel:
         head_params = model.vocab_size * d
         self.model_is_moe = model.is_moe
         if model.is_moe:
-            fixed = L * (model.params_per_layer - model.num_experts * model.expert_params)
+            fixed = model.block_params - model.moe_layers * model.num_experts * model.expert_params
             self._weights_s = (weight_bytes * fixed + head * head_params) / tp / bytes_per_s
-            self._expert_s = weight_bytes * L * model.expert_params / tp / bytes_per_s
+            self._expert_s = weight_bytes * model.moe_layers * model.expert_params / tp / bytes_per_s
         else:
-            streamed = weight_bytes * L * model.params_per_layer + head * (
-                model.params_active - L * model.params_per_layer
-            )
+            streamed = weight_bytes * model.block_params + head * (model.params_active - model.block_params)
             self._weights_s = streamed / tp / bytes_per_s
             self._expert_s = 0.0
         self._overlap = eff.overlap
-        self._attn_flop_s_per_pair = 4 * L * model.num_attention_heads * h / tp / attn_flops_per_s
+        self._attn_flop_s_per_pair = L * model.attention_flops_per_pair(decode=False) / tp / attn_flops_per_s
+        dec_flop_s_per_pair = L * model.attention_flops_per_pair(decode=True) / tp / attn_flops_per_s
         self._kv_s_per_token = model.kv_bytes_per_token(kv_bytes, tp) / kv_bytes_per_s
         if eff.elementwise_bandwidth is not None:
             act = elementwise_bytes_per_token(
@@ -126,7 +125,7 @@ class RooflineCostModel:
             self._ar_fixed_s = self._ar_s_per_token = 0.0
         # Decode attention: per (query, key) pair it costs max(compute, KV read); both scale
         # with the same pair count, so the slower coefficient is the whole story.
-        self._dec_attn_s_per_pair = max(self._attn_flop_s_per_pair, self._kv_s_per_token)
+        self._dec_attn_s_per_pair = max(dec_flop_s_per_pair, self._kv_s_per_token)
         self._lines: dict[int, StepLine] = {}
 
     def weights_s(self, num_tokens: int) -> float:

@@ -52,14 +52,15 @@ def activation_bytes(model: ModelSpec, engine: EngineConfig, tp: int) -> float:
 def weight_bytes(model: ModelSpec, engine: EngineConfig) -> float:
     """Bytes of the model's weights: the transformer blocks at the engine's weight precision,
     the embeddings (and an untied LM head) at ``head_bytes_per_elem``."""
-    blocks = model.num_layers * model.params_per_layer
+    blocks = model.block_params
     return engine.weight_bytes_per_elem * blocks + engine.head_bytes_per_elem * (model.params_total - blocks)
 
 
 def eagle_head(model: ModelSpec) -> ModelSpec:
-    """An EAGLE (or MTP) proposer for ``model``: one decoder layer of its shape, reading the
-    target's embeddings and LM head."""
-    return model.model_copy(update={"name": f"{model.name}-eagle", "num_layers": 1})
+    """An EAGLE (or MTP) proposer for ``model``: one decoder layer of its shape (of a mixture of
+    experts, an expert layer, as DeepSeek-V3's MTP module is), reading the target's embeddings
+    and LM head."""
+    return model.model_copy(update={"name": f"{model.name}-eagle", "num_layers": 1, "first_k_dense_replace": 0})
 
 
 def draft_spec(model: ModelSpec, engine: EngineConfig) -> ModelSpec | None:
@@ -83,7 +84,7 @@ def draft_bytes(model: ModelSpec, engine: EngineConfig, tp: int) -> tuple[float,
         return 0.0, 0.0
     kv = draft.kv_bytes_per_token(engine.kv_bytes_per_elem, tp)
     if engine.speculative.method == "eagle":
-        return engine.weight_bytes_per_elem * draft.params_per_layer / tp, kv
+        return engine.weight_bytes_per_elem * draft.block_params / tp, kv
     return weight_bytes(draft, engine) / tp, kv
 
 

@@ -79,7 +79,7 @@ def test_memory_holds_every_expert():
         kv_budget(m, H100, EngineConfig(), 1)  # 93 GB of bf16 experts on one 80 GB GPU
 
 
-def test_moe_configs_are_read_and_deepseek_is_refused():
+def test_moe_configs_are_read_deepseek_with_mla_and_sparse_attention_refused():
     mixtral = {
         "num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
         "intermediate_size": 14336, "vocab_size": 32000, "max_position_embeddings": 32768,
@@ -95,5 +95,23 @@ def test_moe_configs_are_read_and_deepseek_is_refused():
         "moe_intermediate_size": 768,
     }
     assert llm_from_hf_config(qwen, "q")["moe_intermediate_size"] == 768
-    with pytest.raises(ConfigError, match="DeepSeek-style"):
-        llm_from_hf_config({**mixtral, "n_routed_experts": 256, "kv_lora_rank": 512}, "d")
+    # DeepSeek-V3's config.json gives the catalog entry's shapes.
+    deepseek = {
+        "num_hidden_layers": 61, "hidden_size": 7168, "num_attention_heads": 128, "num_key_value_heads": 128,
+        "intermediate_size": 18432, "vocab_size": 129280, "max_position_embeddings": 163840,
+        "n_routed_experts": 256, "num_experts_per_tok": 8, "n_shared_experts": 1, "first_k_dense_replace": 3,
+        "moe_intermediate_size": 2048, "moe_layer_freq": 1, "kv_lora_rank": 512, "q_lora_rank": 1536,
+        "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "tie_word_embeddings": False,
+    }  # fmt: skip
+    shipped = catalog.get_model("deepseek-v3")
+    read = catalog.ModelSpec(
+        **{**llm_from_hf_config(deepseek, "d"), "name": "d", "display_name": "d", "hf_id": "", "source": "",
+           "qkv_bias": False, "num_parameters": 1.0}
+    )  # fmt: skip
+    assert (read.params_total, read.params_active, read.kv_bytes_per_token(2.0)) == (
+        shipped.params_total,
+        shipped.params_active,
+        shipped.kv_bytes_per_token(2.0),
+    )
+    with pytest.raises(ConfigError, match="sparse attention"):
+        llm_from_hf_config({**deepseek, "index_topk": 2048}, "d32")
