@@ -810,6 +810,43 @@ class EngineConfig(Strict):
         return 1.0 if self.kv_cache_dtype == "fp8" else 2.0
 
 
+class StepCache(Strict):
+    """Reuse of denoiser computation across steps (TeaCache, First-Block Cache, DeepCache): on a
+    share of the steps the denoiser's output (or its deep features) is taken from an earlier
+    step instead of computed, at the cost of a small part of a step. Which steps and how many
+    depend on a threshold and the content in the real methods; here ``cached_fraction`` of the
+    steps after the first ``warmup_steps`` are cached, spread evenly: the speed-up is a
+    parameter, as the methods' papers report it (the simulation does not judge image
+    quality)."""
+
+    method: Literal["teacache", "fbcache", "deepcache"]
+    """What a cached step still computes. ``teacache``: nothing of the denoiser (it reuses the
+    last output residual; the timestep-modulated input that decides is negligible).
+    ``fbcache``: the first transformer block (ParaAttention's First-Block Cache: 1 of the
+    denoiser's blocks). ``deepcache``: the UNet's shallow branch (set ``cached_step_cost``)."""
+    cached_fraction: Float = Field(gt=0, lt=1)
+    """Share of the steps after ``warmup_steps`` served from the cache."""
+    warmup_steps: Int = Field(default=2, ge=0, le=10_000)
+    """First steps always computed (the methods keep the early, fast-changing steps)."""
+    cached_step_cost: Float | None = Field(default=None, ge=0, le=1)
+    """A cached step's cost as a fraction of a full one; ``null``: 0 for teacache, one block's
+    share for fbcache (required for deepcache)."""
+
+    @model_validator(mode="after")
+    def _cost(self) -> StepCache:
+        if self.method == "deepcache" and self.cached_step_cost is None:
+            raise ValueError("deepcache needs cached_step_cost (the shallow branch's share of a step)")
+        return self
+
+    def is_cached(self, step: int) -> bool:
+        """Whether the request's step (0-based) is served from the cache."""
+        i = step - self.warmup_steps
+        if i < 0:
+            return False
+        s = self.cached_fraction
+        return int((i + 1) * s) > int(i * s)
+
+
 class DiffusionBatching(Strict):
     """How a diffusion replica batches image and video requests. A replica runs a batch as text
     encoding, then the denoising steps, then the VAE decode (``sim/diffusion/batcher.py``,
@@ -850,6 +887,15 @@ class DiffusionBatching(Strict):
     gpu_memory_utilization: Float = Field(default=0.9, gt=0, le=1)
     """Fraction of GPU memory for weights, latents and activations; what is left after the
     weights is the pool line's ``GiB for latents/replica``."""
+    step_cache: StepCache | None = None
+    """Cached denoiser steps (TeaCache, First-Block Cache, DeepCache); ``null``: every step
+    computed. In a batch a step is cached only when it is for every member (one forward serves
+    them all)."""
+    dtype: Literal["bfloat16", "fp8"] = "bfloat16"
+    """The denoiser's precision: ``fp8`` (FP8 weights and matrix products, as TensorRT and
+    torchao serve FLUX) reads 1 byte per weight and runs at the GPU's FP8 peak, at the same
+    efficiency factors as bf16 (assumed: no FP8 diffusion timings were fitted). Text encoders
+    and the VAE stay bf16. The GPU must support FP8."""
 
 
 class FaultConfig(Strict):
@@ -1116,6 +1162,8 @@ class PoolConfig(Strict):
                 raise ValueError(f"tensor_parallel_size must be 1 for diffusion model {self.model} (got {tp})")
             if self.router == "cache_aware":
                 raise ValueError(f"router cache_aware reads an LLM's KV cache; {self.model} is a diffusion model")
+            if self.diffusion.dtype == "fp8" and catalog.get_gpu(self.gpu).fp8_tflops is None:
+                raise ValueError(f"gpu {self.gpu} has no FP8 support; use batching.dtype: bfloat16")
             return self
         if self.batching is not None:
             raise ValueError(f"{self.model} is an LLM: its pool takes 'engine', not 'batching'")

@@ -30,6 +30,7 @@ def run(args) -> int:
                 catalog.get_diffusion_model(pool.model),
                 catalog.get_gpu(pool.gpu),
                 pool.diffusion.gpu_memory_utilization,
+                pool.diffusion.dtype,
             )
             print(
                 f"pool {pool.name}: {pool.replicas} x {pool.model} on {pool.gpu}, {budget / 2**30:.1f} GiB for latents and activations per replica"

@@ -80,6 +80,7 @@ def build_diffusion_cost(pool: PoolConfig, base_dir: Path | None = None):
         compute_efficiency=cm.compute_efficiency,
         bandwidth_efficiency=cm.bandwidth_efficiency,
         execution=cm.execution,
+        dtype=pool.diffusion.dtype,
     )
 
 

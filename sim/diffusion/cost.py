@@ -64,9 +64,13 @@ class DiffusionRooflineCost:
         compute_efficiency: float | None = None,
         bandwidth_efficiency: float | None = None,
         execution: str = "compiled",
+        dtype: str = "bfloat16",
     ):
         self.spec, self.gpu = spec, gpu
         self._denoiser = _Stage(spec.efficiency, gpu, compute_efficiency, bandwidth_efficiency)
+        fp8 = dtype == "fp8"
+        if fp8:  # FP8 products at the FP8 peak, at the same efficiency factors (assumed)
+            self._denoiser.s_per_flop *= gpu.bf16_tflops / gpu.fp8_tflops
         # Eager execution (PyTorch without a compiler): every op is its own kernel dispatched
         # from Python, and the elementwise ops stream their tensors through HBM unfused. The
         # step then takes max(GPU, host): the GPU's time plus the elementwise bytes at the
@@ -84,7 +88,7 @@ class DiffusionRooflineCost:
                 spec.eager.elementwise_bytes_per_row_token * s_per_byte,
                 spec.eager.ops_per_forward * gpu.overheads.eager_op_s,
             )
-        self._denoiser_weight_bytes = WEIGHT_BYTES * spec.denoiser_params
+        self._denoiser_weight_bytes = (1 if fp8 else WEIGHT_BYTES) * spec.denoiser_params
         self._text = [
             (_Stage(e.efficiency, gpu), e.flops_per_prompt, WEIGHT_BYTES * e.params) for e in spec.text_encoders
         ]
@@ -141,6 +145,13 @@ class DiffusionConstantCost:
         return self.vae_s * num_images
 
 
+def cached_step_cost(cache, spec: DiffusionModelSpec) -> float:
+    """A cached step's cost as a fraction of a full one (``StepCache``)."""
+    if cache.cached_step_cost is not None:
+        return cache.cached_step_cost
+    return 0.0 if cache.method == "teacache" else 1.0 / spec.num_layers
+
+
 def request_bytes(spec: DiffusionModelSpec, width: int, height: int, frames: int, images: int, cfg: bool) -> float:
     """GPU memory one request holds while in a batch: its latents, the denoiser activations of
     its rows (images x 2 with guidance) and its share of the VAE decode workspace.
@@ -169,11 +180,16 @@ def request_bytes(spec: DiffusionModelSpec, width: int, height: int, frames: int
     return latents + activations + vae
 
 
-def diffusion_memory_budget(spec: DiffusionModelSpec, gpu: GPUSpec, gpu_memory_utilization: float) -> float:
-    """Bytes left for requests on one GPU: memory x utilisation - weights (bf16 denoiser, text
-    encoders and VAE decoder, all resident). Raises ConfigError if the weights do not fit."""
+def diffusion_memory_budget(
+    spec: DiffusionModelSpec, gpu: GPUSpec, gpu_memory_utilization: float, dtype: str = "bfloat16"
+) -> float:
+    """Bytes left for requests on one GPU: memory x utilisation - weights (the denoiser in
+    ``dtype``, text encoders and VAE decoder in bf16, all resident). Raises ConfigError if the
+    weights do not fit."""
     usable = gpu.memory_bytes * gpu_memory_utilization
     weights = spec.weights_bytes(WEIGHT_BYTES)
+    if dtype == "fp8":
+        weights -= spec.denoiser_params * (WEIGHT_BYTES - 1)
     if weights >= usable:
         raise ConfigError(
             f"{spec.name} does not fit {gpu.name}: weights {weights / GIB:.1f} GiB (denoiser, text "

@@ -58,6 +58,9 @@ class DiffusionReplica:
         self._free_since = 0.0
         self._batch_start = 0.0
         self._plan: tuple = ()
+        self.cached_cost = 1.0
+        """A cached step's cost as a fraction of a full one (``batching.step_cache``; set by the
+        pool)."""
         self.process = env.process(self._run())
 
     # ------------------------------------------------------------------ requests in
@@ -139,6 +142,14 @@ class DiffusionReplica:
         rows = sum(r.rows for r in batch)
         t_text = cost.text_encode_s(sum(2 if r.cfg else 1 for r in batch))
         t_step = cost.denoise_step_s(rows, tokens)
+        if cfg.step_cache is not None:
+            # A batch step is cached when it is for every member still computing it; its
+            # steps then average out (a failure's progress is reckoned at the mean step).
+            cache = cfg.step_cache
+            cached = sum(
+                all(cache.is_cached(r.steps_done + j) for r in batch if j < r.remaining_steps) for j in range(steps)
+            )
+            t_step *= (steps - cached + cached * self.cached_cost) / steps
         t_vae = _vae_s(cost, batch)
         k = cfg.preview_every
         n_prev = (steps - 1) // k if k else 0
@@ -183,6 +194,9 @@ class DiffusionReplica:
         rows = sum(r.rows for r in members)
         t_text = cost.text_encode_s(sum(2 if r.cfg else 1 for r in joiners)) if joiners else 0.0
         t_step = cost.denoise_step_s(rows, tokens)
+        cache = self.cfg.step_cache
+        if cache is not None and all(cache.is_cached(r.steps_done) for r in members):
+            t_step *= self.cached_cost
         previews, done = [], []
         for req in members:
             n = req.steps_done + 1

@@ -38,7 +38,10 @@ def check_pool_fits(pool: PoolConfig) -> None:
     """Raise ConfigError (one line) if the pool's model does not fit its GPU."""
     if pool.is_diffusion:
         diffusion_memory_budget(
-            catalog.get_diffusion_model(pool.model), catalog.get_gpu(pool.gpu), pool.diffusion.gpu_memory_utilization
+            catalog.get_diffusion_model(pool.model),
+            catalog.get_gpu(pool.gpu),
+            pool.diffusion.gpu_memory_utilization,
+            pool.diffusion.dtype,
         )
     else:
         pool_kv_budget(pool)
@@ -392,7 +395,7 @@ class DiffusionPool(Pool):
         self.spec = catalog.get_diffusion_model(cfg.model)
         gpu = catalog.get_gpu(cfg.gpu)
         batching = cfg.diffusion
-        self.mem_budget = diffusion_memory_budget(self.spec, gpu, batching.gpu_memory_utilization)
+        self.mem_budget = diffusion_memory_budget(self.spec, gpu, batching.gpu_memory_utilization, batching.dtype)
         cost = build_diffusion_cost(cfg, base_dir)
         self._mem: dict[tuple, tuple[int, float]] = {}
         for _ in range(cfg.replicas):
@@ -400,6 +403,11 @@ class DiffusionPool(Pool):
             self._adopt(
                 DiffusionReplica(env, index, DiffusionBatcher(batching, self.mem_budget), cost, recorder, batching)
             )
+        if batching.step_cache is not None:
+            from sim.diffusion.cost import cached_step_cost
+
+            for rep in self.replicas:
+                rep.cached_cost = cached_step_cost(batching.step_cache, self.spec)
 
     def make_request(self, request_id: int, class_id: int, t: float, shape, steps: int, images: int) -> ImageRequest:
         key = (shape.width, shape.height, shape.frames, images, shape.cfg)
