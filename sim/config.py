@@ -891,6 +891,10 @@ class DiffusionBatching(Strict):
     """Cached denoiser steps (TeaCache, First-Block Cache, DeepCache); ``null``: every step
     computed. In a batch a step is cached only when it is for every member (one forward serves
     them all)."""
+    cfg_parallel: bool = False
+    """With ``tensor_parallel_size`` ≥ 2: the conditional and unconditional rows of
+    classifier-free guidance run on two GPUs at once, and their noise predictions are gathered
+    each step (xDiT's CFG parallelism)."""
     dtype: Literal["bfloat16", "fp8"] = "bfloat16"
     """The denoiser's precision: ``fp8`` (FP8 weights and matrix products, as TensorRT and
     torchao serve FLUX) reads 1 byte per weight and runs at the GPU's FP8 peak, at the same
@@ -1086,9 +1090,11 @@ class PoolConfig(Strict):
     and memory)."""
     tensor_parallel_size: Int = Field(default=1, ge=1, le=64)
     """GPUs per replica (vLLM ``--tensor-parallel-size``); must divide the model's attention
-    heads, and be 1 for a diffusion model. Weights, KV heads and compute are split across them
-    and each layer adds two all-reduces; cost counts ``replicas`` × ``tensor_parallel_size``
-    GPUs."""
+    heads. Weights, KV heads and compute are split across them and each layer adds two
+    all-reduces; cost counts ``replicas`` × ``tensor_parallel_size`` GPUs. A diffusion pool
+    (DiT and MMDiT denoisers) spreads a request over this many GPUs as xDiT does:
+    classifier-free guidance's two rows on two GPUs (``batching.cfg_parallel``) and the image's
+    tokens over the rest (Ulysses sequence parallelism); every GPU holds the whole denoiser."""
     engine: EngineConfig = EngineConfig()
     """The replica's vLLM engine knobs (LLM pools only)."""
     batching: DiffusionBatching | None = None
@@ -1158,8 +1164,14 @@ class PoolConfig(Strict):
         if self.is_diffusion:
             if "engine" in self.model_fields_set:
                 raise ValueError(f"{self.model} is a diffusion model: its pool takes 'batching', not 'engine'")
-            if tp != 1:
-                raise ValueError(f"tensor_parallel_size must be 1 for diffusion model {self.model} (got {tp})")
+            cfg_par = 2 if self.diffusion.cfg_parallel else 1
+            if tp % cfg_par:
+                raise ValueError(f"tensor_parallel_size {tp} must be even with batching.cfg_parallel")
+            if tp > 1 and catalog.get_diffusion_model(self.model).architecture == "unet":
+                raise ValueError(
+                    f"tensor_parallel_size {tp}: {self.model} is a UNet; sequence and CFG parallelism here are for DiT "
+                    "denoisers (use 1)"
+                )
             if self.router == "cache_aware":
                 raise ValueError(f"router cache_aware reads an LLM's KV cache; {self.model} is a diffusion model")
             if self.diffusion.dtype == "fp8" and catalog.get_gpu(self.gpu).fp8_tflops is None:

@@ -211,14 +211,16 @@ def candidates(scenario: Scenario, problem: Problem) -> list[Candidate]:
     cap = (space and space.max_replicas) or plan.max_replicas
     raw = base.model_dump(exclude_unset=True, exclude={"replicas"})
     out = []
+    # A diffusion pool's GPUs per request (xDiT degrees) come from its own list only.
+    degrees = (space and space.tensor_parallel_size) or [base.tensor_parallel_size if base.is_diffusion else 1]
     for model in models:
         diffusion = model in catalog.diffusion_models()
         for gpu in gpus:
-            for tp in [1] if diffusion else tps:
+            for tp in degrees if diffusion else tps:
                 for variant in variants:
                     label = {"model": model, "gpu": gpu, "tensor_parallel_size": tp, "knobs": dict(variant)}
                     d = {**raw, "model": model, "gpu": gpu}
-                    if not diffusion:
+                    if not diffusion or tp != 1:
                         d["tensor_parallel_size"] = tp
                     if gpu != base.gpu:
                         d.pop("price_per_gpu_hour", None)

@@ -81,6 +81,8 @@ def build_diffusion_cost(pool: PoolConfig, base_dir: Path | None = None):
         bandwidth_efficiency=cm.bandwidth_efficiency,
         execution=cm.execution,
         dtype=pool.diffusion.dtype,
+        gpus=pool.tensor_parallel_size,
+        cfg_parallel=pool.diffusion.cfg_parallel,
     )
 
 

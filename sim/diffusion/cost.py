@@ -27,6 +27,9 @@ ACT_RESIDENT_VECTORS = 20
 #: GroupNorm/SiLU temporary at the widest full-resolution feature map (``VAESpec.peak_channels``).
 VAE_WORKSPACE_FACTOR = 3
 LATENT_BYTES = 4  # fp32 latents in the scheduler
+#: Fraction of the GPU link's one-way bandwidth an all-to-all reaches (as the all-reduce's in
+#: sim/costs/roofline.py, from Vidur's H100 DGX collective profile).
+ALLTOALL_EFFICIENCY = 0.7
 RGB_BYTES = 3 * 4  # decoded frames as fp32 RGB before conversion
 
 
@@ -65,8 +68,16 @@ class DiffusionRooflineCost:
         bandwidth_efficiency: float | None = None,
         execution: str = "compiled",
         dtype: str = "bfloat16",
+        gpus: int = 1,
+        cfg_parallel: bool = False,
     ):
         self.spec, self.gpu = spec, gpu
+        # xDiT: CFG's two rows on two GPUs, the tokens split over the rest (Ulysses).
+        self._cfg = 2 if cfg_parallel else 1
+        self._sp = gpus // self._cfg
+        link = gpu.interconnect_gb_s / 2 * 1e9 * ALLTOALL_EFFICIENCY  # one direction
+        self._link_s_per_byte = 1.0 / link
+        self._hop_s = gpu.allreduce_latency_s
         self._denoiser = _Stage(spec.efficiency, gpu, compute_efficiency, bandwidth_efficiency)
         fp8 = dtype == "fp8"
         if fp8:  # FP8 products at the FP8 peak, at the same efficiency factors (assumed)
@@ -109,11 +120,31 @@ class DiffusionRooflineCost:
             spec = self.spec
             per_row = self._per_row[tokens] = (spec.denoiser_flops(tokens), spec.denoiser_act_io_bytes(tokens))
         flops, act_bytes = per_row
+        if self._cfg > 1 or self._sp > 1:
+            return self._parallel_step_s(rows, tokens, flops, act_bytes)
         gpu_s = self._denoiser.time_s(rows * flops, self._denoiser_weight_bytes + rows * act_bytes)
         if self._eager is None:
             return gpu_s
         per_row_s, per_token_s, host_s = self._eager
         return max(gpu_s + rows * (per_row_s + per_token_s * tokens), host_s)
+
+    def _parallel_step_s(self, rows: int, tokens: int, flops: float, act_bytes: float) -> float:
+        """One step on the replica's GPUs: each computes its share of the rows (CFG parallel:
+        half) and of the tokens (1/sp of the work and activations), reading the whole denoiser.
+        Ulysses adds four all-to-alls per block (q, k and v to heads, the output back), each
+        moving a GPU's tokens' hidden states but its own share; CFG parallel gathers the two
+        noise predictions once a step."""
+        spec, sp = self.spec, self._sp
+        rows_g = -(-rows // self._cfg)
+        t = self._denoiser.time_s(rows_g * flops / sp, self._denoiser_weight_bytes + rows_g * act_bytes / sp)
+        if sp > 1:
+            moved = rows_g * tokens / sp * spec.hidden_size * ACT_BYTES * (sp - 1) / sp
+            t += spec.num_layers * 4 * (self._hop_s + moved * self._link_s_per_byte)
+        if self._cfg > 1:
+            t += self._hop_s + rows_g * tokens * spec.latent_channels * LATENT_BYTES * self._link_s_per_byte
+        if self._eager is not None:
+            raise ConfigError("eager execution is not modelled with sequence or CFG parallelism")
+        return t
 
     def vae_decode_s(self, num_images: int, width: int, height: int, frames: int) -> float:
         if num_images <= 0:

@@ -58,6 +58,9 @@ class DiffusionReplica:
         self._free_since = 0.0
         self._batch_start = 0.0
         self._plan: tuple = ()
+        self.gpus = 1
+        """GPUs a request runs on (xDiT sequence and CFG parallelism; set by the pool): its GPU
+        time counts them all."""
         self.cached_cost = 1.0
         """A cached step's cost as a fraction of a full one (``batching.step_cache``; set by the
         pool)."""
@@ -164,7 +167,7 @@ class DiffusionReplica:
         end = self.env.now
         self.running = []
         for req in batch:
-            req.gpu_s += total * req.rows / rows
+            req.gpu_s += total * self.gpus * req.rows / rows
             req.steps_computed += steps
             if k and k < req.steps and req.first_preview_s < 0:
                 req.first_preview_s = start + t_text + k * t_step + t_vae
@@ -216,7 +219,7 @@ class DiffusionReplica:
         for req in members:
             req.steps_done += 1
             req.steps_computed += 1
-            req.gpu_s += total * req.rows / rows
+            req.gpu_s += total * self.gpus * req.rows / rows
             self.outstanding_tokens -= req.rows
             if self.cfg.checkpoint_every and req.steps_done % self.cfg.checkpoint_every == 0:
                 req.checkpoint_step = req.steps_done
@@ -272,7 +275,7 @@ class DiffusionReplica:
             elapsed = now - self._batch_start
             done = self._steps_within(elapsed, t_text, t_step, t_vae, steps)
             for req in lost:
-                req.gpu_s += elapsed * req.rows / rows
+                req.gpu_s += elapsed * self.gpus * req.rows / rows
                 req.steps_computed += done
                 req.steps_done = min(req.steps, req.steps_done + done)
                 every = self.cfg.checkpoint_every
@@ -282,7 +285,7 @@ class DiffusionReplica:
             elapsed = now - self._batch_start
             rows = self._plan[4]
             for req in lost:
-                req.gpu_s += elapsed * req.rows / rows
+                req.gpu_s += elapsed * self.gpus * req.rows / rows
         self.running = []
         waiting = list(self.batcher.waiting)
         self.batcher.waiting.clear()

@@ -395,14 +395,20 @@ class DiffusionPool(Pool):
         self.spec = catalog.get_diffusion_model(cfg.model)
         gpu = catalog.get_gpu(cfg.gpu)
         batching = cfg.diffusion
-        self.mem_budget = diffusion_memory_budget(self.spec, gpu, batching.gpu_memory_utilization, batching.dtype)
+        # Over several GPUs each holds the whole denoiser and its share of the requests' memory.
+        gpus = cfg.tensor_parallel_size
+        self.mem_budget = gpus * diffusion_memory_budget(
+            self.spec, gpu, batching.gpu_memory_utilization, batching.dtype
+        )
         cost = build_diffusion_cost(cfg, base_dir)
         self._mem: dict[tuple, tuple[int, float]] = {}
         for _ in range(cfg.replicas):
-            index = recorder.add_replica(cfg.name, max(1, int(self.mem_budget / MIB)), 1, 1 / 1024, llm=False)
+            index = recorder.add_replica(cfg.name, max(1, int(self.mem_budget / MIB)), gpus, 1 / 1024, llm=False)
             self._adopt(
                 DiffusionReplica(env, index, DiffusionBatcher(batching, self.mem_budget), cost, recorder, batching)
             )
+        for rep in self.replicas:
+            rep.gpus = gpus
         if batching.step_cache is not None:
             from sim.diffusion.cost import cached_step_cost
 
