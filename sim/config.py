@@ -933,6 +933,10 @@ class FaultConfig(Strict):
     """Failures at given times, as ``[replica, time_s]`` pairs (the replica's index within the
     pool, from 0; a time ≥ 0), instead of or besides ``mtbf_s``; each is repaired after a
     repair time as above. An index past the pool's last replica is an error."""
+    notice_s: Float = Field(default=0.0, ge=0)
+    """How long before each failure the replica is told, as a spot instance's eviction notice
+    (AWS: 2 minutes; Google Cloud and Azure: 30 seconds): from then on the router sends it no new
+    requests, and what it finishes before it goes down is kept. 0: no warning."""
 
     @model_validator(mode="after")
     def _some(self) -> FaultConfig:
@@ -941,6 +945,37 @@ class FaultConfig(Strict):
         if self.at_s and any(t < 0 or r < 0 for r, t in self.at_s):
             raise ValueError("at_s entries are (replica index >= 0, time_s >= 0)")
         return self
+
+
+class SpotCapacity(Strict):
+    """The pool's GPUs are spot (preemptible) instances: cheaper, and evicted now and then. An
+    eviction is a replica failure (``FaultConfig``) announced ``notice_s`` ahead: the replica
+    takes no new requests from the notice, loses what it still holds when it goes, and is
+    replaced after ``replacement_s``; its requests are retried as after any failure (an LLM
+    request starts again, a diffusion request resumes from its checkpoint when it can).
+    ``price`` and ``plan`` bill the spot price, so the discount is weighed against the lost
+    work and the SLO misses."""
+
+    price_per_gpu_hour: Float | None = Field(default=None, gt=0)
+    """The spot price; ``null``: the on-demand price (the pool's or the catalog's) less
+    ``discount``."""
+    discount: Float | None = Field(default=None, gt=0, lt=1)
+    """Fraction off the on-demand price (give this or ``price_per_gpu_hour``)."""
+    evictions_per_hour: Float = Field(gt=0)
+    """Evictions per replica per hour (exponential times between them)."""
+    notice_s: Float = Field(default=30.0, ge=0)
+    """Warning before an eviction (Google Cloud and Azure: 30 s; AWS: 120 s)."""
+    replacement_s: Float = Field(default=300.0, gt=0)
+    """From an eviction to a new instance serving: provisioning, loading the weights, warming up."""
+
+    @model_validator(mode="after")
+    def _price(self) -> SpotCapacity:
+        if (self.price_per_gpu_hour is None) == (self.discount is None):
+            raise ValueError("give the spot price_per_gpu_hour or its discount, one of them")
+        return self
+
+    def as_faults(self) -> FaultConfig:
+        return FaultConfig(mtbf_s=3600.0 / self.evictions_per_hour, mttr_s=self.replacement_s, notice_s=self.notice_s)
 
 
 class RooflineCost(Strict):
@@ -1120,6 +1155,8 @@ class PoolConfig(Strict):
     GPU."""
     faults: FaultConfig | None = None
     """Replica failures and repairs; ``null``: replicas never fail."""
+    spot: SpotCapacity | None = None
+    """Spot (preemptible) GPUs: a spot price and evictions with notice; ``null``: on-demand."""
     disaggregation: Disaggregation | None = None
     """This LLM pool decodes only: its requests' prompts run on another pool and their KV cache
     crosses a link (prefill/decode disaggregation); ``null``: it prefills and decodes
@@ -1128,6 +1165,11 @@ class PoolConfig(Strict):
     @property
     def is_diffusion(self) -> bool:
         return self.model in catalog.diffusion_models()
+
+    @property
+    def effective_faults(self) -> FaultConfig | None:
+        """The failures the pool sees: its ``faults``, or its spot evictions."""
+        return self.spot.as_faults() if self.spot is not None else self.faults
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
@@ -1160,6 +1202,8 @@ class PoolConfig(Strict):
 
     @model_validator(mode="after")
     def _tp(self) -> PoolConfig:
+        if self.spot is not None and self.faults is not None:
+            raise ValueError("spot evictions are the pool's failures: give spot or faults, not both")
         tp = self.tensor_parallel_size
         if self.is_diffusion:
             if "engine" in self.model_fields_set:
@@ -1597,7 +1641,7 @@ class Scenario(Strict):
             if why:
                 raise ValueError(f"{where}: {why}")
             for pool in (p, d):
-                if pool.faults is not None:
+                if pool.effective_faults is not None:
                     raise ValueError(
                         f"pools.{pool.name}.faults: replica failures are not modelled with disaggregated "
                         "serving yet; remove faults or the disaggregation"

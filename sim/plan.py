@@ -192,11 +192,15 @@ class Candidate:
 def gpu_price(plan: PlanConfig, pool: PoolConfig, base: PoolConfig) -> float:
     """$ per GPU-hour: the plan's price for the GPU type, else the pool's own override when the
     GPU is the pool's own, else the catalog's dated price."""
+    from sim.fleet.pools import spot_price
+
     if pool.gpu in plan.prices:
-        return plan.prices[pool.gpu]
-    if pool.gpu == base.gpu and base.price_per_gpu_hour is not None:
-        return base.price_per_gpu_hour
-    return catalog.get_gpu(pool.gpu).price.usd_per_gpu_hour
+        on_demand = plan.prices[pool.gpu]
+    elif pool.gpu == base.gpu and base.price_per_gpu_hour is not None:
+        on_demand = base.price_per_gpu_hour
+    else:
+        on_demand = catalog.get_gpu(pool.gpu).price.usd_per_gpu_hour
+    return spot_price(pool, on_demand)
 
 
 def candidates(scenario: Scenario, problem: Problem) -> list[Candidate]:
@@ -541,7 +545,7 @@ def deterministic(scenario: Scenario, fleet: tuple[PoolConfig, ...], classes: tu
     """True when every replication would be the same: text classes replaying a trace's own
     arrivals and lengths, and no replica failures."""
     picked = [scenario.classes[i] for i in classes]
-    return all(p.faults is None for p in fleet) and all(
+    return all(p.effective_faults is None for p in fleet) and all(
         c.kind == "text" and c.trace is not None and c.arrival is None for c in picked
     )
 

@@ -231,7 +231,7 @@ def _deadline(env, pool: Pool, req, timeout_s: float) -> None:
 
 def _faults(env, pool: Pool, rng: np.random.Generator, rec: Recorder):
     """Failure and repair times for every replica of a pool (each outage recorded)."""
-    f = pool.cfg.faults
+    f = pool.cfg.effective_faults
 
     def draw(mean: float) -> float:
         return float(rng.exponential(mean)) if f.distribution == "exponential" else mean
@@ -246,13 +246,26 @@ def _faults(env, pool: Pool, rng: np.random.Generator, rec: Recorder):
 
     def cycle(i: int):
         while True:
-            yield env.timeout(draw(f.mtbf_s))
+            if f.notice_s:
+                life = draw(f.mtbf_s)
+                notice = min(f.notice_s, life)
+                yield env.timeout(life - notice)
+                pool.notice(i)
+                yield env.timeout(notice)
+            else:
+                yield env.timeout(draw(f.mtbf_s))
             outage = down(i)
             yield env.timeout(draw(f.mttr_s))
             up(i, outage)
 
     def scheduled(i: int, at: float):
-        yield env.timeout(at)
+        if f.notice_s:
+            notice = min(f.notice_s, at)
+            yield env.timeout(at - notice)
+            pool.notice(i)
+            yield env.timeout(notice)
+        else:
+            yield env.timeout(at)
         outage = down(i)
         yield env.timeout(draw(f.mttr_s))
         up(i, outage)
@@ -340,7 +353,7 @@ def simulate(
         feeders.append(_Feed(env, stream.arrival_s.tolist(), arrive).finished)
     last_arrival = max((float(s.arrival_s[-1]) for s in streams if len(s)), default=0.0)
     until = last_arrival + scenario.drain_timeout_s if scenario.drain_timeout_s is not None else None
-    faulty = [p for p in pools.values() if p.cfg.faults is not None]
+    faulty = [p for p in pools.values() if p.cfg.effective_faults is not None]
     timeouts = any(c.retry.timeout_s is not None for c in scenario.classes)
     if closed:
         # Arrivals follow answers: the run ends when every user has stopped and the fleet is idle,

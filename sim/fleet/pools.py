@@ -59,7 +59,17 @@ def scheduler_config(pool: PoolConfig) -> SchedulerConfig:
 
 
 def price_per_gpu_hour(pool: PoolConfig) -> float:
-    return pool.price_per_gpu_hour or catalog.get_gpu(pool.gpu).price.usd_per_gpu_hour
+    on_demand = pool.price_per_gpu_hour or catalog.get_gpu(pool.gpu).price.usd_per_gpu_hour
+    return spot_price(pool, on_demand)
+
+
+def spot_price(pool: PoolConfig, on_demand: float) -> float:
+    """What a GPU-hour of the pool costs given its on-demand price (spot: its price or the
+    discount off on-demand)."""
+    spot = pool.spot
+    if spot is None:
+        return on_demand
+    return spot.price_per_gpu_hour or on_demand * (1 - spot.discount)
 
 
 # --------------------------------------------------------------------------- pools
@@ -138,10 +148,16 @@ class Pool:
         rep = self.replicas[i]
         if not rep.up:
             return
+        self.notice(i)
+        rep.fail()
+
+    def notice(self, i: int) -> None:
+        """Replica ``i`` will fail (an eviction notice): route nothing more to it."""
+        rep = self.replicas[i]
         if self.up is self.replicas:
             self.up = list(self.replicas)
-        self.up.remove(rep)
-        rep.fail()
+        if rep in self.up:
+            self.up.remove(rep)
 
     def recover(self, i: int) -> None:
         rep = self.replicas[i]
