@@ -131,10 +131,10 @@ def _filtered(frame: pd.DataFrame, path, where: dict[str, tuple[str, ...]] | Non
 
 
 def _seconds_column(frame: pd.DataFrame, path, column: str, unit: str) -> np.ndarray:
-    from sim.workload.traces import _show, _timestamp_seconds
+    from sim.workload.traces import show_value, timestamp_seconds
 
     if unit == "datetime":
-        return _timestamp_seconds(frame, path, column, example="2026-01-31 13:05:00.250")
+        return timestamp_seconds(frame, path, column, example="2026-01-31 13:05:00.250")
     raw = frame[column]
     values = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
     ok = np.isfinite(values)
@@ -143,30 +143,30 @@ def _seconds_column(frame: pd.DataFrame, path, column: str, unit: str) -> np.nda
         row = int(frame.index[bad]) + 1
         raise TraceError(
             f"{os.fspath(path)}: data row {row} (line {row + 1}), column {column}: "
-            f"{_show(raw.iloc[bad])} is not a number; arrival times must be finite numbers ({unit})"
+            f"{show_value(raw.iloc[bad])} is not a number; arrival times must be finite numbers ({unit})"
         )
     return values * CSV_TIME_UNITS[unit]
 
 
 def _burstgpt(path, opts: ReadOptions, with_times: bool) -> Records:
-    from sim.workload.traces import _read_csv, _require_columns, _token_column
+    from sim.workload.traces import read_csv, require_columns, token_column
 
-    frame = _filtered(_read_csv(path), path, opts.where)
+    frame = _filtered(read_csv(path), path, opts.where)
     time_col, prompt_col, output_col = BURSTGPT_COLUMNS
     needed = BURSTGPT_COLUMNS if with_times else (prompt_col, output_col)
-    _require_columns(frame, path, "burstgpt", BURSTGPT_COLUMNS, needed)
+    require_columns(frame, path, "burstgpt", BURSTGPT_COLUMNS, needed)
     response = frame[output_col].str.strip()
     frame = frame[~response.isin(("0", "0.0"))]  # failed requests: no response
     if frame.empty:
         raise TraceError(f"{os.fspath(path)}: every row is a failed request (0 response tokens)")
-    prompt = _token_column(frame, path, prompt_col)
-    output = _token_column(frame, path, output_col)
+    prompt = token_column(frame, path, prompt_col)
+    output = token_column(frame, path, output_col)
     arrival = _seconds_column(frame, path, time_col, "s") if with_times else None
     return Records(arrival, prompt, output)
 
 
 def _generic_csv(path, opts: ReadOptions, with_times: bool) -> Records:
-    from sim.workload.traces import _read_csv, _require_columns, _token_column
+    from sim.workload.traces import read_csv, require_columns, token_column
 
     cols = opts.columns or {}
     if "prompt" not in cols or "output" not in cols:
@@ -174,12 +174,12 @@ def _generic_csv(path, opts: ReadOptions, with_times: bool) -> Records:
             f"{os.fspath(path)}: the csv format needs columns: {{prompt: NAME, output: NAME}} "
             f"(and arrival: NAME for arrival times)"
         )
-    frame = _filtered(_read_csv(path), path, opts.where)
+    frame = _filtered(read_csv(path), path, opts.where)
     named = tuple(cols[k] for k in ("arrival", "prompt", "output") if k in cols)
     needed = named if with_times else (cols["prompt"], cols["output"])
-    _require_columns(frame, path, "csv", named, needed, has="as named in 'columns' has")
-    prompt = _token_column(frame, path, cols["prompt"])
-    output = _token_column(frame, path, cols["output"])
+    require_columns(frame, path, "csv", named, needed, has="as named in 'columns' has")
+    prompt = token_column(frame, path, cols["prompt"])
+    output = token_column(frame, path, cols["output"])
     arrival = None
     if "arrival" in cols and with_times:
         arrival = _seconds_column(frame, path, cols["arrival"], opts.time_unit)

@@ -335,8 +335,8 @@ def read_diffusion_trace(
     wanted_kind = _value_set(shown, "kinds", kinds)
     _check_file(path)
 
-    frame = _read_csv(path)
-    _require_columns(frame, path, format, _ALIBABA_COLUMNS, _ALIBABA_COLUMNS, has="needs")
+    frame = read_csv(path)
+    require_columns(frame, path, format, _ALIBABA_COLUMNS, _ALIBABA_COLUMNS, has="needs")
     status = frame[_ALIBABA_STATUS].fillna("").str.strip()
     kind = frame[_ALIBABA_KIND].fillna("").str.strip()
     keep = np.ones(len(frame), dtype=bool)
@@ -367,7 +367,7 @@ def read_diffusion_trace(
         rule="images per prompt must be whole numbers >= 1",
         noun="an image count",
     )
-    arrival = _timestamp_seconds(kept, path, _ALIBABA_TIME, example="2024-11-15 16:57:50")
+    arrival = timestamp_seconds(kept, path, _ALIBABA_TIME, example="2024-11-15 16:57:50")
 
     order = np.argsort(arrival, kind="stable")
     if max_requests is not None:
@@ -482,7 +482,7 @@ def _value_set(shown: str, name: str, values: Any) -> frozenset[str] | None:
     except TypeError:
         items = None
     if not items or not all(isinstance(v, str) for v in items):
-        raise TraceError(f"{shown}: {name} must be a non-empty list of strings or None, got {_show(values)}")
+        raise TraceError(f"{shown}: {name} must be a non-empty list of strings or None, got {show_value(values)}")
     return frozenset(v.strip() for v in items)
 
 
@@ -490,7 +490,7 @@ def _listing(values: Iterable[str] | None, limit: int = 8) -> str:
     """Values for a one-line message: '(any)', or sorted and shown like '(A, B, ... 3 more)'."""
     if values is None:
         return "(any)"
-    shown = sorted(_show(v) for v in values)
+    shown = sorted(show_value(v) for v in values)
     if len(shown) > limit:
         shown = shown[:limit] + [f"... {len(shown) - limit} more"]
     return "(" + ", ".join(shown) + ")"
@@ -513,7 +513,7 @@ def _positive_number(source: str, name: str, value: Any) -> float:
     return v
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A short, single-line rendering of a bad value for error messages."""
     text = repr(value)
     if len(text) > 40:
@@ -529,7 +529,7 @@ def _one_line(message: str) -> str:
 # CSV formats (azure, vidur)
 
 
-def _read_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a CSV as strings, one DataFrame row per physical data line (blank rows dropped).
 
     Everything is read as text so that conversion errors can be reported per row and column
@@ -593,7 +593,7 @@ def _read_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     return frame
 
 
-def _require_columns(
+def require_columns(
     frame: pd.DataFrame,
     path: str | os.PathLike[str],
     fmt: str,
@@ -612,7 +612,7 @@ def _require_columns(
         )
 
 
-def _token_column(frame: pd.DataFrame, path: str | os.PathLike[str], column: str) -> np.ndarray:
+def token_column(frame: pd.DataFrame, path: str | os.PathLike[str], column: str) -> np.ndarray:
     """Token counts of one column as int64, clamped to >= 1 (see _clamp_tokens)."""
     return _clamp_tokens(
         _count_column(
@@ -650,18 +650,18 @@ def _count_column(
         if text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip():
             what = "missing value"
         elif np.isfinite(v) and v < 0:
-            what = f"negative value {_show(text)}"
+            what = f"negative value {show_value(text)}"
         elif np.isfinite(v) and v < minimum:
-            what = f"{_show(text)} is less than {minimum}"
+            what = f"{show_value(text)} is less than {minimum}"
         else:
-            what = f"{_show(text)} is not a whole number"
+            what = f"{show_value(text)} is not a whole number"
         raise TraceError(f"{os.fspath(path)}: data row {row} (line {row + 1}), column {column}: {what}; {rule}")
     if values.max() >= _MAX_TOKENS:
         bad = int(np.argmax(values))
         row = int(frame.index[bad]) + 1
         raise TraceError(
             f"{os.fspath(path)}: data row {row} (line {row + 1}), column {column}: "
-            f"{_show(raw.iloc[bad])} is too large for {noun}"
+            f"{show_value(raw.iloc[bad])} is too large for {noun}"
         )
     return values.astype(np.int64)
 
@@ -678,17 +678,17 @@ def _read_azure(
     *,
     with_times: bool,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    frame = _read_csv(path)
+    frame = read_csv(path)
     time_col, prompt_col, output_col = _AZURE_COLUMNS
     needed = _AZURE_COLUMNS if with_times else (prompt_col, output_col)
-    _require_columns(frame, path, "azure", _AZURE_COLUMNS, needed)
-    prompt = _token_column(frame, path, prompt_col)
-    output = _token_column(frame, path, output_col)
-    arrival = _timestamp_seconds(frame, path, time_col) if with_times else None
+    require_columns(frame, path, "azure", _AZURE_COLUMNS, needed)
+    prompt = token_column(frame, path, prompt_col)
+    output = token_column(frame, path, output_col)
+    arrival = timestamp_seconds(frame, path, time_col) if with_times else None
     return arrival, prompt, output
 
 
-def _timestamp_seconds(
+def timestamp_seconds(
     frame: pd.DataFrame,
     path: str | os.PathLike[str],
     column: str,
@@ -708,7 +708,7 @@ def _timestamp_seconds(
         row = int(frame.index[bad]) + 1
         raise TraceError(
             f"{os.fspath(path)}: data row {row} (line {row + 1}), column {column}: "
-            f"cannot parse timestamp {_show(frame[column].iloc[bad])}; "
+            f"cannot parse timestamp {show_value(frame[column].iloc[bad])}; "
             f"expected a date-time like {example!r}"
         )
     ns = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)
@@ -722,7 +722,7 @@ def _read_vidur(
     *,
     with_times: bool,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    frame = _read_csv(path)
+    frame = read_csv(path)
     time_col, prompt_col, output_col = _VIDUR_COLUMNS
     if with_times and time_col not in frame.columns and {prompt_col, output_col} <= set(frame.columns):
         raise TraceError(
@@ -732,9 +732,9 @@ def _read_vidur(
             f"distribution); in Python, read it with read_lengths()"
         )
     needed = _VIDUR_COLUMNS if with_times else (prompt_col, output_col)
-    _require_columns(frame, path, "vidur", _VIDUR_COLUMNS, needed)
-    prompt = _token_column(frame, path, prompt_col)
-    output = _token_column(frame, path, output_col)
+    require_columns(frame, path, "vidur", _VIDUR_COLUMNS, needed)
+    prompt = token_column(frame, path, prompt_col)
+    output = token_column(frame, path, output_col)
     arrival = None
     if with_times:
         raw = frame[time_col]
@@ -745,7 +745,7 @@ def _read_vidur(
             row = int(frame.index[bad]) + 1
             raise TraceError(
                 f"{os.fspath(path)}: data row {row} (line {row + 1}), column {time_col}: "
-                f"{_show(raw.iloc[bad])} is not a number; arrival times must be finite seconds"
+                f"{show_value(raw.iloc[bad])} is not a number; arrival times must be finite seconds"
             )
     return arrival, prompt, output
 
@@ -767,12 +767,12 @@ def _json_count(
         or not isinstance(value, (int, float))
         or (isinstance(value, float) and not math.isfinite(value))
     ):
-        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: {_show(value)} is not a number; {what}")
+        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: {show_value(value)} is not a number; {what}")
     if value < 0:
-        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: negative value {_show(value)}; {what}")
+        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: negative value {show_value(value)}; {what}")
     if value >= _MAX_TOKENS:
         # Also keeps float() and int64 conversions of arbitrary-precision JSON ints safe.
-        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: {_show(value)} is too large; {what}")
+        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: {show_value(value)} is too large; {what}")
     return value
 
 
@@ -822,7 +822,7 @@ def _read_mooncake(
                     v = _json_count(record[field], path, line_no, field, count_rule)
                     if v != int(v):
                         raise TraceError(
-                            f"{shown}: line {line_no}, field {field}: {_show(v)} is not a whole number; {count_rule}"
+                            f"{shown}: line {line_no}, field {field}: {show_value(v)} is not a whole number; {count_rule}"
                         )
                     store.append(int(v))
                 if with_times:
@@ -845,7 +845,7 @@ def _read_mooncake(
                 ids = record[_MOONCAKE_HASHES]
                 if not isinstance(ids, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ids):
                     raise TraceError(
-                        f"{shown}: line {line_no}, field {_MOONCAKE_HASHES}: {_show(ids)} is not "
+                        f"{shown}: line {line_no}, field {_MOONCAKE_HASHES}: {show_value(ids)} is not "
                         f"a list of integers; hash_ids must be a JSON list of integer block ids"
                     )
                 hash_lines.append(line_no)
