@@ -767,9 +767,13 @@ def _json_count(
         or not isinstance(value, (int, float))
         or (isinstance(value, float) and not math.isfinite(value))
     ):
-        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: {show_value(value)} is not a number; {what}")
+        raise TraceError(
+            f"{os.fspath(path)}: line {line_no}, field {field}: {show_value(value)} is not a number; {what}"
+        )
     if value < 0:
-        raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: negative value {show_value(value)}; {what}")
+        raise TraceError(
+            f"{os.fspath(path)}: line {line_no}, field {field}: negative value {show_value(value)}; {what}"
+        )
     if value >= _MAX_TOKENS:
         # Also keeps float() and int64 conversions of arbitrary-precision JSON ints safe.
         raise TraceError(f"{os.fspath(path)}: line {line_no}, field {field}: {show_value(value)} is too large; {what}")
