@@ -284,15 +284,11 @@ class LLMPool(Pool):
         """Turn speculative decoding on in every replica: each draws acceptances from its own
         generator (``seed``: the replication's; the replica's index keys the stream), with the
         classes' acceptance rates (``acceptance``: class id -> (mean, cv), None -> the pool's)."""
-        import random
-
-        import numpy as np
+        from sim.seeds import speculation_rng
 
         k = self.cfg.engine.speculative.num_speculative_tokens
         for rep in self.replicas:
-            key = (*seed.spawn_key, 0x5EC, rep.index)
-            state = np.random.SeedSequence(seed.entropy, spawn_key=key).generate_state(2)
-            rep.scheduler.enable_speculation(k, random.Random(int(state[0]) << 32 | int(state[1])), acceptance)
+            rep.scheduler.enable_speculation(k, speculation_rng(seed, rep.index), acceptance)
 
     @property
     def prefix_engine(self):
