@@ -732,7 +732,7 @@ class EngineConfig(Strict):
     """GiB per GPU held back for activations, CUDA graphs and context. vLLM measures this by
     profiling; ``null`` uses servesim's estimate from the model and ``max_num_batched_tokens``
     (docs/explanation/how-the-model-works.md)."""
-    dtype: Literal["bfloat16", "fp8", "int8", "int4"] = "bfloat16"
+    dtype: Literal["bfloat16", "fp8", "int8", "int4", "mxfp4"] = "bfloat16"
     """Weight precision. ``bfloat16`` is vLLM ``--dtype bfloat16``; ``fp8`` stands for FP8
     weights (vLLM ``--quantization fp8``): 1 byte per weight (more KV blocks, faster weight
     streaming) and the GPU's FP8 peak in the roofline. The GPU must support FP8 (``a100-80gb``
@@ -741,7 +741,11 @@ class EngineConfig(Strict):
     in 8 or 4 bits with an fp16 scale and a zero point per ``quantization_group_size`` weights,
     the embeddings and LM head kept in bf16, and the matrix products at the GPU's bf16 peak
     (weights are widened to bf16 in the kernel): less memory and faster weight streaming, the
-    same compute."""
+    same compute. ``mxfp4`` (mixture-of-experts models) is how gpt-oss ships: the routed
+    experts' weights in MXFP4 (OCP Microscaling: 4-bit E2M1 values sharing an 8-bit scale per
+    32, 4.25 bits a weight), attention, router, shared experts and embeddings in bf16; the
+    matrix products at the bf16 peak (Hopper widens FP4 weights in the kernel; Blackwell's FP4
+    tensor cores are not modelled)."""
     quantization_group_size: Int = Field(default=128, ge=16, le=65536)
     """int8, int4: weights sharing one scale and zero point (AWQ and GPTQ use 128)."""
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
@@ -767,6 +771,31 @@ class EngineConfig(Strict):
     cache evicts move there (least recently used first out); a later prompt whose next blocks
     are there loads them over PCIe instead of computing them (the load's time added to its
     step, as LMCache's connector loads by default). 0: no CPU tier. Needs prefix caching."""
+    expert_parallel: bool = False
+    """vLLM ``--enable-expert-parallel`` (mixture-of-experts models): each GPU of the replica
+    holds whole routed experts, 1/``tensor_parallel_size`` of them, instead of a slice of every
+    expert. A step then waits for the GPU whose experts drew the most tokens: with uniform
+    routing the busiest of N GPUs gets the mean plus z_N standard deviations of its binomial
+    share of the token-expert pairs (z_N the expected largest of N standard normals), times
+    ``expert_load_imbalance``. Without ``attention_data_parallel`` every GPU sees every token
+    (tensor-parallel attention) and the all-reduce after the experts combines them, as with
+    tensor-parallel experts."""
+    attention_data_parallel: Int = Field(default=1, ge=1, le=64)
+    """Data-parallel attention inside the replica (vLLM ``--data-parallel-size`` with
+    ``--enable-expert-parallel``, SGLang ``--enable-dp-attention``; DeepSeek-V3's serving
+    layout): the replica's ``tensor_parallel_size`` GPUs form this many attention groups of
+    ``tensor_parallel_size / attention_data_parallel`` GPUs, each running its own requests'
+    attention with its own KV cache, while the routed experts are spread whole over all of them
+    (needs ``expert_parallel``). Tokens reach their experts' GPUs and come back by two
+    all-to-alls per expert layer. The groups are modelled as one scheduler with their KV caches
+    and ``max_num_seqs`` and ``max_num_batched_tokens`` (per group, as vLLM's data-parallel
+    ranks each have them) pooled, and their requests spread evenly (vLLM's coordinator sends
+    each to the least loaded group): a group's own imbalance is not modelled. 1: attention is
+    tensor parallel over the whole replica."""
+    expert_load_imbalance: Float = Field(default=1.0, ge=1, le=64)
+    """With ``expert_parallel``: the busiest GPU's share of routed tokens over what uniform
+    routing gives it (1: uniform routing; real routers are skewed towards popular experts,
+    which load balancers such as DeepSeek's EPLB counter by replicating them)."""
     capacity_scheduler_policy: Literal["max_utilization", "guaranteed_no_evict"] = "max_utilization"
     """Admission against the KV cache. ``max_utilization`` is vLLM's: admit while the blocks a
     step needs are free, and preempt (recompute) the newest request when they run out.
@@ -780,6 +809,14 @@ class EngineConfig(Strict):
             raise ValueError("speculative decoding needs the continuous scheduler")
         if self.kv_offloading_size > 0 and (self.scheduler != "continuous" or not self.enable_prefix_caching):
             raise ValueError("kv_offloading_size needs the continuous scheduler and enable_prefix_caching")
+        if self.attention_data_parallel > 1 and not self.expert_parallel:
+            raise ValueError("attention_data_parallel needs expert_parallel: true (the groups share the experts)")
+        if self.attention_data_parallel > 1 and (
+            self.speculative is not None or self.preemption_mode == "swap" or self.kv_offloading_size > 0
+        ):
+            raise ValueError(
+                "attention_data_parallel with speculative decoding, swap preemption or a CPU KV tier is not modelled"
+            )
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"
@@ -796,6 +833,13 @@ class EngineConfig(Strict):
             q = 8 if self.dtype == "int8" else 4
             return (q + (16 + q) / self.quantization_group_size) / 8
         return 1.0 if self.dtype == "fp8" else 2.0
+
+    @property
+    def expert_bytes_per_elem(self) -> float:
+        """Bytes per weight of the routed experts: MXFP4's 4-bit value and its share of the
+        8-bit scale per 32 weights (OCP Microscaling Formats v1.0), 0.53125; otherwise as the
+        blocks' weights."""
+        return (4 + 8 / 32) / 8 if self.dtype == "mxfp4" else self.weight_bytes_per_elem
 
     @property
     def head_bytes_per_elem(self) -> float:
@@ -1224,10 +1268,21 @@ class PoolConfig(Strict):
         if self.batching is not None:
             raise ValueError(f"{self.model} is an LLM: its pool takes 'engine', not 'batching'")
         spec = catalog.get_model(self.model)
-        if spec.num_attention_heads % tp:
+        e = self.engine
+        dp = e.attention_data_parallel
+        if (e.expert_parallel or e.dtype == "mxfp4") and not spec.is_moe:
+            what = "expert_parallel" if e.expert_parallel else "dtype mxfp4"
+            raise ValueError(f"engine.{what} is for mixture-of-experts models; {self.model} is dense")
+        if tp % dp:
+            raise ValueError(f"engine.attention_data_parallel {dp} must divide tensor_parallel_size {tp}")
+        if e.expert_parallel and not isinstance(self.cost_model, RooflineCost):
+            raise ValueError("engine.expert_parallel needs the roofline cost model (a profile measures one layout)")
+        if dp > 1 and self.disaggregation is not None:
+            raise ValueError("engine.attention_data_parallel on a disaggregated pool is not modelled")
+        if spec.num_attention_heads % (tp // dp):
+            group = "tensor_parallel_size" if dp == 1 else "tensor_parallel_size / engine.attention_data_parallel"
             raise ValueError(
-                f"tensor_parallel_size {tp} must divide num_attention_heads "
-                f"({spec.num_attention_heads}) of {self.model}"
+                f"{group} {tp // dp} must divide num_attention_heads ({spec.num_attention_heads}) of {self.model}"
             )
         spec = self.engine.speculative
         if spec is not None and spec.draft_model is not None:

@@ -215,7 +215,7 @@ def _pool_stats(p, replicas_df: pd.DataFrame, series: list[pd.DataFrame], reps, 
         stats_.update(
             {
                 "scheduler": p.engine.scheduler,
-                "max_num_seqs": p.engine.max_num_seqs,
+                "max_num_seqs": p.engine.max_num_seqs * p.engine.attention_data_parallel,
                 "num_gpu_blocks": blocks,
                 "kv_capacity_tokens": blocks * p.engine.block_size,
                 "mean_kv_util": _mean_over_time(series, p.name, "kv_util"),

@@ -62,6 +62,12 @@ class ModelSpec(_Spec):
     """MLA: per-head query/key width with rotary position (the key part is shared by all heads)."""
     v_head_dim: int = Field(default=0, ge=0)
     """MLA: per-head value width."""
+    sliding_window: int = Field(default=0, ge=0)
+    """Sliding-window attention: the keys a windowed layer's query attends to (the latest
+    ``sliding_window`` tokens; gpt-oss: 128). 0: every layer attends to the whole context."""
+    sliding_window_layers: int = Field(default=0, ge=0)
+    """Layers with sliding-window attention (gpt-oss alternates them with full attention: half
+    its layers); the rest attend to the whole context."""
 
     @model_validator(mode="after")
     def _moe(self) -> ModelSpec:
@@ -71,6 +77,12 @@ class ModelSpec(_Spec):
             raise ValueError("num_experts_per_tok, num_shared_experts and first_k_dense_replace need num_experts")
         if self.first_k_dense_replace > self.num_layers:
             raise ValueError("first_k_dense_replace is more than num_layers")
+        if bool(self.sliding_window) != bool(self.sliding_window_layers):
+            raise ValueError("sliding_window and sliding_window_layers go together (both 0, or both set)")
+        if self.sliding_window_layers > self.num_layers:
+            raise ValueError("sliding_window_layers is more than num_layers")
+        if self.sliding_window_layers and self.is_mla:
+            raise ValueError("sliding-window layers with multi-head latent attention are not modelled")
         if self.kv_lora_rank and not (self.qk_nope_head_dim and self.qk_rope_head_dim and self.v_head_dim):
             raise ValueError(
                 "multi-head latent attention (kv_lora_rank) needs qk_nope_head_dim, qk_rope_head_dim and v_head_dim"
@@ -118,6 +130,17 @@ class ModelSpec(_Spec):
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
+
+    @property
+    def full_attention_layers(self) -> int:
+        """Layers whose KV cache grows with the context (all but the sliding-window ones)."""
+        return self.num_layers - self.sliding_window_layers
+
+    @property
+    def routed_expert_params(self) -> int:
+        """Every routed expert of every layer together (what expert parallelism spreads whole
+        across GPUs; shared experts, attention and embeddings are the rest)."""
+        return self.moe_layers * self.num_experts * self.expert_params
 
     @property
     def expert_params(self) -> int:
@@ -197,7 +220,18 @@ class ModelSpec(_Spec):
         if self.is_mla:
             return self.num_layers * (self.kv_lora_rank + self.qk_rope_head_dim) * kv_bytes_per_elem
         kv_heads = max(1, -(-self.num_key_value_heads // tp))
-        return 2 * self.num_layers * kv_heads * self.head_dim * kv_bytes_per_elem
+        return 2 * self.full_attention_layers * kv_heads * self.head_dim * kv_bytes_per_elem
+
+    def window_kv_bytes_per_seq(self, kv_bytes_per_elem: float, tp: int = 1, block_size: int = 16) -> float:
+        """KV bytes one running sequence keeps on one GPU for its sliding-window layers: the
+        window and the partly filled block behind it (vLLM's hybrid KV-cache manager frees the
+        blocks that slide out of the window), whatever the context's length. ``kv_bytes_per_token``
+        counts only the full-attention layers."""
+        if not self.sliding_window_layers:
+            return 0.0
+        kv_heads = max(1, -(-self.num_key_value_heads // tp))
+        per_token = 2 * self.sliding_window_layers * kv_heads * self.head_dim * kv_bytes_per_elem
+        return per_token * (self.sliding_window + block_size)
 
 
 class Efficiency(_Spec):
@@ -647,6 +681,12 @@ def llm_from_hf_config(config: dict, name: str) -> dict:
         )
     experts = int(config.get("num_local_experts") or config.get("num_experts") or config.get("n_routed_experts") or 0)
     moe = {}
+    layer_types = config.get("layer_types") or []
+    windowed = sum(1 for t in layer_types if t == "sliding_attention")
+    if windowed and config.get("sliding_window"):
+        # gpt-oss: windowed layers named per layer (a config-wide sliding_window alone, as
+        # Mistral's and Qwen2's carry, is charged as full attention: an over-estimate)
+        moe.update({"sliding_window": int(config["sliding_window"]), "sliding_window_layers": windowed})
     if experts:
         moe = {"num_experts": experts, "num_experts_per_tok": int(config.get("num_experts_per_tok") or 0)}
         if config.get("moe_intermediate_size"):

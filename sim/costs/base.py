@@ -31,6 +31,8 @@ class StepShape:
     """Sum over prefill chunks of cached tokens before the chunk (KV read)."""
     prefill_attn_pairs: float = 0.0
     """Sum over chunks of p*k + p*(p+1)/2: causal query-key pairs (attention FLOPs / 4Lnh)."""
+    max_prefill_chunk: int = 0
+    """The largest prefill chunk's tokens (a chunk runs on one data-parallel attention group)."""
 
     def add_decode(self, ctx: int) -> None:
         self.num_seqs += 1
@@ -44,6 +46,8 @@ class StepShape:
         self.num_prefill_tokens += num_new
         self.prefill_ctx_sum += num_cached
         self.prefill_attn_pairs += num_new * num_cached + num_new * (num_new + 1) / 2
+        if num_new > self.max_prefill_chunk:
+            self.max_prefill_chunk = num_new
 
 
 class StepLine:

@@ -30,6 +30,10 @@ def build_cost_model(pool: PoolConfig, base_dir: Path | None = None) -> CostMode
         bandwidth_efficiency=cm.bandwidth_efficiency,
         head_bytes=pool.engine.head_bytes_per_elem,
         fp8_compute=pool.engine.dtype == "fp8",
+        expert_bytes=pool.engine.expert_bytes_per_elem,
+        expert_parallel=pool.engine.expert_parallel,
+        attention_dp=pool.engine.attention_data_parallel,
+        expert_imbalance=pool.engine.expert_load_imbalance,
     )
 
 

@@ -48,9 +48,9 @@ class TextCapacity:
 def text_capacity(pool: PoolConfig, cost, mean_tokens: float, mean_context: float) -> TextCapacity:
     """The pool's ``TextCapacity`` for requests of ``mean_tokens`` prompt + output tokens whose
     decode reads ``mean_context`` tokens on average; ``cost`` is the pool's step cost model."""
-    from sim.fleet.pools import pool_kv_budget
+    from sim.fleet.pools import pool_kv_budget, scheduler_config
 
-    e = pool.engine
+    e = scheduler_config(pool)  # the replica's limits (data-parallel attention groups together)
     kv_tokens = pool_kv_budget(pool).capacity_tokens
     batch = int(max(1, min(e.max_num_seqs, kv_tokens // max(1.0, mean_tokens))))
     dec = StepShape(num_seqs=batch, num_tokens=batch, num_decode=batch, decode_ctx_sum=int(batch * mean_context))

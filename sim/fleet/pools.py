@@ -49,9 +49,11 @@ def check_pool_fits(pool: PoolConfig) -> None:
 
 def scheduler_config(pool: PoolConfig) -> SchedulerConfig:
     e = pool.engine
+    # data-parallel attention groups each have the engine's limits; one scheduler stands for them
+    dp = e.attention_data_parallel
     return SchedulerConfig(
-        max_num_seqs=e.max_num_seqs,
-        max_num_batched_tokens=e.max_num_batched_tokens,
+        max_num_seqs=e.max_num_seqs * dp,
+        max_num_batched_tokens=e.max_num_batched_tokens * dp,
         max_model_len=e.max_model_len or catalog.get_model(pool.model).max_position_embeddings,
         enable_chunked_prefill=e.enable_chunked_prefill,
         guaranteed_no_evict=e.capacity_scheduler_policy == "guaranteed_no_evict",
@@ -249,11 +251,14 @@ class LLMPool(Pool):
         sched_cls = StaticBatchScheduler if cfg.engine.scheduler == "static" else Scheduler
         prefix = cfg.engine.enable_prefix_caching and cfg.engine.scheduler == "continuous"
         model = catalog.get_model(cfg.model)
+        dp = cfg.engine.attention_data_parallel
         block_gib = (
-            model.kv_bytes_per_token(cfg.engine.kv_bytes_per_elem, cfg.tensor_parallel_size)
+            model.kv_bytes_per_token(cfg.engine.kv_bytes_per_elem, cfg.tensor_parallel_size // dp)
             * cfg.engine.block_size
             / 2**30
         )
+        if dp > 1:
+            block_gib /= dp  # a block lives on one group's GPUs: per GPU of the replica, 1/dp of it
         e = cfg.engine
         # KV of one block on one GPU: what crosses each GPU's host link when it moves.
         block_bytes = self.budget.kv_bytes_per_token * e.block_size

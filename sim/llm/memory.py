@@ -50,10 +50,26 @@ def activation_bytes(model: ModelSpec, engine: EngineConfig, tp: int) -> float:
 
 
 def weight_bytes(model: ModelSpec, engine: EngineConfig) -> float:
-    """Bytes of the model's weights: the transformer blocks at the engine's weight precision,
-    the embeddings (and an untied LM head) at ``head_bytes_per_elem``."""
+    """Bytes of the model's weights: the transformer blocks at the engine's weight precision
+    (routed experts at ``expert_bytes_per_elem``), the embeddings (and an untied LM head) at
+    ``head_bytes_per_elem``."""
     blocks = model.block_params
-    return engine.weight_bytes_per_elem * blocks + engine.head_bytes_per_elem * (model.params_total - blocks)
+    total = engine.weight_bytes_per_elem * blocks + engine.head_bytes_per_elem * (model.params_total - blocks)
+    if engine.expert_bytes_per_elem != engine.weight_bytes_per_elem:
+        total += (engine.expert_bytes_per_elem - engine.weight_bytes_per_elem) * model.routed_expert_params
+    return total
+
+
+def weight_bytes_per_gpu(model: ModelSpec, engine: EngineConfig, tp: int) -> float:
+    """Weight bytes on each of a replica's ``tp`` GPUs. With data-parallel attention in groups
+    of g = tp / ``attention_data_parallel`` GPUs, the routed experts spread over all ``tp`` GPUs
+    and everything else (attention, shared experts, dense layers, embeddings) is split over a
+    group and held by every group."""
+    dp = engine.attention_data_parallel
+    if dp == 1:
+        return weight_bytes(model, engine) / tp
+    routed = engine.expert_bytes_per_elem * model.routed_expert_params
+    return (weight_bytes(model, engine) - routed) / (tp // dp) + routed / tp
 
 
 def eagle_head(model: ModelSpec) -> ModelSpec:
@@ -89,21 +105,29 @@ def draft_bytes(model: ModelSpec, engine: EngineConfig, tp: int) -> tuple[float,
 
 
 def kv_budget(model: ModelSpec, gpu: GPUSpec, engine: EngineConfig, tp: int) -> KVBudget:
-    """Blocks per replica (each block spans all TP ranks; with speculative decoding a block
-    holds the proposer's KV of its tokens too). Raises CapacityError if the model does not
-    fit."""
+    """Blocks per replica (each block spans all TP ranks of an attention group; with
+    speculative decoding a block holds the proposer's KV of its tokens too). With
+    data-parallel attention every group has its own cache: the replica's blocks are the
+    groups' together. A model with sliding-window layers keeps their window for each of
+    ``max_num_seqs`` sequences aside first. Raises CapacityError if the model does not fit."""
+    dp = engine.attention_data_parallel
+    group = tp // dp
     extra_weights, extra_kv = draft_bytes(model, engine, tp)
-    kv_tok = model.kv_bytes_per_token(engine.kv_bytes_per_elem, tp) + extra_kv
-    weights = weight_bytes(model, engine) / tp + extra_weights
+    kv_tok = model.kv_bytes_per_token(engine.kv_bytes_per_elem, group) + extra_kv
+    weights = weight_bytes_per_gpu(model, engine, tp) + extra_weights
     act = (
         engine.activation_reserve_gib * GIB
         if engine.activation_reserve_gib is not None
-        else activation_bytes(model, engine, tp)
+        else activation_bytes(model, engine, group)
     )
     usable = gpu.memory_bytes * engine.gpu_memory_utilization - weights - act
+    if model.sliding_window_layers:
+        usable -= engine.max_num_seqs * model.window_kv_bytes_per_seq(
+            engine.kv_bytes_per_elem, group, engine.block_size
+        )
     if engine.num_gpu_blocks is not None:
         return KVBudget(engine.num_gpu_blocks, engine.block_size, kv_tok, weights, act, usable)
-    blocks = int(usable // (engine.block_size * kv_tok))
+    blocks = int(usable // (engine.block_size * kv_tok)) * dp
     if blocks < 1:
         raise CapacityError(
             f"{model.name} does not fit {gpu.name} at tensor_parallel_size {tp}: weights "
