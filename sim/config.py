@@ -327,6 +327,10 @@ class TraceSource(Strict):
     nothing is downloaded)."""
     start_s: Float = Field(default=0.0, ge=0)
     """Skip the trace's first start_s seconds (servegen: start this far into the client's day)."""
+    rate_scale: Float | None = Field(default=None, gt=0, le=1e6)
+    """servegen: multiply every 10-minute window's rate by this (as many clients alike sending
+    together), keeping the day's shape, each window's CV and the lengths; the run keeps its
+    real clock (unlike ``time_scale``)."""
     time_scale: Float | None = Field(default=None, gt=0, le=1e6)
     """Multiply every inter-arrival time by this (2 = half the rate). Not with
     ``target_rate``; replay only (not with ``arrival``, not in an ``empirical`` length)."""
@@ -357,6 +361,8 @@ class TraceSource(Strict):
             )
         if self.where is not None and self.format not in ("csv", "burstgpt"):
             raise ValueError(f"'where' filters csv and burstgpt rows, not {self.format!r}")
+        if self.rate_scale is not None and self.format != "servegen":
+            raise ValueError(f"'rate_scale' multiplies a servegen client's rates, not {self.format!r}'s")
         if self.tokenizer is not None and self.format != "sharegpt":
             raise ValueError(f"'tokenizer' counts the tokens of sharegpt text, not of {self.format!r}")
         return self
@@ -1022,6 +1028,102 @@ class SpotCapacity(Strict):
         return FaultConfig(mtbf_s=3600.0 / self.evictions_per_hour, mttr_s=self.replacement_s, notice_s=self.notice_s)
 
 
+class ColdStart(Strict):
+    """What a new replica does between being asked for and taking traffic: starting the
+    engine's process, reading the weights from ``storage``, compiling and capturing CUDA graphs.
+    Its GPUs are held (and billed) from the start. Each part is a default from published
+    measurements (``docs/explanation/how-the-model-works.md``, "Autoscaling"); measure your own
+    and set them, or set ``cold_start_s`` for the whole."""
+
+    storage: str = "local-nvme"
+    """Where the weights are read from, in the storage catalog (``servesim catalog storage``):
+    ``local-nvme`` (a local SSD), ``network`` (object storage through a parallel loader),
+    ``host-cache`` (weights already in host memory). The read takes the replica's weight bytes
+    over the storage's bandwidth."""
+    provision_s: Float = Field(default=0.0, ge=0, le=86_400)
+    """Before the engine starts: a node to come up, a container image to pull (0: a warm node
+    with the image cached)."""
+    engine_start_s: Float | None = Field(default=None, ge=0, le=86_400)
+    """The engine's start-up besides reading weights and compiling: process, imports, CUDA
+    context, profiling run, KV-cache allocation. ``null``: 34 s for an LLM (vLLM serving
+    Llama-3.1-8B on an L40S with its cache kept, "init engine and imports": Tensorfuse, Reducing
+    GPU cold start, 2025), 4 s for a diffusion pipeline (imports 2.2 s and building the
+    pipeline 1.4 s for Stable Diffusion in diffusers: modal-labs/modal-examples pull request
+    152)."""
+    compile_s: Float | None = Field(default=None, ge=0, le=86_400)
+    """torch.compile and CUDA-graph capture. ``null``: 30 s for an LLM (the same vLLM start with
+    its compile cache kept: Dynamo 10 s, compile 13 s, graph capture 7 s; without the cache 106
+    s), 0 for a diffusion pipeline (eager)."""
+    cold_start_s: Float | None = Field(default=None, ge=0, le=86_400)
+    """The whole cold start, measured: overrides the parts above."""
+
+
+class Autoscaling(Strict):
+    """The pool grows and shrinks between ``min_replicas`` and ``max_replicas`` (``replicas`` is
+    the count it starts with), as a Kubernetes HorizontalPodAutoscaler or a Knative/KServe
+    autoscaler would: every ``interval_s`` it computes the replicas it wants from ``metric`` and
+    ``target``, adds replicas at once (each ready after its cold start) and removes them only
+    when every wish of the last ``scale_down_delay_s`` was lower. A removed replica takes no new
+    requests and is let go when its last request ends. GPU-hours count the time replicas are
+    held (starting, serving or draining)."""
+
+    min_replicas: Int = Field(default=1, ge=0, le=10_000)
+    """The fewest replicas held; 0 lets the pool scale to zero once idle (a request arriving
+    to no replica waits for one to start: the scale-from-zero cold start)."""
+    max_replicas: Int = Field(ge=1, le=10_000)
+    """The most replicas held."""
+    metric: Literal["in_flight", "queue", "utilisation", "slo", "schedule"] = "in_flight"
+    """What the autoscaler follows. ``in_flight``: requests routed and unfinished (waiting for
+    a replica or on one), replicas wanted = ceil(mean in flight over ``window_s`` / ``target``)
+    (Knative's concurrency target). ``queue``: requests waiting to start (on no replica yet or
+    queued on one), replicas wanted = current × mean waiting per replica / ``target``, at least
+    one more while any wait beyond ``target`` per replica. ``utilisation``: the share of time the
+    replicas computed over ``window_s`` (the GPU's duty cycle, as DCGM reports it), wanted =
+    ceil(current × utilisation / ``target``). ``slo``: the pool's classes' SLO: one more replica
+    when the SLO's percentile of TTFT (text) or end-to-end latency (images) over requests
+    finished in ``window_s`` exceeds ``target`` × the SLO, one fewer when it is under half of
+    that. ``schedule``: the replica counts of ``schedule`` at their times."""
+    target: Float | None = Field(default=None, gt=0, le=1_000_000)
+    """The metric's target: requests per replica (in_flight, queue), a busy fraction in (0, 1]
+    (utilisation), a fraction of the SLO (slo; default 0.8). Required except for slo and
+    schedule."""
+    schedule: list[tuple[Float, Int]] | None = None
+    """``metric: schedule``: ``[time_s, replicas]`` pairs, the first at time 0, times ascending;
+    a count holds until the next time (``period_s`` repeats them)."""
+    period_s: Float | None = Field(default=None, gt=0)
+    """Repeat ``schedule`` with this period (86400: daily)."""
+    interval_s: Float = Field(default=15.0, gt=0, le=86_400)
+    """How often the autoscaler decides (Kubernetes HPA's sync period: 15 s)."""
+    window_s: Float = Field(default=60.0, gt=0, le=86_400)
+    """The span the metric is averaged over (Knative's stable window: 60 s)."""
+    scale_down_delay_s: Float = Field(default=300.0, ge=0, le=86_400)
+    """Scale down only to the highest count wanted over this span (HPA's scale-down
+    stabilisation window: 300 s), so a dip does not throw away replicas a peak needs again."""
+    tolerance: Float = Field(default=0.1, ge=0, lt=1)
+    """No change while the metric is within this fraction of its target (HPA's 10 %)."""
+    cold_start: ColdStart = ColdStart()
+    """How long a new replica takes before it serves."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+        needs_target = self.metric in ("in_flight", "queue", "utilisation")
+        if needs_target and self.target is None:
+            raise ValueError(f"metric {self.metric} needs a target")
+        if self.metric == "utilisation" and self.target is not None and self.target > 1:
+            raise ValueError("metric utilisation: target is a busy fraction in (0, 1]")
+        if (self.metric == "schedule") != (self.schedule is not None):
+            raise ValueError("metric schedule and a schedule go together")
+        if self.schedule is not None:
+            times = [t for t, _ in self.schedule]
+            if not times or times[0] != 0 or any(b <= a for a, b in zip(times, times[1:])):
+                raise ValueError("schedule: the first time is 0 and times ascend")
+            if any(not self.min_replicas <= n <= self.max_replicas for _, n in self.schedule):
+                raise ValueError("schedule: every count between min_replicas and max_replicas")
+        return self
+
+
 class RooflineCost(Strict):
     """The default cost model: step time from FLOPs and bytes against the GPU's peaks, scaled by
     efficiency factors (docs/explanation/how-the-model-works.md). For a diffusion pool the same
@@ -1166,7 +1268,7 @@ class PoolConfig(Strict):
     docs/reference/catalog.md)."""
     replicas: Int = Field(default=1, ge=1, le=10_000)
     """Number of replicas; each has its own scheduler and KV cache (diffusion: its own batches
-    and memory)."""
+    and memory). With ``autoscaling``: the count it starts with."""
     tensor_parallel_size: Int = Field(default=1, ge=1, le=64)
     """GPUs per replica (vLLM ``--tensor-parallel-size``); must divide the model's attention
     heads. Weights, KV heads and compute are split across them and each layer adds two
@@ -1205,6 +1307,14 @@ class PoolConfig(Strict):
     """This LLM pool decodes only: its requests' prompts run on another pool and their KV cache
     crosses a link (prefill/decode disaggregation); ``null``: it prefills and decodes
     (aggregated serving)."""
+    autoscaling: Autoscaling | None = None
+    """Replicas added and removed with the load, each new one after a cold start; ``null``: a
+    fixed ``replicas``."""
+
+    @property
+    def replicas_built(self) -> int:
+        """Replicas the simulation builds: ``replicas``, or an autoscaled pool's most."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
 
     @property
     def is_diffusion(self) -> bool:
@@ -1248,6 +1358,20 @@ class PoolConfig(Strict):
     def _tp(self) -> PoolConfig:
         if self.spot is not None and self.faults is not None:
             raise ValueError("spot evictions are the pool's failures: give spot or faults, not both")
+        scaling = self.autoscaling
+        if scaling is not None:
+            if not scaling.min_replicas <= self.replicas <= scaling.max_replicas:
+                raise ValueError(
+                    f"replicas {self.replicas} (the count it starts with) must lie between autoscaling.min_replicas "
+                    f"{scaling.min_replicas} and max_replicas {scaling.max_replicas}"
+                )
+            if self.effective_faults is not None or self.disaggregation is not None:
+                raise ValueError("autoscaling with faults, spot capacity or disaggregation is not modelled")
+            if scaling.cold_start.storage not in catalog.storage():
+                raise ValueError(
+                    f"autoscaling.cold_start.storage {scaling.cold_start.storage!r} is not in the storage catalog; "
+                    f"allowed: {', '.join(catalog.storage())}"
+                )
         tp = self.tensor_parallel_size
         if self.is_diffusion:
             if "engine" in self.model_fields_set:

@@ -306,6 +306,12 @@ def _pool_bills(result, capacity: np.ndarray) -> pd.DataFrame:
     df["capacity_usd"] = df["capacity_gpu_s"] / 3600 * df["price_per_gpu_hour"]
     df["sim_s"] = df["replication"].map(end).astype(float)
     df["gpu_time_s"] = df["sim_s"] * df["num_gpus"]
+    if "held_run_s" in result.replicas and result.replicas["autoscaled"].any():
+        # an autoscaled pool is billed for the time its replicas were held, not for its most
+        rows = result.replicas[result.replicas["autoscaled"]]
+        held = (rows["held_run_s"] * rows["num_gpus"]).groupby([rows["pool"], rows["replication"]], observed=True).sum()
+        keys = pd.MultiIndex.from_arrays([df["pool"], df["replication"]])
+        df["gpu_time_s"] = np.where(keys.isin(held.index), held.reindex(keys).to_numpy(), df["gpu_time_s"])
     df["bill_usd"] = df["gpu_time_s"] / 3600 * df["price_per_gpu_hour"]
     df["idle_usd"] = df["bill_usd"] - df["cost_usd"]
     df["loaded_factor"] = np.where(

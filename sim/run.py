@@ -132,9 +132,9 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
     for i, r in enumerate(reps):
         frames.append(r.requests.assign(replication=i))
         series.append(r.timeseries.assign(replication=i))
-        replicas.append(r.replicas.assign(replication=i))
         check_warmup(scenario, r.arrivals_end_s)
         windows.append((scenario.warmup_s, r.arrivals_end_s))
+        replicas.append(_held_in_window(r, windows[-1]).assign(replication=i))
     requests = pd.concat(frames, ignore_index=True)
     requests["warmup"] = requests["arrival_s"] < scenario.warmup_s  # left out of every statistic
     add_costs(scenario, requests)
@@ -151,6 +151,8 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
     for p in scenario.pools:
         if p.disaggregation is not None:
             summary["pools"][p.name]["disaggregation"] = _transfer_stats(p, requests, scenario.warmup_s)
+        if p.autoscaling is not None:
+            summary["pools"][p.name]["autoscaling"] = _scaling_stats(p, replicas_df, reps, windows)
     summary["conservation"] = conservation(requests)
     summary["simulation"] = {
         "wall_s": sum(r.wall_s for r in reps),
@@ -258,10 +260,59 @@ def _kv_blocks(replicas: pd.DataFrame, pool: str) -> int:
 
 def _busy_fraction(replicas: pd.DataFrame, pool: str, reps) -> float:
     """Fraction of simulated time the pool's replicas were running a step (not headroom:
-    a continuous-batching replica with any work is busy)."""
+    a continuous-batching replica with any work is busy); an autoscaled pool's, of the time
+    its replicas were held."""
     rows = replicas[replicas["pool"] == pool]
-    total = sum(r.end_s for r in reps) * rows["replica"].nunique()
+    if "held_run_s" in rows and rows["autoscaled"].any():
+        total = float(rows["held_run_s"].sum())
+    else:
+        total = sum(r.end_s for r in reps) * rows["replica"].nunique()
     return float(rows["busy_s"].sum() / total) if total > 0 else math.nan
+
+
+def _held_in_window(r, window: tuple[float, float]) -> pd.DataFrame:
+    """The replication's replica table; with autoscaled pools, each replica's held seconds
+    within the measurement window (``held_s``) and over the run (``held_run_s``), fixed
+    replicas held throughout."""
+    if not r.scaling:
+        return r.replicas
+    t0, t1 = window
+    df = r.replicas.copy()
+    scaled = df["pool"].isin(list(r.scaling)).to_numpy()
+    spans = [r.held.get(i, []) for i in df["replica"]]
+    in_window = [
+        sum(max(0.0, min(b, t1) - max(a, t0)) for a, b in held) if s else t1 - t0 for held, s in zip(spans, scaled)
+    ]
+    whole = [sum(b - a for a, b in held) if s else r.end_s for held, s in zip(spans, scaled)]
+    return df.assign(autoscaled=scaled, held_s=in_window, held_run_s=whole)
+
+
+def _scaling_stats(p, replicas_df: pd.DataFrame, reps, windows) -> dict:
+    """An autoscaled pool's record: its cold start, replicas held (time-averaged over the
+    measurement window, and the most at once), changes, and GPU-hours in the window; each a
+    mean over replications."""
+    mean_held, peak, ups, downs, hours = [], [], [], [], []
+    for rep, (r, (t0, t1)) in enumerate(zip(reps, windows)):
+        rows = replicas_df[(replicas_df["replication"] == rep) & (replicas_df["pool"] == p.name)]
+        mean_held.append(float(rows["held_s"].sum()) / (t1 - t0))
+        hours.append(float((rows["held_s"] * rows["num_gpus"]).sum()) / 3600)
+        rec = r.scaling[p.name]
+        peak.append(max([p.replicas, *(held for _, held, _ in rec["events"])]))
+        ups.append(rec["scale_ups"])
+        downs.append(rec["scale_downs"])
+    rec = reps[0].scaling[p.name]
+    return {
+        "min_replicas": p.autoscaling.min_replicas,
+        "max_replicas": p.autoscaling.max_replicas,
+        "metric": p.autoscaling.metric,
+        "cold_start_s": rec["cold_start_s"],
+        "cold_start_parts_s": rec["cold_start_parts_s"],
+        "mean_replicas_held": float(np.mean(mean_held)),
+        "peak_replicas_held": float(np.mean(peak)),
+        "scale_ups": float(np.mean(ups)),
+        "scale_downs": float(np.mean(downs)),
+        "gpu_hours": float(np.mean(hours)),
+    }
 
 
 def conservation(requests: pd.DataFrame) -> dict[str, int]:
@@ -360,6 +411,7 @@ def _pool_line(name: str, pool: dict) -> str:
             f"{pool['memory_budget_gib']:.0f} GiB for latents/replica, "
             + tail
             + f"mean memory use {pool['mean_memory_util']:.0%}, ${pool['price_per_gpu_hour']:.2f}/GPU-h"
+            + _scaling_line(pool)
         )
     line = (
         head
@@ -374,7 +426,18 @@ def _pool_line(name: str, pool: dict) -> str:
             f"({d['link_gb_s']:.4g} GB/s per GPU), transfer mean {d['kv_transfer_s_mean'] * 1e3:.3g} ms, "
             f"p99 {d['kv_transfer_s_p99'] * 1e3:.3g} ms"
         )
-    return line
+    return line + _scaling_line(pool)
+
+
+def _scaling_line(pool: dict) -> str:
+    a = pool.get("autoscaling")
+    if a is None:
+        return ""
+    return (
+        f"; autoscaled {a['min_replicas']}-{a['max_replicas']} on {a['metric']}: {a['mean_replicas_held']:.2f} "
+        f"replicas held on average (at most {a['peak_replicas_held']:.0f}), {a['scale_ups']:.0f} up and "
+        f"{a['scale_downs']:.0f} down, cold start {a['cold_start_s']:.0f} s, {a['gpu_hours']:.3g} GPU-h"
+    )
 
 
 ROWS = {

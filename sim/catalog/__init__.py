@@ -307,6 +307,14 @@ class GPUSpec(_Spec):
         return self.memory_gib * 2**30
 
 
+def _lookup(table: dict[str, _Spec], name: str, what: str) -> _Spec:
+    """``table[name]``, or one line naming what is allowed."""
+    try:
+        return table[name]
+    except KeyError:
+        raise ConfigError(f"unknown {what} {name!r}; allowed: {', '.join(table)}") from None
+
+
 def _load(file: str, key: str, cls: type[_Spec]) -> dict[str, _Spec]:
     text = resources.files("sim.catalog").joinpath("data", file).read_text()
     raw = yaml.safe_load(text)[key]
@@ -332,17 +340,11 @@ def gpus() -> dict[str, GPUSpec]:
 
 
 def get_model(name: str) -> ModelSpec:
-    try:
-        return models()[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; allowed: {', '.join(models())}") from None
+    return _lookup(models(), name, "model")  # type: ignore[return-value]
 
 
 def get_gpu(name: str) -> GPUSpec:
-    try:
-        return gpus()[name]
-    except KeyError:
-        raise ConfigError(f"unknown gpu {name!r}; allowed: {', '.join(gpus())}") from None
+    return _lookup(gpus(), name, "gpu")  # type: ignore[return-value]
 
 
 # -- Links between replicas ---------------------------------------------------------------------
@@ -378,10 +380,28 @@ def links() -> dict[str, LinkSpec]:
 
 
 def get_link(name: str) -> LinkSpec:
-    try:
-        return links()[name]
-    except KeyError:
-        raise ConfigError(f"unknown link {name!r}; allowed: {', '.join(links())}") from None
+    return _lookup(links(), name, "link")  # type: ignore[return-value]
+
+
+class StorageSpec(_Spec):
+    """Where a starting replica reads its weights from (autoscaling cold starts)."""
+
+    name: str
+    display_name: str
+    gb_s: float = Field(gt=0)
+    """Read bandwidth reaching the GPUs of one replica, in GB/s (10^9 bytes per second), as
+    measured loading model weights (see ``source``)."""
+    source: str
+
+
+@functools.cache
+def storage() -> dict[str, StorageSpec]:
+    """Every weight store in the catalog, by name."""
+    return _load("storage.yaml", "storage", StorageSpec)  # type: ignore[return-value]
+
+
+def get_storage(name: str) -> StorageSpec:
+    return _lookup(storage(), name, "storage")  # type: ignore[return-value]
 
 
 # -- Diffusion pipelines ------------------------------------------------------------------------
@@ -620,19 +640,23 @@ def diffusion_models() -> dict[str, DiffusionModelSpec]:
 
 
 def shipped(kind: str) -> dict[str, _Spec]:
-    """The entries of one shipped data file (``models``, ``gpus``, ``diffusion_models`` or ``links``), read
+    """The entries of one shipped data file (``models``, ``gpus``, ``diffusion_models``, ``links`` or
+    ``storage``), read
     afresh: without the entries scenarios added to this process's catalog (``add_entries``)."""
-    files = {"models": ModelSpec, "gpus": GPUSpec, "diffusion_models": DiffusionModelSpec, "links": LinkSpec}
+    files = {
+        "models": ModelSpec,
+        "gpus": GPUSpec,
+        "diffusion_models": DiffusionModelSpec,
+        "links": LinkSpec,
+        "storage": StorageSpec,
+    }
     if kind not in files:
         raise ValueError(f"unknown catalog {kind!r}; allowed: {', '.join(files)}")
     return _load(f"{kind}.yaml", kind, files[kind])
 
 
 def get_diffusion_model(name: str) -> DiffusionModelSpec:
-    try:
-        return diffusion_models()[name]
-    except KeyError:
-        raise ConfigError(f"unknown diffusion model {name!r}; allowed: {', '.join(diffusion_models())}") from None
+    return _lookup(diffusion_models(), name, "diffusion model")  # type: ignore[return-value]
 
 
 def assumed_efficiency_note(gpu: str) -> str | None:

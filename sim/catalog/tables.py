@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sim.catalog import DiffusionModelSpec, GPUSpec, LinkSpec, ModelSpec
+from sim.catalog import DiffusionModelSpec, GPUSpec, LinkSpec, ModelSpec, StorageSpec
 from sim.console import Table
 
-KINDS = ("models", "diffusion", "gpus", "links")
+KINDS = ("models", "diffusion", "gpus", "links", "storage")
 """The tables, in the order ``servesim catalog`` prints them."""
 
 
@@ -111,14 +111,26 @@ def link_table(links: Mapping[str, LinkSpec]) -> Table:
     return t
 
 
+def storage_table(stores: Mapping[str, StorageSpec]) -> Table:
+    """One row per weight store a cold-starting replica may read from."""
+    t = Table(title="Storage (autoscaling cold starts)")
+    for col in ("name", "storage", "GB/s", "source"):
+        t.add_column(col)
+    for k in stores.values():
+        t.add_row(k.name, k.display_name, f"{k.gb_s:g}", k.source)
+    return t
+
+
 def catalog_tables(
     what: str | None,
     models: Mapping[str, ModelSpec],
     pipelines: Mapping[str, DiffusionModelSpec],
     gpus: Mapping[str, GPUSpec],
     links: Mapping[str, LinkSpec] | None = None,
+    stores: Mapping[str, StorageSpec] | None = None,
 ) -> list[Table]:
-    """The tables ``what`` names (``models``, ``diffusion``, ``gpus`` or ``links``; None: all)."""
+    """The tables ``what`` names (``models``, ``diffusion``, ``gpus``, ``links`` or ``storage``;
+    None: all)."""
     if what is not None and what not in KINDS:
         raise ValueError(f"unknown catalog table {what!r}; allowed: {', '.join(KINDS)}")
     out = []
@@ -130,4 +142,6 @@ def catalog_tables(
         out.append(gpu_table(gpus))
     if what in (None, "links") and links is not None:
         out.append(link_table(links))
+    if what in (None, "storage") and stores is not None:
+        out.append(storage_table(stores))
     return out

@@ -1,4 +1,5 @@
-"""``servesim catalog``: the LLMs, diffusion pipelines, GPUs and links servesim knows."""
+"""``servesim catalog``: the LLMs, diffusion pipelines, GPUs, links and weight stores servesim
+knows."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from sim.console import stdout_console
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    cat = subparsers.add_parser("catalog", help="list the LLMs, diffusion pipelines, GPUs and links servesim knows")
+    cat = subparsers.add_parser(
+        "catalog", help="list the LLMs, diffusion pipelines, GPUs, links and storage servesim knows"
+    )
     cat.add_argument(
         "what",
         nargs="?",
-        choices=["models", "diffusion", "gpus", "links"],
+        choices=["models", "diffusion", "gpus", "links", "storage"],
         default=None,
-        help="one table (default: all four)",
+        help="one table (default: all five)",
     )
     cat.set_defaults(handler=run)
     return cat
@@ -28,7 +31,7 @@ def run(args) -> int:
 
     console = stdout_console()
     for table in catalog_tables(
-        args.what, catalog.models(), catalog.diffusion_models(), catalog.gpus(), catalog.links()
+        args.what, catalog.models(), catalog.diffusion_models(), catalog.gpus(), catalog.links(), catalog.storage()
     ):
         console.print(to_rich(table))
     return 0

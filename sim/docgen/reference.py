@@ -485,7 +485,7 @@ def catalog_page() -> str:
     from sim import catalog
     from sim.catalog.tables import catalog_tables
 
-    shipped = [catalog.shipped(kind) for kind in ("models", "diffusion_models", "gpus", "links")]
+    shipped = [catalog.shipped(kind) for kind in ("models", "diffusion_models", "gpus", "links", "storage")]
     parts = [header("the data files in `sim/catalog/data/`"), "# Catalog reference\n\n", CATALOG_INTRO]
     for t in catalog_tables(None, *shipped):
         parts.append(f"\n## {t.title}\n\n")

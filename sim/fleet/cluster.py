@@ -51,6 +51,10 @@ class ReplicationResult:
     """Their exact sum per class."""
     outages: list = field(default_factory=list)
     """[replica, down at, back up at or None] per replica failure."""
+    held: dict = field(default_factory=dict)
+    """Autoscaled replicas: [from, until] spans each was held (sim.metrics.recorder)."""
+    scaling: dict = field(default_factory=dict)
+    """Per autoscaled pool: its autoscaler's record (``Autoscaler.summary``)."""
 
 
 class _Feed:
@@ -319,6 +323,16 @@ def simulate(
         else:
             kind = DisaggregatedPool if p.disaggregation is not None else LLMPool
             pools[p.name] = kind(env, p, recorder, retry, base_dir, decode_spans)
+    scaled = []
+    for pool in pools.values():
+        if pool.cfg.autoscaling is not None:
+            from sim.fleet.autoscale import Autoscaler
+
+            slo = next(
+                (scenario.slo_for(c) for c in scenario.classes if c.pool == pool.cfg.name and scenario.slo_for(c)),
+                None,
+            )
+            scaled.append(Autoscaler(env, pool, recorder, slo))
     if streams is None:
         rngs = class_rngs(seed, len(scenario.classes))
         streams = [build_stream_for(scenario, c, rng, base_dir) for c, rng in zip(scenario.classes, rngs)]
@@ -359,9 +373,9 @@ def simulate(
         # Arrivals follow answers: the run ends when every user has stopped and the fleet is idle,
         # or the drain timeout after the last user stopped.
         until = None
-    if faulty or timeouts or closed:
-        # Failure cycles and deadlines never run out of events: stop when every request has
-        # finished, been rejected or failed (or at the drain timeout).
+    if faulty or timeouts or closed or scaled:
+        # Failure cycles, deadlines and autoscalers never run out of events: stop when every
+        # request has finished, been rejected or failed (or at the drain timeout).
         faults = fault_rng(seed)
         for p in faulty:
             _faults(env, p, faults, recorder)
@@ -405,8 +419,13 @@ def simulate(
     )
     if closed:
         last_arrival = max([last_arrival, *(f.last_arrival_s for f in closed)])
+    for spans in recorder.held.values():
+        if spans[-1][1] == float("inf"):
+            spans[-1][1] = float(env.now)
     itl = recorder.itl()
     return ReplicationResult(
+        held=recorder.held,
+        scaling={a.pool.cfg.name: a.summary() for a in scaled},
         outages=recorder.outages,
         itl_counts=itl.counts,
         itl_total_s=itl.total_s,

@@ -83,6 +83,11 @@ class DiffusionReplica:
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 
+    @property
+    def num_running(self) -> int:
+        """Requests in the batch being denoised (queue autoscaling counts the rest)."""
+        return len(self.running)
+
     def cancel(self, req: ImageRequest, reason: str) -> None:
         """Give up on a request whose deadline passed: a waiting one leaves the queue now; a
         running one stays in its batch until the batch ends (a static batch cannot shrink;

@@ -121,6 +121,8 @@ class Pool:
         self.on_idle: Callable[[], None] | None = None
         self.expired: dict[int, str] = {}
         """Requests whose deadline passed (by id), with the reason, so a retry is not tried."""
+        self.autoscaler = None
+        """The pool's ``sim.fleet.autoscale.Autoscaler`` when it scales."""
 
     @property
     def first_index(self) -> int:
@@ -134,8 +136,12 @@ class Pool:
 
     def route(self, req) -> None:
         up = self.up
+        if self.autoscaler is not None and self.autoscaler.watch:
+            self.autoscaler.routed(req)
         if not up:
             self.pending.append(req)
+            if self.autoscaler is not None:
+                self.autoscaler.wake()
             return
         up[self.router.select(up, req)].submit(req)
         if req.on_done is not None and req.status == RequestStatus.REJECTED:
@@ -268,7 +274,7 @@ class LLMPool(Pool):
         cpu_blocks = int(e.kv_offloading_size * 2**30 // (block_bytes * cfg.tensor_parallel_size))
         if swap_blocks or cpu_blocks:
             recorder.kv_tiers = True
-        for _ in range(cfg.replicas):
+        for _ in range(cfg.replicas_built):
             kv = KVCacheManager(self.budget.num_gpu_blocks, cfg.engine.block_size, prefix)
             if cpu_blocks:
                 kv.pool.cpu_tier = OrderedDict()
@@ -419,7 +425,7 @@ class DiffusionPool(Pool):
         )
         cost = build_diffusion_cost(cfg, base_dir)
         self._mem: dict[tuple, tuple[int, float]] = {}
-        for _ in range(cfg.replicas):
+        for _ in range(cfg.replicas_built):
             index = recorder.add_replica(cfg.name, max(1, int(self.mem_budget / MIB)), gpus, 1 / 1024, llm=False)
             self._adopt(
                 DiffusionReplica(env, index, DiffusionBatcher(batching, self.mem_budget), cost, recorder, batching)

@@ -402,6 +402,11 @@ class LLMReplica:
 
     # ------------------------------------------------------------------ timeouts and faults
 
+    @property
+    def num_running(self) -> int:
+        """Requests in the engine's running batch (queue autoscaling counts the rest)."""
+        return len(self.scheduler.running)
+
     def cancel(self, req: Request, reason: str) -> None:
         """Abandon a request (its deadline passed) at the next step boundary, as an engine
         processes aborts between steps; one that finishes in the step in flight is kept."""

@@ -80,6 +80,24 @@ class Recorder:
         self.replica_gpus: list[int] = []
         self.replica_unit_gib: list[float] = []
         self.replica_is_llm: list[bool] = []
+        self.held: dict[int, list[list[float]]] = {}
+        """Autoscaled replicas: [from, until (inf while held)] for every span the replica was
+        held (its GPUs billed); replicas of fixed pools are held throughout and not listed."""
+        self.busy_by_replica: list[float] | None = None
+        """Seconds each replica computed so far, kept only when an autoscaler reads it."""
+
+    def hold(self, replica: int, t: float) -> None:
+        """An autoscaled replica's GPUs are held (billed) from ``t``."""
+        self.held.setdefault(replica, []).append([t, float("inf")])
+
+    def release(self, replica: int, t: float) -> None:
+        """... and let go at ``t``."""
+        self.held[replica][-1][1] = t
+
+    def track_busy(self) -> None:
+        """Keep a running total of each replica's busy seconds (utilisation autoscaling)."""
+        if self.busy_by_replica is None:
+            self.busy_by_replica = [0.0] * len(self.replica_pool)
 
     # -- events
     def add_replica(self, pool: str, num_kv_blocks: int, num_gpus: int, unit_gib: float = 0.0, llm: bool = True) -> int:
@@ -117,6 +135,8 @@ class Recorder:
         """A replica computes for ``dur_s`` from ``t`` (``steps`` engine steps) with this
         state; every figure derived from busy periods is summed from these samples."""
         self._samples += _pack_sample(t, replica, running, waiting, kv_used, dur_s, steps)
+        if self.busy_by_replica is not None:
+            self.busy_by_replica[replica] += dur_s
 
     @property
     def replica_busy_s(self) -> list[float]:

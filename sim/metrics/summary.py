@@ -276,6 +276,10 @@ def summarize(
         rdf = requests[requests["replication"] == rep]
         reps = replicas[replicas["replication"] == rep]
         hours_by_pool = reps.groupby("pool", observed=True)["num_gpus"].sum() * (t1 - t0) / 3600
+        if "autoscaled" in reps and reps["autoscaled"].any():
+            # an autoscaled pool pays for the time its replicas were held, not for its most
+            held = reps[reps["autoscaled"]]
+            hours_by_pool.update((held["num_gpus"] * held["held_s"]).groupby(held["pool"], observed=True).sum() / 3600)
         leaves = rdf[rdf["kind"] != "pipeline"] if "kind" in rdf else rdf
         pool_gpu_s = (
             leaves.groupby("pool", observed=True)["gpu_s"].sum() if "pool" in leaves else pd.Series(dtype=float)

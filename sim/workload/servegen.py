@@ -190,10 +190,12 @@ def generate(
     start_s: float = 0.0,
     duration_s: float | None = None,
     max_requests: int | None = None,
+    rate_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(arrival seconds from ``start_s``, prompt tokens, output tokens) of the clients at
     ``path`` from ``start_s`` into their day for ``duration_s`` seconds (default: to the end of
-    the day; the day repeats if the span runs past it), sorted by arrival."""
+    the day; the day repeats if the span runs past it), sorted by arrival. ``rate_scale``
+    multiplies every window's rate (as many clients alike), keeping its CV."""
     clients = _clients(pathlib.Path(path))
     end = start_s + (duration_s if duration_s is not None else DAY_S - start_s % DAY_S)
     times, prompts, outputs = [], [], []
@@ -204,6 +206,8 @@ def generate(
             day0 = math.floor(t / DAY_S) * DAY_S
             idx = int(np.searchsorted(starts, t - day0, side="right")) - 1
             w = client.windows[max(idx, 0)]
+            if rate_scale != 1.0:
+                w = _Window(w.start_s, w.rate * rate_scale, w.cv, w.family)
             w_end = day0 + (
                 client.windows[idx + 1].start_s if idx + 1 < len(client.windows) else max(DAY_S, w.start_s + WINDOW_S)
             )

@@ -126,6 +126,7 @@ def load_trace(
         start_s=src.start_s,
         rng=rng,
         duration_s=span,
+        rate_scale=src.rate_scale or 1.0,
     )
     if src.target_rate is not None and len(trace) and trace.duration_s <= 0:
         raise TraceError(

@@ -207,6 +207,7 @@ def read_trace(
     start_s: float = 0.0,
     rng: np.random.Generator | None = None,
     duration_s: float | None = None,
+    rate_scale: float = 1.0,
 ) -> Trace:
     """Read a trace file of the given format.
 
@@ -216,7 +217,8 @@ def read_trace(
     ``hash_block_tokens`` is the number of prompt tokens each Mooncake hash id covers.
     ``options`` (:class:`sim.workload.readers.ReadOptions`) says how to read the user formats
     (burstgpt, csv, vllm-bench). A ``servegen`` stream is generated: from ``rng`` (default seed
-    0), ``start_s`` into the clients' day, for ``duration_s`` seconds (default: the rest of it).
+    0), ``start_s`` into the clients' day, for ``duration_s`` seconds (default: the rest of it),
+    each window's rate times ``rate_scale``.
     """
     from sim.workload.readers import ReadOptions, read_records
 
@@ -231,7 +233,7 @@ def read_trace(
         from sim.workload.servegen import generate
 
         rng = rng if rng is not None else np.random.default_rng(0)
-        arrival, prompt, output = generate(path, rng, start_s, duration_s, max_requests)
+        arrival, prompt, output = generate(path, rng, start_s, duration_s, max_requests, rate_scale)
         return Trace(arrival - arrival[0], prompt, output, None, None, pathlib.Path(path).name)
     _check_file(path)
 
