@@ -176,10 +176,25 @@ class Candidate:
     """Disaggregated: $ per replica-hour of the prefill side and of the decode side."""
 
     def cost(self, replicas: int | None) -> float | None:
-        return None if replicas is None else replicas * self.usd_per_replica_hour
+        """$ per hour at ``replicas``; an autoscaled pool's at ``replicas`` most: the replicas
+        it held on average, as simulated."""
+        if replicas is None:
+            return None
+        if self.pool is not None and self.pool.autoscaling is not None:
+            held = next((e.get("replicas_held") for e in self.evaluations if e["replicas"] == replicas), None)
+            if held is not None:
+                return held * self.usd_per_replica_hour
+        return replicas * self.usd_per_replica_hour
 
     def fleet(self, n: int) -> tuple[PoolConfig, ...]:
-        """The pools at ``n`` replicas (disaggregated: ``n`` units; the prefill pool first)."""
+        """The pools at ``n`` replicas (disaggregated: ``n`` units; the prefill pool first); an
+        autoscaled pool at ``n`` replicas most (its least kept, or ``n`` if fewer)."""
+        if self.ratio is None and self.pool.autoscaling is not None:
+            a = self.pool.autoscaling
+            low = min(a.min_replicas, n)
+            scaling = a.model_copy(update={"max_replicas": n, "min_replicas": low})
+            start = min(n, max(low, self.pool.replicas, 1))
+            return (self.pool.model_copy(update={"replicas": start, "autoscaling": scaling}),)
         if self.ratio is None:
             return (self.pool.model_copy(update={"replicas": n}),)
         p, d = self.ratio
@@ -238,6 +253,8 @@ def candidates(scenario: Scenario, problem: Problem) -> list[Candidate]:
                         cand.status, cand.reason = "rejected", f"invalid variant: {exc}"
                     else:
                         cand.usd_per_replica_hour = cand.pool.tensor_parallel_size * gpu_price(plan, cand.pool, base)
+                        if cand.pool.autoscaling is not None:
+                            label["autoscale_min"] = cand.pool.autoscaling.min_replicas
                     if problem.prefill is not None:
                         out += _disaggregated(plan, problem, cand)
                         continue
@@ -488,10 +505,17 @@ class Evaluator:
 
     def key(self, fleet: tuple[PoolConfig, ...], classes: tuple[int, ...], rep: int) -> str:
         pools = [p.model_dump(mode="json") for p in fleet]
+        sc = self.scenario
+        # The workload itself, not only the classes' numbers: a plan resumed into the same folder
+        # after the scenario's classes (or its own catalog entries) changed must not reuse results.
+        workload = [sc.classes[i].model_dump(mode="json") for i in classes]
+        if sc.catalog is not None:
+            workload.append(sc.catalog.model_dump(mode="json"))
         text = json.dumps(
             [
                 pools[0] if len(pools) == 1 else pools,
                 classes,
+                workload,
                 asdict(self.settings) | {"replications": 0, "max_replications": 0},
                 rep,
                 __version__,
@@ -519,6 +543,8 @@ class Evaluator:
             "key": key,
             "wall_s": round(time.perf_counter() - t0, 4),
         }
+        if result.scaling:
+            record["replicas_held"] = replicas_held(result, sub.warmup_s, self.window_end(rep))
         self.simulated += 1
         self.cache[key] = record
         self.new.append(record)
@@ -538,7 +564,19 @@ class Evaluator:
             reps.append(self.replication(fleet, classes, checks, len(reps)))
             verdict = decide(checks, reps)
         rejected = {c: float(np.mean([r["rejected"][c] for r in reps])) for c in reps[0]["rejected"]}
-        return {"replicas": n, "replications": len(reps), **verdict, "rejected": rejected}
+        out = {"replicas": n, "replications": len(reps), **verdict, "rejected": rejected}
+        if "replicas_held" in reps[0]:
+            out["replicas_held"] = float(np.mean([r["replicas_held"] for r in reps]))
+        return out
+
+
+def replicas_held(result, t0: float, t1: float) -> float:
+    """Replicas an autoscaled fleet held on average from ``t0`` to ``t1`` (all its autoscaled
+    pools together; a plan's fleet has one)."""
+    pools = set(result.scaling)
+    rows = result.replicas[result.replicas["pool"].isin(pools)]
+    total = sum(max(0.0, min(b, t1) - max(a, t0)) for i in rows["replica"] for a, b in result.held.get(int(i), []))
+    return total / (t1 - t0) if t1 > t0 else 0.0
 
 
 def deterministic(scenario: Scenario, fleet: tuple[PoolConfig, ...], classes: tuple[int, ...]) -> bool:
@@ -1023,8 +1061,11 @@ def describe(label: dict) -> str:
 
 
 def count_text(label: dict, n: int) -> str:
-    """``n`` replicas, or for a disaggregated pair ``n`` units and the replicas they make."""
+    """``n`` replicas, or for a disaggregated pair ``n`` units and the replicas they make, or
+    for an autoscaled pool its bounds."""
     ratio = label.get("pd_ratio")
+    if label.get("autoscale_min") is not None:
+        return f"autoscaled {min(label['autoscale_min'], n)}-{n} replicas"
     if ratio is None:
         return _n(n, "replica")
     p, d = parse_pd_ratio(ratio)
@@ -1035,6 +1076,14 @@ def _pick(c: Candidate, pool: str, n: int) -> dict:
     """A pool's choice at ``n`` (replicas, or units of a disaggregated pair): its label, its
     replicas and GPUs, and for a pair the prefill side's."""
     out = {"pool": pool, **c.label, "replicas": n, "gpus": n * c.label["tensor_parallel_size"]}
+    if c.pool is not None and c.pool.autoscaling is not None:
+        scaled = c.fleet(n)[0]
+        held = next((e.get("replicas_held") for e in c.evaluations if e["replicas"] == n), None)
+        out["autoscaling"] = {
+            "min_replicas": scaled.autoscaling.min_replicas,
+            "max_replicas": n,
+            "replicas_held": held,
+        }
     if c.ratio is not None:
         p, d = c.ratio
         tp_p, tp_d = c.prefill.tensor_parallel_size, c.pool.tensor_parallel_size
@@ -1190,8 +1239,11 @@ def fleet_scenario(result: PlanResult) -> dict[str, Any]:
             pre["replicas"] = pick["prefill"]["replicas"]
             pre["price_per_gpu_hour"] = c.side_usd[0] / c.prefill.tensor_parallel_size
             pools.append(pre)
-        d = c.pool.model_dump(mode="json", exclude_unset=True)
-        d["replicas"] = pick["replicas"]
+        if c.pool.autoscaling is not None:
+            d = c.fleet(pick["replicas"])[0].model_dump(mode="json", exclude_unset=True)
+        else:
+            d = c.pool.model_dump(mode="json", exclude_unset=True)
+            d["replicas"] = pick["replicas"]
         d["price_per_gpu_hour"] = (c.side_usd[1] if c.ratio else c.usd_per_replica_hour) / c.pool.tensor_parallel_size
         pools.append(d)
         for i in prob.classes:
@@ -1317,7 +1369,7 @@ def plan_blocks(plan: dict) -> list:
                 p["gpu"],
                 str(p["tensor_parallel_size"]),
                 knobs,
-                str(p["replicas"]),
+                _replicas_text(p),
                 f"{cost:,.2f}",
                 _pct(p["margin"]),
                 fewer,
@@ -1363,7 +1415,11 @@ def plan_blocks(plan: dict) -> list:
             c["status"],
             "-"
             if c.get("replicas") is None
-            else (count_text(c, c["replicas"]) if c.get("pd_ratio") else str(c["replicas"])),
+            else (
+                count_text(c, c["replicas"])
+                if c.get("pd_ratio") or c.get("autoscale_min") is not None
+                else str(c["replicas"])
+            ),
             "-" if cost is None else f"{cost:,.2f}",
             "-" if c.get("margin") is None else _pct(c["margin"]),
             c.get("reason") or "",
@@ -1377,6 +1433,15 @@ def plan_blocks(plan: dict) -> list:
         )
     )
     return out
+
+
+def _replicas_text(p: dict) -> str:
+    """A chosen pool's replicas; an autoscaled one's bounds and the replicas it held."""
+    a = p.get("autoscaling")
+    if a is None:
+        return str(p["replicas"])
+    held = "" if a["replicas_held"] is None else f" ({a['replicas_held']:.2f} held)"
+    return f"{a['min_replicas']}-{a['max_replicas']}{held}"
 
 
 def _pct(margin: float) -> str:

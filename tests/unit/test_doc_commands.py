@@ -47,6 +47,8 @@ SLOW_LINES = {
     "run scenarios/quickstart.yaml -o results/qs --set pools.chat.replicas=4 --replications 5",  # 4.5 s
     "run scenarios/faults_retry.yaml",  # 2.8 s, the simulation the tutorial's `-o results/faults` runs by default
     "run scenarios/quickstart.yaml --set pools.chat.engine.scheduler=static -o results/static",  # 4 s
+    "run scenarios/autoscaling_diurnal.yaml",  # 45 s: a whole day of a ServeGen client, 1.07 M requests
+    "run scenarios/moe_expert_parallel.yaml",  # 6 s
 }
 """Other commands left to ``make docs-check`` (their arguments after ``servesim``, as written), so
 that the default run stays within about a minute on 2 cores."""

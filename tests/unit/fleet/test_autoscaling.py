@@ -237,3 +237,56 @@ def test_utilisation_and_queue_metrics():
 def test_autoscaling_settings_that_cannot_work_are_refused(scaling, extra, message):
     with pytest.raises(ValidationError, match=message):
         PoolConfig(name="p", model="llama-3-8b", gpu="h100-sxm", autoscaling=scaling, **extra)
+
+
+def test_plan_chooses_the_most_replicas_and_bills_the_replicas_held(tmp_path):
+    """A plan over an autoscaled pool searches its max_replicas and prices each count at the
+    replicas the simulation held on average (GPU-hours actually held), beside the same pool
+    fixed (a variant without autoscaling): the answer is the cheaper of the two by that
+    measure, and its fleet file keeps the bounds."""
+    from sim.plan import fleet_scenario, plan_fleet
+
+    raw = _scenario(
+        {
+            "replicas": 1,
+            "autoscaling": {
+                "min_replicas": 1,
+                "max_replicas": 8,
+                "target": 16,
+                "window_s": 30,
+                "scale_down_delay_s": 60,
+                "cold_start": {"cold_start_s": 20},
+            },
+        },
+        {"process": "piecewise", "interpolation": "linear", "points": [[0, 2], [450, 100], [900, 2]]},
+        duration_s=900,
+        slo={"ttft_s": 2.0, "percentile": 95},
+    )
+    raw["classes"][0]["output_tokens"] = {"dist": "fixed", "value": 200}
+    raw["plan"] = {
+        "replications": 2,
+        "max_replications": 3,
+        "max_replicas": 6,
+        "pools": {"p": {"variants": [{}, {"autoscaling": None}]}},
+    }
+    sc = parse_scenario(raw)
+    result = plan_fleet(sc, tmp_path, out_dir=tmp_path, workers=1)
+    scaled, fixed = result.candidates[next(iter(result.candidates))]
+    assert scaled.pool.autoscaling is not None and fixed.pool.autoscaling is None
+    assert scaled.status == "chosen"
+    for e in scaled.evaluations:
+        assert 1 <= e["replicas_held"] <= e["replicas"]
+        assert scaled.cost(e["replicas"]) == pytest.approx(e["replicas_held"] * scaled.usd_per_replica_hour)
+    assert scaled.cost(scaled.replicas) < scaled.replicas * scaled.usd_per_replica_hour  # not billed at its most
+    # The fixed pool needs as many replicas all the time; the search stops once it cannot be cheaper.
+    if fixed.status == "feasible":
+        assert fixed.cost(fixed.replicas) >= scaled.cost(scaled.replicas)
+    else:
+        assert "cheapest found so far" in fixed.reason
+    a = result.answer
+    assert a["cost_per_hour"] == pytest.approx(scaled.cost(scaled.replicas))
+    assert a["pools"][0]["autoscaling"]["replicas_held"] == pytest.approx(
+        scaled.cost(scaled.replicas) / scaled.usd_per_replica_hour
+    )
+    pool = parse_scenario(fleet_scenario(result)).pools[0]
+    assert pool.autoscaling.max_replicas == a["pools"][0]["replicas"] == scaled.replicas
