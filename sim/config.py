@@ -1124,6 +1124,35 @@ class Autoscaling(Strict):
         return self
 
 
+class Colocation(Strict):
+    """This pool's replicas run on another pool's GPUs: replica i of this pool shares the GPUs
+    of replica i of ``pool`` (an LLM beside a diffusion model, or two LLMs). Memory is
+    partitioned; compute is either time-sliced (CUDA's default between processes) or split by
+    MIG into fixed slices."""
+
+    pool: str
+    """The pool whose GPUs this one shares (same GPU type, replicas and GPUs per replica)."""
+    mode: Literal["time_slice", "mig"] = "time_slice"
+    """``time_slice``: each model runs on the whole GPU while the other waits; a step is
+    slowed by the other's load: its time × (1 + the other replica's busy fraction over the
+    last ``window_s``), the mean-field form of two processes sharing a processor in turns.
+    ``mig``: Multi-Instance GPU slices; each model sees a smaller GPU (``compute_fraction`` of
+    the compute and bandwidth, ``memory_fraction`` of the memory) and nothing of the other."""
+    memory_fraction: Float = Field(gt=0, lt=1)
+    """This pool's share of each GPU's memory (the other pool gets the rest): weights,
+    activations and KV cache or latents must fit in it."""
+    compute_fraction: Float | None = Field(default=None, gt=0, lt=1)
+    """``mig``: this pool's share of the GPU's compute and memory bandwidth, as MIG slices give it
+    (on an H100, 3g.40gb is 3/7 of the compute and 4/8 of the memory); default: the memory
+    fraction."""
+    window_s: Float = Field(default=5.0, gt=0, le=3600)
+    """``time_slice``: the span over which the other replica's busy fraction is measured."""
+
+    @property
+    def compute_share(self) -> float:
+        return self.compute_fraction if self.compute_fraction is not None else self.memory_fraction
+
+
 class RooflineCost(Strict):
     """The default cost model: step time from FLOPs and bytes against the GPU's peaks, scaled by
     efficiency factors (docs/explanation/how-the-model-works.md). For a diffusion pool the same
@@ -1310,6 +1339,9 @@ class PoolConfig(Strict):
     autoscaling: Autoscaling | None = None
     """Replicas added and removed with the load, each new one after a cold start; ``null``: a
     fixed ``replicas``."""
+    colocation: Colocation | None = None
+    """This pool's replicas share another pool's GPUs (memory partitioned, compute time-sliced
+    or MIG-split); ``null``: its own GPUs."""
 
     @property
     def replicas_built(self) -> int:
@@ -1475,6 +1507,14 @@ class PlanPoolSpace(Strict):
             if name not in known:
                 raise ValueError(f"unknown model {name!r}; allowed: {', '.join(known)}")
         return names
+
+
+def _other_pool(pools: dict[str, PoolConfig], me: str, name: str, where: str) -> PoolConfig:
+    """The pool ``name`` that pool ``me`` refers to at ``where``; it must be another one."""
+    if name not in pools or name == me:
+        others = [p for p in pools if p != me]
+        raise ValueError(f"{where}: {name!r} is not another pool; pools: {', '.join(others)}")
+    return pools[name]
 
 
 DEFAULT_PD_RATIOS = ["3:1", "2:1", "1:1", "1:2", "1:3"]
@@ -1783,6 +1823,7 @@ class Scenario(Strict):
                         f"{pool.replicas} replica(s) (indices 0-{pool.replicas - 1})"
                     )
         self._check_disaggregation(pools)
+        self._check_colocation(pools)
         for c in self.classes:
             # a class none of whose requests could ever fit its pool serves nothing: say so now
             if (
@@ -1806,16 +1847,48 @@ class Scenario(Strict):
             self._check_plan(pools)
         return self
 
+    def _check_colocation(self, pools: dict[str, PoolConfig]) -> None:
+        hosts: dict[str, str] = {}
+        for g in self.pools:
+            if g.colocation is None:
+                continue
+            where = f"pools.{g.name}.colocation"
+            name = g.colocation.pool
+            h = _other_pool(pools, g.name, name, f"{where}.pool")
+            if h.colocation is not None or name in hosts:
+                raise ValueError(f"{where}.pool: {name!r} already shares its GPUs; two pools share a GPU at most")
+            hosts[name] = g.name
+            for field_ in ("gpu", "replicas", "tensor_parallel_size"):
+                if getattr(h, field_) != getattr(g, field_):
+                    raise ValueError(
+                        f"{where}: {field_} is {getattr(g, field_)!r} here and {getattr(h, field_)!r} on {name!r}: "
+                        "pools sharing GPUs must match in gpu, replicas and tensor_parallel_size"
+                    )
+            for pool in (h, g):
+                if (
+                    pool.autoscaling
+                    or pool.effective_faults
+                    or pool.disaggregation
+                    or pool.cost_model.kind != "roofline"
+                ):
+                    raise ValueError(
+                        f"{where}: pool {pool.name!r} sharing GPUs must use the roofline cost model and have no "
+                        "autoscaling, faults, spot capacity or disaggregation (not modelled together)"
+                    )
+            if any(
+                p.disaggregation is not None and p.disaggregation.prefill_pool in (name, g.name) for p in self.pools
+            ):
+                raise ValueError(f"{where}: a pool sharing GPUs cannot prefill for a disaggregated pool")
+        if hosts and self.plan is not None:
+            raise ValueError("plan: pools sharing GPUs (colocation) cannot be planned yet; run them")
+
     def _check_disaggregation(self, pools: dict[str, PoolConfig]) -> None:
         for d in self.pools:
             if d.disaggregation is None:
                 continue
             where = f"pools.{d.name}.disaggregation"
             name = d.disaggregation.prefill_pool
-            if name not in pools or name == d.name:
-                others = [p for p in pools if p != d.name]
-                raise ValueError(f"{where}.prefill_pool: {name!r} is not another pool; pools: {', '.join(others)}")
-            p = pools[name]
+            p = _other_pool(pools, d.name, name, f"{where}.prefill_pool")
             why = disaggregation_mismatch(p, d)
             if why:
                 raise ValueError(f"{where}: {why}")

@@ -102,11 +102,13 @@ def preflight(scenario: Scenario, base_dir: Path, read_traces: bool = False) -> 
     model that does not fit its GPU, a trace or a profile missing or not matching its pool, an
     image shape its model cannot generate. ``read_traces`` also reads every trace as the run
     will (a run reads them anyway, and fails there with the same message)."""
+    from sim.fleet.sharing import shares
     from sim.workload.images import check_image_shapes
     from sim.workload.stream import read_trace_files
 
+    gpu_shares = shares(scenario.pools)
     for pool in scenario.pools:
-        check_pool_fits(pool)
+        check_pool_fits(pool, gpu_shares.get(pool.name))
     check_trace_files(scenario, base_dir)
     if read_traces:
         read_trace_files(scenario, base_dir)
@@ -153,6 +155,19 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
             summary["pools"][p.name]["disaggregation"] = _transfer_stats(p, requests, scenario.warmup_s)
         if p.autoscaling is not None:
             summary["pools"][p.name]["autoscaling"] = _scaling_stats(p, replicas_df, reps, windows)
+    for guest in scenario.pools:
+        c = guest.colocation
+        if c is not None:
+            for name, mem, comp in (
+                (guest.name, c.memory_fraction, c.compute_share),
+                (c.pool, 1 - c.memory_fraction, 1 - c.compute_share),
+            ):
+                summary["pools"][name]["colocation"] = {
+                    "with": c.pool if name == guest.name else guest.name,
+                    "mode": c.mode,
+                    "memory_fraction": mem,
+                    "compute_fraction": comp if c.mode == "mig" else None,
+                }
     summary["conservation"] = conservation(requests)
     summary["simulation"] = {
         "wall_s": sum(r.wall_s for r in reps),
@@ -430,6 +445,14 @@ def _pool_line(name: str, pool: dict) -> str:
 
 
 def _scaling_line(pool: dict) -> str:
+    """What a pool line adds for an autoscaled pool, or one sharing its GPUs."""
+    c = pool.get("colocation")
+    if c is not None:
+        part = f"{c['memory_fraction']:.0%} of the memory"
+        if c["compute_fraction"] is not None:
+            part += f" and {c['compute_fraction']:.0%} of the compute"
+        mode = "MIG slices" if c["mode"] == "mig" else "time-sliced"
+        return f"; shares its GPUs with {c['with']} ({mode}: {part})"
     a = pool.get("autoscaling")
     if a is None:
         return ""

@@ -14,7 +14,9 @@ from sim.diffusion.cost import DiffusionConstantCost, DiffusionRooflineCost
 from sim.errors import ConfigError
 
 
-def build_cost_model(pool: PoolConfig, base_dir: Path | None = None) -> CostModel:
+def build_cost_model(pool: PoolConfig, base_dir: Path | None = None, gpu=None) -> CostModel:
+    """``gpu``: the GPU the pool sees (a share of one, sim.fleet.sharing); default its catalog
+    GPU."""
     cm = pool.cost_model
     if isinstance(cm, ConstantCost):
         return ConstantCostModel(cm.step_s, cm.prefill_token_s, cm.decode_seq_s)
@@ -22,7 +24,7 @@ def build_cost_model(pool: PoolConfig, base_dir: Path | None = None) -> CostMode
         return ProfileCostModel(pool_profile(pool, base_dir))
     return RooflineCostModel(
         catalog.get_model(pool.model),
-        catalog.get_gpu(pool.gpu),
+        gpu or catalog.get_gpu(pool.gpu),
         tp=pool.tensor_parallel_size,
         weight_bytes=pool.engine.weight_bytes_per_elem,
         kv_bytes=pool.engine.kv_bytes_per_elem,
@@ -72,7 +74,7 @@ class DraftCost:
         return max(0.0, self.roofline.step_s(shape) - self.host_step_s) if shape.num_tokens else 0.0
 
 
-def build_diffusion_cost(pool: PoolConfig, base_dir: Path | None = None):
+def build_diffusion_cost(pool: PoolConfig, base_dir: Path | None = None, gpu=None):
     cm = pool.cost_model
     if isinstance(cm, ConstantCost):
         return DiffusionConstantCost(cm.step_s, cm.per_row_s, cm.text_encode_s, cm.vae_decode_s)
@@ -80,7 +82,7 @@ def build_diffusion_cost(pool: PoolConfig, base_dir: Path | None = None):
         return DiffusionProfileCost(pool_profile(pool, base_dir))
     return DiffusionRooflineCost(
         catalog.get_diffusion_model(pool.model),
-        catalog.get_gpu(pool.gpu),
+        gpu or catalog.get_gpu(pool.gpu),
         compute_efficiency=cm.compute_efficiency,
         bandwidth_efficiency=cm.bandwidth_efficiency,
         execution=cm.execution,

@@ -22,6 +22,7 @@ import pandas as pd
 from sim.config import Scenario
 from sim.fleet.pipeline import PipelineRequest, PipelineStream, build_pipeline_stream
 from sim.fleet.pools import DiffusionPool, DisaggregatedPool, LLMPool, Pool
+from sim.fleet.sharing import shares, time_slice
 from sim.fleet.timers import Environment
 from sim.llm.request import Request
 from sim.metrics.recorder import Recorder
@@ -317,12 +318,17 @@ def simulate(
     recorder = Recorder([c.name for c in scenario.classes], scenario.warmup_s)
     retry = {i: c.retry for i, c in enumerate(scenario.classes)}
     pools: dict[str, Pool] = {}
+    gpu_shares = shares(scenario.pools)
     for p in scenario.pools:
+        share = gpu_shares.get(p.name)
         if p.is_diffusion:
-            pools[p.name] = DiffusionPool(env, p, recorder, retry, base_dir)
+            pools[p.name] = DiffusionPool(env, p, recorder, retry, base_dir, share=share)
         else:
             kind = DisaggregatedPool if p.disaggregation is not None else LLMPool
-            pools[p.name] = kind(env, p, recorder, retry, base_dir, decode_spans)
+            pools[p.name] = kind(env, p, recorder, retry, base_dir, decode_spans, share=share)
+    for p in scenario.pools:
+        if p.colocation is not None and p.colocation.mode == "time_slice":
+            time_slice(env, recorder, pools[p.colocation.pool], pools[p.name], p.colocation.window_s)
     scaled = []
     for pool in pools.values():
         if pool.cfg.autoscaling is not None:

@@ -21,6 +21,7 @@ from sim.diffusion.request import ImageRequest
 from sim.fleet.diffusion_replica import MIB, DiffusionReplica
 from sim.fleet.replica import LLMReplica
 from sim.fleet.router import make_router
+from sim.fleet.sharing import Share, shared_gpu
 from sim.llm.kv_cache import KVCacheManager
 from sim.llm.memory import KVBudget, kv_budget
 from sim.llm.request import Request
@@ -30,21 +31,24 @@ from sim.metrics.recorder import Recorder
 from sim.status import RequestStatus
 
 
-def pool_kv_budget(pool: PoolConfig) -> KVBudget:
-    return kv_budget(catalog.get_model(pool.model), catalog.get_gpu(pool.gpu), pool.engine, pool.tensor_parallel_size)
+def pool_kv_budget(pool: PoolConfig, share: Share | None = None) -> KVBudget:
+    """The pool's KV blocks per replica (``share``: its side of GPUs it shares)."""
+    gpu = shared_gpu(catalog.get_gpu(pool.gpu), share)
+    return kv_budget(catalog.get_model(pool.model), gpu, pool.engine, pool.tensor_parallel_size)
 
 
-def check_pool_fits(pool: PoolConfig) -> None:
-    """Raise ConfigError (one line) if the pool's model does not fit its GPU."""
+def check_pool_fits(pool: PoolConfig, share: Share | None = None) -> None:
+    """Raise ConfigError (one line) if the pool's model does not fit its GPU (or its share of
+    one)."""
     if pool.is_diffusion:
         diffusion_memory_budget(
             catalog.get_diffusion_model(pool.model),
-            catalog.get_gpu(pool.gpu),
+            shared_gpu(catalog.get_gpu(pool.gpu), share),
             pool.diffusion.gpu_memory_utilization,
             pool.diffusion.dtype,
         )
     else:
-        pool_kv_budget(pool)
+        pool_kv_budget(pool, share)
 
 
 def scheduler_config(pool: PoolConfig) -> SchedulerConfig:
@@ -249,10 +253,13 @@ class LLMPool(Pool):
         retry: dict[int, RetryPolicy],
         base_dir: Path | None = None,
         decode_spans: bool = True,
+        share: Share | None = None,
     ):
         super().__init__(env, cfg, recorder, retry)
-        self.budget = pool_kv_budget(cfg)
-        cost = build_cost_model(cfg, base_dir)
+        self.budget = pool_kv_budget(cfg, share)
+        cost = build_cost_model(cfg, base_dir, shared_gpu(catalog.get_gpu(cfg.gpu), share) if share else None)
+        # GPUs billed per replica (a share of GPUs shared with another pool)
+        gpus = cfg.tensor_parallel_size if share is None else cfg.tensor_parallel_size * share.billed
         sched_cfg = scheduler_config(cfg)
         sched_cls = StaticBatchScheduler if cfg.engine.scheduler == "static" else Scheduler
         prefix = cfg.engine.enable_prefix_caching and cfg.engine.scheduler == "continuous"
@@ -279,11 +286,11 @@ class LLMPool(Pool):
             if cpu_blocks:
                 kv.pool.cpu_tier = OrderedDict()
                 kv.pool.cpu_capacity = cpu_blocks
-            index = recorder.add_replica(cfg.name, self.budget.num_gpu_blocks, cfg.tensor_parallel_size, block_gib)
+            index = recorder.add_replica(cfg.name, self.budget.num_gpu_blocks, gpus, block_gib)
             sched = sched_cls(sched_cfg, kv)
             if swap_blocks:
                 sched.swap_capacity_blocks = swap_blocks
-            rep = LLMReplica(env, index, sched, cost, recorder, cfg.tensor_parallel_size, decode_spans)
+            rep = LLMReplica(env, index, sched, cost, recorder, gpus, decode_spans)
             rep.host_s_per_token = host_s_per_token
             self._adopt(rep)
         if cfg.engine.speculative is not None:
@@ -412,18 +419,26 @@ class _Transfer:
 
 class DiffusionPool(Pool):
     def __init__(
-        self, env, cfg: PoolConfig, recorder: Recorder, retry: dict[int, RetryPolicy], base_dir: Path | None = None
+        self,
+        env,
+        cfg: PoolConfig,
+        recorder: Recorder,
+        retry: dict[int, RetryPolicy],
+        base_dir: Path | None = None,
+        share: Share | None = None,
     ):
         super().__init__(env, cfg, recorder, retry)
         self.spec = catalog.get_diffusion_model(cfg.model)
-        gpu = catalog.get_gpu(cfg.gpu)
+        gpu = shared_gpu(catalog.get_gpu(cfg.gpu), share)
         batching = cfg.diffusion
         # Over several GPUs each holds the whole denoiser and its share of the requests' memory.
         gpus = cfg.tensor_parallel_size
         self.mem_budget = gpus * diffusion_memory_budget(
             self.spec, gpu, batching.gpu_memory_utilization, batching.dtype
         )
-        cost = build_diffusion_cost(cfg, base_dir)
+        cost = build_diffusion_cost(cfg, base_dir, gpu if share else None)
+        if share is not None:
+            gpus = gpus * share.billed  # billed: its share of the GPUs it shares
         self._mem: dict[tuple, tuple[int, float]] = {}
         for _ in range(cfg.replicas_built):
             index = recorder.add_replica(cfg.name, max(1, int(self.mem_budget / MIB)), gpus, 1 / 1024, llm=False)
