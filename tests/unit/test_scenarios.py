@@ -29,7 +29,7 @@ def test_shipped_scenario_runs_from_the_cli(path, tmp_path, skip_without_traces)
         "--replications",
         "1",
         "--set",
-        "duration_s=240",
+        "duration_s=120",
         "--set",
         "warmup_s=20",
     ]
