@@ -260,21 +260,28 @@ def capacity_gpu_s(result) -> np.ndarray:
     if not text.any():
         return out
     pool_of = leaf["pool"].astype(str).to_numpy()
+    from sim import catalog
+    from sim.fleet.sharing import shared_gpu, shares
+
+    gpu_shares = shares(result.scenario.pools)
     for name in dict.fromkeys(pool_of[text]):
         pool = pools[name]
+        share = gpu_shares.get(name)  # a pool sharing its GPUs: its side of them
         mine = text & (pool_of == name)
         rows = leaf[mine]
         prompt = rows["prompt_tokens"].to_numpy(float)
         output = rows["output_tokens"].to_numpy(float)
         full = text_capacity(
             pool,
-            build_cost_model(pool, result.base_dir),
+            build_cost_model(pool, result.base_dir, shared_gpu(catalog.get_gpu(pool.gpu), share) if share else None),
             float(np.mean(prompt + output)),
             float(np.mean(prompt + output / 2)),
+            share,
         )
         computed = np.clip(prompt - rows["cached_tokens"].to_numpy(float), 0, None)
         generated = rows["generated_tokens"].to_numpy(float)
-        out[mine] = full.request_s(computed, generated) * pool.tensor_parallel_size
+        gpus = pool.tensor_parallel_size if share is None else pool.tensor_parallel_size * share.billed
+        out[mine] = full.request_s(computed, generated) * gpus
     return out
 
 

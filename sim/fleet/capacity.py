@@ -45,13 +45,14 @@ class TextCapacity:
         return prompt_tokens * self.prefill_token_s + output_tokens * self.decode_token_s
 
 
-def text_capacity(pool: PoolConfig, cost, mean_tokens: float, mean_context: float) -> TextCapacity:
+def text_capacity(pool: PoolConfig, cost, mean_tokens: float, mean_context: float, share=None) -> TextCapacity:
     """The pool's ``TextCapacity`` for requests of ``mean_tokens`` prompt + output tokens whose
-    decode reads ``mean_context`` tokens on average; ``cost`` is the pool's step cost model."""
+    decode reads ``mean_context`` tokens on average; ``cost`` is the pool's step cost model
+    (``share``: its side of GPUs it shares with another pool, sim.fleet.sharing)."""
     from sim.fleet.pools import pool_kv_budget, scheduler_config
 
     e = scheduler_config(pool)  # the replica's limits (data-parallel attention groups together)
-    kv_tokens = pool_kv_budget(pool).capacity_tokens
+    kv_tokens = pool_kv_budget(pool, share).capacity_tokens
     batch = int(max(1, min(e.max_num_seqs, kv_tokens // max(1.0, mean_tokens))))
     dec = StepShape(num_seqs=batch, num_tokens=batch, num_decode=batch, decode_ctx_sum=int(batch * mean_context))
     t_dec = cost.step_s(dec)
