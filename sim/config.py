@@ -1889,6 +1889,10 @@ class Scenario(Strict):
             where = f"pools.{d.name}.disaggregation"
             name = d.disaggregation.prefill_pool
             p = _other_pool(pools, d.name, name, f"{where}.prefill_pool")
+            if p.autoscaling is not None:
+                raise ValueError(
+                    f"{where}: autoscaling the prefill pool {name!r} is not modelled; remove its autoscaling"
+                )
             why = disaggregation_mismatch(p, d)
             if why:
                 raise ValueError(f"{where}: {why}")

@@ -215,7 +215,9 @@ class Autoscaler:
         self._latencies.append((self.env.now, latency))
 
     def summary(self) -> dict:
-        """What the run's summary keeps of this autoscaler."""
+        """What the run's summary keeps of this autoscaler: ``scale_ups`` counts cold starts,
+        ``scale_downs`` replicas asked to leave (one taken back while draining starts nothing,
+        so there may be more of these)."""
         return {
             "cold_start_s": self.cold_s,
             "cold_start_parts_s": cold_start_parts(self.pool.cfg),

@@ -7,6 +7,7 @@ scale-down only to the highest wish of the stabilisation window)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,3 +291,17 @@ def test_plan_chooses_the_most_replicas_and_bills_the_replicas_held(tmp_path):
     )
     pool = parse_scenario(fleet_scenario(result)).pools[0]
     assert pool.autoscaling.max_replicas == a["pools"][0]["replicas"] == scaled.replicas
+
+
+def test_an_autoscaled_prefill_pool_is_refused():
+    import yaml
+
+    from sim.errors import ConfigError
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[3] / "scenarios/pd_disaggregation.yaml").read_text())
+    prefill = {p["disaggregation"]["prefill_pool"] for p in raw["pools"] if p.get("disaggregation")}
+    for p in raw["pools"]:
+        if p["name"] in prefill:
+            p["autoscaling"] = {"min_replicas": 1, "max_replicas": 8, "target": 8}
+    with pytest.raises(ConfigError, match="autoscaling the prefill pool"):
+        parse_scenario(raw)
