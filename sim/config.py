@@ -1276,6 +1276,11 @@ class Disaggregation(Strict):
         return self.latency_s if self.latency_s is not None else catalog.get_link(self.link).latency_s
 
 
+#: GPUs joined by NVLink in one server (HGX/DGX H100, H200, B200): expert parallelism's
+#: all-to-all is modelled within one.
+GPUS_PER_NODE = 8
+
+
 class PoolConfig(Strict):
     """``replicas`` identical replicas of one model on one GPU type, behind one router. A
     replica of an LLM is one vLLM engine, set by ``engine``; a replica of a diffusion model (a
@@ -1431,6 +1436,11 @@ class PoolConfig(Strict):
             raise ValueError(f"engine.{what} is for mixture-of-experts models; {self.model} is dense")
         if tp % dp:
             raise ValueError(f"engine.attention_data_parallel {dp} must divide tensor_parallel_size {tp}")
+        if e.expert_parallel and tp > GPUS_PER_NODE:
+            raise ValueError(
+                f"engine.expert_parallel over tensor_parallel_size {tp}: expert parallelism across nodes (its all-to-all "
+                f"over the network) is not modelled; one {GPUS_PER_NODE}-GPU NVLink node at most"
+            )
         if e.expert_parallel and not isinstance(self.cost_model, RooflineCost):
             raise ValueError("engine.expert_parallel needs the roofline cost model (a profile measures one layout)")
         if dp > 1 and self.disaggregation is not None:

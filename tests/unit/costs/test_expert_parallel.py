@@ -183,6 +183,7 @@ def test_mxfp4_experts_take_four_and_a_quarter_bits():
         ({"expert_parallel": True, "attention_data_parallel": 3}, 8, "deepseek-v3", "must divide"),
         ({"expert_parallel": True}, 2, "llama-3-8b", "is dense"),
         ({"dtype": "mxfp4"}, 1, "llama-3-8b", "is dense"),
+        ({"expert_parallel": True}, 16, "deepseek-v3", "across nodes"),
         (
             {"expert_parallel": True, "attention_data_parallel": 2, "preemption_mode": "swap"},
             2,
