@@ -575,7 +575,9 @@ def replicas_held(result, t0: float, t1: float) -> float:
     pools together; a plan's fleet has one)."""
     pools = set(result.scaling)
     rows = result.replicas[result.replicas["pool"].isin(pools)]
-    total = sum(max(0.0, min(b, t1) - max(a, t0)) for i in rows["replica"] for a, b in result.held.get(int(i), []))
+    from sim.fleet.autoscale import held_s
+
+    total = sum(held_s(result.held.get(int(i), []), t0, t1) for i in rows["replica"])
     return total / (t1 - t0) if t1 > t0 else 0.0
 
 

@@ -291,13 +291,13 @@ def _held_in_window(r, window: tuple[float, float]) -> pd.DataFrame:
     replicas held throughout."""
     if not r.scaling:
         return r.replicas
+    from sim.fleet.autoscale import held_s
+
     t0, t1 = window
     df = r.replicas.copy()
     scaled = df["pool"].isin(list(r.scaling)).to_numpy()
     spans = [r.held.get(i, []) for i in df["replica"]]
-    in_window = [
-        sum(max(0.0, min(b, t1) - max(a, t0)) for a, b in held) if s else t1 - t0 for held, s in zip(spans, scaled)
-    ]
+    in_window = [held_s(held, t0, t1) if s else t1 - t0 for held, s in zip(spans, scaled)]
     whole = [sum(b - a for a, b in held) if s else r.end_s for held, s in zip(spans, scaled)]
     return df.assign(autoscaled=scaled, held_s=in_window, held_run_s=whole)
 

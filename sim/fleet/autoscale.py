@@ -50,6 +50,11 @@ def replica_weight_bytes(pool: PoolConfig) -> float:
     return (weight_bytes_per_gpu(model, pool.engine, gpus) + draft_bytes(model, pool.engine, gpus)[0]) * gpus
 
 
+def held_s(spans, t0: float, t1: float) -> float:
+    """Seconds of the [from, until] spans a replica was held that fall within [t0, t1]."""
+    return sum(max(0.0, min(b, t1) - max(a, t0)) for a, b in spans)
+
+
 def cold_start_parts(pool: PoolConfig) -> dict[str, float]:
     """Seconds of each part of a replica's cold start (provision, engine start, weight read,
     compile); ``{"measured": s}`` when the scenario gives the whole."""
@@ -227,7 +232,7 @@ class Autoscaler:
         }
 
     # -- deciding
-    def _metric(self, now: float) -> float:
+    def _metric(self) -> float:
         """This decision's reading of the metric (before averaging)."""
         pool, metric = self.pool, self.cfg.metric
         if metric == "in_flight":
@@ -254,7 +259,7 @@ class Autoscaler:
             return wanted
         if cfg.metric == "slo":
             return self._wanted_slo(now, current)
-        value = self._metric(now)
+        value = self._metric()
         self._samples.append((now, value))
         while self._samples and self._samples[0][0] < now - cfg.window_s:
             self._samples.popleft()
