@@ -488,13 +488,19 @@ class Stage(Strict):
 # --------------------------------------------------------------------------- SLOs and classes
 
 
+FIRST_OUTPUT_KINDS = ("text", "dllm", "audio")
+"""Kinds with a first output a client waits for, which ``SLO.ttft_s`` judges: the first token,
+the first block of a diffusion LM, the first audio."""
+
+
 class SLO(Strict):
     """Per-request latency targets; goodput counts requests meeting all of them. Any subset of
     the three targets may be given. ``ttft_s`` and ``tpot_s`` apply to text requests only; image
     and pipeline classes are judged on ``e2e_s``."""
 
     ttft_s: Float | None = Field(default=None, gt=0)
-    """Time-to-first-token target, seconds (text only)."""
+    """Time-to-first-token target, seconds (text; for a diffusion LM its first block, for audio
+    its first audio)."""
     tpot_s: Float | None = Field(default=None, gt=0)
     """Time-per-output-token target, seconds (text only; requests with one output token pass)."""
     e2e_s: Float | None = Field(default=None, gt=0)
@@ -518,9 +524,13 @@ class SLO(Strict):
 
     def targets(self, kind: str = "text") -> list[tuple[str, float]]:
         """``(metric, target)`` of each target that applies to a class of this kind: TTFT and
-        TPOT only to text (an image or a pipeline has no token stream), E2E to every kind."""
+        TPOT to text; TTFT also to a diffusion LM (its first block) and to audio (its first
+        audio); E2E to every kind (an image or a pipeline has no token stream)."""
         pairs = (("ttft_s", self.ttft_s), ("tpot_s", self.tpot_s), ("e2e_s", self.e2e_s))
-        return [(m, t) for m, t in pairs if t is not None and (kind == "text" or m == "e2e_s")]
+        first = kind in FIRST_OUTPUT_KINDS
+        return [
+            (m, t) for m, t in pairs if t is not None and (kind == "text" or m == "e2e_s" or (first and m == "ttft_s"))
+        ]
 
 
 class AcceptanceRate(Strict):
@@ -545,6 +555,170 @@ class AcceptanceRate(Strict):
         return self
 
 
+# --------------------------------------------------------------------------- kinds beyond two
+
+#: HART's scale schedule at 1024 x 1024 (``patch_nums`` of its VAR-style tokenizer): the side of
+#: each scale's token grid; scale k is generated in one AR step of k x k tokens.
+HART_1024_SCALES = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)
+
+
+class TextDiffusion(Strict):
+    """A diffusion language model's decoding (LLaDA, Dream, Mercury; block diffusion as in
+    BD3-LM and Fast-dLLM): the answer is produced a block of ``block_tokens`` at a time, each
+    block refined over ``steps_per_block`` parallel denoising steps (every step one forward pass
+    of the whole block, bidirectional within it, attending to the KV cache of the prompt and of
+    the finished blocks), then committed to the KV cache. Requests at different blocks and steps
+    share each engine step (step-level batching). Runs on an LLM pool whose every class is a
+    diffusion LM; the pool's model is the transformer that is costed (``llada-8b``, ``dream-7b``
+    in the catalog)."""
+
+    block_tokens: Int = Field(default=32, ge=1, le=4096)
+    """Tokens denoised together (LLaDA's ``block_length``, 32 in its examples; Fast-dLLM uses 32
+    too). The last block of an answer may be shorter."""
+    steps_per_block: Int = Field(default=32, ge=1, le=4096)
+    """Denoising steps per block. LLaDA's default unmasks one token per step (steps = block
+    length); parallel decoding (Fast-dLLM's confidence threshold, Mercury) needs fewer."""
+    cache: Literal["block", "prefix"] = "block"
+    """What a step recomputes. ``block``: only the block being denoised, over the KV cache of
+    everything before it (block diffusion, BD3-LM; Fast-dLLM's DualCache comes close). ``prefix``:
+    the block and every still-masked token after it (a model trained with full bidirectional
+    attention, LLaDA, sees the masked answer it has not reached; Fast-dLLM's PrefixCache)."""
+
+
+class ARImage(Strict):
+    """Autoregressive image generation (Janus-Pro, LlamaGen, Emu3): an LLM-style decoder writes
+    the image's VQ tokens one by one, row by row, its KV cache growing per token, then a
+    convolutional decoder turns the token grid into pixels. Runs on an LLM pool whose model is
+    the image-token decoder (``janus-pro-7b`` in the catalog). The request's output tokens are
+    the grid's: (height / ``downsample``) rows of (width / ``downsample``) tokens, plus one per
+    row with ``row_end_tokens``."""
+
+    width: Int = Field(default=384, ge=8, le=8192)
+    """Image width in pixels, a multiple of ``downsample`` (Janus-Pro: 384)."""
+    height: Int = Field(default=384, ge=8, le=8192)
+    """Image height in pixels, a multiple of ``downsample``."""
+    downsample: Int = Field(default=16, ge=1, le=64)
+    """Pixels per token side of the VQ tokenizer (Janus-Pro and LlamaGen's VQ-16: 16; Emu3: 8)."""
+    row_end_tokens: bool = False
+    """One extra token closes each row (Emu3's end-of-line token); Janus-Pro has none."""
+    cfg: bool = True
+    """Classifier-free guidance: a second, unconditional sequence decodes beside the image's
+    (Janus-Pro's default CFG weight 5), on the same replica: twice the decode rows and KV."""
+    decoder: str = "llamagen-vq16"
+    """The decoder that turns tokens into pixels: a ``vaes`` entry of the diffusion catalog,
+    whose FLOPs per output pixel and efficiency time it (``llamagen-vq16``: the VQ-16 decoder
+    Janus-Pro and LlamaGen use)."""
+
+    @model_validator(mode="after")
+    def _grid(self) -> ARImage:
+        for side in ("width", "height"):
+            if getattr(self, side) % self.downsample:
+                raise ValueError(f"{side} {getattr(self, side)} is not a multiple of downsample {self.downsample}")
+        return self
+
+    @property
+    def tokens_per_row(self) -> int:
+        return self.width // self.downsample + (1 if self.row_end_tokens else 0)
+
+    @property
+    def rows(self) -> int:
+        return self.height // self.downsample
+
+    @property
+    def image_tokens(self) -> int:
+        """Tokens the decoder generates for one image."""
+        return self.rows * self.tokens_per_row
+
+
+class ARAudio(Strict):
+    """Autoregressive audio (MusicGen, Orpheus and other codec-token TTS): an LLM-style decoder
+    writes neural-codec tokens at the codec's frame rate, and the codec's decoder turns them into
+    a waveform chunk by chunk as they stream. Runs on an LLM pool whose model is the token
+    decoder (``musicgen-medium``, ``orpheus-3b`` in the catalog)."""
+
+    seconds: LengthDist
+    """Audio each request asks for, in seconds: a length distribution (drawn per request)."""
+    frame_rate_hz: Float = Field(default=50.0, gt=0, le=10_000)
+    """Codec frames per second of audio (EnCodec 32 kHz in MusicGen: 50; SNAC 24 kHz in
+    Orpheus: about 12, at its coarsest level)."""
+    codebooks: Int = Field(default=4, ge=1, le=64)
+    """Codec tokens per frame (MusicGen: 4 residual codebooks; Orpheus: 7 SNAC tokens)."""
+    parallel_codebooks: bool = True
+    """``true``: one decoder step emits a frame's codebooks together (MusicGen's delay pattern:
+    frames + codebooks - 1 steps); ``false``: the codebooks are flattened into the token stream,
+    one step per token (Orpheus: frames x codebooks steps)."""
+    cfg: bool = False
+    """Classifier-free guidance: a second, unconditional sequence decodes beside it (MusicGen
+    samples with guidance scale 3 by default)."""
+    first_chunk_s: Float = Field(default=0.5, gt=0, le=60)
+    """Audio the codec decodes before playback starts, in seconds: time to first audio is the
+    first token, the steps that produce this much audio, and its decode."""
+    codec_gflops_per_s: Float = Field(default=7.8, gt=0)
+    """The codec decoder's work per second of audio, GFLOPs (default: EnCodec 32 kHz's SEANet
+    decoder in MusicGen, 3.9 GMAC per second counted from audiocraft's configuration; no figure
+    is published for SNAC's, give yours)."""
+
+    def steps(self, seconds: float) -> int:
+        """Decoder steps (KV positions) for ``seconds`` of audio."""
+        frames = max(1, round(seconds * self.frame_rate_hz))
+        if self.parallel_codebooks:
+            return frames + self.codebooks - 1
+        return frames * self.codebooks
+
+    @property
+    def steps_per_audio_s(self) -> float:
+        return self.frame_rate_hz * (1 if self.parallel_codebooks else self.codebooks)
+
+
+class HybridImage(Strict):
+    """Hybrid autoregressive + diffusion image generation as one request (HART): an AR
+    transformer generates discrete tokens scale by scale (VAR's next-scale prediction: scale k's
+    whole k x k grid in one step, attending to the KV cache of the coarser scales), then a small
+    diffusion refiner predicts the residual over the last scale's tokens in a few steps, and a
+    decoder makes pixels. Runs on an LLM pool whose model is the AR transformer (``hart-0.7b`` in
+    the catalog); the refiner and decoder run on the same replica."""
+
+    width: Int = Field(default=1024, ge=8, le=8192)
+    """Image width in pixels (for the decoder)."""
+    height: Int = Field(default=1024, ge=8, le=8192)
+    """Image height in pixels."""
+    scales: list[Int] = Field(default=list(HART_1024_SCALES), min_length=1, max_length=256)
+    """Side of each scale's token grid, coarse to fine: one AR step per scale (HART at 1024 x
+    1024: 14 scales up to 64 x 64). A list of ones is token-by-token generation."""
+    refine_steps: Int = Field(default=8, ge=0, le=1000)
+    """Diffusion steps of the residual refiner (HART: 8)."""
+    refiner_params: Float = Field(default=37e6, gt=0)
+    """Parameters of the refiner, applied to every token of the last scale each step (HART's
+    residual diffusion MLP: 37 M)."""
+    cfg: bool = True
+    """Classifier-free guidance: an unconditional row beside the image's in every AR step and
+    refiner step (HART samples with CFG 4.5): twice the tokens and KV."""
+    decoder: str = "hart-vq16"
+    """The pixel decoder: a ``vaes`` entry of the diffusion catalog (as for ``ar_image``;
+    ``hart-vq16``: HART's tokenizer decoder)."""
+
+    @field_validator("scales")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(v < 1 or v > 1024 for v in value):
+            raise ValueError("each scale is a grid side between 1 and 1024")
+        return value
+
+    @property
+    def blocks(self) -> list[int]:
+        """Tokens generated at each AR step."""
+        return [k * k for k in self.scales]
+
+
+NEW_KINDS = ("dllm", "ar_image", "audio", "hybrid")
+"""Request kinds beyond text, image and pipeline (``sim.kinds``)."""
+PARENT_KINDS = ("pipeline", "ar_image", "audio")
+"""Kinds whose rows are parents: their work runs as text requests (stages, or a sequence and
+its CFG twin) pointing at them through ``parent_id``; they cost the sum of those."""
+BLOCK_KINDS = ("dllm", "hybrid")
+"""Kinds that run on a block-step engine (``sim.kinds.blocks``) rather than vLLM's scheduler."""
+
+
 class RequestClass(Strict):
     """A stream of requests with its own arrivals. It is one of three kinds, named in the
     summary's table titles:
@@ -560,7 +734,12 @@ class RequestClass(Strict):
       ``alibaba`` ``trace`` (arrivals, steps and images per request as recorded; ``image`` may
       still set the resolution and, as an integer, the steps). No token lengths.
     - **pipeline**: give ``stages`` and ``arrival``, and no ``pool``, lengths, ``image`` or
-      ``trace``; each arrival runs the stages in turn, each on its own pool."""
+      ``trace``; each arrival runs the stages in turn, each on its own pool.
+
+    Four more kinds run on LLM pools, each with ``arrival`` and ``prompt_tokens`` and one block
+    saying what is generated (docs/explanation/generative-shapes.md): **dllm**
+    (``diffusion_lm``, with ``output_tokens``), **ar_image** (``ar_image``), **audio**
+    (``audio``) and **hybrid** (``hybrid``)."""
 
     name: str = Field(min_length=1)
     """Labels the class in the summary and in the ``class`` column; unique among classes. With
@@ -596,12 +775,37 @@ class RequestClass(Strict):
     pool's ``engine.speculative.acceptance``."""
     slo: SLO | None = None
     """This class's latency targets; ``null`` uses the scenario's ``slo``."""
+    diffusion_lm: TextDiffusion | None = None
+    """Makes the class a diffusion-LM class (kind ``dllm``): ``output_tokens`` are denoised a
+    block at a time."""
+    ar_image: ARImage | None = None
+    """Makes the class an autoregressive-image class (kind ``ar_image``): no ``output_tokens``,
+    the image's token grid is the output."""
+    audio: ARAudio | None = None
+    """Makes the class an autoregressive-audio class (kind ``audio``): no ``output_tokens``,
+    the audio's codec tokens are the output."""
+    hybrid: HybridImage | None = None
+    """Makes the class a hybrid AR + diffusion image class (kind ``hybrid``): no
+    ``output_tokens``."""
+
+    @property
+    def shape(self) -> TextDiffusion | ARImage | ARAudio | HybridImage | None:
+        """The block of a kind beyond text, image and pipeline (None for those)."""
+        return self.diffusion_lm or self.ar_image or self.audio or self.hybrid
 
     @property
     def kind(self) -> str:
-        """text, image or pipeline."""
+        """text, image, pipeline, dllm, ar_image, audio or hybrid."""
         if self.stages is not None:
             return "pipeline"
+        if self.diffusion_lm is not None:
+            return "dllm"
+        if self.ar_image is not None:
+            return "ar_image"
+        if self.audio is not None:
+            return "audio"
+        if self.hybrid is not None:
+            return "hybrid"
         if self.image is not None or (self.trace is not None and self.trace.format == "alibaba"):
             return "image"
         return "text"
@@ -609,6 +813,24 @@ class RequestClass(Strict):
     @model_validator(mode="after")
     def _sources(self) -> RequestClass:
         lengths = (self.prompt_tokens is not None, self.output_tokens is not None)
+        shapes = [n for n in ("diffusion_lm", "ar_image", "audio", "hybrid") if getattr(self, n) is not None]
+        if shapes:
+            if len(shapes) > 1:
+                raise ValueError(f"a class is one kind: give one of {', '.join(shapes)}")
+            what = shapes[0]
+            if self.stages is not None or self.image is not None or self.trace is not None:
+                raise ValueError(f"a {what} class takes no 'stages', 'image' or 'trace'")
+            if self.pool is None or self.arrival is None or self.prompt_tokens is None:
+                raise ValueError(f"a {what} class needs 'pool', 'arrival' and 'prompt_tokens'")
+            if isinstance(self.arrival, ClosedArrival):
+                raise ValueError("closed-loop arrivals ('process: closed') are for text classes")
+            if what == "diffusion_lm" and self.output_tokens is None:
+                raise ValueError("a diffusion_lm class needs 'output_tokens' (the answer's length)")
+            if what != "diffusion_lm" and self.output_tokens is not None:
+                raise ValueError(f"a {what} class generates its own tokens: drop 'output_tokens'")
+            if self.speculative_acceptance is not None:
+                raise ValueError(f"'speculative_acceptance' is for text classes, not {what}")
+            return self
         if isinstance(self.arrival, ClosedArrival) and (self.stages is not None or self.image is not None):
             raise ValueError("closed-loop arrivals ('process: closed') are for text classes")
         if self.stages is not None:
@@ -1798,9 +2020,10 @@ class Scenario(Strict):
                     raise ValueError(
                         f"{where}class {c.name!r} sends images to pool {pool!r}, which serves the LLM {pools[pool].model}"
                     )
-                if kind == "text" and diffusion:
+                if kind != "image" and diffusion:
+                    what = "text" if kind == "text" else f"{kind} requests"
                     raise ValueError(
-                        f"{where}class {c.name!r} sends text to pool {pool!r}, which serves the diffusion model {pools[pool].model}"
+                        f"{where}class {c.name!r} sends {what} to pool {pool!r}, which serves the diffusion model {pools[pool].model}"
                     )
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise ValueError(
@@ -1834,6 +2057,7 @@ class Scenario(Strict):
                     )
         self._check_disaggregation(pools)
         self._check_colocation(pools)
+        self._check_kinds(pools)
         for c in self.classes:
             # a class none of whose requests could ever fit its pool serves nothing: say so now
             if (
@@ -1856,6 +2080,72 @@ class Scenario(Strict):
         if self.plan is not None:
             self._check_plan(pools)
         return self
+
+    def _check_kinds(self, pools: dict[str, PoolConfig]) -> None:
+        """Classes of the kinds beyond text, image and pipeline: what their pools may be."""
+        served: dict[str, set[str]] = {}
+        for c in self.classes:
+            if c.pool is not None:
+                served.setdefault(c.pool, set()).add(c.kind)
+            for st in c.stages or ():
+                served.setdefault(st.pool, set()).add("pipeline stage")
+        for name, kinds in served.items():
+            new = kinds & set(NEW_KINDS)
+            if not new:
+                continue
+            pool = pools[name]
+            where = f"pools.{name}"
+            blocks = kinds & set(BLOCK_KINDS)
+            if blocks and kinds - blocks:
+                raise ValueError(
+                    f"{where}: serves {', '.join(sorted(blocks))} classes (a block-step engine) and "
+                    f"{', '.join(sorted(kinds - blocks))} ones (vLLM's scheduler): give them separate pools"
+                )
+            if len(blocks) > 1:
+                raise ValueError(f"{where}: serves both dllm and hybrid classes; give them separate pools")
+            shared = any(p.colocation is not None and p.colocation.pool == name for p in self.pools)
+            prefills = any(p.disaggregation is not None and p.disaggregation.prefill_pool == name for p in self.pools)
+            e = pool.engine
+            for bad, what in (
+                (pool.effective_faults is not None, "faults or spot capacity"),
+                (pool.autoscaling is not None, "autoscaling"),
+                (pool.disaggregation is not None or prefills, "disaggregation"),
+                (pool.colocation is not None or shared, "colocation"),
+                (e.speculative is not None, "speculative decoding"),
+                (bool(blocks) and e.scheduler != "continuous", "a static scheduler"),
+                (bool(blocks) and e.attention_data_parallel > 1, "data-parallel attention"),
+                (bool(blocks) and (e.preemption_mode == "swap" or e.kv_offloading_size > 0), "KV swap or offload"),
+                (bool(blocks) and pool.router == "cache_aware", "the cache_aware router"),
+            ):
+                if bad:
+                    raise ValueError(
+                        f"{where}: serves {', '.join(sorted(new))} classes, which are not modelled with {what} yet; "
+                        f"remove it or serve them elsewhere"
+                    )
+        for c in self.classes:
+            shape = c.shape
+            decoder = getattr(shape, "decoder", None)
+            if decoder is not None:
+                try:
+                    catalog.get_vae(decoder)
+                except ConfigError as exc:
+                    raise ValueError(f"classes.{c.name}.{c.kind}.decoder: {exc}") from None
+            if c.kind in ("dllm", "hybrid", "ar_image") and c.pool in pools:
+                pool = pools[c.pool]
+                limit = pool.engine.max_model_len or catalog.get_model(pool.model).max_position_embeddings
+                out = (
+                    least_tokens(c.output_tokens)
+                    if c.kind == "dllm"
+                    else sum(shape.blocks)
+                    if c.kind == "hybrid"
+                    else shape.image_tokens
+                )
+                least = least_tokens(c.prompt_tokens) + out
+                if least > limit:
+                    raise ValueError(
+                        f"class {c.name!r}: every request needs at least {least:,} tokens (prompt + output), more "
+                        f"than the max_model_len ({limit:,}) of pool {c.pool!r}: none could be served"
+                    )
 
     def _check_colocation(self, pools: dict[str, PoolConfig]) -> None:
         hosts: dict[str, str] = {}

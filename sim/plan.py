@@ -49,6 +49,7 @@ from pydantic import ValidationError
 from sim import __version__, catalog, journal
 from sim.config import (
     DEFAULT_PD_RATIOS,
+    NEW_KINDS,
     SLO,
     PlanConfig,
     PlanLayout,
@@ -622,8 +623,8 @@ def bounds(
     span = max((float(s.arrival_s[-1]) for s in streams if len(s)), default=0.0) or 1.0
     work = 0.0
     for cls, stream in zip(sub.classes, streams):
-        if not len(stream):
-            continue
+        if not len(stream) or cls.kind in NEW_KINDS:
+            continue  # the kinds beyond text and images have no analytic bound: simulation decides
         slo = sub.slo_for(cls)
         q = slo.percentile if slo is not None and slo.attainment is None else 50.0
         if pool.is_diffusion:

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from sim import catalog
-from sim.config import Scenario, parse_scenario, read_yaml
+from sim.config import NEW_KINDS, PARENT_KINDS, Scenario, parse_scenario, read_yaml
 from sim.errors import ConfigError
 from sim.metrics.summary import fold_prefill_legs, t_half_width
 
@@ -70,6 +70,7 @@ class PriceEntry:
     per_1m_output_usd: float = 0.0
     per_image_usd: float = 0.0
     per_video_second_usd: float = 0.0
+    per_audio_minute_usd: float = 0.0
     per_request_usd: float = 0.0
 
     def describe(self) -> str:
@@ -80,6 +81,8 @@ class PriceEntry:
             parts.append(f"${self.per_image_usd:.4g} per image")
         if self.per_video_second_usd:
             parts.append(f"${self.per_video_second_usd:.4g} per video second")
+        if self.per_audio_minute_usd:
+            parts.append(f"${self.per_audio_minute_usd:.4g} per audio minute")
         if self.per_request_usd:
             parts.append(f"${self.per_request_usd:.4g} per request")
         return " + ".join(parts) or "free"
@@ -90,6 +93,10 @@ _FOR_KIND = {
     "text": {"per_1m_input_usd", "per_1m_output_usd", "per_request_usd"},
     "image": {"per_image_usd", "per_video_second_usd", "per_request_usd"},
     "pipeline": {"per_request_usd"},
+    "dllm": {"per_1m_input_usd", "per_1m_output_usd", "per_request_usd"},
+    "ar_image": {"per_image_usd", "per_request_usd"},
+    "hybrid": {"per_image_usd", "per_request_usd"},
+    "audio": {"per_audio_minute_usd", "per_request_usd"},
 }
 
 
@@ -180,6 +187,9 @@ def default_price_list(result) -> PriceList:
     entries = {}
     for cls in sc.classes:
         rows = req[(req["class"] == cls.name) & (req["status"] == "finished")]
+        if cls.kind in NEW_KINDS:
+            entries[cls.name] = _default_kind_price(cls, catalog.get_model(models[cls.pool]).params_active / 1e9)
+            continue
         if cls.kind == "text":
             b = catalog.get_model(models[cls.pool]).params_active / 1e9
             entries[cls.name] = PriceEntry(
@@ -212,6 +222,25 @@ def default_price_list(result) -> PriceList:
         total = _default_leaf_revenue(stages, models).sum()
         entries[cls.name] = PriceEntry(per_request_usd=float(f"{total / max(len(done), 1):.3g}"))
     return PriceList(entries, "default (illustrative, derived from the catalog)")
+
+
+def _default_kind_price(cls, b: float) -> PriceEntry:
+    """The illustrative price of a class of a new kind, from the text rule (per token, per
+    billion active parameters): a diffusion LM per token as text; an image (AR or hybrid) flat,
+    at the output rate for the tokens its rows generate; audio per minute, at the output rate
+    for the decoder steps a minute of audio takes."""
+    out = DEFAULT_OUTPUT_USD_PER_1M_PER_B * b / 1e6
+    shape = cls.shape
+    if cls.kind == "dllm":
+        return PriceEntry(
+            per_1m_input_usd=round(DEFAULT_INPUT_USD_PER_1M_PER_B * b, 4), per_1m_output_usd=round(out * 1e6, 4)
+        )
+    if cls.kind == "audio":
+        rows = 2 if shape.cfg else 1
+        return PriceEntry(per_audio_minute_usd=float(f"{out * shape.steps_per_audio_s * 60 * rows:.3g}"))
+    tokens = shape.image_tokens if cls.kind == "ar_image" else sum(shape.blocks)
+    rows = 2 if shape.cfg else 1
+    return PriceEntry(per_image_usd=float(f"{out * tokens * rows:.3g}"))
 
 
 # --------------------------------------------------------------------------- the report
@@ -253,7 +282,7 @@ def capacity_gpu_s(result) -> np.ndarray:
     from sim.fleet.capacity import text_capacity
 
     req = result.requests
-    leaf = req[req["kind"] != "pipeline"]
+    leaf = req[~req["kind"].isin(PARENT_KINDS)]
     out = leaf["gpu_s"].to_numpy(float).copy()
     pools = {p.name: p for p in result.scenario.pools}
     text = (leaf["kind"] == "text").to_numpy()
@@ -298,7 +327,7 @@ def _pool_bills(result, capacity: np.ndarray) -> pd.DataFrame:
         .sum()
         .reset_index()
     )
-    leaf = result.requests[result.requests["kind"] != "pipeline"].assign(capacity_gpu_s=capacity)
+    leaf = result.requests[~result.requests["kind"].isin(PARENT_KINDS)].assign(capacity_gpu_s=capacity)
     attributed = (
         leaf.groupby(["pool", "replication"], observed=True)[["gpu_s", "cost_usd", "capacity_gpu_s"]]
         .sum()
@@ -341,6 +370,7 @@ def _revenue(rows: pd.DataFrame, prices: PriceList) -> np.ndarray:
         "per_1m_output_usd": col("generated_tokens") / 1e6,
         "per_image_usd": np.where(col("video_s") > 0, 0.0, col("images")),
         "per_video_second_usd": col("video_s"),
+        "per_audio_minute_usd": col("audio_s") / 60,
         "per_request_usd": np.ones(len(rows)),
     }
     for name, entry in prices.classes.items():
@@ -369,7 +399,7 @@ def price_scenario(result, price_list: PriceList | None = None) -> PriceReport:
     capacity = capacity_gpu_s(result)
     bills = _pool_bills(result, capacity)
     req = result.requests.copy()
-    leaf = req["kind"] != "pipeline"
+    leaf = ~req["kind"].isin(PARENT_KINDS)
     factor = bills.set_index(["pool", "replication"])["loaded_factor"]
     keys = pd.MultiIndex.from_arrays([req.loc[leaf, "pool"].astype(str), req.loc[leaf, "replication"]])
     req["loaded_usd"] = 0.0
@@ -386,7 +416,7 @@ def price_scenario(result, price_list: PriceList | None = None) -> PriceReport:
     req.loc[leaf, "capacity_usd"] = (
         capacity / 3600 * req.loc[leaf, "pool"].astype(str).map(price).astype(float).to_numpy()
     )
-    pipes = req["kind"] == "pipeline"
+    pipes = req["kind"].isin(PARENT_KINDS)
     if pipes.any():
         stage = req[req["parent_id"] >= 0].groupby(["replication", "parent_id"])[["loaded_usd", "capacity_usd"]].sum()
         pk = pd.MultiIndex.from_arrays([req.loc[pipes, "replication"], req.loc[pipes, "request_id"]])
@@ -444,6 +474,12 @@ def _class_row(cls, top: pd.DataFrame, prices: PriceList, reps) -> dict[str, Any
         row["usd_per_1m_output_tokens"] = (
             (cost - cin) / done["generated_tokens"].sum() * 1e6 if done["generated_tokens"].sum() else math.nan
         )
+    if cls.kind == "dllm" and done["generated_tokens"].sum():
+        row["usd_per_1m_output_tokens"] = cost / done["generated_tokens"].sum() * 1e6
+    if cls.kind in ("ar_image", "hybrid") and len(done):
+        row["usd_per_image"] = cost / len(done)
+    if cls.kind == "audio" and done["audio_s"].sum():
+        row["usd_per_audio_minute"] = cost / done["audio_s"].sum() * 60
     if cls.kind == "image":
         video = done["video_s"].fillna(0).sum() if "video_s" in done else 0.0
         if video > 0:
@@ -593,7 +629,7 @@ def _sens_rows(axis: str, value: float, rep: PriceReport, base_steps: dict[str, 
         unit = next(
             (
                 c[k]
-                for k in ("usd_per_1m_output_tokens", "usd_per_image", "usd_per_video_second")
+                for k in ("usd_per_1m_output_tokens", "usd_per_image", "usd_per_video_second", "usd_per_audio_minute")
                 if isinstance(c.get(k), float) and not math.isnan(c[k])
             ),
             nan,
@@ -824,6 +860,7 @@ def report_blocks(report: PriceReport) -> list:
         "per 1M out",
         "per image",
         "per video s",
+        "per audio min",
         "revenue/req",
         "margin %",
     ):
@@ -840,6 +877,7 @@ def report_blocks(report: PriceReport) -> list:
                     "usd_per_1m_output_tokens",
                     "usd_per_image",
                     "usd_per_video_second",
+                    "usd_per_audio_minute",
                 )
             ),
             _usd(r["revenue_mean_usd"]),

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from sim import catalog
-from sim.config import Scenario, apply_overrides, load_scenario, parse_scenario
+from sim.config import NEW_KINDS, PARENT_KINDS, Scenario, apply_overrides, load_scenario, parse_scenario
 from sim.costs.factory import check_cost_models
 from sim.errors import ConfigError
-from sim.fleet.cluster import ReplicationResult, simulate
+from sim.fleet.cluster import ReplicationResult, block_kind, simulate
 from sim.fleet.pools import check_pool_fits, price_per_gpu_hour
 from sim.metrics.summary import summarize
 from sim.seeds import replication_seeds
@@ -147,9 +147,14 @@ def collect(scenario: Scenario, reps: list[ReplicationResult]) -> RunResult:
     itl = [(r.itl_counts, r.itl_total_s) for r in reps] if all(r.itl_counts is not None for r in reps) else None
     summary = summarize(scenario, requests, replicas_df, windows, prices, itl)
     summary["scenario"] = scenario.name
+    if any(c.kind in NEW_KINDS for c in scenario.classes):
+        summary["kinds"] = {c.name: c.kind for c in scenario.classes}
     summary["seed"] = scenario.seed
     summary["warmup_s"] = scenario.warmup_s
-    summary["pools"] = {p.name: _pool_stats(p, replicas_df, series, reps, prices[p.name]) for p in scenario.pools}
+    summary["pools"] = {
+        p.name: _pool_stats(p, replicas_df, series, reps, prices[p.name], block_kind(scenario, p.name))
+        for p in scenario.pools
+    }
     for p in scenario.pools:
         if p.disaggregation is not None:
             summary["pools"][p.name]["disaggregation"] = _transfer_stats(p, requests, scenario.warmup_s)
@@ -183,9 +188,9 @@ def add_costs(scenario: Scenario, requests: pd.DataFrame) -> None:
     its stages), and for image requests the preview latency and video seconds."""
     price = {p.name: price_per_gpu_hour(p) for p in scenario.pools}
     requests["cost_usd"] = requests["gpu_s"] / 3600 * requests["pool"].map(price).astype(float).fillna(0.0)
-    if "kind" in requests and (requests["kind"] == "pipeline").any():
+    if "kind" in requests and requests["kind"].isin(PARENT_KINDS).any():
         stage_cost = requests[requests["parent_id"] >= 0].groupby(["replication", "parent_id"])["cost_usd"].sum()
-        pipes = requests["kind"] == "pipeline"
+        pipes = requests["kind"].isin(PARENT_KINDS)
         keys = pd.MultiIndex.from_arrays([requests.loc[pipes, "replication"], requests.loc[pipes, "request_id"]])
         requests.loc[pipes, "cost_usd"] = stage_cost.reindex(keys).fillna(0.0).to_numpy()
     if "first_preview_s" in requests:
@@ -198,7 +203,9 @@ def add_costs(scenario: Scenario, requests: pd.DataFrame) -> None:
         requests["video_s"] = np.where(video, requests["frames"] / rate * requests["images"], 0.0)
 
 
-def _pool_stats(p, replicas_df: pd.DataFrame, series: list[pd.DataFrame], reps, price: float) -> dict:
+def _pool_stats(
+    p, replicas_df: pd.DataFrame, series: list[pd.DataFrame], reps, price: float, block: bool = False
+) -> dict:
     stats_ = {
         "model": p.model,
         "gpu": p.gpu,
@@ -231,7 +238,8 @@ def _pool_stats(p, replicas_df: pd.DataFrame, series: list[pd.DataFrame], reps, 
         blocks = _kv_blocks(replicas_df, p.name)
         stats_.update(
             {
-                "scheduler": p.engine.scheduler,
+                # a diffusion LM's or a hybrid's pool runs the block-step engine (sim.kinds.blocks)
+                "scheduler": "block steps" if block else p.engine.scheduler,
                 "max_num_seqs": p.engine.max_num_seqs * p.engine.attention_data_parallel,
                 "num_gpu_blocks": blocks,
                 "kv_capacity_tokens": blocks * p.engine.block_size,
@@ -479,6 +487,20 @@ ROWS = {
         ("preview_s", "first preview (s)", 1.0),
     ),
     "pipeline": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "first-stage queue (s)", 1.0)),
+    "dllm": (
+        ("ttft_s", "first block (ms)", 1e3),
+        ("e2e_s", "E2E (s)", 1.0),
+        ("queue_s", "queue (ms)", 1e3),
+        ("tokens_per_s", "tokens/s per request", 1.0),
+    ),
+    "ar_image": (("e2e_s", "E2E (s)", 1.0), ("first_chunk_s", "first row (s)", 1.0), ("queue_s", "queue (ms)", 1e3)),
+    "audio": (
+        ("ttft_s", "first audio (ms)", 1e3),
+        ("rtf", "real-time factor", 1.0),
+        ("e2e_s", "E2E (s)", 1.0),
+        ("queue_s", "queue (ms)", 1e3),
+    ),
+    "hybrid": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue (ms)", 1e3)),
     "mixed": (("e2e_s", "E2E (s)", 1.0), ("queue_s", "queue (s)", 1.0)),
 }
 
@@ -557,8 +579,12 @@ def summary_blocks(summary: dict, scenario: Scenario) -> list:
             rate = f"{fmt_estimate(st['images_per_s'])} {unit}s/s" + (
                 f", {fmt_estimate(st['video_seconds_per_s'])} video-s/s" if "video_seconds_per_s" in st else ""
             )
-        elif kind == "text":
+        elif kind in ("text", "dllm"):
             rate = f"{fmt_estimate(st['output_tokens_per_s'])} output tok/s"
+        elif kind in ("ar_image", "hybrid"):
+            rate = f"{fmt_estimate(st['images_per_s'])} images/s"
+        elif kind == "audio":
+            rate = f"{fmt_estimate(st['audio_seconds_per_s'])} audio-s/s"
         else:
             rate = "all kinds" if kind == "mixed" else "pipelines"
         show(
@@ -601,6 +627,21 @@ def summary_blocks(summary: dict, scenario: Scenario) -> list:
                 )
                 + f"; ${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed; "
                 f"denoising steps computed per {unit} {fmt_estimate(st['steps_computed_per_image'])}"
+            )
+        elif kind == "dllm":
+            show(
+                f"  cost ${fmt_estimate(st['cost_per_1m_output_tokens_usd'])} per 1M output tokens (fleet GPU-hours x price); "
+                f"${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed"
+            )
+        elif kind in ("ar_image", "hybrid"):
+            show(
+                f"  cost ${fmt_estimate(st['cost_per_image_usd'], 1e3)} per 1k images (fleet GPU-hours x price); "
+                f"${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed"
+            )
+        elif kind == "audio":
+            show(
+                f"  cost ${fmt_estimate(st['cost_per_audio_minute_usd'], 60)} per hour of audio (fleet GPU-hours x price); "
+                f"${fmt_estimate(st['request_cost_usd_mean'], 1e3)} per 1k requests attributed"
             )
         elif kind == "pipeline":
             stages = [

@@ -659,6 +659,18 @@ def get_diffusion_model(name: str) -> DiffusionModelSpec:
     return _lookup(diffusion_models(), name, "diffusion model")  # type: ignore[return-value]
 
 
+@functools.cache
+def vaes() -> dict[str, VAESpec]:
+    """The decoders of the diffusion catalog's ``vaes`` section, by name (the pixel decoders of
+    the ``ar_image`` and ``hybrid`` kinds name one)."""
+    text = resources.files("sim.catalog").joinpath("data", "diffusion_models.yaml").read_text()
+    return {name: VAESpec(**{**entry, "name": name}) for name, entry in yaml.safe_load(text)["vaes"].items()}
+
+
+def get_vae(name: str) -> VAESpec:
+    return _lookup(vaes(), name, "decoder")  # type: ignore[return-value]
+
+
 def assumed_efficiency_note(gpu: str) -> str | None:
     """A one-line caveat when ``gpu``'s roofline efficiencies are assumed rather than fitted on
     measurements of that GPU (``efficiency.fitted`` in gpus.yaml); None when they are fitted."""

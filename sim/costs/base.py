@@ -33,6 +33,10 @@ class StepShape:
     """Sum over chunks of p*k + p*(p+1)/2: causal query-key pairs (attention FLOPs / 4Lnh)."""
     max_prefill_chunk: int = 0
     """The largest prefill chunk's tokens (a chunk runs on one data-parallel attention group)."""
+    extra_logit_rows: int = 0
+    """Logit rows beyond one per sequence: a diffusion LM samples every position of its block
+    (``sim.kinds.blocks``). The roofline charges the LM head for them; other cost models ignore
+    them."""
 
     def add_decode(self, ctx: int) -> None:
         self.num_seqs += 1

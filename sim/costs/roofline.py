@@ -220,11 +220,12 @@ class RooflineCostModel:
         most = num_tokens * min(k, e / n) / mean
         return min(1.0 + z * sd / mean, most) * self._ep_imbalance
 
-    def _common_s(self, num_tokens: int, num_seqs: int, group_load: float = 1.0) -> float:
+    def _common_s(self, num_tokens: int, num_seqs: int, group_load: float = 1.0, extra_rows: int = 0) -> float:
         """The step's parts other than attention. ``group_load``: with data-parallel attention,
-        the busiest group's tokens over the mean (a prefill chunk runs on one group)."""
+        the busiest group's tokens over the mean (a prefill chunk runs on one group);
+        ``extra_rows``: logit rows beyond one per sequence."""
         weights = self._weights_s if not self.model_is_moe else self.weights_s(num_tokens)
-        compute = self._lin_s_per_token * num_tokens + self._head_s_per_row * num_seqs
+        compute = self._lin_s_per_token * num_tokens + self._head_s_per_row * (num_seqs + extra_rows)
         if group_load != 1.0:
             compute *= group_load
         if self._ep and num_tokens:
@@ -244,7 +245,7 @@ class RooflineCostModel:
         load = 1.0
         if self._dp > 1 and shape.max_prefill_chunk * self._dp > shape.num_tokens:
             load = shape.max_prefill_chunk * self._dp / shape.num_tokens
-        t = self._common_s(shape.num_tokens, shape.num_seqs, load)
+        t = self._common_s(shape.num_tokens, shape.num_seqs, load, shape.extra_logit_rows)
         if shape.num_decode:
             t += self._dec_attn_s_per_pair * (shape.decode_ctx_sum + shape.num_decode)
             if self._window:

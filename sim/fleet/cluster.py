@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.config import Scenario
+from sim.config import BLOCK_KINDS, NEW_KINDS, Scenario
 from sim.fleet.pipeline import PipelineRequest, PipelineStream, build_pipeline_stream
 from sim.fleet.pools import DiffusionPool, DisaggregatedPool, LLMPool, Pool
 from sim.fleet.sharing import shares, time_slice
@@ -323,6 +323,11 @@ def simulate(
         share = gpu_shares.get(p.name)
         if p.is_diffusion:
             pools[p.name] = DiffusionPool(env, p, recorder, retry, base_dir, share=share)
+        elif block_kind(scenario, p.name):
+            from sim.kinds import BlockPool
+
+            hybrid = next((c.hybrid for c in scenario.classes if c.pool == p.name and c.hybrid is not None), None)
+            pools[p.name] = BlockPool(env, p, recorder, retry, base_dir, hybrid)
         else:
             kind = DisaggregatedPool if p.disaggregation is not None else LLMPool
             pools[p.name] = kind(env, p, recorder, retry, base_dir, decode_spans, share=share)
@@ -364,7 +369,12 @@ def simulate(
             closed.append(feed)
             feeders.append(feed.finished)
             continue
-        if cls.kind == "pipeline":
+        if cls.kind in NEW_KINDS:
+            from sim.kinds import kind_arrivals
+
+            pool = pools[cls.pool]
+            arrive = kind_arrivals(env, stream, class_id, cls, pool, ids, recorder, on_arrival, timeout_s)
+        elif cls.kind == "pipeline":
             arrive = _pipeline_arrivals(env, stream, class_id, pools, ids, recorder, on_arrival, timeout_s)
         elif cls.kind == "image":
             arrive = _image_arrivals(env, stream, class_id, pools[cls.pool], ids, recorder, on_arrival, timeout_s)
@@ -445,7 +455,16 @@ def simulate(
     )
 
 
+def block_kind(scenario: Scenario, pool: str) -> bool:
+    """Whether ``pool`` serves diffusion-LM or hybrid classes (a block-step pool)."""
+    return any(c.pool == pool and c.kind in BLOCK_KINDS for c in scenario.classes)
+
+
 def build_stream_for(scenario: Scenario, cls, rng: np.random.Generator, base_dir: Path):
+    if cls.kind in NEW_KINDS:
+        from sim.kinds import build_kind_stream
+
+        return build_kind_stream(scenario, cls, rng)
     if cls.kind == "pipeline":
         return build_pipeline_stream(scenario, cls, rng, base_dir)
     if cls.kind == "image":

@@ -17,6 +17,7 @@ from operator import attrgetter
 import numpy as np
 import pandas as pd
 
+from sim.config import PARENT_KINDS
 from sim.llm.request import Request
 from sim.metrics.itl import ITLHistogram
 
@@ -67,6 +68,10 @@ class Recorder:
         self.requests: list[Request] = []
         self.image_requests: list = []
         self.pipelines: list = []
+        self.block_requests: list = []
+        """Diffusion-LM and hybrid requests (``sim.kinds.blocks``)."""
+        self.media: list = []
+        """AR image and audio requests (``sim.kinds.media``): parents of text rows."""
         self.kv_transfers = False
         """A pool decodes for another's prefills: text rows get ``kv_transfer_s``."""
         self.kv_tiers = False
@@ -131,6 +136,12 @@ class Recorder:
     def pipeline_arrival(self, req) -> None:
         self.pipelines.append(req)
 
+    def block_arrival(self, req) -> None:
+        self.block_requests.append(req)
+
+    def media_arrival(self, req) -> None:
+        self.media.append(req)
+
     def busy(self, replica: int, t: float, dur_s: float, running: int, waiting: int, kv_used: int, steps: int) -> None:
         """A replica computes for ``dur_s`` from ``t`` (``steps`` engine steps) with this
         state; every figure derived from busy periods is summed from these samples."""
@@ -151,11 +162,20 @@ class Recorder:
 
     # -- tables
     def requests_frame(self) -> pd.DataFrame:
-        frames = [self._text_frame()] if self.requests or not (self.image_requests or self.pipelines) else []
+        others = self.image_requests or self.pipelines or self.block_requests or self.media
+        frames = [self._text_frame()] if self.requests or not others else []
         if self.image_requests:
             frames.append(self._image_frame())
         if self.pipelines:
             frames.append(self._pipeline_frame())
+        for kind in ("dllm", "hybrid"):
+            reqs = [r for r in self.block_requests if r.kind == kind]
+            if reqs:
+                frames.append(self._block_frame(reqs, kind))
+        for kind in ("ar_image", "audio"):
+            reqs = [r for r in self.media if r.kind == kind]
+            if reqs:
+                frames.append(self._media_frame(reqs, kind))
         df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         df["class"] = pd.Categorical.from_codes(df["class_id"], categories=self.class_names)
         nan = np.nan
@@ -169,13 +189,28 @@ class Recorder:
             # TPOT as vLLM's benchmark defines it: (E2E - TTFT) / (output tokens - 1).
             denom = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
             df["tpot_s"] = np.where(done & first, (df["finish_s"] - df["first_token_s"]) / denom, nan)
+            if self.block_requests or self.media:
+                # a token stream's metrics are text's; the other kinds' first output is their own
+                text = (df["kind"] == "text").to_numpy()
+                df["tpot_s"] = np.where(text, df["tpot_s"], nan)
+                df.loc[df["kind"].isin(["ar_image", "hybrid"]), "ttft_s"] = nan
+        if "first_chunk_s" in df:
+            has = df["first_chunk_s"] >= 0
+            df["first_chunk_s"] = np.where(has, df["first_chunk_s"] - df["arrival_s"], nan)
+            df.loc[df["kind"] == "audio", "ttft_s"] = df["first_chunk_s"]
+        if "audio_s" in df:
+            df["rtf"] = np.where(done, (df["finish_s"] - df["first_scheduled_s"]) / df["audio_s"], nan)
+        if self.block_requests:
+            dllm = (df["kind"] == "dllm").to_numpy() & done.to_numpy()
+            gen = (df["finish_s"] - df["first_scheduled_s"]).to_numpy()
+            df["tokens_per_s"] = np.where(dllm, df["output_tokens"] / np.where(dllm, gen, 1.0), nan)
         df["status"] = df["status"].astype("category")
         return df
 
     def _common(self, reqs: list, kind: str) -> dict:
         n = len(reqs)
         parent_id = np.full(n, -1, np.int64)
-        if kind == "pipeline":
+        if kind in PARENT_KINDS:
             pool = [""] * n
         else:
             # Replica -1 (never routed) indexes the last entry: no pool.
@@ -189,7 +224,7 @@ class Recorder:
             "kind": np.full(n, kind, dtype=object),
             "pool": pool,
             "parent_id": parent_id,
-            "stage": _column(reqs, "stage", np.int32) if kind != "pipeline" else np.full(n, -1, np.int32),
+            "stage": _column(reqs, "stage", np.int32) if kind not in PARENT_KINDS else np.full(n, -1, np.int32),
             "arrival_s": _column(reqs, "arrival_s", np.float64),
             "finish_s": _column(reqs, "finish_s", np.float64),
             "status": _STATUS_WORDS[_column(reqs, "status", np.int64)],
@@ -255,6 +290,47 @@ class Recorder:
                 "first_preview_s": ("first_preview_s", np.float64),
             },
         )
+
+    def _block_frame(self, reqs: list, kind: str) -> pd.DataFrame:
+        n = len(reqs)
+        df = self._leaf_frame(
+            reqs,
+            kind,
+            {
+                "prompt_tokens": ("num_prompt_tokens", np.int64),
+                "output_tokens": ("output_tokens", np.int64),
+                "generated_tokens": ("generated_tokens", np.int64),
+                "first_token_s": ("first_token_s", np.float64),
+                "steps": ("total_steps", np.int64),
+                "decode_s": ("decode_s", np.float64),
+            },
+        )
+        df["blocks"] = np.fromiter((len(r.blocks) for r in reqs), np.int64, n)
+        if kind == "hybrid":
+            df["images"] = np.ones(n, np.int64)
+        return df
+
+    def _media_frame(self, reqs: list, kind: str) -> pd.DataFrame:
+        n = len(reqs)
+        cols = self._common(reqs, kind)
+        for name, attr, dtype in (
+            ("replica", "replica", np.int32),
+            ("first_scheduled_s", "first_scheduled_s", np.float64),
+            ("retries", "num_retries", np.int32),
+            ("gpu_s", "gpu_s", np.float64),
+            ("prompt_tokens", "num_prompt_tokens", np.int64),
+            ("output_tokens", "output_tokens", np.int64),
+            ("sequences", "sequences", np.int64),
+            ("first_token_s", "first_token_s", np.float64),
+            ("first_chunk_s", "first_chunk_s", np.float64),
+            ("decode_s", "decode_s", np.float64),
+        ):
+            cols[name] = _column(reqs, attr, dtype)
+        if kind == "audio":
+            cols["audio_s"] = _column(reqs, "audio_s", np.float64)
+        else:
+            cols["images"] = np.ones(n, np.int64)
+        return pd.DataFrame(cols)
 
     def _pipeline_frame(self) -> pd.DataFrame:
         reqs = self.pipelines

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sim.config import SLO, Scenario
+from sim.config import FIRST_OUTPUT_KINDS, PARENT_KINDS, SLO, Scenario
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s", "queue_s", "max_itl_s")
@@ -26,7 +26,18 @@ IMAGE_METRICS = ("e2e_s", "queue_s", "forming_s", "preview_s")
 """Image and video classes: end to end, waiting while replicas were busy, waiting for a batch
 to fill while a replica was free, and the first preview (when previews are on)."""
 PIPELINE_METRICS = ("e2e_s", "queue_s")
-METRICS = {"text": LATENCY_METRICS, "image": IMAGE_METRICS, "pipeline": PIPELINE_METRICS}
+METRICS = {
+    "text": LATENCY_METRICS,
+    "image": IMAGE_METRICS,
+    "pipeline": PIPELINE_METRICS,
+    # time to the first block, end to end, queue, and each request's tokens per second of generation
+    "dllm": ("ttft_s", "e2e_s", "queue_s", "tokens_per_s"),
+    # end to end, queue, and when the first row of the image is decoded
+    "ar_image": ("e2e_s", "queue_s", "first_chunk_s"),
+    # time to first audio, real-time factor (generation time over audio length), end to end, queue
+    "audio": ("ttft_s", "rtf", "e2e_s", "queue_s"),
+    "hybrid": ("e2e_s", "queue_s"),
+}
 
 
 def t_half_width(values: np.ndarray) -> float:
@@ -87,8 +98,9 @@ def meets_slo(df: pd.DataFrame, slo: SLO | None) -> pd.Series:
     if slo is None:
         return ok
     text = df["kind"] == "text" if "kind" in df else pd.Series(True, index=df.index)
+    first = df["kind"].isin(FIRST_OUTPUT_KINDS) if "kind" in df else text
     if slo.ttft_s is not None and "ttft_s" in df:
-        ok &= ~text | (df["ttft_s"] <= slo.ttft_s)
+        ok &= ~first | (df["ttft_s"] <= slo.ttft_s)
     if slo.tpot_s is not None and "tpot_s" in df:
         ok &= ~text | (df["tpot_s"].fillna(0) <= slo.tpot_s)
     if slo.e2e_s is not None:
@@ -203,6 +215,19 @@ def _replication_stats(
         out["cost_per_1m_output_tokens_usd"] = fleet_cost_usd / out_tokens * 1e6 if out_tokens else math.nan
         in_tokens = float(done_in["prompt_tokens"].sum())
         out["cost_per_1m_input_tokens_usd"] = fleet_cost_usd / in_tokens * 1e6 if in_tokens else math.nan
+    elif kind == "dllm":
+        out_tokens = float(done_in["output_tokens"].sum())
+        out["output_tokens_per_s"] = out_tokens / span
+        out["input_tokens_per_s"] = float(done_in["prompt_tokens"].sum()) / span
+        out["cost_per_1m_output_tokens_usd"] = fleet_cost_usd / out_tokens * 1e6 if out_tokens else math.nan
+    elif kind == "audio":
+        audio_s = float(done_in["audio_s"].sum())
+        out["audio_seconds_per_s"] = audio_s / span
+        out["cost_per_audio_minute_usd"] = fleet_cost_usd / audio_s * 60 if audio_s else math.nan
+    elif kind in ("ar_image", "hybrid"):
+        images = float(done_in["images"].sum())
+        out["images_per_s"] = images / span
+        out["cost_per_image_usd"] = fleet_cost_usd / images if images else math.nan
     elif kind == "image":
         images = float(done_in["images"].sum())
         out["images_per_s"] = images / span
@@ -280,7 +305,7 @@ def summarize(
             # an autoscaled pool pays for the time its replicas were held, not for its most
             held = reps[reps["autoscaled"]]
             hours_by_pool.update((held["num_gpus"] * held["held_s"]).groupby(held["pool"], observed=True).sum() / 3600)
-        leaves = rdf[rdf["kind"] != "pipeline"] if "kind" in rdf else rdf
+        leaves = rdf[~rdf["kind"].isin(PARENT_KINDS)] if "kind" in rdf else rdf
         pool_gpu_s = (
             leaves.groupby("pool", observed=True)["gpu_s"].sum() if "pool" in leaves else pd.Series(dtype=float)
         )

@@ -412,7 +412,8 @@ def _class_table(summary: dict, slos: dict) -> str:
     ]
     rows = []
     for name, st in classes.items():
-        kind = "all classes" if name == "all" and len(classes) > 1 else _kind(st)
+        kinds = summary.get("kinds") or {}
+        kind = "all classes" if name == "all" and len(classes) > 1 else kinds.get(name) or _kind(st)
         rows.append(
             [
                 name,
