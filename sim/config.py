@@ -2107,7 +2107,6 @@ class Scenario(Strict):
             prefills = any(p.disaggregation is not None and p.disaggregation.prefill_pool == name for p in self.pools)
             e = pool.engine
             for bad, what in (
-                (pool.effective_faults is not None, "faults or spot capacity"),
                 (pool.autoscaling is not None, "autoscaling"),
                 (pool.disaggregation is not None or prefills, "disaggregation"),
                 (pool.colocation is not None or shared, "colocation"),

@@ -214,10 +214,10 @@ BATCHING = {
 RETRY = {
     "text": "start again (the KV cache is lost)",
     "image": "resume from a checkpoint (deterministic sampler)",
-    "dllm": "start again (not simulated yet: faults are refused on these pools)",
-    "ar_image": "start again (not simulated yet)",
-    "audio": "start again (not simulated yet)",
-    "hybrid": "start again (not simulated yet)",
+    "dllm": "start again (the finished blocks' KV cache is lost)",
+    "ar_image": "start again, both CFG sequences together",
+    "audio": "start again, both CFG sequences together",
+    "hybrid": "start again (the scales' KV cache is lost)",
 }
 UNIT = {
     "text": "per 1M input and output tokens",

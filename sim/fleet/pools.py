@@ -179,7 +179,7 @@ class Pool:
         self.up = [r for r in self.replicas if r.up]
         pending, self.pending = self.pending, []
         for req in pending:
-            self.route(req)
+            self.reroute(req)
 
     def requeue(self, running: list, waiting: list) -> None:
         """Requests a failed replica held: running ones are retried (their work is lost, up
@@ -197,7 +197,7 @@ class Pool:
                 self.fail_request(req, f"replica {req.replica} failed and the retry budget ({limit}) is spent")
                 continue
             self._reset(req)
-            self.route(req)
+            self.reroute(req)
         for req in waiting:
             if req.fail_reason:
                 continue
@@ -205,13 +205,30 @@ class Pool:
                 self.fail_request(req, self.expired[id(req)])
                 continue
             self._reset(req)
-            self.route(req)
+            self.reroute(req)
         if self.on_idle is not None:
             self.on_idle()
 
+    def reroute(self, req) -> None:
+        """Route a request again after a failure; the unconditional sequence of an AR image or
+        audio request (``sim.kinds.media``) follows its conditional one to its replica, as the
+        two decode together."""
+        main = req.parent.children[0] if req.stage > 0 and getattr(req.parent, "children", None) else None
+        if main is not None and getattr(req.parent, "kind", "") in ("ar_image", "audio"):
+            i = main.replica - self.first_index
+            if main.status == RequestStatus.RUNNING or main.status == RequestStatus.WAITING:
+                if 0 <= i < len(self.replicas) and self.replicas[i].up and main not in self.pending:
+                    self.replicas[i].submit(req)
+                    if req.on_done is not None and req.status == RequestStatus.REJECTED:
+                        req.on_done(req)
+                    return
+        self.route(req)
+
     def _reset(self, req) -> None:
         req.status = RequestStatus.WAITING
-        if isinstance(req, Request):
+        if hasattr(req, "reset_for_retry") and not isinstance(req, Request):
+            req.reset_for_retry()  # a block-step request: its blocks are lost with the KV cache
+        elif isinstance(req, Request):
             req.reset_for_retry()
             # The client sees a new generation: its first token is the new attempt's.
             req.first_token_s = -1.0

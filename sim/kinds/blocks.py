@@ -135,6 +135,8 @@ class BlockReplica:
         self._target = -1
         self._busy = False
         self._members: list = []
+        self._step_start = 0.0
+        self._step_dur = 0.0
 
     # ------------------------------------------------------------------ requests in
 
@@ -181,11 +183,44 @@ class BlockReplica:
         if self.num_outstanding == 0 and self.on_idle is not None:
             self.on_idle()
 
-    def fail(self) -> None:  # pragma: no cover - refused by the scenario's validation
-        raise NotImplementedError("replica failures are not modelled on a block-step pool")
+    def fail(self) -> None:
+        """The replica goes down now: the step in flight is lost, and so is every request's
+        progress (the KV cache of its prompt and finished blocks); the pool retries them."""
+        if not self.up:
+            return
+        self.up = False
+        # at once, ahead of ordinary events now (as the LLM replica does)
+        self.env.call_later(0.0, self._failed, urgent=True)
 
-    def recover(self) -> None:  # pragma: no cover
-        raise NotImplementedError
+    def _failed(self, _timer: int) -> None:
+        now = self.env.now
+        self._target = -1  # the step in flight never ends
+        if self._members:
+            # the lost step's GPU time so far, shared by its rows
+            total = sum(m[1] for m in self._members) or 1
+            for req, n, _ in self._members:
+                req.gpu_s += (now - self._step_start) * self.num_gpus * n / total
+            self._members = []
+        running, waiting = list(self.running), list(self.waiting)
+        self.running, self.waiting = [], deque()
+        for req in running + waiting:
+            req.kv_blocks = 0
+        self.free = self.capacity
+        self.num_outstanding = 0
+        self.outstanding_tokens = 0
+        self._busy = False
+        self.recorder.busy(self.index, now, 0.0, 0, 0, 0, 0)
+        for req in [r for r in running if r.fail_reason]:
+            running.remove(req)  # its deadline passed during the lost step
+            self.fail_request(req, req.fail_reason)
+        if self.on_lost is not None:
+            self.on_lost(running, waiting)
+
+    def recover(self) -> None:
+        self.up = True
+        if self.waiting and not self._busy:
+            self._busy = True
+            self._target = self.env.call_later(0.0, self._wake)
 
     # ------------------------------------------------------------------ the loop
 
@@ -241,10 +276,8 @@ class BlockReplica:
             members.append((req, (n + q) * req.sequences, 0 if not q else 3))
             req.prefilled += n
         dur = (self.cost.step_s(shape) if shape.num_seqs else 0.0) + refine * self.refiner_s_per_token
-        total = sum(m[1] for m in members) or 1
-        per = dur * self.num_gpus / total
-        for req, n, _ in members:
-            req.gpu_s += per * n
+        self._step_start = now
+        self._step_dur = dur
         self.recorder.busy(self.index, now, dur, len(self.running), len(self.waiting), self.capacity - self.free, 1)
         self._members = members
         self._target = self.env.call_later(dur, self._stepped)
@@ -271,6 +304,10 @@ class BlockReplica:
         if timer != self._target:
             return
         now = self.env.now
+        total = sum(m[1] for m in self._members) or 1
+        per = self._step_dur * self.num_gpus / total  # the step's GPU time, shared by its rows
+        for req, n, _ in self._members:
+            req.gpu_s += per * n
         for req, _n, what in self._members:
             if req.fail_reason:
                 continue

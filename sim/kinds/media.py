@@ -5,7 +5,8 @@ Each arrival is a parent row with one text request (the sequence) on the pool, a
 beside it under classifier-free guidance (the unconditional sequence, the same lengths, sent to
 the same replica: the engine combines their logits every step, so they run together). The text
 requests go through vLLM's scheduler like any other; the parent finishes when both have, plus
-the decoder's time. The decoder runs on the same GPU after the last token; its time is added to
+the decoder's time. After a replica failure both sequences start again (the pool sends the
+unconditional one after its conditional one). The decoder runs on the same GPU after the last token; its time is added to
 the request's latency and GPU time but does not hold up the replica's next step (it is small
 against the token loop: ``docs/explanation/generative-shapes.md``).
 """
@@ -60,6 +61,9 @@ class MediaRequest:
             if main.status == RequestStatus.REJECTED:
                 twin.status = RequestStatus.REJECTED
                 twin.reject_reason = main.reject_reason
+                continue
+            if main in pool.pending:  # no replica up: both wait for one
+                pool.pending.append(twin)
                 continue
             pool.replicas[main.replica - pool.first_index].submit(twin)  # beside its sequence
             if twin.status == RequestStatus.REJECTED:

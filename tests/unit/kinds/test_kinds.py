@@ -275,7 +275,10 @@ def test_each_kind_is_priced_in_its_own_unit():
             },
             "serves dllm classes .a block-step engine. and text ones",
         ),
-        ({"pool": {"faults": {"mtbf_s": 100, "mttr_s": 10}}}, "not modelled with faults"),
+        (
+            {"pool": {"autoscaling": {"min_replicas": 1, "max_replicas": 2, "target": 4}}},
+            "not modelled with autoscaling",
+        ),
         ({"pool": {"router": "cache_aware"}}, "not modelled with the cache_aware router"),
         (
             {"cls": {"output_tokens": {"dist": "fixed", "value": 5}, "diffusion_lm": None, "ar_image": {}}},
@@ -314,3 +317,50 @@ def test_bad_kind_configs_are_refused_in_one_line(change, message):
     }
     with pytest.raises(ConfigError, match=message):
         parse_scenario(raw)
+
+
+# --------------------------------------------------------------------------- replica failures
+
+
+def _fault_run(model: str, cls: dict, at_s: float):
+    """One request on a two-replica pool whose first replica fails at ``at_s`` (back 5 s later)."""
+    raw = {
+        "name": "t",
+        "seed": 1,
+        "num_requests": 1,
+        "pools": [
+            {
+                "name": "p",
+                "model": model,
+                "gpu": "h100-sxm",
+                "replicas": 2,
+                "faults": {"at_s": [[0, at_s]], "mttr_s": 5, "distribution": "fixed"},
+            }
+        ],
+        "classes": [{"name": "c", "pool": "p", "arrival": {"process": "constant", "rate": 1}, **cls}],
+    }
+    return run_scenario(parse_scenario(raw))
+
+
+def test_a_dllm_request_starts_again_after_its_replica_fails():
+    cls = _dllm(32, 8, output=256)
+    alone = _top(_run("llada-8b", cls)[1]).iloc[0]
+    hit = _top(_fault_run("llada-8b", cls, at_s=1.3)).iloc[0]  # it arrives at 1 s
+    assert hit["status"] == "finished" and hit["retries"] == 1 and hit["replica"] == 1
+    # everything it had done (its blocks until 0.3 s) is lost: it runs again in full elsewhere
+    lost = 1.3 - hit["arrival_s"]
+    assert 0 < lost < alone["e2e_s"]
+    assert hit["e2e_s"] == pytest.approx(lost + alone["e2e_s"], rel=1e-6)
+    assert hit["gpu_s"] == pytest.approx(alone["gpu_s"] + lost, rel=1e-6)
+    assert hit["generated_tokens"] == 256
+
+
+def test_both_sequences_of_an_ar_image_start_again_together():
+    cls = {"prompt_tokens": {"dist": "fixed", "value": 50}, "ar_image": {"width": 256, "height": 256}}
+    alone = _top(_run("janus-pro-7b", cls)[1]).iloc[0]
+    result = _fault_run("janus-pro-7b", cls, at_s=2.0)
+    top = _top(result).iloc[0]
+    seqs = result.requests[result.requests["parent_id"] == top["request_id"]]
+    assert top["status"] == "finished" and top["retries"] == 2  # each sequence retried once
+    assert set(seqs["replica"]) == {1}  # the twin followed its sequence
+    assert top["e2e_s"] == pytest.approx(2.0 - top["arrival_s"] + alone["e2e_s"], rel=1e-6)
