@@ -651,8 +651,9 @@ class ARAudio(Strict):
     """Classifier-free guidance: a second, unconditional sequence decodes beside it (MusicGen
     samples with guidance scale 3 by default)."""
     first_chunk_s: Float = Field(default=0.5, gt=0, le=60)
-    """Audio the codec decodes before playback starts, in seconds: time to first audio is the
-    first token, the steps that produce this much audio, and its decode."""
+    """Audio the codec decodes at a time, in seconds: time to first audio is the first token,
+    the steps that produce this much audio, and its decode; after the last token only the last
+    chunk is left to decode (the rest was decoded as the tokens streamed)."""
     codec_gflops_per_s: Float = Field(default=7.8, gt=0)
     """The codec decoder's work per second of audio, GFLOPs (default: EnCodec 32 kHz's SEANet
     decoder in MusicGen, 3.9 GMAC per second counted from audiocraft's configuration; no figure
@@ -1951,6 +1952,40 @@ class ScenarioCatalog(Strict):
             catalog.add_entries(kind, specs)
 
 
+def kinds_problem(pool: PoolConfig, kinds: set[str], linked: bool = False, cfg: bool = False) -> str | None:
+    """Why ``pool`` cannot serve classes of ``kinds`` (None if it can): the kinds beyond text,
+    image and pipeline are not modelled with some pool features yet, and a block-step pool
+    (diffusion LM, hybrid) serves those kinds alone. ``linked``: another pool shares its GPUs or
+    prefills for it; ``cfg``: an AR image or audio class on it runs two sequences together."""
+    new = kinds & set(NEW_KINDS)
+    if not new:
+        return None
+    blocks = kinds & set(BLOCK_KINDS)
+    if blocks and kinds - blocks:
+        return (
+            f"serves {', '.join(sorted(blocks))} classes (a block-step engine) and "
+            f"{', '.join(sorted(kinds - blocks))} ones (vLLM's scheduler): give them separate pools"
+        )
+    if len(blocks) > 1:
+        return "serves both dllm and hybrid classes; give them separate pools"
+    e = pool.engine
+    for bad, what in (
+        (pool.autoscaling is not None, "autoscaling"),
+        (pool.disaggregation is not None or linked, "disaggregation or colocation"),
+        (pool.colocation is not None, "disaggregation or colocation"),
+        (e.speculative is not None, "speculative decoding"),
+        (bool(blocks) and e.scheduler != "continuous", "a static scheduler"),
+        (bool(blocks) and e.attention_data_parallel > 1, "data-parallel attention"),
+        (bool(blocks) and (e.preemption_mode == "swap" or e.kv_offloading_size > 0), "KV swap or offload"),
+        (bool(blocks) and pool.router == "cache_aware", "the cache_aware router"),
+    ):
+        if bad:
+            return f"serves {', '.join(sorted(new))} classes, which are not modelled with {what} yet; remove it or serve them elsewhere"
+    if cfg and e.max_num_seqs < 2:
+        return "max_num_seqs must be at least 2 for classifier-free guidance: a request's two sequences decode together"
+    return None
+
+
 class Scenario(Strict):
     """One question about a fleet: pools of replicas, request classes, how long to run."""
 
@@ -2090,37 +2125,16 @@ class Scenario(Strict):
             for st in c.stages or ():
                 served.setdefault(st.pool, set()).add("pipeline stage")
         for name, kinds in served.items():
-            new = kinds & set(NEW_KINDS)
-            if not new:
-                continue
-            pool = pools[name]
-            where = f"pools.{name}"
-            blocks = kinds & set(BLOCK_KINDS)
-            if blocks and kinds - blocks:
-                raise ValueError(
-                    f"{where}: serves {', '.join(sorted(blocks))} classes (a block-step engine) and "
-                    f"{', '.join(sorted(kinds - blocks))} ones (vLLM's scheduler): give them separate pools"
-                )
-            if len(blocks) > 1:
-                raise ValueError(f"{where}: serves both dllm and hybrid classes; give them separate pools")
             shared = any(p.colocation is not None and p.colocation.pool == name for p in self.pools)
             prefills = any(p.disaggregation is not None and p.disaggregation.prefill_pool == name for p in self.pools)
-            e = pool.engine
-            for bad, what in (
-                (pool.autoscaling is not None, "autoscaling"),
-                (pool.disaggregation is not None or prefills, "disaggregation"),
-                (pool.colocation is not None or shared, "colocation"),
-                (e.speculative is not None, "speculative decoding"),
-                (bool(blocks) and e.scheduler != "continuous", "a static scheduler"),
-                (bool(blocks) and e.attention_data_parallel > 1, "data-parallel attention"),
-                (bool(blocks) and (e.preemption_mode == "swap" or e.kv_offloading_size > 0), "KV swap or offload"),
-                (bool(blocks) and pool.router == "cache_aware", "the cache_aware router"),
-            ):
-                if bad:
-                    raise ValueError(
-                        f"{where}: serves {', '.join(sorted(new))} classes, which are not modelled with {what} yet; "
-                        f"remove it or serve them elsewhere"
-                    )
+            cfg = any(
+                c.pool == name and getattr(c.shape, "cfg", False)
+                for c in self.classes
+                if c.kind in ("ar_image", "audio")
+            )
+            why = kinds_problem(pools[name], kinds, shared or prefills, cfg)
+            if why:
+                raise ValueError(f"pools.{name}: {why}")
         for c in self.classes:
             shape = c.shape
             decoder = getattr(shape, "decoder", None)

@@ -58,6 +58,7 @@ from sim.config import (
     apply_overrides,
     disaggregation_mismatch,
     format_validation_error,
+    kinds_problem,
     parse_pd_ratio,
 )
 from sim.costs.base import StepShape
@@ -608,6 +609,11 @@ def bounds(
     from sim.fleet.pools import check_pool_fits
 
     pool = cand.pool
+    picked = [scenario.classes[i] for i in classes]
+    cfg = any(getattr(c.shape, "cfg", False) for c in picked if c.kind in ("ar_image", "audio"))
+    why = kinds_problem(pool, {c.kind for c in picked}, False, cfg)
+    if why:
+        return why  # a variant or a merge the kinds beyond text and images cannot run on
     if cand.prefill is not None:
         return _disaggregated_bounds(scenario, cand, classes, settings, base_dir)
     try:

@@ -326,8 +326,7 @@ def simulate(
         elif block_kind(scenario, p.name):
             from sim.kinds import BlockPool
 
-            hybrid = next((c.hybrid for c in scenario.classes if c.pool == p.name and c.hybrid is not None), None)
-            pools[p.name] = BlockPool(env, p, recorder, retry, base_dir, hybrid)
+            pools[p.name] = BlockPool(env, p, recorder, retry, base_dir)
         else:
             kind = DisaggregatedPool if p.disaggregation is not None else LLMPool
             pools[p.name] = kind(env, p, recorder, retry, base_dir, decode_spans, share=share)

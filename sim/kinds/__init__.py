@@ -123,6 +123,7 @@ class Maker:
         elif isinstance(shape, HybridImage):
             grid = shape.blocks[-1]
             self.decode_s = pixel_decode_s(shape.decoder, gpu, shape.width, shape.height, grid)
+            self.refine_s = refiner_s_per_token(shape, gpu, pool.tensor_parallel_size)
 
     def make(self, request_id: int, t: float, prompt: int, amount: int):
         shape = self.cls.shape
@@ -153,6 +154,7 @@ class Maker:
                 refine_tokens=b[-1] if shape.refine_steps else 0,
                 decode_s=self.decode_s,
                 sequences=2 if shape.cfg else 1,
+                refine_s_per_token=self.refine_s,
             )
         if isinstance(shape, ARImage):
             return MediaRequest(
@@ -183,6 +185,9 @@ class Maker:
             first_chunk_tokens=chunk,
             first_chunk_decode_s=codec_decode_s(audio, self.gpu, first),
             audio_s=seconds,
+            # the codec decodes chunk by chunk as the tokens stream: after the last token only
+            # the last chunk is left to decode
+            tail_s=codec_decode_s(audio, self.gpu, first),
         )
 
 
@@ -215,7 +220,7 @@ def kind_arrivals(env, stream: KindStream, class_id: int, cls: RequestClass, poo
 class BlockPool(Pool):
     """An LLM pool whose classes are diffusion LMs or hybrids: block-step replicas."""
 
-    def __init__(self, env, cfg: PoolConfig, recorder, retry, base_dir: Path | None, hybrid: HybridImage | None):
+    def __init__(self, env, cfg: PoolConfig, recorder, retry, base_dir: Path | None):
         super().__init__(env, cfg, recorder, retry)
         self.budget = pool_kv_budget(cfg)
         cost = build_cost_model(cfg, base_dir)
@@ -223,7 +228,6 @@ class BlockPool(Pool):
         model = catalog.get_model(cfg.model)
         tp = cfg.tensor_parallel_size
         block_gib = model.kv_bytes_per_token(cfg.engine.kv_bytes_per_elem, tp) * cfg.engine.block_size / 2**30
-        refine = refiner_s_per_token(hybrid, catalog.get_gpu(cfg.gpu), tp) if hybrid is not None else 0.0
         for _ in range(cfg.replicas_built):
             index = recorder.add_replica(cfg.name, self.budget.num_gpu_blocks, tp, block_gib)
             self._adopt(
@@ -238,6 +242,5 @@ class BlockPool(Pool):
                     sched.max_num_seqs,
                     sched.max_num_batched_tokens,
                     sched.max_model_len,
-                    refine,
                 )
             )

@@ -14,7 +14,9 @@ running request per step; these kinds need their own loop, which keeps what carr
   context c is a chunk of q tokens over c cached ones, bidirectional within the block for a
   diffusion LM, with logits for all q positions; the refiner is its own roofline term.
 
-A block is committed to the KV cache when its last step ends (the KV of a finished block is
+It has no prefix cache, always chunks prompts (``enable_chunked_prefill`` off is not
+honoured) and always reserves a request's whole answer (whatever ``capacity_scheduler_policy``
+says). A block is committed to the KV cache when its last step ends (the KV of a finished block is
 what the next blocks attend to: block diffusion's cache, Fast-dLLM's). The prompt's last chunk
 also runs the first block's first step (one forward over the prompt and the masked block).
 """
@@ -52,6 +54,8 @@ class BlockRequest:
     refine_steps: int = 0
     refine_tokens: int = 0
     """Tokens the refiner processes at each of its steps (HART: the last scale's)."""
+    refine_s_per_token: float = 0.0
+    """The refiner's seconds per token per step on this replica (roofline)."""
     decode_s: float = 0.0
     """The pixel decoder's seconds after the last step (hybrid)."""
     # -- state
@@ -109,7 +113,6 @@ class BlockReplica:
         max_num_seqs: int,
         max_num_batched_tokens: int,
         max_model_len: int,
-        refiner_s_per_token: float = 0.0,
     ):
         self.env = env
         self.index = index
@@ -122,8 +125,6 @@ class BlockReplica:
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
-        self.refiner_s_per_token = refiner_s_per_token
-        """The refiner's seconds per token per step (HART's residual MLP, roofline)."""
         self.waiting: deque[BlockRequest] = deque()
         self.running: list[BlockRequest] = []
         self.num_outstanding = 0
@@ -166,7 +167,8 @@ class BlockReplica:
             self._target = self.env.call_later(0.0, self._wake)
 
     def cancel(self, req: BlockRequest, reason: str) -> None:
-        """A deadline passed: a waiting request leaves now, a running one at the step's end."""
+        """A deadline passed: a waiting request leaves now, a running one at the step's end
+        (unless that step finishes it)."""
         if req in self.waiting:
             self.waiting.remove(req)
             self._forget(req)
@@ -259,15 +261,16 @@ class BlockReplica:
                 budget -= q * req.sequences
                 members.append((req, q * req.sequences, 1))
             else:
-                refine += req.refine_tokens * req.sequences
+                refine += req.refine_tokens * req.sequences * req.refine_s_per_token
                 members.append((req, req.refine_tokens * req.sequences, 2))
         for req in self.running:
             left = req.num_prompt_tokens - req.prefilled
             if left <= 0 or budget <= 0:
                 continue
-            n = min(left, budget // req.sequences)
-            if n <= 0:
+            room = budget // req.sequences
+            if room <= 0 and members:
                 continue
+            n = min(left, max(room, 1))  # a step always makes progress, however small its budget
             q = self._block_tokens(req)
             q = q if n == left and (n + q) * req.sequences <= budget else 0
             # the prompt's last chunk runs the first block's first step in the same forward
@@ -275,7 +278,7 @@ class BlockReplica:
             budget -= (n + q) * req.sequences
             members.append((req, (n + q) * req.sequences, 0 if not q else 3))
             req.prefilled += n
-        dur = (self.cost.step_s(shape) if shape.num_seqs else 0.0) + refine * self.refiner_s_per_token
+        dur = (self.cost.step_s(shape) if shape.num_seqs else 0.0) + refine
         self._step_start = now
         self._step_dur = dur
         self.recorder.busy(self.index, now, dur, len(self.running), len(self.waiting), self.capacity - self.free, 1)
@@ -309,8 +312,6 @@ class BlockReplica:
         for req, n, _ in self._members:
             req.gpu_s += per * n
         for req, _n, what in self._members:
-            if req.fail_reason:
-                continue
             if what == 0:
                 continue  # a prompt chunk
             if what == 2:
@@ -337,6 +338,7 @@ class BlockReplica:
     def _finish(self, req: BlockRequest, now: float) -> None:
         self.running.remove(req)
         req.status = RequestStatus.FINISHED
+        req.fail_reason = ""  # one that finishes in the step in flight is kept, as vLLM's aborts
         req.gpu_s += req.decode_s * self.num_gpus
         req.finish_s = now + req.decode_s
         self._forget(req)

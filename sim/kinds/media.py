@@ -3,12 +3,14 @@ by an LLM-style decoder on an LLM pool, then decoded to pixels or a waveform.
 
 Each arrival is a parent row with one text request (the sequence) on the pool, and a second one
 beside it under classifier-free guidance (the unconditional sequence, the same lengths, sent to
-the same replica: the engine combines their logits every step, so they run together). The text
-requests go through vLLM's scheduler like any other; the parent finishes when both have, plus
-the decoder's time. After a replica failure both sequences start again (the pool sends the
-unconditional one after its conditional one). The decoder runs on the same GPU after the last token; its time is added to
-the request's latency and GPU time but does not hold up the replica's next step (it is small
-against the token loop: ``docs/explanation/generative-shapes.md``).
+the same replica: the engine combines their logits every step, so they run together; the pool
+needs room for two sequences, ``max_num_seqs`` >= 2). The text requests go through vLLM's
+scheduler like any other; the parent finishes when both have, plus what is left to decode: an
+image's whole decode, audio's last chunk (the codec decodes chunk by chunk as the tokens
+stream). The decoder runs on the same GPU; its time counts in the request's GPU time but does
+not hold up the replica's next step (it is small against the token loop:
+``docs/explanation/generative-shapes.md``). After a replica failure both sequences start again
+(the pool sends the unconditional one after its conditional one).
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ class MediaRequest:
     sequences: int
     """1, or 2 with classifier-free guidance."""
     decode_s: float
-    """The pixel or audio decoder's seconds after the last token."""
+    """The pixel or audio decoder's GPU seconds."""
     first_chunk_tokens: int = 1
     """Tokens before the first row (an image) or the first chunk of audio can be decoded."""
     first_chunk_decode_s: float = 0.0
     """Decoding that first row or chunk."""
     audio_s: float = 0.0
+    tail_s: float = -1.0
+    """Decoding left after the last token (-1: all of ``decode_s``; audio decodes as it
+    streams, so only its last chunk is left)."""
     children: list = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING
     finish_s: float = -1.0
@@ -85,7 +90,8 @@ class MediaRequest:
             self._abandon(child, f"its other sequence failed: {child.fail_reason}")
         elif all(c.status == RequestStatus.FINISHED for c in self.children):
             self.status = RequestStatus.FINISHED
-            self.finish_s = max(c.finish_s for c in self.children) + self.decode_s
+            tail = self.decode_s if self.tail_s < 0 else self.tail_s
+            self.finish_s = max(c.finish_s for c in self.children) + tail
             self.children[0].gpu_s += self.decode_s * self._pool.replicas[0].num_gpus
 
     def _abandon(self, done, reason: str) -> None:
@@ -93,8 +99,15 @@ class MediaRequest:
         for c in self.children:
             if c is done or c.status in (RequestStatus.FINISHED, RequestStatus.REJECTED) or c.fail_reason:
                 continue
-            if c.replica >= 0:
-                self._pool.replicas[c.replica - self._pool.first_index].cancel(c, reason)
+            pool = self._pool
+            i = c.replica - pool.first_index
+            if c in pool.pending:
+                pool.pending.remove(c)
+                pool.fail_request(c, reason)
+            elif c.replica >= 0 and pool.replicas[i].up:
+                pool.replicas[i].cancel(c, reason)
+            elif c.replica >= 0:
+                pool.fail_request(c, reason)  # lost with its replica: not to be retried
 
     # -- what the summary reads
     @property
@@ -119,7 +132,8 @@ class MediaRequest:
 
     @property
     def num_retries(self) -> int:
-        return sum(c.num_retries for c in self.children)
+        """Times it started again (its sequences restart together: they count once)."""
+        return max((c.num_retries for c in self.children), default=0)
 
     @property
     def gpu_s(self) -> float:

@@ -362,7 +362,10 @@ def summarize(
     }
     if "all" in result["classes"]:
         result["slo"]["all"] = scenario.slo.model_dump() if scenario.slo else None
-        result["slo_met"]["all"] = slo_met(result["classes"]["all"], scenario.slo)
+        kinds = {c.kind for c in scenario.classes}
+        # one kind throughout: the targets that kind has (mixed kinds keep text's, as before)
+        kind = kinds.pop() if len(kinds) == 1 else "text"
+        result["slo_met"]["all"] = slo_met(result["classes"]["all"], scenario.slo, kind)
     return result
 
 
