@@ -2095,17 +2095,20 @@ class Scenario(Strict):
         self._check_kinds(pools)
         for c in self.classes:
             # a class none of whose requests could ever fit its pool serves nothing: say so now
-            if (
-                c.kind != "text"
-                or c.pool is None
-                or c.trace is not None
-                or c.prompt_tokens is None
-                or c.output_tokens is None
-            ):
+            if c.kind not in ("text", *NEW_KINDS) or c.pool is None or c.trace is not None or c.prompt_tokens is None:
                 continue
+            shape = c.shape
+            if c.kind in ("text", "dllm"):
+                if c.output_tokens is None:
+                    continue
+                out = least_tokens(c.output_tokens)
+            elif c.kind == "audio":
+                out = shape.steps(least_tokens(shape.seconds))
+            else:
+                out = sum(shape.blocks) if c.kind == "hybrid" else shape.image_tokens
             pool = pools[c.pool]
             limit = pool.engine.max_model_len or catalog.get_model(pool.model).max_position_embeddings
-            least = least_tokens(c.prompt_tokens) + least_tokens(c.output_tokens)
+            least = least_tokens(c.prompt_tokens) + out
             if least > limit:
                 raise ValueError(
                     f"class {c.name!r}: every request needs at least {least:,} tokens (prompt + output), more than the "
@@ -2143,22 +2146,6 @@ class Scenario(Strict):
                     catalog.get_vae(decoder)
                 except ConfigError as exc:
                     raise ValueError(f"classes.{c.name}.{c.kind}.decoder: {exc}") from None
-            if c.kind in ("dllm", "hybrid", "ar_image") and c.pool in pools:
-                pool = pools[c.pool]
-                limit = pool.engine.max_model_len or catalog.get_model(pool.model).max_position_embeddings
-                out = (
-                    least_tokens(c.output_tokens)
-                    if c.kind == "dllm"
-                    else sum(shape.blocks)
-                    if c.kind == "hybrid"
-                    else shape.image_tokens
-                )
-                least = least_tokens(c.prompt_tokens) + out
-                if least > limit:
-                    raise ValueError(
-                        f"class {c.name!r}: every request needs at least {least:,} tokens (prompt + output), more "
-                        f"than the max_model_len ({limit:,}) of pool {c.pool!r}: none could be served"
-                    )
 
     def _check_colocation(self, pools: dict[str, PoolConfig]) -> None:
         hosts: dict[str, str] = {}

@@ -33,7 +33,7 @@ ALLTOALL_EFFICIENCY = 0.7
 RGB_BYTES = 3 * 4  # decoded frames as fp32 RGB before conversion
 
 
-class _Stage:
+class ComponentTime:
     """Seconds per FLOP and per byte of one component on one GPU, and its fixed cost per call."""
 
     __slots__ = ("s_per_flop", "s_per_byte", "overhead_s")
@@ -78,7 +78,7 @@ class DiffusionRooflineCost:
         link = gpu.interconnect_gb_s / 2 * 1e9 * ALLTOALL_EFFICIENCY  # one direction
         self._link_s_per_byte = 1.0 / link
         self._hop_s = gpu.allreduce_latency_s
-        self._denoiser = _Stage(spec.efficiency, gpu, compute_efficiency, bandwidth_efficiency)
+        self._denoiser = ComponentTime(spec.efficiency, gpu, compute_efficiency, bandwidth_efficiency)
         fp8 = dtype == "fp8"
         if fp8:  # FP8 products at the FP8 peak, at the same efficiency factors (assumed)
             self._denoiser.s_per_flop *= gpu.bf16_tflops / gpu.fp8_tflops
@@ -101,9 +101,9 @@ class DiffusionRooflineCost:
             )
         self._denoiser_weight_bytes = (1 if fp8 else WEIGHT_BYTES) * spec.denoiser_params
         self._text = [
-            (_Stage(e.efficiency, gpu), e.flops_per_prompt, WEIGHT_BYTES * e.params) for e in spec.text_encoders
+            (ComponentTime(e.efficiency, gpu), e.flops_per_prompt, WEIGHT_BYTES * e.params) for e in spec.text_encoders
         ]
-        self._vae = _Stage(spec.vae.efficiency, gpu)
+        self._vae = ComponentTime(spec.vae.efficiency, gpu)
         self._vae_weight_bytes = WEIGHT_BYTES * spec.vae.params
         self._per_row: dict[int, tuple[float, float]] = {}
 

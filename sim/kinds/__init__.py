@@ -25,13 +25,12 @@ import numpy as np
 from sim import catalog
 from sim.config import BLOCK_KINDS, ARAudio, ARImage, HybridImage, PoolConfig, RequestClass, Scenario, TextDiffusion
 from sim.costs.factory import build_cost_model
+from sim.diffusion.cost import WEIGHT_BYTES, ComponentTime
 from sim.errors import ConfigError
 from sim.fleet.pools import Pool, pool_kv_budget, scheduler_config
 from sim.kinds.blocks import BlockReplica, BlockRequest
 from sim.kinds.media import MediaRequest
 from sim.workload.lengths import sample_lengths
-
-WEIGHT_BYTES = 2  # decoders and the refiner run in bf16
 
 
 @dataclass(frozen=True)
@@ -67,13 +66,6 @@ def build_kind_stream(scenario: Scenario, cls: RequestClass, rng: np.random.Gene
 # --------------------------------------------------------------------------- decoders
 
 
-def _gpu_times(gpu: catalog.GPUSpec, eff: catalog.ComponentEfficiency) -> tuple[float, float]:
-    """Seconds per FLOP and per byte of HBM traffic at a component's efficiency on ``gpu``."""
-    s_per_flop = 1.0 / (gpu.bf16_tflops * 1e12 * eff.compute)
-    s_per_byte = 1.0 / (gpu.hbm_tb_s * 1e12 * (eff.bandwidth or gpu.efficiency.bandwidth))
-    return s_per_flop, s_per_byte
-
-
 def pixel_decode_s(decoder: str, gpu: catalog.GPUSpec, width: int, height: int, grid: int) -> float:
     """Decoding one ``width`` x ``height`` image from a token grid of ``grid`` tokens with a
     ``vaes`` entry of the diffusion catalog: its convolutions per output pixel, its mid-block
@@ -81,16 +73,14 @@ def pixel_decode_s(decoder: str, gpu: catalog.GPUSpec, width: int, height: int, 
     streaming, plus its fixed cost)."""
     vae = catalog.get_vae(decoder)
     flops = width * height * vae.flops_per_pixel + 4 * vae.mid_attention_channels * grid * grid
-    s_flop, s_byte = _gpu_times(gpu, vae.efficiency)
-    return max(flops * s_flop, WEIGHT_BYTES * vae.params * s_byte) + vae.efficiency.overhead_s
+    return ComponentTime(vae.efficiency, gpu).time_s(flops, WEIGHT_BYTES * vae.params)
 
 
 def codec_decode_s(audio: ARAudio, gpu: catalog.GPUSpec, seconds: float) -> float:
     """The codec decoder's time for ``seconds`` of audio, at the image VAE's assumed efficiency
     for convolutional decoders (``sd-vae`` in the diffusion catalog)."""
-    eff = catalog.get_vae("sd-vae").efficiency
-    s_flop, _ = _gpu_times(gpu, eff)
-    return audio.codec_gflops_per_s * 1e9 * seconds * s_flop + eff.overhead_s
+    # compute-bound: tens of MB of weights against tens of GFLOP per second of audio
+    return ComponentTime(catalog.get_vae("sd-vae").efficiency, gpu).time_s(audio.codec_gflops_per_s * 1e9 * seconds, 0)
 
 
 def refiner_s_per_token(hybrid: HybridImage, gpu: catalog.GPUSpec, tp: int) -> float:
