@@ -257,13 +257,53 @@ def load_table(quick: bool) -> tuple[str, RunResult]:
     return "\n".join(lines), result
 
 
+# LlamaGen's serving README (autoregressive/serve/README.md, "Comparison (A100)"): vLLM 0.4.1,
+# class-conditional GPT-XL at 384 x 384, a batch of 8 class labels with CFG scale 4 (16
+# sequences of 576 tokens), bf16: 4.84 s of GPT sampling for the batch.
+LLAMAGEN = {"model": "llamagen-gpt-xl", "gpu": "a100-80gb", "images": 8, "measured_s": 4.84}
+
+
+def llamagen_check() -> tuple[float, float]:
+    """servesim's sampling time for LlamaGen's published vLLM batch, and its signed error. The
+    batch arrives at once; sampling ends with the last sequence's last token (the published time
+    leaves out the VQ decoder)."""
+    sc = parse_scenario(
+        {
+            "name": "llamagen-check",
+            "seed": 1,
+            "num_requests": LLAMAGEN["images"],
+            "pools": [{"name": "p", "model": LLAMAGEN["model"], "gpu": LLAMAGEN["gpu"]}],
+            "classes": [
+                {
+                    "name": "c",
+                    "pool": "p",
+                    "arrival": {"process": "constant", "rate": 1e6},
+                    "prompt_tokens": {"dist": "fixed", "value": 1},
+                    "ar_image": {"width": 384, "height": 384, "cfg": True},
+                }
+            ],
+        },
+        source="llamagen",
+    )
+    df = run_scenario(sc).requests
+    seqs = df[df["kind"] == "text"]
+    predicted = float(seqs["finish_s"].max() - seqs["arrival_s"].min())
+    return predicted, predicted / LLAMAGEN["measured_s"] - 1
+
+
+def weights_floor_ms() -> float:
+    """Milliseconds to read LlamaGen GPT-XL's bf16 weights once at the A100's HBM bandwidth."""
+    model, gpu = catalog.get_model(LLAMAGEN["model"]), catalog.get_gpu(LLAMAGEN["gpu"])
+    return model.params_total * 2 / (gpu.hbm_tb_s * 1e12) * 1e3
+
+
 def display_name(k: Kind) -> str:
     if k.kind == "image":
         return catalog.get_diffusion_model(k.model).display_name
     return catalog.get_model(k.model).display_name
 
 
-def render(solos: list[Solo], table: str, result: RunResult, quick: bool) -> str:
+def render(solos: list[Solo], table: str, result: RunResult, quick: bool, check: tuple[float, float]) -> str:
     head = "| Property | " + " | ".join(s.kind.title for s in solos) + " |"
     rule = "|---" * (len(solos) + 1) + "|"
     rows = [
@@ -320,6 +360,19 @@ what it delivered.
 
 {table}
 
+## One published check
+
+LlamaGen's serving notes give one measurement of an AR image model served by vLLM (0.4.1) with
+its conditions: class-conditional GPT-XL (775 M, `llamagen-gpt-xl`) at 384 x 384, a batch of 8
+class labels with CFG (16 sequences of 576 tokens), bf16 on an A100, **{fmt(LLAMAGEN["measured_s"])} s** of
+sampling for the batch. servesim, with nothing fitted to it (the A100's memory is not stated;
+80 GB assumed), predicts **{fmt(check[0])} s ({check[1]:+.0%})**: {fmt(check[0] / 576 * 1e3)} ms per decode
+step against {fmt(LLAMAGEN["measured_s"] / 576 * 1e3)} ms measured, where streaming the weights once
+takes {fmt(weights_floor_ms())} ms. The rest of a step is mostly per-step overhead (launches, scheduling,
+sampling), and this engine's (an old release, with a per-step CFG logits processor) is not among
+the points servesim's host terms were fitted on ([validation](validation.md)): read AR-image
+latencies as optimistic where an engine's per-step overhead is high.
+
 ## What these numbers rest on
 
 - The transformers' shapes come from the published configurations (the catalog's `source`
@@ -327,8 +380,8 @@ what it delivered.
 - The pixel decoders (`llamagen-vq16`, `hart-vq16`) and the EnCodec decoder are counted from
   their code, at the image VAEs' assumed convolution efficiency; a decoder's time is added to
   its request's latency and GPU time but does not hold the replica's next step.
-- No engine-grade serving measurement of these kinds with its conditions was found to check them
-  against: Fast-dLLM's LLaDA figures (54 tokens/s at batch 1 on an A100) come from an eager
+- Beyond the check above, no engine-grade serving measurement of these kinds with its conditions
+  was found: Fast-dLLM's LLaDA figures (54 tokens/s at batch 1 on an A100) come from an eager
   Hugging Face loop, Mercury's (1,109 tokens/s on an H100) name no model size or batch.
 """
 
@@ -338,7 +391,7 @@ def main(out: Path, quick: bool = False) -> Path:
     table, result = load_table(quick)
     out.mkdir(parents=True, exist_ok=True)
     page = out / "generative-shapes.md"
-    page.write_text(render(solos, table, result, quick), encoding="utf-8")
+    page.write_text(render(solos, table, result, quick, llamagen_check()), encoding="utf-8")
     return page
 
 
