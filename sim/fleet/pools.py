@@ -226,14 +226,14 @@ class Pool:
 
     def _reset(self, req) -> None:
         req.status = RequestStatus.WAITING
-        if hasattr(req, "reset_for_retry") and not isinstance(req, Request):
-            req.reset_for_retry()  # a block-step request: its blocks are lost with the KV cache
-        elif isinstance(req, Request):
+        if isinstance(req, Request):
             req.reset_for_retry()
             # The client sees a new generation: its first token is the new attempt's.
             req.first_token_s = -1.0
             req.last_token_s = -1.0
             req.max_itl_s = 0.0
+        elif hasattr(req, "reset_for_retry"):
+            req.reset_for_retry()  # a block-step request: its blocks are lost with the KV cache
         else:
             if not req.deterministic:
                 req.checkpoint_step = 0
