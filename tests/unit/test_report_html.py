@@ -14,6 +14,7 @@ import re
 from argparse import Namespace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from rich.console import Console
@@ -460,10 +461,28 @@ def test_bad_paths(run_dir, tmp_path):
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_every_shipped_scenario_runs_prices_and_reports(path, tmp_path, skip_without_traces):
+    """Each shipped scenario, shortened, runs once for three checks. The run writes per-class
+    metrics, parquet and plots. The price bills every class, and no request more than the bill.
+    The report page is self-contained, with every class and one replica-state plot per pool.
+    These were three tests that ran every scenario three times: about half the suite's time."""
     skip_without_traces(path)
-    result = run_scenario(path, overrides=short_overrides())
-    write_outputs(result, tmp_path, plots=False)
-    write_price_outputs(price_scenario(result), tmp_path)
+    result = run_scenario(path, overrides=("duration_s=120", "warmup_s=20", "replications=1"))
+    write_outputs(result, tmp_path, plots=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for cls in yaml.safe_load(path.read_text())["classes"]:
+        st = summary["classes"][cls["name"]]
+        assert st["arrivals"]["mean"] > 0 and st["e2e_s_p50"]["mean"] > 0
+    assert len(pd.read_parquet(tmp_path / "requests.parquet")) == summary["conservation"]["arrived"]
+    for png in ("latency_cdf.png", "replica_state.png"):
+        assert (tmp_path / png).stat().st_size > 10_000
+
+    priced = price_scenario(result)
+    o = priced.overall
+    assert o["bill_usd"] > 0 and o["revenue_usd"] > 0
+    assert priced.requests["loaded_usd"].sum() <= o["bill_usd"] * (1 + 1e-9)
+    assert set(priced.classes["class"]) == {c.name for c in result.scenario.classes}
+
+    write_price_outputs(priced, tmp_path)
     page = write_report(tmp_path).read_text()
     assert '<section id="run">' in page and '<section id="price">' in page
     assert_self_contained(page)

@@ -1,49 +1,14 @@
-"""Every shipped scenario validates, runs from the CLI (shortened), and writes per-class
-metrics, parquet and plots. The Alibaba-trace scenario needs the project's shared data
-folder (the trace has no licence and is not shipped): it is skipped when the file is absent."""
+"""Every shipped scenario validates and parses back as it was written out. (That each one runs,
+prices and reports, shortened, is tests/unit/test_report_html.py's.)"""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
-
-
-@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_shipped_scenario_runs_from_the_cli(path, tmp_path, skip_without_traces):
-    skip_without_traces(path)
-    cmd = [
-        sys.executable,
-        "-m",
-        "sim",
-        "run",
-        str(path),
-        "-o",
-        str(tmp_path),
-        "--replications",
-        "1",
-        "--set",
-        "duration_s=120",
-        "--set",
-        "warmup_s=20",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    raw = yaml.safe_load(path.read_text())
-    for cls in raw["classes"]:
-        st = summary["classes"][cls["name"]]
-        assert st["arrivals"]["mean"] > 0 and st["e2e_s_p50"]["mean"] > 0
-    requests = pd.read_parquet(tmp_path / "requests.parquet")
-    assert len(requests) == summary["conservation"]["arrived"]
-    for png in ("latency_cdf.png", "replica_state.png"):
-        assert (tmp_path / png).stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(
