@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from sim import catalog
+from sim.diffusion.cost import eight_bit_peak_tflops
 from sim.errors import ConfigError, ServesimError
 
 MAX_SECONDS = 1e7
@@ -1168,11 +1169,13 @@ class DiffusionBatching(Strict):
     """With ``tensor_parallel_size`` ≥ 2: the conditional and unconditional rows of
     classifier-free guidance run on two GPUs at once, and their noise predictions are gathered
     each step (xDiT's CFG parallelism)."""
-    dtype: Literal["bfloat16", "fp8"] = "bfloat16"
-    """The denoiser's precision: ``fp8`` (FP8 weights and matrix products, as TensorRT and
-    torchao serve FLUX) reads 1 byte per weight and runs at the GPU's FP8 peak, at the same
-    efficiency factors as bf16 (assumed: no FP8 diffusion timings were fitted). Text encoders
-    and the VAE stay bf16. The GPU must support FP8."""
+    dtype: Literal["bfloat16", "fp8", "int8"] = "bfloat16"
+    """The denoiser's precision. ``fp8`` (FP8 weights and matrix products, as TensorRT and
+    torchao serve FLUX and SDXL) and ``int8`` (INT8 weights and activations, TensorRT's 8-bit
+    SDXL) read 1 byte per weight and run at the GPU's FP8 or INT8 peak, at the GPU catalog's
+    ``denoiser_8bit`` share of the denoiser's bf16 efficiency (fitted on published 8-bit
+    pipelines: docs/explanation/calibration.md). Text encoders and the VAE stay bf16. The GPU
+    must have the 8-bit tensor cores (the A100 has INT8, no FP8)."""
 
 
 class FaultConfig(Strict):
@@ -1646,8 +1649,9 @@ class PoolConfig(Strict):
                 )
             if self.router == "cache_aware":
                 raise ValueError(f"router cache_aware reads an LLM's KV cache; {self.model} is a diffusion model")
-            if self.diffusion.dtype == "fp8" and catalog.get_gpu(self.gpu).fp8_tflops is None:
-                raise ValueError(f"gpu {self.gpu} has no FP8 support; use batching.dtype: bfloat16")
+            dtype = self.diffusion.dtype
+            if dtype != "bfloat16" and eight_bit_peak_tflops(catalog.get_gpu(self.gpu), dtype) is None:
+                raise ValueError(f"gpu {self.gpu} has no {dtype.upper()} support; use batching.dtype: bfloat16")
             return self
         if self.batching is not None:
             raise ValueError(f"{self.model} is an LLM: its pool takes 'engine', not 'batching'")

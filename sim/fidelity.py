@@ -229,11 +229,19 @@ def execution(point: dict) -> str:
     return "eager" if "eager" in engine or "no compile" in engine else "compiled"
 
 
-def _image_pool(point: dict, batching: dict) -> dict:
+def _image_pool(point: dict, batching: dict, replicas: int = 1) -> dict:
+    """The point's pool: its model and GPU, the denoiser in the point's precision where that is
+    8-bit (FP8, INT8; else bf16), compiled or eager as its engine ran."""
+    from sim.diffusion.cost import EIGHT_BIT
+
+    precision = _precision(point)
+    if precision in EIGHT_BIT:
+        batching = {**batching, "dtype": precision}
     return {
         "name": "p",
         "model": point["model"],
         "gpu": point["gpu"],
+        "replicas": replicas,
         "batching": batching,
         "cost_model": {"kind": "roofline", "execution": execution(point)},
     }
@@ -275,14 +283,16 @@ def _image_single(point: dict, spec: dict) -> float:
 
 
 def _image_batch(point: dict, spec: dict) -> float:
-    """One static batch of ``batch_size`` images (requests arriving together): images per
-    second over the batch, or its latency."""
+    """One static batch of ``batch_size`` images (requests arriving together) on each of the
+    spec's ``replicas`` (a multi-GPU system's data-parallel copies, 1 by default): images per
+    second over the batches, or their latency."""
     n = int(point["conditions"]["batch_size"])
+    replicas = int(spec.get("replicas", 1))
     raw = {
         "name": f"fidelity-{point['id']}",
         "seed": 0,
-        "num_requests": n,
-        "pools": [_image_pool(point, {"max_batch_size": n, "max_wait_s": 1.0})],
+        "num_requests": n * replicas,
+        "pools": [_image_pool(point, {"max_batch_size": n, "max_wait_s": 1.0}, replicas)],
         "classes": [
             {
                 "name": "c",
@@ -292,10 +302,10 @@ def _image_batch(point: dict, spec: dict) -> float:
             }
         ],
     }
-    done = _finished(_run(raw), n)
+    done = _finished(_run(raw), n * replicas)
     span = float(done["finish_s"].max() - done["arrival_s"].min())
     if point["metric"] in ("images_per_s", "samples_per_s"):
-        return n / span
+        return n * replicas / span
     if point["metric"] in ("e2e_s", "video_s"):
         return span
     raise ValueError(f"metric {point['metric']!r} is not one an image batch can be scored on")
@@ -304,7 +314,7 @@ def _image_batch(point: dict, spec: dict) -> float:
 def _image_step(point: dict, spec: dict) -> float:
     """One denoising step of the request's shape, from the pool's cost model directly."""
     from sim import catalog
-    from sim.diffusion.cost import DiffusionRooflineCost
+    from sim.diffusion.cost import EIGHT_BIT, DiffusionRooflineCost
 
     model = catalog.get_diffusion_model(point["model"])
     image = _image(point, spec)
@@ -312,7 +322,9 @@ def _image_step(point: dict, spec: dict) -> float:
     tokens = model.latent_tokens(
         image.get("width", model.default_width), image.get("height", model.default_height), image.get("frames", 1)
     )
-    cost = DiffusionRooflineCost(model, catalog.get_gpu(point["gpu"]), execution=execution(point))
+    precision = _precision(point)
+    dtype = precision if precision in EIGHT_BIT else "bfloat16"
+    cost = DiffusionRooflineCost(model, catalog.get_gpu(point["gpu"]), execution=execution(point), dtype=dtype)
     rows = int(point["conditions"].get("batch_size") or 1) * (2 if cfg else 1)
     return cost.denoise_step_s(rows, tokens)
 

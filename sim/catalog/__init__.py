@@ -254,6 +254,10 @@ class Efficiency(_Spec):
     """Prefill attention: fraction of the bf16 peak (default: ``compute``)."""
     attention_bandwidth: float | None = Field(default=None, gt=0, le=1)
     """Decode attention's KV-cache read: fraction of HBM bandwidth (default: ``bandwidth``)."""
+    denoiser_8bit: float = Field(default=1.0, gt=0, le=1)
+    """An 8-bit (FP8 or INT8) diffusion denoiser's compute efficiency at the 8-bit peak, as a
+    fraction of its bf16 efficiency at the bf16 peak: what quantised convolutions and matrix
+    products reach after their scaling, the layers kept in 16 bits and attention."""
     fitted: bool = False
     """True where the GEMM and elementwise terms were fitted on measurements of this GPU."""
     source: str
@@ -281,6 +285,8 @@ class GPUSpec(_Spec):
     display_name: str
     bf16_tflops: float = Field(gt=0)
     fp8_tflops: float | None = Field(default=None, gt=0)
+    int8_tops: float | None = Field(default=None, gt=0)
+    """Dense INT8 tensor-core TOP/s (8-bit diffusion denoisers with ``batching.dtype: int8``)."""
     memory_gib: float = Field(gt=0)
     hbm_tb_s: float = Field(gt=0)
     interconnect: str

@@ -72,7 +72,7 @@ def gpu_table(gpus: Mapping[str, GPUSpec]) -> Table:
     efficiencies were fitted or are assumed."""
     t = Table(title="GPUs")
     for col in (
-        "name", "BF16 TFLOP/s", "FP8", "memory GiB", "TB/s", "link GB/s", "host link", "TDP W", "$/GPU-h", "price date",
+        "name", "BF16 TFLOP/s", "FP8", "INT8 TOP/s", "memory GiB", "TB/s", "link GB/s", "host link", "TDP W", "$/GPU-h", "price date",
         "roofline",
     ):  # fmt: skip
         t.add_column(col)
@@ -81,6 +81,7 @@ def gpu_table(gpus: Mapping[str, GPUSpec]) -> Table:
             g.name,
             f"{g.bf16_tflops:g}",
             f"{g.fp8_tflops:g}" if g.fp8_tflops else "-",
+            f"{g.int8_tops:g}" if g.int8_tops else "-",
             f"{g.memory_gib:g}",
             f"{g.hbm_tb_s:g}",
             f"{g.interconnect_gb_s:g}",

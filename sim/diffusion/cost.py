@@ -15,6 +15,8 @@ from sim.errors import ConfigError
 
 GIB = 2**30
 WEIGHT_BYTES = 2  # bf16 weights
+#: Denoiser precisions: bf16, and the 8-bit ones (1 byte a weight, products at the 8-bit peak).
+EIGHT_BIT = ("fp8", "int8")
 ACT_BYTES = 2  # bf16 activations
 
 #: Peak live activations of a denoiser forward, in hidden-size vectors per token per row: a DiT
@@ -79,9 +81,9 @@ class DiffusionRooflineCost:
         self._link_s_per_byte = 1.0 / link
         self._hop_s = gpu.allreduce_latency_s
         self._denoiser = ComponentTime(spec.efficiency, gpu, compute_efficiency, bandwidth_efficiency)
-        fp8 = dtype == "fp8"
-        if fp8:  # FP8 products at the FP8 peak, at the same efficiency factors (assumed)
-            self._denoiser.s_per_flop *= gpu.bf16_tflops / gpu.fp8_tflops
+        if dtype in EIGHT_BIT:  # products at the 8-bit peak, at the GPU's 8-bit share of bf16's efficiency
+            peak = eight_bit_peak_tflops(gpu, dtype)
+            self._denoiser.s_per_flop *= gpu.bf16_tflops / (peak * gpu.efficiency.denoiser_8bit)
         # Eager execution (PyTorch without a compiler): every op is its own kernel dispatched
         # from Python, and the elementwise ops stream their tensors through HBM unfused. The
         # step then takes max(GPU, host): the GPU's time plus the elementwise bytes at the
@@ -99,7 +101,7 @@ class DiffusionRooflineCost:
                 spec.eager.elementwise_bytes_per_row_token * s_per_byte,
                 spec.eager.ops_per_forward * gpu.overheads.eager_op_s,
             )
-        self._denoiser_weight_bytes = (1 if fp8 else WEIGHT_BYTES) * spec.denoiser_params
+        self._denoiser_weight_bytes = denoiser_weight_bytes(spec, dtype)
         self._text = [
             (ComponentTime(e.efficiency, gpu), e.flops_per_prompt, WEIGHT_BYTES * e.params) for e in spec.text_encoders
         ]
@@ -176,6 +178,21 @@ class DiffusionConstantCost:
         return self.vae_s * num_images
 
 
+def eight_bit_peak_tflops(gpu: GPUSpec, dtype: str) -> float | None:
+    """The GPU's dense FP8 TFLOP/s or INT8 TOP/s for an 8-bit denoiser (None: not supported)."""
+    return gpu.fp8_tflops if dtype == "fp8" else gpu.int8_tops
+
+
+def denoiser_weight_bytes(spec: DiffusionModelSpec, dtype: str) -> float:
+    """The denoiser's weights in ``dtype``: 1 byte a weight in 8 bits, else bf16."""
+    return (1 if dtype in EIGHT_BIT else WEIGHT_BYTES) * spec.denoiser_params
+
+
+def pipeline_weight_bytes(spec: DiffusionModelSpec, dtype: str) -> float:
+    """Every weight of the pipeline: the denoiser in ``dtype``, text encoders and VAE in bf16."""
+    return spec.weights_bytes(WEIGHT_BYTES) - WEIGHT_BYTES * spec.denoiser_params + denoiser_weight_bytes(spec, dtype)
+
+
 def cached_step_cost(cache, spec: DiffusionModelSpec) -> float:
     """A cached step's cost as a fraction of a full one (``StepCache``)."""
     if cache.cached_step_cost is not None:
@@ -218,9 +235,7 @@ def diffusion_memory_budget(
     ``dtype``, text encoders and VAE decoder in bf16, all resident). Raises ConfigError if the
     weights do not fit."""
     usable = gpu.memory_bytes * gpu_memory_utilization
-    weights = spec.weights_bytes(WEIGHT_BYTES)
-    if dtype == "fp8":
-        weights -= spec.denoiser_params * (WEIGHT_BYTES - 1)
+    weights = pipeline_weight_bytes(spec, dtype)
     if weights >= usable:
         raise ConfigError(
             f"{spec.name} does not fit {gpu.name}: weights {weights / GIB:.1f} GiB (denoiser, text "

@@ -37,13 +37,9 @@ def replica_weight_bytes(pool: PoolConfig) -> float:
     data-parallel groups)."""
     gpus = pool.tensor_parallel_size
     if pool.is_diffusion:
-        from sim.diffusion.cost import WEIGHT_BYTES
+        from sim.diffusion.cost import pipeline_weight_bytes
 
-        spec = catalog.get_diffusion_model(pool.model)
-        weights = spec.weights_bytes(WEIGHT_BYTES)
-        if pool.diffusion.dtype == "fp8":
-            weights -= spec.denoiser_params * (WEIGHT_BYTES - 1)
-        return weights * gpus
+        return pipeline_weight_bytes(catalog.get_diffusion_model(pool.model), pool.diffusion.dtype) * gpus
     from sim.llm.memory import draft_bytes, weight_bytes_per_gpu
 
     model = catalog.get_model(pool.model)

@@ -65,8 +65,9 @@ def shared_gpu(gpu: GPUSpec, share: Share | None) -> GPUSpec:
     update = {"memory_gib": gpu.memory_gib * share.memory}
     if share.mode == "mig":
         update.update(bf16_tflops=gpu.bf16_tflops * share.compute, hbm_tb_s=gpu.hbm_tb_s * share.compute)
-        if gpu.fp8_tflops:
-            update["fp8_tflops"] = gpu.fp8_tflops * share.compute
+        for peak in ("fp8_tflops", "int8_tops"):
+            if getattr(gpu, peak):
+                update[peak] = getattr(gpu, peak) * share.compute
     return gpu.model_copy(update=update)
 
 

@@ -37,6 +37,8 @@ def test_gpu_entries_are_dated_and_sourced(name):
     g = catalog.get_gpu(name)
     assert re.fullmatch(r"\d{4}-\d{2}", g.price.date) and g.price.source and g.source
     assert g.fp8_tflops is None or g.fp8_tflops >= g.bf16_tflops
+    # dense INT8 is twice dense bf16 on every tensor-core generation in the catalog (A100 to B200, Ada, CDNA3)
+    assert g.int8_tops == pytest.approx(2 * g.bf16_tflops, rel=0.03)
 
 
 def test_unknown_names_list_the_allowed_ones():

@@ -125,6 +125,16 @@ def test_an_image_batch_is_one_static_batch():
     span = cost.text_encode_s(8) + 20 * cost.denoise_step_s(8, tokens) + cost.vae_decode_s(4, 1024, 1024, 1)
     assert predict(batch) == pytest.approx(4 / span, rel=1e-5)  # the four arrive within microseconds
     assert predict({**batch, "metric": "e2e_s"}) == pytest.approx(span, rel=1e-5)
+    # a multi-GPU system's data-parallel copies: one batch on each, side by side
+    eight = {**batch, "servesim": {"expressible": True, "run": "image_batch", "replicas": 8}}
+    assert predict(eight) == pytest.approx(8 * 4 / span, rel=1e-4)  # 32 arrivals within 32 µs
+    # an 8-bit point's denoiser runs in its precision; a 16-bit one in bf16
+    for precision in ("fp8", "int8"):
+        q = DiffusionRooflineCost(model, catalog.get_gpu("h100-sxm"), dtype=precision)
+        span_q = q.text_encode_s(8) + 20 * q.denoise_step_s(8, tokens) + q.vae_decode_s(4, 1024, 1024, 1)
+        assert span_q < span
+        assert predict({**batch, "precision": precision}) == pytest.approx(4 / span_q, rel=1e-5)
+    assert predict({**batch, "precision": "fp16"}) == pytest.approx(4 / span, rel=1e-5)
 
 
 def test_the_table_and_summary_of_a_small_file():

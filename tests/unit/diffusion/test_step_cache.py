@@ -1,8 +1,8 @@
 """Step caching (TeaCache, First-Block Cache, DeepCache) and FP8 denoisers. Checked here: after
 the warm-up steps the given share of steps is cached, evenly; a lone request's time is its text
 encoding, its full steps, its cached steps at their fraction of a step, and its VAE decode; a
-batch step is cached only when it is for every member; an FP8 denoiser halves the weights and runs
-at the FP8 peak; GPUs without FP8 refuse it."""
+batch step is cached only when it is for every member; an 8-bit (FP8, INT8) denoiser halves the
+weights and runs at the catalog's share of the 8-bit peak; GPUs without FP8 refuse it."""
 
 from __future__ import annotations
 
@@ -82,14 +82,17 @@ def test_a_batch_step_is_cached_only_when_every_member_is():
     assert second["finish_s"] > first["finish_s"]
 
 
-def test_an_fp8_denoiser_halves_its_weights_and_runs_at_the_fp8_peak():
-    spec, gpu = catalog.get_diffusion_model("flux-dev"), catalog.get_gpu("h100-sxm")
+@pytest.mark.parametrize(("gpu_name", "dtype"), [("h100-sxm", "fp8"), ("h100-sxm", "int8"), ("a100-80gb", "int8")])
+def test_an_8bit_denoiser_halves_its_weights_and_runs_at_its_share_of_the_8bit_peak(gpu_name, dtype):
+    spec, gpu = catalog.get_diffusion_model("flux-dev"), catalog.get_gpu(gpu_name)
     bf16 = diffusion_memory_budget(spec, gpu, 0.9)
-    fp8 = diffusion_memory_budget(spec, gpu, 0.9, "fp8")
-    assert fp8 - bf16 == pytest.approx(spec.denoiser_params)  # one byte a weight less
-    a, b = DiffusionRooflineCost(spec, gpu), DiffusionRooflineCost(spec, gpu, dtype="fp8")
+    eight = diffusion_memory_budget(spec, gpu, 0.9, dtype)
+    assert eight - bf16 == pytest.approx(spec.denoiser_params)  # one byte a weight less
+    a, b = DiffusionRooflineCost(spec, gpu), DiffusionRooflineCost(spec, gpu, dtype=dtype)
     st = a._denoiser
-    ratio = gpu.bf16_tflops / gpu.fp8_tflops
+    peak = gpu.fp8_tflops if dtype == "fp8" else gpu.int8_tops
+    ratio = gpu.bf16_tflops / (peak * gpu.efficiency.denoiser_8bit)
+    assert 0 < gpu.efficiency.denoiser_8bit < 1  # the fitted share, not the old "as fast as bf16" assumption
     for rows, tokens in ((1, 256), (1, 4096), (8, 4096)):
         flops = rows * spec.denoiser_flops(tokens)
         act = rows * spec.denoiser_act_io_bytes(tokens)

@@ -1,5 +1,6 @@
-"""The host terms the roofline fits on whole-engine measurements: the catalog holds the fit of
-the fidelity suite's calibration split, and the eager diffusion step is what its form says."""
+"""The terms the roofline fits on whole-engine measurements (host time per LLM step and per eager
+op, the 8-bit denoiser's efficiency): the catalog holds the fit of the fidelity suite's
+calibration split, and the eager diffusion step is what its form says."""
 
 import json
 from pathlib import Path
@@ -12,18 +13,19 @@ from sim.diffusion.cost import DiffusionRooflineCost
 from sim.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-FIT = json.loads((ROOT / "fidelity" / "fits" / "host_overheads.json").read_text())
+FIT = json.loads((ROOT / "fidelity" / "fits" / "engine_terms.json").read_text())
 
 
 def test_catalog_holds_the_calibration_split_fit():
     for gpu in catalog.gpus().values():
         assert gpu.overheads.step_s == FIT["step_s"]["value"]
         assert gpu.overheads.eager_op_s == FIT["eager_op_s"]["value"]
+        assert gpu.efficiency.denoiser_8bit == FIT["denoiser_8bit"]["value"]
 
 
-@pytest.mark.parametrize("term", ["step_s", "eager_op_s"])
+@pytest.mark.parametrize("term", ["step_s", "eager_op_s", "denoiser_8bit"])
 def test_fit_was_made_on_calibration_points_only_and_reproduces(term):
-    from calibration.host_overheads import calibration_points, log_errors
+    from calibration.engine_terms import calibration_points, log_errors
     from sim.fidelity import load_points
 
     split = {p["id"]: p["split"] for p in load_points()}
