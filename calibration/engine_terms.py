@@ -69,8 +69,7 @@ def terms(**values: float) -> Iterator[None]:
 
 
 def calibration_points(term: str) -> list[dict]:
-    from sim.diffusion.cost import EIGHT_BIT
-    from sim.fidelity import execution, load_points
+    from sim.fidelity import denoiser_dtype, execution, load_points
 
     points = [p for p in load_points() if p["split"] == "calibrate" and p["servesim"]["expressible"]]
     if term == "step_s":
@@ -78,7 +77,7 @@ def calibration_points(term: str) -> list[dict]:
     diffusion = [p for p in points if p["shape"] == "diffusion"]
     if term == "eager_op_s":
         return [p for p in diffusion if execution(p) == "eager"]
-    return [p for p in diffusion if p.get("precision") in EIGHT_BIT]
+    return [p for p in diffusion if denoiser_dtype(p) != "bfloat16"]
 
 
 def log_errors(points: list[dict], **values: float) -> np.ndarray:

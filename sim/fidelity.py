@@ -229,14 +229,21 @@ def execution(point: dict) -> str:
     return "eager" if "eager" in engine or "no compile" in engine else "compiled"
 
 
-def _image_pool(point: dict, batching: dict, replicas: int = 1) -> dict:
-    """The point's pool: its model and GPU, the denoiser in the point's precision where that is
-    8-bit (FP8, INT8; else bf16), compiled or eager as its engine ran."""
+def denoiser_dtype(point: dict) -> str:
+    """The ``batching.dtype`` a diffusion point's denoiser runs in: its stated precision where
+    that is 8-bit (``fp8``, ``int8``), else ``bfloat16`` (fp16, bf16 and unstated alike)."""
     from sim.diffusion.cost import EIGHT_BIT
 
     precision = _precision(point)
-    if precision in EIGHT_BIT:
-        batching = {**batching, "dtype": precision}
+    return precision if precision in EIGHT_BIT else "bfloat16"
+
+
+def _image_pool(point: dict, batching: dict, replicas: int = 1) -> dict:
+    """The point's pool: its model and GPU, the denoiser in the point's precision where that is
+    8-bit (FP8, INT8; else bf16), compiled or eager as its engine ran."""
+    dtype = denoiser_dtype(point)
+    if dtype != "bfloat16":
+        batching = {**batching, "dtype": dtype}
     return {
         "name": "p",
         "model": point["model"],
@@ -314,7 +321,7 @@ def _image_batch(point: dict, spec: dict) -> float:
 def _image_step(point: dict, spec: dict) -> float:
     """One denoising step of the request's shape, from the pool's cost model directly."""
     from sim import catalog
-    from sim.diffusion.cost import EIGHT_BIT, DiffusionRooflineCost
+    from sim.diffusion.cost import DiffusionRooflineCost
 
     model = catalog.get_diffusion_model(point["model"])
     image = _image(point, spec)
@@ -322,9 +329,8 @@ def _image_step(point: dict, spec: dict) -> float:
     tokens = model.latent_tokens(
         image.get("width", model.default_width), image.get("height", model.default_height), image.get("frames", 1)
     )
-    precision = _precision(point)
-    dtype = precision if precision in EIGHT_BIT else "bfloat16"
-    cost = DiffusionRooflineCost(model, catalog.get_gpu(point["gpu"]), execution=execution(point), dtype=dtype)
+    gpu = catalog.get_gpu(point["gpu"])
+    cost = DiffusionRooflineCost(model, gpu, execution=execution(point), dtype=denoiser_dtype(point))
     rows = int(point["conditions"].get("batch_size") or 1) * (2 if cfg else 1)
     return cost.denoise_step_s(rows, tokens)
 
